@@ -1,0 +1,68 @@
+"""The `forge` command. Sub-commands live in sibling modules; each is a thin wrapper."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from forgellm import __version__
+
+
+class ForgeGroup(TyperGroup):
+    """Turns ForgeError into a clear message and exit code 1 — a user never sees a traceback for it."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        from forgellm.errors import ForgeError
+
+        try:
+            return super().invoke(ctx)
+        except ForgeError as exc:
+            from forgellm.cli.output import err_console
+
+            err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+            for detail in exc.details:
+                err_console.print(f"  [red]•[/] {detail}", soft_wrap=True)
+            if exc.fix:
+                err_console.print(f"[bold]Fix:[/] {exc.fix}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            from forgellm.cli.output import err_console
+
+            err_console.print("[yellow]Interrupted.[/] Nothing half-written was kept.")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=ForgeGroup,
+    name="forge",
+    help="Fine-tune a language model from your own data and a goal in plain words.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"forge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Fine-tune a language model from your own data and a goal in plain words."""
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; importing them is cheap (no torch, no transformers).
+    from forgellm.cli import config_cmds, machine_cmds, project_cmds, template_cmds  # noqa: F401
+
+
+_register()
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,134 @@
+"""`forge init`, `forge status`, `forge login`, `forge logout`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from forgellm.cli.main import app
+from forgellm.cli.output import console, print_json
+
+
+class AdvisorChoice(StrEnum):
+    rules = "rules"
+    gemini = "gemini"
+    openai = "openai"
+
+
+class ProviderChoice(StrEnum):
+    gemini = "gemini"
+    openai = "openai"
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Project folder (created if missing)."),
+    name: str | None = typer.Option(None, help="Project name (default: the folder's name)."),
+    model: str | None = typer.Option(None, "--model", help="Model to fine-tune (default: smollm2-135m, offline)."),
+    advisor: AdvisorChoice = typer.Option(AdvisorChoice.rules, help="Who proposes the plan."),
+    advisor_model: str | None = typer.Option(None, help="Advisor model name, e.g. gemini-2.5-flash."),
+    base_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    api_key: str | None = typer.Option(
+        None, help="Store this advisor API key in your user credentials file (0600), never in the project."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create a project folder: forge.yaml, data/, runs/, exports/, reports/, .gitignore."""
+    from forgellm.project import advisor_settings, init_project
+
+    settings = advisor_settings(advisor.value, advisor_model, base_url)
+    result = init_project(directory, name=name, model_ref=model, advisor=settings, api_key=api_key)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"Project [bold]{result.project_dir}[/]")
+    for item in result.created:
+        console.print(f"  [green]created[/]  {item}")
+    for item in result.existed:
+        console.print(f"  [dim]exists[/]   {item} [dim](kept)[/]")
+    for warning in result.warnings:
+        console.print(f"  [yellow]note[/]     {warning}")
+    if result.credentials_file:
+        console.print(f"  [green]stored[/]   {settings.provider} API key in {result.credentials_file} (mode 0600)")
+    console.print("Next: [bold]forge status[/] to see where the project stands.")
+
+
+@app.command()
+def status(
+    directory: Path = typer.Argument(Path("."), help="Project folder (or any folder inside it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Where the project stands: plan, model, advisor, prepared data, runs, exports."""
+    from forgellm.project import project_status
+
+    report = project_status(directory)
+    if as_json:
+        print_json(report)
+        return
+    _render_status(report)
+
+
+def _render_status(report: dict[str, Any]) -> None:
+    if not report["found"]:
+        console.print("No Forge project here (no forge.yaml in this folder or above).")
+        console.print("Next: [bold]forge init[/]")
+        return
+    console.print(f"Project folder  {report['project_dir']}")
+    if not report["config_valid"]:
+        console.print("[red]forge.yaml is invalid:[/]")
+        for problem in report["config_problems"]:
+            console.print(f"  • {problem}")
+        console.print(f"Next: [bold]{report['next_step']}[/]")
+        return
+    project = report["project"]
+    console.print(f"Project         {project['name']}" + (f" — {project['goal']}" if project["goal"] else ""))
+    model = report["model"]
+    if model["ok"]:
+        ready = "ready" if model["ready"] else "not converted/downloaded yet (done on first use)"
+        console.print(f"Model           {model['ref']} ({model['kind']}) — {ready}")
+    else:
+        console.print(f"Model           [red]{model['problem']}[/]")
+    advisor = report["advisor"]
+    key = advisor["key"]
+    key_text = "" if key is None else (f", key from {key['source']}" if key["available"] else ", [yellow]no API key[/]")
+    console.print(
+        f"Advisor         {advisor['provider']}" + (f" ({advisor['model']})" if advisor["model"] else "") + key_text
+    )
+    for label, field in (("Prepared data", "prepared"), ("Runs", "runs"), ("Exports", "exports")):
+        entries = report[field]
+        names = ", ".join(e["name"] + ("" if e["complete"] else " (incomplete)") for e in entries) or "none"
+        console.print(f"{label:<16}{names}")
+    for note in report.get("migration_notes", []):
+        console.print(f"[yellow]note[/] forge.yaml is an older version ({note}); `forge config upgrade` rewrites it.")
+    console.print(f"Next: [bold]{report['next_step']}[/]")
+
+
+@app.command()
+def login(
+    provider: ProviderChoice = typer.Option(ProviderChoice.gemini, help="Which advisor service the key is for."),
+) -> None:
+    """Store an advisor API key in your user credentials file (mode 0600). Input is hidden."""
+    from forgellm.config.settings import KEY_ENV_VARS, key_status, store_api_key
+
+    key = typer.prompt(f"{provider.value} API key", hide_input=True)
+    path = store_api_key(provider.value, key)
+    console.print(f"Stored the {provider.value} key in {path} (readable by you only).")
+    current = key_status(provider.value)
+    if current.source in KEY_ENV_VARS[provider.value]:
+        console.print(f"[yellow]note[/] {current.source} is set in your environment and takes precedence.")
+
+
+@app.command()
+def logout(
+    provider: ProviderChoice = typer.Option(ProviderChoice.gemini, help="Which stored key to remove."),
+) -> None:
+    """Remove a stored advisor API key."""
+    from forgellm.config.settings import credentials_path, remove_api_key
+
+    if remove_api_key(provider.value):
+        console.print(f"Removed the {provider.value} key from {credentials_path()}.")
+    else:
+        console.print(f"No stored {provider.value} key (nothing to remove).")

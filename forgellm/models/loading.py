@@ -1,0 +1,91 @@
+"""Loading helpers: a model reference + the template settings of forge.yaml -> tokenizer and chat format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.config.schema import ChatTemplateSection
+from forgellm.errors import ForgeError
+from forgellm.models.resolve import ModelSource, materialize, resolve_model
+
+
+@dataclass
+class ChatSetup:
+    """Everything needed to render conversations for one model."""
+
+    source: ModelSource
+    model_dir: Path
+    tokenizer: Any
+    chat_format: Any  # forgellm.templates.ChatFormat
+    template_name: str  # the family actually used ('auto' resolved)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:  # missing or damaged tokenizer files take many forms
+        raise ForgeError(
+            f"Cannot load the tokenizer of {model_dir} ({type(exc).__name__}: {exc}).",
+            fix="The model folder needs tokenizer.json (or tokenizer.model) and tokenizer_config.json.",
+        ) from None
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def custom_jinja(settings: ChatTemplateSection, base_dir: Path) -> str | None:
+    """The custom template text: `jinja` is either the template itself or the path of a .jinja file."""
+    value = settings.jinja
+    if value is None or "{" in value:  # a template always has {{ or {%
+        return value
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise ForgeError(
+            f"model.chat_template.jinja names a file that does not exist: {path}.",
+            fix="Give the path of a .jinja file (relative to forge.yaml) or the template text itself.",
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def chat_setup(
+    model_ref: str,
+    settings: ChatTemplateSection | None = None,
+    *,
+    base_dir: Path = Path("."),
+    progress: Callable[[str], None] | None = None,
+) -> ChatSetup:
+    """Resolve the model, load its tokenizer, and build the chat format forge.yaml asks for."""
+    from forgellm.templates import build_chat_format, pad_token_warning
+
+    settings = settings or ChatTemplateSection()
+    source = resolve_model(model_ref)
+    model_dir = materialize(source, progress)
+    tokenizer = load_tokenizer(model_dir)
+    config = read_model_config(model_dir)
+    chat_format = build_chat_format(
+        settings.name,
+        tokenizer,
+        system_prompt=settings.system_prompt,
+        add_bos=settings.add_bos,
+        role_names=settings.role_names or None,
+        jinja_template=custom_jinja(settings, base_dir),
+        model_name=source.hub_id or model_ref,
+        model_config=config,
+    )
+    warnings = [w for w in [pad_token_warning(chat_format, tokenizer)] if w]
+    return ChatSetup(source, model_dir, tokenizer, chat_format, chat_format.name, warnings)

@@ -1,0 +1,212 @@
+"""The project folder: creating it (`forge init`) and reading where it stands (`forge status`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.config.io import CONFIG_FILENAME, atomic_write_text, load_config, save_config
+from forgellm.config.schema import AdvisorSection, ForgeConfig, ModelSection, ProjectSection
+from forgellm.config.settings import key_status, store_api_key
+from forgellm.errors import ForgeError
+
+PROJECT_DIRS = ("data", "data/prepared", "runs", "exports", "reports", ".forge")
+GITIGNORE_LINES = (
+    "# Forge outputs: large and reproducible from forge.yaml",
+    "data/prepared/",
+    "runs/",
+    "exports/",
+    ".forge/",
+)
+DEFAULT_ADVISOR_MODELS = {"gemini": "gemini-2.5-flash", "openai": "gpt-4o-mini"}
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass
+class InitResult:
+    project_dir: Path
+    created: list[str] = field(default_factory=list)
+    existed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    credentials_file: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["project_dir"] = str(self.project_dir)
+        data["credentials_file"] = str(self.credentials_file) if self.credentials_file else None
+        return data
+
+
+def advisor_settings(provider: str, model: str | None = None, base_url: str | None = None) -> AdvisorSection:
+    """The advisor section for a provider, with sensible model and URL defaults filled in."""
+    if provider == "rules":
+        if model or base_url:
+            raise ForgeError(
+                "The offline `rules` advisor takes no model or base URL.",
+                fix="Drop --advisor-model/--base-url, or choose --advisor gemini or --advisor openai.",
+            )
+        return AdvisorSection(provider="rules")
+    if provider == "gemini" and base_url:
+        raise ForgeError("--base-url is for OpenAI-compatible servers.", fix="Use --advisor openai with --base-url.")
+    url = base_url or (DEFAULT_OPENAI_BASE_URL if provider == "openai" else None)
+    return AdvisorSection(provider=provider, model=model or DEFAULT_ADVISOR_MODELS[provider], base_url=url)
+
+
+def init_project(
+    directory: str | Path,
+    *,
+    name: str | None = None,
+    model_ref: str | None = None,
+    advisor: AdvisorSection | None = None,
+    api_key: str | None = None,
+) -> InitResult:
+    """Create the project layout; never overwrites an existing file."""
+    root = Path(directory).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ForgeError(f"{root} exists and is a file, not a folder.", fix="Choose another project folder.")
+    advisor = advisor or AdvisorSection()
+    if api_key is not None and advisor.provider == "rules":
+        raise ForgeError(
+            "The offline `rules` advisor needs no API key.", fix="Add --advisor gemini or --advisor openai."
+        )
+    result = InitResult(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in PROJECT_DIRS:
+        folder = root / sub
+        (result.existed if folder.is_dir() else result.created).append(sub + "/")
+        folder.mkdir(parents=True, exist_ok=True)
+    _write_gitignore(root, result)
+    _write_config(root, result, name or root.name, model_ref, advisor)
+    if api_key is not None:
+        result.credentials_file = store_api_key(advisor.provider, api_key)
+    return result
+
+
+def _write_gitignore(root: Path, result: InitResult) -> None:
+    path = root / ".gitignore"
+    if not path.exists():
+        atomic_write_text(path, "\n".join(GITIGNORE_LINES) + "\n")
+        result.created.append(".gitignore")
+        return
+    result.existed.append(".gitignore")
+    present = set(path.read_text(encoding="utf-8", errors="replace").split())
+    missing = [line for line in GITIGNORE_LINES[1:] if line not in present]
+    if missing:
+        result.warnings.append(f".gitignore kept as it is; consider adding: {' '.join(missing)}")
+
+
+def _write_config(root: Path, result: InitResult, name: str, model_ref: str | None, advisor: AdvisorSection) -> None:
+    path = root / CONFIG_FILENAME
+    if not path.exists():
+        config = ForgeConfig(
+            project=ProjectSection(name=name),
+            model=ModelSection(ref=model_ref) if model_ref else ModelSection(),
+            advisor=advisor,
+        )
+        save_config(config, path)
+        result.created.append(CONFIG_FILENAME)
+        return
+    result.existed.append(CONFIG_FILENAME)
+    try:
+        existing = load_config(path).config
+    except ForgeError as exc:
+        result.warnings.append(
+            f"{CONFIG_FILENAME} already exists but is not a valid Forge plan ({exc.message.rstrip(':')}); "
+            "it was left untouched. Run `forge config validate` to see why."
+        )
+        return
+    if existing.advisor != advisor and advisor != AdvisorSection():
+        result.warnings.append(
+            f"{CONFIG_FILENAME} exists, so the advisor settings given were not applied "
+            f"(it keeps provider '{existing.advisor.provider}'); edit the `advisor:` section to change them."
+        )
+
+
+def find_project(start: str | Path = ".") -> Path | None:
+    """The nearest folder at or above `start` that holds a forge.yaml."""
+    here = Path(start).expanduser().resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILENAME).is_file():
+            return folder
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stage_entries(folder: Path, record: str) -> list[dict[str, Any]]:
+    """One entry per sub-folder, with the fields of its record file (summary.json, manifest.json ...)."""
+    if not folder.is_dir():
+        return []
+    entries = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        info = _read_json(sub / record)
+        entries.append({"name": sub.name, "complete": (sub / record).is_file(), "status": info.get("status")})
+    return entries
+
+
+def project_status(directory: str | Path = ".") -> dict[str, Any]:
+    """Where a project stands: plan validity, model, advisor key, and each stage's outputs."""
+    root = find_project(directory)
+    if root is None:
+        return {"project_dir": None, "found": False, "next_step": "forge init"}
+    status: dict[str, Any] = {"project_dir": str(root), "found": True}
+    try:
+        loaded = load_config(root)
+    except ForgeError as exc:
+        status.update(config_valid=False, config_problems=exc.details or [exc.message])
+        status["next_step"] = "forge config validate"
+        return status
+    config = loaded.config
+    status.update(config_valid=True, config_version=loaded.file_version, migration_notes=loaded.migration_notes)
+    status["project"] = {"name": config.project.name, "goal": config.project.goal}
+    status["model"] = _model_status(config.model.ref)
+    advisor = config.advisor
+    key = key_status(advisor.provider).to_dict() if advisor.provider != "rules" else None
+    status["advisor"] = {
+        "provider": advisor.provider,
+        "model": advisor.model,
+        "base_url": advisor.base_url,
+        "key": key,
+    }
+    status["prepared"] = _stage_entries(root / "data" / "prepared", "manifest.json")
+    status["runs"] = _stage_entries(root / "runs", "summary.json")
+    status["exports"] = _stage_entries(root / "exports", "metadata.json")
+    status["reports"] = sorted(p.name for p in (root / "reports").glob("*") if p.is_file())
+    status["next_step"] = _next_step(status)
+    return status
+
+
+def _model_status(ref: str) -> dict[str, Any]:
+    from forgellm.models.resolve import is_materialized, resolve_model
+
+    try:
+        source = resolve_model(ref)
+    except ForgeError as exc:
+        return {"ref": ref, "ok": False, "problem": str(exc)}
+    return {**source.to_dict(), "ok": True, "ready": is_materialized(source)}
+
+
+def _next_step(status: dict[str, Any]) -> str:
+    """The first stage still to do, in plain words."""
+    advisor_key = status["advisor"]["key"]
+    if advisor_key is not None and not advisor_key["available"]:
+        provider = status["advisor"]["provider"]
+        return f"store the {provider} API key: forge login --provider {provider}"
+    if not status["model"]["ok"]:
+        return "fix model.ref in forge.yaml (see `forge models`)"
+    for stage, done in (
+        ("prepare data", status["prepared"]),
+        ("train", status["runs"]),
+        ("export", status["exports"]),
+    ):
+        if not done:
+            return stage
+    return "chat with the exported model"
