@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -28,8 +29,24 @@ class ForgeGroup(TyperGroup):
         except KeyboardInterrupt:
             from forgellm.cli.output import err_console
 
-            err_console.print("[yellow]Interrupted.[/] Nothing half-written was kept.")
+            err_console.print("[yellow]Interrupted.[/] Finished work is kept; nothing half-written was published.")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # a bug in Forge: say so plainly; the traceback only on request
+            import os
+
+            if os.environ.get("FORGE_DEBUG"):
+                raise
+            from forgellm.cli.output import err_console
+
+            err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console.print(
+                "This is a bug in Forge, not in your data or settings. Run the command again with "
+                "FORGE_DEBUG=1 to see the traceback, and report it.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
@@ -58,7 +75,7 @@ def main(
 
 def _register() -> None:
     # Each module adds its commands to `app`; importing them is cheap (no torch, no transformers).
-    from forgellm.cli import config_cmds, machine_cmds, project_cmds, template_cmds  # noqa: F401
+    from forgellm.cli import config_cmds, data_cmds, machine_cmds, project_cmds, template_cmds  # noqa: F401
 
 
 _register()

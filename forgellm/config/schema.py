@@ -106,18 +106,43 @@ class HardwareSection(Section):
     cpu_cores: int | None = Field(default=None, ge=1, description="CPU cores available for data work.")
 
 
-class RecipeSection(BaseModel):
-    """How raw records become conversations. Filled by `forge plan`/`forge prepare`; editable by hand."""
+RecipeField = Literal["messages", "system", "user", "assistant", "input", "history", "text", "label", "date"]
+Role = Literal["system", "user", "assistant"]
+
+
+class TranscriptSection(BaseModel):
+    """How speakers are recognised in markdown/plain-text chat transcripts."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    columns: dict[str, str] = Field(
+    speakers: dict[Role, list[str]] = Field(
         default_factory=dict,
-        description="Role -> column or field name, e.g. {user: instruction, assistant: response}.",
+        description="Speaker labels per role, e.g. {user: ['**User**:', 'Human:'], assistant: ['## chatgpt']}; "
+        "a line starting with one of them opens that speaker's turn.",
+    )
+    regex: bool = Field(default=False, description="Treat the speaker labels as regular expressions.")
+    ignore_case: bool = Field(default=True, description="Match speaker labels regardless of case.")
+
+
+class RecipeSection(BaseModel):
+    """How raw records become conversations or documents. Filled by detection; editable by hand."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    columns: dict[RecipeField, str] = Field(
+        default_factory=dict,
+        description="Which column/field holds what, e.g. {user: instruction, assistant: response, label: category}.",
+    )
+    role_map: dict[str, Literal["system", "user", "assistant", "drop"]] = Field(
+        default_factory=dict,
+        description="Speaker names in the data -> chat roles, e.g. {human: user, gpt: assistant, observation: user}.",
     )
     system_prompt: str | None = Field(default=None, description="System prompt added to every conversation.")
     cleaning: list[Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]] = Field(
         default_factory=lambda: ["unicode_nfc", "strip_whitespace"], description="Cleaning steps, in order."
+    )
+    transcript: TranscriptSection = Field(
+        default_factory=TranscriptSection, description="Speaker patterns for transcript files."
     )
 
 
@@ -166,11 +191,27 @@ class QualityFilters(BaseModel):
 class PreprocessingSection(Section):
     split: SplitSection = Field(default_factory=SplitSection, description="Train/validation/test split.")
     seed: int = Field(default=42, description="Seed for shuffling and splitting; same seed, same split.")
-    chunk_rows: int = Field(default=10_000, ge=1, description="Rows processed per streamed chunk.")
-    truncation: Literal["drop", "truncate"] = Field(
-        default="drop", description="What to do with examples longer than model.max_length."
+    chunk_rows: int | None = Field(
+        default=None, ge=1, description="Rows processed per streamed chunk (null = sized from available memory)."
+    )
+    truncation: Literal["split", "drop", "truncate"] = Field(
+        default="split",
+        description="Examples longer than model.max_length: split (cut long multi-turn conversations between "
+        "exchanges, drop what still does not fit), drop, or truncate (cut at max_length).",
     )
     filters: QualityFilters = Field(default_factory=QualityFilters, description="Quality filters.")
+    pii: Literal["keep", "mask", "drop"] = Field(
+        default="keep", description="Personal data (emails, phones, card numbers, keys): keep, mask or drop rows."
+    )
+    balance: bool = Field(
+        default=False, description="Down-sample over-represented labels in the training split (needs a label)."
+    )
+    max_error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="Stop with no output when more than this share of rows is unreadable."
+    )
+    cpt_overlap: int = Field(
+        default=64, ge=0, description="Tokens shared by consecutive chunks of a document (continued pre-training)."
+    )
 
 
 class LoraSection(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 from forgellm.errors import ForgeError
 
 from .detect import detect_template, fitting_templates, missing_tokens, tokenizer_chat_template
+from .equivalence import equivalent_builtin, family_candidates
 from .families import BUILTIN_NAMES, CANONICAL_ROLES, FAMILIES, TemplateSpec
 from .jinja_format import JinjaChatFormat
 from .messages import ChatFormat
@@ -128,10 +129,15 @@ def build_chat_format(
             f"role_names and add_bos apply to builtin templates only, not '{name}'.",
             fix="Edit the Jinja template itself, or use a builtin template.",
         )
-    return JinjaChatFormat(
+    jinja = JinjaChatFormat(
         name=name,
         template=template,
         tokenizer=tokenizer,
         system_prompt=system_prompt or None,
         forbidden=_control_tokens(tokenizer),
     )
+    # Same text as a builtin family on every probe -> render with the builtin (exact spans, much faster).
+    candidates = family_candidates(
+        tokenizer, lambda family, tok: _builtin(FAMILIES[family], tok, model_name, None, None, None)
+    )
+    return equivalent_builtin(jinja, candidates) or jinja

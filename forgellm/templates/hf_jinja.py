@@ -43,6 +43,8 @@ def to_hf_jinja(chat_format: ChatFormat) -> str:
         return chat_format.template  # already a HF template (system_prompt injection is not baked in)
     if not isinstance(chat_format, BuiltinChatFormat):
         raise TypeError(f"cannot export {type(chat_format).__name__} as a Jinja template")
+    if chat_format.source_template is not None:
+        return chat_format.source_template  # it stands in for this template: export the original
     spec = chat_format.spec
     names = chat_format.role_names
     bos = "(bos_token or '')" if chat_format.bos_text else '""'

@@ -30,10 +30,14 @@ class BuiltinChatFormat:
     role_names: Mapping[str, str]
     # Control-token strings refused inside message text (see validate_messages).
     forbidden: tuple[str, ...] = field(default=())
+    # Set when this builtin stands in for a Jinja template that renders identically ("tokenizer"):
+    # the name to show, and the original template, which exports keep verbatim.
+    label: str | None = None
+    source_template: str | None = None
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.label or self.spec.name
 
     def _fill(self, fmt: str, role: str = "", content: str = "") -> str:
         values = {"bos": self.bos_text, "eos": self.eos_text, "content": content}

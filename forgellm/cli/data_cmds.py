@@ -1,0 +1,190 @@
+"""`forge prepare` (and `forge study`): the data commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from forgellm.cli.main import app
+from forgellm.cli.output import console, err_console, print_json
+
+
+@app.command()
+def prepare(
+    file: Path = typer.Argument(..., help="The data: CSV, TSV, JSON, JSONL, Parquet (optionally .gz), text or folder."),
+    project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
+    show_recipe: bool = typer.Option(False, help="Print the recipe (detected or from forge.yaml) and stop."),
+    restart: bool = typer.Option(False, help="Discard an interrupted preparation instead of resuming it."),
+    chunk_rows: int | None = typer.Option(None, min=1, help="Rows per chunk (default: from free memory)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
+    from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
+    from forgellm.project import find_project
+
+    root = find_project(project) or project
+    if show_recipe:
+        config = load_project_config(root)
+        if config.data.format == "auto":
+            from forgellm.config.io import save_config
+
+            config, detection = detect_recipe(file, config)
+            save_config(config, root / "forge.yaml")
+            if not as_json:
+                console.print(
+                    f"Detected [bold]{detection.format}[/] (confidence {detection.confidence:.0%}); "
+                    "saved to forge.yaml — edit `data:` there to change it."
+                )
+        _show_recipe(config, as_json)
+        return
+    if as_json:
+        result = prepare_dataset(root, file, restart=restart, chunk_rows=chunk_rows)
+        print_json(result.to_dict())
+        return
+    with _progress() as hooks:
+        result = prepare_dataset(root, file, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
+    _render_result(result)
+
+
+@app.command()
+def study(
+    file: Path = typer.Argument(..., help="The data to study (any format `forge prepare` reads)."),
+    project: Path = typer.Option(Path("."), "--project", "-C", help="Project folder; its model counts tokens."),
+    full: bool = typer.Option(False, help="Study every row (default: a sample spread over big files)."),
+    sample_rows: int = typer.Option(20_000, min=100, help="Rows to study in a big file without --full."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """A data quality report: duplicates, encoding, placeholders, PII, lengths, labels — with fixes."""
+    from forgellm.data.study_report import render_study_terminal
+    from forgellm.data.study_run import study_file
+    from forgellm.project import find_project
+
+    root = find_project(project)
+    if as_json:
+        run = study_file(file, root, full=full, sample_rows=sample_rows)
+        print_json(run.to_dict())
+        return
+    with _progress() as hooks:
+        run = study_file(file, root, full=full, sample_rows=sample_rows, step=hooks.step, rows=hooks.rows)
+    render_study_terminal(run.report, console)
+    console.print(f"Format: [bold]{run.detection['format']}[/] — " + "; ".join(run.detection["reasons"][:2]))
+    console.print(f"Reports: {run.html_path} (open in a browser) and {run.json_path}")
+
+
+def _show_recipe(config: Any, as_json: bool) -> None:
+    data = {
+        "format": config.data.format,
+        "recipe": config.data.recipe.model_dump(mode="json"),
+        "stage": config.training.stage,
+        "rationale": config.data.rationale,
+    }
+    if as_json:
+        print_json(data)
+        return
+    import yaml
+    from rich.syntax import Syntax
+
+    console.print(
+        Syntax(
+            yaml.safe_dump(
+                {"data": {"format": data["format"], "recipe": data["recipe"]}}, sort_keys=False, allow_unicode=True
+            ),
+            "yaml",
+            background_color="default",
+        )
+    )
+    if data["rationale"]:
+        console.print(f"[dim]{data['rationale']}[/]")
+
+
+class _progress:
+    """Rich progress for prepare: steps as lines, rows with rows/s while chunks are processed."""
+
+    def __enter__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from forgellm.data.prepare import PrepareHooks
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("Starting", total=None, speed="")
+        self.started: float | None = None
+
+        def step(message: str) -> None:
+            self.progress.console.print(f"  [dim]{message}[/]")
+            self.progress.update(self.task, description=message)
+
+        def rows(done: int, total: int | None) -> None:
+            import time
+
+            self.started = self.started or time.perf_counter()
+            elapsed = max(time.perf_counter() - self.started, 1e-6)
+            self.progress.update(
+                self.task, completed=done, total=total, description="Rows", speed=f"{done / elapsed:,.0f} rows/s"
+            )
+
+        return PrepareHooks(step=step, rows=rows)
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+
+def _render_result(result: Any) -> None:
+    from rich.table import Table
+
+    stats = result.stats
+    if result.already_prepared:
+        console.print(f"Already prepared with these settings: [bold]{result.output_dir}[/]")
+    table = Table(title=f"Prepared {stats['rows_read']:,} rows → {result.output_dir.name}")
+    for column in ("split", "examples", "tokens", "trained tokens", "longest"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split, values in stats["splits"].items():
+        table.add_row(
+            split,
+            f"{values['examples']:,}",
+            f"{values['tokens']:,}",
+            f"{values['trained_tokens']:,}",
+            f"{values['max_length']:,}",
+        )
+    console.print(table)
+    if stats["rejected"]:
+        console.print(f"Rejected {stats['rejected']:,} rows (see {result.output_dir / 'rejects.jsonl'}):")
+        for reason, count in list(stats["rejected_by_reason"].items())[:8]:
+            console.print(f"  {count:>7,}  {reason}")
+    if stats["truncated"]:
+        console.print(
+            f"Truncated {stats['truncated']:,} examples to {stats['max_length']} tokens "
+            f"({stats['truncated_lost_stop_token']:,} lost their stop token)."
+        )
+    for check in result.checks:
+        mark = "[green]✓[/]" if check["ok"] else "[red]✗[/]"
+        console.print(f"{mark} {check['name']}: [dim]{check['detail']}[/]")
+    seconds = stats["seconds_by_stage"]
+    if seconds:
+        parts = ", ".join(f"{stage} {value:.1f}s" for stage, value in seconds.items())
+        console.print(
+            f"[dim]Time by stage: {parts}; bottleneck: {stats['bottleneck']}; "
+            f"peak memory {stats['peak_rss_mb']:,.0f} MB.[/]"
+        )
+    for warning in stats.get("warnings", []):
+        console.print(f"[yellow]warning[/] {warning}")

@@ -1,0 +1,1 @@
+"""Data: streamed readers, format detection and recipes, quality study, and model-aware preparation."""

@@ -1,0 +1,287 @@
+"""Text cleaning steps, personal-data (PII) detection and masking, and text-health helpers for the study.
+
+Everything here is pure, stdlib-only string work so that it can run on every record of a large data set.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Literal
+
+CleaningStep = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]
+CLEANING_STEPS: tuple[str, ...] = ("unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html")
+
+
+# --------------------------------------------------------------------------------------------- cleaning
+
+
+def clean_text(text: str, steps: Iterable[str]) -> str:
+    """Apply the cleaning ``steps`` in order (the names of ``data.recipe.cleaning``)."""
+    for step in steps:
+        if step == "unicode_nfc":
+            text = unicodedata.normalize("NFC", text)
+        elif step == "strip_whitespace":
+            text = strip_whitespace(text)
+        elif step == "collapse_spaces":
+            text = collapse_spaces(text)
+        elif step == "strip_html":
+            text = strip_html(text)
+        else:
+            raise ValueError(f"unknown cleaning step {step!r}; allowed: {', '.join(CLEANING_STEPS)}")
+    return text
+
+
+_NEWLINES = re.compile(r"\r\n?")
+
+
+def strip_whitespace(text: str) -> str:
+    """Normalise line ends to ``\\n``, drop trailing whitespace of every line and around the whole text."""
+    lines = _NEWLINES.sub("\n", text).split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+_INDENT = re.compile(r"^[ \t]*")
+_SPACE_RUN = re.compile(r"[^\S\n]{2,}")
+
+
+def collapse_spaces(text: str) -> str:
+    """Collapse runs of spaces/tabs inside lines to one space; leading indentation (code) is kept."""
+    out = []
+    for line in text.split("\n"):
+        indent = _INDENT.match(line).group(0)  # type: ignore[union-attr]  # always matches
+        out.append(indent + _SPACE_RUN.sub(" ", line[len(indent) :]))
+    return "\n".join(out)
+
+
+_LOOKS_LIKE_HTML = re.compile(r"<[A-Za-z!/][^>]*>|&(?:#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z]{2,8});")
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 h3 h4 h5 h6 "
+    "header hr li main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
+
+
+class _TextExtractor(HTMLParser):
+    """Keeps the text of an HTML fragment; scripts and styles are dropped, block tags become line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip_depth += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.parts.append(data)
+
+
+def strip_html(text: str) -> str:
+    """Text content of HTML: tags, scripts and styles dropped, entities unescaped (stdlib html.parser).
+
+    Text without anything that looks like a tag or an entity is returned unchanged.
+    """
+    if not _LOOKS_LIKE_HTML.search(text):
+        return text
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+# --------------------------------------------------------------------------------------------- PII
+
+PiiKind = Literal["email", "phone", "card", "key", "iban"]
+_MASKS: dict[str, str] = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "key": "[KEY]", "iban": "[IBAN]"}
+# Where two hits overlap, the more specific kind wins.
+_PRIORITY = {"key": 0, "email": 1, "iban": 2, "card": 3, "phone": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class PiiHit:
+    """One piece of personal data or secret found in a text: its kind and character span."""
+
+    kind: PiiKind
+    start: int
+    end: int
+
+
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"
+)
+# International: +country code then groups; US style: (555) 123-4567 / 555-123-4567 / 555.123.4567.
+# Separators are required for the US style so that order ids and long digit runs do not match.
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){1,5}(?![\w-]|\.\d)")
+_PHONE_US = re.compile(
+    r"(?<![\w.-])(?:1[ .-])?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-]|\.\d)"
+)
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_KEY_PATTERN = re.compile(
+    "|".join(
+        (
+            r"(?<![\w-])sk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}",  # OpenAI, Anthropic, Stripe
+            r"(?<![\w-])AIza[0-9A-Za-z_-]{35}",  # Google
+            r"(?<!\w)gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub
+            r"(?<!\w)github_pat_[A-Za-z0-9_]{22,}",
+            r"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])",  # AWS access key id
+            r"(?<![\w-])xox[abprs]-[A-Za-z0-9-]{10,}",  # Slack
+            r"(?<![\w-])hf_[A-Za-z0-9]{30,}",  # Hugging Face
+        )
+    )
+)
+# A long token after key=/token=/secret:/Bearer; only the value is masked.
+_KEY_ASSIGNMENT = re.compile(
+    r"(?i)(?:\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|passwd|"
+    r"client[_-]?secret|private[_-]?key)[\"']?\s*[=:]\s*[\"']?|\bBearer\s+)([A-Za-z0-9+/_.~-]{16,}={0,2})"
+)
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_DIGIT = re.compile(r"\d")
+# Issuer prefixes of payment cards (Visa, Mastercard, Amex, Diners, Discover, JCB, UnionPay, Maestro).
+_CARD_PREFIX = re.compile(r"^(?:4|5[0-5]|2[2-7]|3[0478]|35|6)")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a string of digits (payment card numbers satisfy it)."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_valid(candidate: str) -> bool:
+    s = candidate.replace(" ", "")
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _looks_like_secret(value: str) -> bool:
+    if re.fullmatch(r"[0-9a-fA-F]{32,}", value):
+        return True
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    return len(value) >= 16 and has_digit and has_alpha and not re.fullmatch(r"[a-z_.-]+\d{0,2}", value)
+
+
+def _candidates(text: str) -> list[PiiHit]:
+    hits = [PiiHit("email", m.start(), m.end()) for m in _EMAIL.finditer(text)] if "@" in text else []
+    hits += [PiiHit("key", m.start(), m.end()) for m in _KEY_PATTERN.finditer(text)]
+    for m in _KEY_ASSIGNMENT.finditer(text):
+        if _looks_like_secret(m.group(1)):
+            hits.append(PiiHit("key", m.start(1), m.end(1)))
+    if not _DIGIT.search(text):
+        return hits
+    for m in _IBAN.finditer(text):
+        if _iban_valid(m.group(0)):
+            hits.append(PiiHit("iban", m.start(), m.end()))
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group(0))
+        if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
+            hits.append(PiiHit("card", m.start(), m.end()))
+    for pattern in (_PHONE_INTL, _PHONE_US):
+        for m in pattern.finditer(text):
+            digits = sum(c.isdigit() for c in m.group(0))
+            if 7 <= digits <= 15:
+                hits.append(PiiHit("phone", m.start(), m.end()))
+    return hits
+
+
+def find_pii(text: str) -> list[PiiHit]:
+    """Emails, phone numbers, Luhn-valid card numbers, API keys/secrets and IBANs, sorted, not overlapping."""
+    chosen: list[PiiHit] = []
+    for hit in sorted(_candidates(text), key=lambda h: (_PRIORITY[h.kind], -(h.end - h.start), h.start)):
+        if all(hit.end <= c.start or hit.start >= c.end for c in chosen):
+            chosen.append(hit)
+    return sorted(chosen, key=lambda h: h.start)
+
+
+def mask_pii(text: str) -> str:
+    """Replace every PII hit with ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[KEY]`` or ``[IBAN]``."""
+    # Masking can expose a match that a neighbour hid (lookbehinds, overlaps); repeat until none is left.
+    # Each pass removes at least one character that a pattern needs, so this ends; the cap is a safety net.
+    for _ in range(1000):
+        hits = find_pii(text)
+        if not hits:
+            break
+        for hit in reversed(hits):
+            text = text[: hit.start] + _MASKS[hit.kind] + text[hit.end :]
+    return text
+
+
+# --------------------------------------------------------------------------------------------- placeholders
+
+PlaceholderKind = Literal["double_brace", "single_brace"]
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """A template placeholder left in the text.
+
+    ``double_brace`` (``{{Order Number}}``) is usually deliberate anonymisation (Bitext data): informational.
+    ``single_brace`` (``{product_purchased}``) is usually a template that was never filled in: a warning.
+    """
+
+    kind: PlaceholderKind
+    name: str
+    start: int
+    end: int
+
+
+_DOUBLE = re.compile(r"\{\{\s*([^{}\n]{1,80}?)\s*\}\}")
+_SINGLE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*(?:[ .-][A-Za-z0-9_]+){0,4})\}(?!\})")
+
+
+def find_placeholders(text: str) -> list[Placeholder]:
+    """Unfilled template placeholders, ``{{...}}`` and ``{name}``, in order of appearance."""
+    found = [Placeholder("double_brace", m.group(1), m.start(), m.end()) for m in _DOUBLE.finditer(text)]
+    found += [Placeholder("single_brace", m.group(1), m.start(), m.end()) for m in _SINGLE.finditer(text)]
+    return sorted(found, key=lambda p: p.start)
+
+
+# --------------------------------------------------------------------------------------------- encoding health
+
+# UTF-8 bytes read as Latin-1/cp1252: "Ã©", "â€™", "Â ", Japanese "æ—¥æœ¬"; and U+FFFD replacement characters.
+_CONT = (
+    "[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014"
+    "\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+)
+_MOJIBAKE = re.compile(f"[\u00c2-\u00df]{_CONT}|[\u00e0-\u00ef]{_CONT}{{2}}|[\u00f0-\u00f4]{_CONT}{{3}}|\ufffd")
+
+
+def mojibake_score(text: str) -> float:
+    """Share (0..1) of the non-ASCII characters that look like mis-decoded UTF-8 or replacement characters."""
+    non_ascii = sum(1 for c in text if ord(c) > 127)
+    if not non_ascii:
+        return 0.0
+    bad = sum(len(m.group(0)) for m in _MOJIBAKE.finditer(text))
+    return min(1.0, bad / non_ascii)
+
+
+def has_control_chars(text: str) -> bool:
+    """True when the text holds control characters other than tab, newline and carriage return."""
+    return any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text)

@@ -1,0 +1,241 @@
+"""The end of `prepare`: chunk files -> final splits (text + tokenized), rejects, and validation.
+
+Final files are written under temporary names in the work folder and only the finished folder is
+renamed to its fingerprint, so a reader never sees half an output.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from forgellm.config.schema import ForgeConfig
+from forgellm.data.records import reason_kind
+from forgellm.data.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
+from forgellm.errors import ForgeError
+
+TOKEN_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("split", pa.string()),
+        ("key", pa.int64()),
+        ("label", pa.string()),
+        ("date", pa.float64()),
+        ("duplicate", pa.bool_()),
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("length", pa.int32()),
+    ]
+)
+FINAL_COLUMNS = ["line", "input_ids", "labels", "length"]
+FINAL_SCHEMA = pa.schema([TOKEN_SCHEMA.field(name) for name in FINAL_COLUMNS])
+
+
+def chunk_paths(work: Path, number: int) -> dict[str, Path]:
+    stem = work / "chunks" / f"{number:06d}"
+    return {
+        "rows": stem.with_suffix(".jsonl"),
+        "tokens": stem.with_suffix(".parquet"),
+        "rejects": Path(f"{stem}.rejects.jsonl"),
+    }
+
+
+def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], rejects: list[dict]) -> None:
+    """Write one finished chunk; each file by temp name + rename."""
+    paths = chunk_paths(work, number)
+    paths["rows"].parent.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(paths["rows"], rows)
+    _write_jsonl(paths["rejects"], rejects)
+    # Column by column: much faster than from_pylist for the long id lists.
+    table = pa.table(
+        {f.name: pa.array([t[f.name] for t in tokens], type=f.type) for f in TOKEN_SCHEMA}, schema=TOKEN_SCHEMA
+    )
+    tmp = paths["tokens"].with_name(paths["tokens"].name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(paths["tokens"])
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+@dataclass
+class SplitPlan:
+    """Decisions that need the whole data set: temporal cut-offs and balanced sampling."""
+
+    cutoffs: tuple[float, float] | None = None
+    label_keep: dict[str, float] = field(default_factory=dict)  # label -> keep probability in train
+    dup_first_split: dict[int, str] = field(default_factory=dict)
+
+
+def plan_splits(work: Path, chunks: int, config: ForgeConfig) -> SplitPlan:
+    """First pass over the chunks' token metadata (small columns only)."""
+    prep = config.preprocessing
+    plan = SplitPlan()
+    if prep.split.method != "temporal" and not prep.balance:
+        return plan
+    dates: list[float] = []
+    train_labels: Counter = Counter()
+    for number in range(chunks):
+        meta = pq.read_table(chunk_paths(work, number)["tokens"], columns=["split", "label", "date", "duplicate"])
+        for split, label, date, dup in zip(*(meta.column(c).to_pylist() for c in meta.column_names), strict=True):
+            if date is not None and not dup:
+                dates.append(date)
+            if split == "train" or prep.split.method == "temporal":
+                train_labels[label] += 1
+    if prep.split.method == "temporal":
+        plan.cutoffs = temporal_cutoffs(dates, (prep.split.train, prep.split.val, prep.split.test))
+        if prep.balance:  # label counts of train are only known once dates are placed
+            train_labels = _temporal_train_labels(work, chunks, plan.cutoffs)
+    if prep.balance:
+        labelled = {label: n for label, n in train_labels.items() if label is not None}
+        if len(labelled) < 2:
+            raise ForgeError(
+                "preprocessing.balance needs a label column with at least two labels.",
+                fix="Set data.recipe.columns.label to the category column, or set preprocessing.balance: false.",
+            )
+        cap = statistics.median(labelled.values())
+        plan.label_keep = {label: min(1.0, cap / n) for label, n in labelled.items()}
+    return plan
+
+
+def _temporal_train_labels(work: Path, chunks: int, cutoffs: tuple[float, float]) -> Counter:
+    counts: Counter = Counter()
+    for number in range(chunks):
+        meta = pq.read_table(chunk_paths(work, number)["tokens"], columns=["label", "date"])
+        for label, date in zip(meta.column("label").to_pylist(), meta.column("date").to_pylist(), strict=True):
+            if date is not None and temporal_split(date, cutoffs) == "train":
+                counts[label] += 1
+    return counts
+
+
+def final_splits(meta: pa.Table, plan: SplitPlan, config: ForgeConfig) -> tuple[list[str | None], dict[int, str]]:
+    """Final split of every row of a chunk (None = rejected) and the reject reasons by row index."""
+    splits = meta.column("split").to_pylist()
+    if plan.cutoffs is None and not plan.label_keep:
+        return splits, {}
+    reasons: dict[int, str] = {}
+    columns = [meta.column(c).to_pylist() for c in ("key", "label", "date", "duplicate")]
+    for index, (key, label, date, duplicate) in enumerate(zip(*columns, strict=True)):
+        split = splits[index]
+        if plan.cutoffs is not None:
+            if duplicate and key in plan.dup_first_split:
+                split = plan.dup_first_split[key]
+            elif date is None:
+                reasons[index] = f"no readable date in column '{config.preprocessing.split.column}' (temporal split)"
+                split = None
+            else:
+                split = temporal_split(date, plan.cutoffs)
+                plan.dup_first_split.setdefault(key, split)
+        keep = plan.label_keep.get(label) if split == "train" else None
+        if keep is not None and keep < 1.0 and hash_unit(key, config.preprocessing.seed + 1) >= keep:
+            reasons[index] = f"balanced sampling: label '{label}' is over-represented in train"
+            split = None
+        splits[index] = split
+    return splits, reasons
+
+
+@dataclass
+class SplitWriter:
+    """Final <split>.jsonl and <split>.parquet, written under temp names."""
+
+    folder: Path
+    handles: dict[str, Any] = field(default_factory=dict)
+    writers: dict[str, pq.ParquetWriter] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def open(self) -> None:
+        for split in SPLITS:
+            self.handles[split] = open(self.folder / f"{split}.jsonl.tmp", "w", encoding="utf-8")
+            self.writers[split] = pq.ParquetWriter(self.folder / f"{split}.parquet.tmp", FINAL_SCHEMA)
+            self.stats[split] = {"examples": 0, "tokens": 0, "trained_tokens": 0, "max_length": 0}
+
+    def add(self, split: str, lines: list[str], table: pa.Table) -> None:
+        if not lines:
+            return
+        self.handles[split].writelines(lines)
+        self.writers[split].write_table(table.select(FINAL_COLUMNS))
+        stats = self.stats[split]
+        labels = pc.list_flatten(table.column("labels"))
+        stats["examples"] += len(lines)
+        stats["tokens"] += int(pc.sum(table.column("length")).as_py() or 0)
+        stats["trained_tokens"] += int(pc.sum(pc.not_equal(labels, -100)).as_py() or 0)
+        stats["max_length"] = max(stats["max_length"], int(pc.max(table.column("length")).as_py() or 0))
+
+    def close(self) -> None:
+        for split in SPLITS:
+            self.handles[split].close()
+            self.writers[split].close()
+            for suffix in ("jsonl", "parquet"):
+                (self.folder / f"{split}.{suffix}.tmp").replace(self.folder / f"{split}.{suffix}")
+
+    def abort(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        for writer in self.writers.values():
+            writer.close()
+        for tmp in self.folder.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str, Any], Counter]:
+    """Route every kept row to its final split; append merge-stage rejects. Returns split stats, reasons."""
+    plan = plan_splits(work, chunks, config)
+    writer = SplitWriter(work)
+    writer.open()
+    reasons: Counter = Counter()
+    try:
+        with open(work / "rejects.jsonl.tmp", "w", encoding="utf-8") as rejects:
+            for number in range(chunks):
+                paths = chunk_paths(work, number)
+                with open(paths["rejects"], encoding="utf-8") as chunk_rejects:
+                    rejects.writelines(chunk_rejects)
+                table = pq.read_table(paths["tokens"])
+                splits, merge_rejects = final_splits(table.drop_columns(["input_ids", "labels"]), plan, config)
+                with open(paths["rows"], encoding="utf-8") as handle:
+                    lines = handle.readlines()
+                for index, reason in merge_rejects.items():
+                    row = json.loads(lines[index])
+                    reasons[reason_kind(reason)] += 1
+                    reject = {
+                        "line": row["line"],
+                        "source": row.get("source", ""),
+                        "reason": reason,
+                        "excerpt": row["text"][:160],
+                    }
+                    rejects.write(json.dumps(reject, ensure_ascii=False) + "\n")
+                _route(writer, table, lines, splits)
+        writer.close()
+        (work / "rejects.jsonl.tmp").replace(work / "rejects.jsonl")
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.stats, reasons
+
+
+def _route(writer: SplitWriter, table: pa.Table, lines: list[str], splits: list[str | None]) -> None:
+    """Send each row (JSON line + tokens) to its split; a row whose split changed gets its JSON rewritten."""
+    chunk_splits = table.column("split").to_pylist()
+    for split in SPLITS:
+        chosen = [i for i, s in enumerate(splits) if s == split]
+        if not chosen:
+            continue
+        out = []
+        for i in chosen:
+            if chunk_splits[i] == split:
+                out.append(lines[i])  # unchanged: the line already says this split
+            else:
+                out.append(json.dumps({**json.loads(lines[i]), "split": split}, ensure_ascii=False) + "\n")
+        writer.add(split, out, table.take(pa.array(chosen, type=pa.int64())))

@@ -1,0 +1,139 @@
+"""Checks on the finished output of `prepare`, before it gets its final name.
+
+Each check reads the files as training will read them: JSON parses, text re-renders to the same
+tokens, every example trains on something, answers end with a trained stop token, and no example
+sits in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from forgellm.data.splits import SPLITS, content_key
+
+SAMPLE_PER_SPLIT = 25
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _stop_ids(chat_format: Any, tokenizer: Any) -> set[int]:
+    ids = set()
+    for marker in getattr(chat_format, "stop_markers", ()):
+        encoded = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def validate_outputs(folder: Path, *, cpt: bool, max_length: int, chat_format: Any, tokenizer: Any) -> list[Check]:
+    checks = [_json_and_counts(folder)]
+    checks.append(_trained_tokens(folder, cpt, max_length, _stop_ids(chat_format, tokenizer) if not cpt else set()))
+    if not cpt:
+        checks.append(_rerender(folder, chat_format, tokenizer))
+    checks.append(_no_leakage(folder))
+    return checks
+
+
+def _json_and_counts(folder: Path) -> Check:
+    problems = []
+    for split in SPLITS:
+        count = 0
+        with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{split}.jsonl line {number}: {exc.msg}")
+                count += 1
+        rows = pq.ParquetFile(folder / f"{split}.parquet").metadata.num_rows
+        if rows != count:
+            problems.append(f"{split}: {count} JSON rows but {rows} tokenized rows")
+    return Check("valid JSON, text and tokens aligned", not problems, "; ".join(problems[:5]) or "all splits")
+
+
+def _last_trained(labels: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the number of trained tokens and the id of the last trained token (-1 where none)."""
+    labels = labels.combine_chunks()
+    flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False)
+    rows = len(labels)
+    trained_at = np.nonzero(flat != -100)[0]
+    owners = parents[trained_at]
+    counts = np.bincount(owners, minlength=rows)
+    last_id = np.full(rows, -1, dtype=np.int64)
+    if len(trained_at):
+        is_last = np.r_[owners[1:] != owners[:-1], True]  # rows are contiguous in the flat array
+        last_id[owners[is_last]] = flat[trained_at[is_last]]
+    return counts, last_id
+
+
+def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]) -> Check:
+    empty = no_stop = cut = 0
+    for split in SPLITS:
+        table = pq.read_table(folder / f"{split}.parquet", columns=["labels", "length"])
+        if table.num_rows == 0:
+            continue
+        counts, last_id = _last_trained(table.column("labels"))
+        lengths = table.column("length").to_numpy()
+        empty += int((counts == 0).sum())
+        if not cpt:
+            # A row cut at max_length may lose its stop token; that is reported, not a failure.
+            missing = (counts > 0) & ~np.isin(last_id, list(stop_ids))
+            cut += int((missing & (lengths >= max_length)).sum())
+            no_stop += int((missing & (lengths < max_length)).sum())
+    ok = empty == 0 and no_stop == 0
+    detail = f"{empty} examples without trained tokens, {no_stop} answers whose stop token is not trained"
+    if cut:
+        detail += f" ({cut} truncated answers lost their stop token)"
+    return Check("every example trains, answers end with a trained stop token", ok, detail)
+
+
+def _rerender(folder: Path, chat_format: Any, tokenizer: Any) -> Check:
+    mismatches = []
+    for split in SPLITS:
+        table = pq.read_table(folder / f"{split}.parquet", columns=["input_ids"]).slice(0, SAMPLE_PER_SPLIT)
+        with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
+            for index, ids in enumerate(table.column("input_ids").to_pylist()):
+                row = json.loads(handle.readline())
+                text = chat_format.render_text(row["messages"])
+                fresh = tokenizer(text, add_special_tokens=False)["input_ids"]
+                if text != row["text"] or fresh[: len(ids)] != ids:
+                    mismatches.append(f"{split} row {index + 1} (input line {row['line']})")
+    detail = ", ".join(mismatches[:5]) or f"first {SAMPLE_PER_SPLIT} rows of each split re-render identically"
+    return Check("re-rendered text and tokens match", not mismatches, detail)
+
+
+def _no_leakage(folder: Path) -> Check:
+    path = folder / "leakage-check.sqlite.tmp"  # on disk: memory stays bounded for any output size
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE seen (key INTEGER, split INTEGER)")
+    for code, split in enumerate(SPLITS):
+        with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
+            rows = ((content_key(json.loads(line)["text"]), code) for line in handle)
+            db.executemany("INSERT INTO seen VALUES (?, ?)", rows)
+    leaked = db.execute(
+        "SELECT COUNT(*) FROM (SELECT key FROM seen GROUP BY key HAVING COUNT(DISTINCT split) > 1)"
+    ).fetchone()[0]
+    db.close()
+    path.unlink(missing_ok=True)
+    return Check("no example in two splits", leaked == 0, f"{leaked} examples appear in more than one split")

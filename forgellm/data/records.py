@@ -1,0 +1,54 @@
+"""The types that flow through the data pipeline: raw records from readers, examples from recipes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One raw row/object/document as read, with where it came from (for rejects and reports)."""
+
+    line: int  # 1-based line where the record starts in its file (row number for Parquet, 1 for a document)
+    fields: dict[str, Any]  # column/key -> value (str, number, None, list or dict as the format gives)
+    source: str = ""  # file name, relative to the input folder for folder inputs
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that could not be read or mapped; it goes to rejects.jsonl with its line and reason."""
+
+    line: int
+    reason: str
+    source: str = ""
+    excerpt: str = ""  # the first characters of the raw row, to find it again
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """What a recipe makes of a record: a conversation (SFT) or a document (continued pre-training)."""
+
+    line: int
+    source: str = ""
+    messages: list[Message] | None = None
+    text: str | None = None
+    label: str | None = None  # for stratified splits, balancing and label statistics
+    date: str | None = None  # for temporal splits
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RecipeError(ValueError):
+    """A record that does not fit the recipe; the message is the reason shown in rejects.jsonl."""
+
+
+class EmptyTextError(RecipeError):
+    """The record fits the recipe but a turn is empty: a data-quality drop, not a format error."""
+
+
+def reason_kind(reason: str) -> str:
+    """A reject reason with its numbers generalised, to count reasons by kind ("duplicate of line N")."""
+    return re.sub(r"\d+", "N", reason)[:160]

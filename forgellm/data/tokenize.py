@@ -1,0 +1,95 @@
+"""Batched rendering and tokenization for `prepare`: many conversations per tokenizer call.
+
+The fast tokenizer encodes a whole batch in Rust on all cores; labels come from its offset mapping
+with the same boundary rule as `forgellm.templates.tokens.label_tokens`, by bisection per span.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from forgellm.errors import ForgeError
+from forgellm.templates import IGNORE_INDEX
+from forgellm.templates.messages import ChatFormat, Message
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    text: str
+    input_ids: list[int]
+    labels: list[int]
+    trained_tokens: int
+
+
+def render_batch(chat_format: ChatFormat, conversations: Sequence[Sequence[Message]]) -> list[Any]:
+    """RenderedConversation per conversation, or the error reason (str) where it can't be rendered."""
+    rendered: list[Any] = []
+    for messages in conversations:
+        try:
+            rendered.append(chat_format.render(messages))
+        except ForgeError as exc:
+            rendered.append(exc.message)
+    return rendered
+
+
+def spans_to_labels(
+    ids: list[int], offsets: list[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> tuple[list[int], int]:
+    """(labels, trained count) by bisection per span (few spans, many tokens): same rule as label_mask."""
+    labels = [IGNORE_INDEX] * len(ids)
+    points = [end if end > start else start + 1 for start, end in offsets]
+    trained = 0
+    for start, end in spans:
+        first = bisect_right(points, start)  # first token whose point lies after the span start
+        last = bisect_right(points, end)  # tokens before this one have point <= span end
+        labels[first:last] = ids[first:last]
+        trained += max(0, last - first)
+    return labels, trained
+
+
+def tokenize_rendered(tokenizer: Any, rendered: Sequence[Any]) -> list[Encoded]:
+    """One batched call of the Rust tokenizer for all rendered conversations (no error entries here)."""
+    if not rendered:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: skips the Python-side BatchEncoding conversion
+        encodings = backend.encode_batch([r.text for r in rendered], add_special_tokens=False)
+        pairs = [(e.ids, e.offsets) for e in encodings]
+    else:
+        batch = tokenizer([r.text for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        pairs = list(zip(batch["input_ids"], batch["offset_mapping"], strict=True))
+    results = []
+    for item, (ids, offsets) in zip(rendered, pairs, strict=True):
+        labels, trained = spans_to_labels(ids, offsets, item.trained_spans)
+        results.append(Encoded(item.text, ids, labels, trained))
+    return results
+
+
+def encode_conversations(
+    chat_format: ChatFormat, tokenizer: Any, conversations: Sequence[Sequence[Message]]
+) -> list[Encoded | str]:
+    """Render + tokenize a batch; an entry is an error reason (str) where the conversation can't be rendered."""
+    rendered = render_batch(chat_format, conversations)
+    encoded = iter(tokenize_rendered(tokenizer, [r for r in rendered if not isinstance(r, str)]))
+    return [r if isinstance(r, str) else next(encoded) for r in rendered]
+
+
+def encode_documents(tokenizer: Any, texts: Sequence[str], max_length: int, overlap: int) -> list[list[list[int]]]:
+    """Continued pre-training: each document + EOS, cut into windows of max_length sharing `overlap` tokens."""
+    if overlap >= max_length:
+        raise ForgeError(
+            f"preprocessing.cpt_overlap ({overlap}) must be smaller than model.max_length ({max_length}).",
+            fix="Lower preprocessing.cpt_overlap, e.g. to max_length // 8.",
+        )
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    stride = max_length - overlap
+    windows: list[list[list[int]]] = []
+    for ids in encoded:
+        ids = list(ids) + eos
+        starts = range(0, max(1, len(ids) - overlap), stride)
+        windows.append([ids[start : start + max_length] for start in starts])
+    return windows
