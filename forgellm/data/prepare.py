@@ -16,6 +16,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,12 +185,12 @@ class _PrepareRun:
         manifest.save(work)
         return manifest
 
-    def _items(self, batch_rows: int) -> Iterator[Record | BadRow]:
-        from forgellm.data.readers import open_dataset
+    def _items(self, batch_rows: int) -> tuple[Iterator[Record | BadRow], int | None]:
+        """The input's items in order, and an estimate of their number (for the progress bar's ETA)."""
+        from forgellm.data.readers import estimate_rows, open_dataset
 
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
-        for batch in dataset.batches():
-            yield from batch
+        return itertools.chain.from_iterable(dataset.batches()), estimate_rows(dataset)
 
     def _run(self, work: Path, final: Path, manifest: Manifest) -> PrepareResult:
         done = self.resumed = len(manifest.chunks)
@@ -209,31 +210,49 @@ class _PrepareRun:
             self.timer,
             near,
         )
-        items = self._items(min(manifest.chunk_rows, 5000))
+        items, total = self._items(min(manifest.chunk_rows, 5000))
         rows_done = sum(c["items"] for c in manifest.chunks)
         for _ in itertools.islice(items, rows_done):  # finished chunks: read past them
             pass
         self.hooks.step(f"Preparing in chunks of {manifest.chunk_rows:,} rows")
         number = done
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-tokenize")
+        waiting: tuple[int, Future, int] | None = None  # (chunk number, tokenization, items) in flight
         try:
             while True:
                 read_started = time.perf_counter()
                 chunk = list(itertools.islice(items, manifest.chunk_rows))
-                if not chunk:
+                started = pool.submit(processor.tokenize, processor.begin(chunk, read_started)) if chunk else None
+                if waiting is not None:
+                    rows_done += self._complete(work, manifest, processor, assigner, waiting)
+                    self.hooks.rows(rows_done, max(total or 0, rows_done) or None)
+                if started is None:
                     break
-                out = processor.process(number, chunk, read_started)
-                start = time.perf_counter()
-                write_chunk(work, number, out.rows, out.tokens, out.rejects)
-                manifest.chunks.append(_chunk_summary(number, len(chunk), out, assigner))
-                manifest.save(work)
-                self.timer.add("write", start)
-                rows_done += len(chunk)
-                self.hooks.rows(rows_done, None)
-                self._check_error_rate(manifest, work)
+                waiting = (number, started, len(chunk))
                 number += 1
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             index.close()
         return self._finish(work, final, manifest)
+
+    def _complete(
+        self,
+        work: Path,
+        manifest: Manifest,
+        processor: ChunkProcessor,
+        assigner: SplitAssigner,
+        waiting: tuple[int, Future, int],
+    ) -> int:
+        """Finish a tokenized chunk in order, write it, record it; returns its number of items."""
+        number, tokenized, items = waiting
+        out = processor.finish(number, tokenized.result())
+        start = time.perf_counter()
+        write_chunk(work, number, out.rows, out.tokens, out.rejects)
+        manifest.chunks.append(_chunk_summary(number, items, out, assigner))
+        manifest.save(work)
+        self.timer.add("write", start)
+        self._check_error_rate(manifest, work)
+        return items
 
     def _near_index(self, work: Path, done: int) -> NearDuplicateIndex | None:
         """The near-duplicate index, rebuilt from finished chunks when resuming."""

@@ -33,6 +33,16 @@ class ChunkOutput:
     truncated_lost_stop: int = 0
 
 
+@dataclass
+class PendingChunk:
+    """A chunk between its phases: examples rendered, tokens filled in by `tokenize`."""
+
+    out: ChunkOutput
+    examples: list[Example] = field(default_factory=list)
+    rendered: list[Any] = field(default_factory=list)
+    tokens: list[Any] = field(default_factory=list)
+
+
 class StageTimer:
     """Seconds spent per stage, summed over chunks, for stats.json and the bottleneck."""
 
@@ -155,34 +165,54 @@ class ChunkProcessor:
         out.reasons[reason_kind(reason)] += 1
         out.format_errors += int(format_error)
 
-    # -- the whole chunk -------------------------------------------------------------------------
-    def process(self, chunk_no: int, items: Sequence[Record | BadRow], read_started: float) -> ChunkOutput:
-        out = ChunkOutput()
+    # -- the whole chunk, in three phases --------------------------------------------------------
+    # begin (main thread): records -> examples -> rendered text; tokenize (a worker thread: the Rust
+    # tokenizer releases the GIL, so the next chunk's Python work overlaps it); finish (main thread, in
+    # chunk order): lengths, duplicates, splits. State (key index, split counters) changes only in finish.
+    def begin(self, items: Sequence[Record | BadRow], read_started: float) -> PendingChunk:
+        pending = PendingChunk(ChunkOutput())
         start = self.timer.add("read", read_started)
-        examples = self._examples(items, out)
+        examples = self._examples(items, pending.out)
         start = self.timer.add("recipe", start)
-        encoded = self._encode_cpt(examples, out) if self.cpt else self._encode_sft(examples, out)
+        if self.cpt:
+            pending.examples = examples
+            return pending
+        rendered = render_batch(self.chat_format, [e.messages or [] for e in examples])
+        for example, item in zip(examples, rendered, strict=True):
+            if isinstance(item, str):
+                self._reject(pending.out, example.line, example.source, item, _excerpt(example))
+            else:
+                pending.examples.append(example)
+                pending.rendered.append(item)
+        self.timer.add("render", start)
+        return pending
+
+    def tokenize(self, pending: PendingChunk) -> PendingChunk:
         start = time.perf_counter()
+        if self.cpt:
+            overlap, limit = self.config.preprocessing.cpt_overlap, self.config.model.max_length
+            pending.tokens = encode_documents(self.tokenizer, [e.text or "" for e in pending.examples], limit, overlap)
+        else:
+            pending.tokens = tokenize_rendered(self.tokenizer, pending.rendered)
+        self.timer.add("tokenize", start)
+        return pending
+
+    def finish(self, chunk_no: int, pending: PendingChunk) -> ChunkOutput:
+        out = pending.out
+        start = time.perf_counter()
+        encoded = self._windows(pending) if self.cpt else self._fit_all(pending)
         self._assign(chunk_no, encoded, out)
         self.timer.add("split", start)
         out.rejects.sort(key=lambda r: (r["source"], r["line"]))
         return out
 
-    def _encode_sft(self, examples: list[Example], out: ChunkOutput) -> list[tuple[Example, str, list, list, int]]:
-        start = time.perf_counter()
-        rendered = render_batch(self.chat_format, [e.messages or [] for e in examples])
-        start = self.timer.add("render", start)
-        good = [(e, r) for e, r in zip(examples, rendered, strict=True) if not isinstance(r, str)]
-        for example, reason in ((e, r) for e, r in zip(examples, rendered, strict=True) if isinstance(r, str)):
-            self._reject(out, example.line, example.source, reason, _excerpt(example))
-        tokens = tokenize_rendered(self.tokenizer, [r for _, r in good])
-        self.timer.add("tokenize", start)
+    def _fit_all(self, pending: PendingChunk) -> list[tuple[Example, str, list, list, int]]:
         results = []
-        for (example, _), enc in zip(good, tokens, strict=True):
+        for example, enc in zip(pending.examples, pending.tokens, strict=True):
             if len(enc.input_ids) > self.config.model.max_length and self._can_split(example):
-                results += self._encode_parts(example, out)
+                results += self._encode_parts(example, pending.out)
                 continue
-            kept = self._fit_length(example, enc.input_ids, enc.labels, out)
+            kept = self._fit_length(example, enc.input_ids, enc.labels, pending.out)
             if kept is not None:
                 results.append((example, enc.text, *kept))
         return results
@@ -236,15 +266,9 @@ class ChunkProcessor:
             return None
         return ids, labels, trained
 
-    def _encode_cpt(self, examples: list[Example], out: ChunkOutput) -> list[tuple[Example, str, list, list, int]]:
-        start = time.perf_counter()
-        overlap = self.config.preprocessing.cpt_overlap
-        windows = encode_documents(
-            self.tokenizer, [e.text or "" for e in examples], self.config.model.max_length, overlap
-        )
-        self.timer.add("tokenize", start)
+    def _windows(self, pending: PendingChunk) -> list[tuple[Example, str, list, list, int]]:
         results = []
-        for example, parts in zip(examples, windows, strict=True):
+        for example, parts in zip(pending.examples, pending.tokens, strict=True):
             for number, ids in enumerate(parts):
                 text = self.tokenizer.decode(ids)
                 part = _with_window(example, number, content_key(example.text or ""))

@@ -6,6 +6,7 @@ renamed to its fingerprint, so a reader never sees half an output.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections import Counter
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,13 +56,25 @@ def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], r
     paths["rows"].parent.mkdir(parents=True, exist_ok=True)
     _write_jsonl(paths["rows"], rows)
     _write_jsonl(paths["rejects"], rejects)
-    # Column by column: much faster than from_pylist for the long id lists.
-    table = pa.table(
-        {f.name: pa.array([t[f.name] for t in tokens], type=f.type) for f in TOKEN_SCHEMA}, schema=TOKEN_SCHEMA
-    )
-    tmp = paths["tokens"].with_name(paths["tokens"].name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(paths["tokens"])
+    pq.write_table(_token_table(tokens), paths["tokens"].with_name(paths["tokens"].name + ".tmp"))
+    paths["tokens"].with_name(paths["tokens"].name + ".tmp").replace(paths["tokens"])
+
+
+def _id_lists(lists: list[list[int]]) -> pa.ListArray:
+    """Lists of token ids -> an Arrow list array, built from one flat buffer (far faster than per item)."""
+    lengths = np.fromiter((len(x) for x in lists), dtype=np.int32, count=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _token_table(tokens: list[dict]) -> pa.Table:
+    columns = {}
+    for spec in TOKEN_SCHEMA:
+        values = [t[spec.name] for t in tokens]
+        columns[spec.name] = _id_lists(values) if spec.name in ("input_ids", "labels") else pa.array(values, spec.type)
+    return pa.table(columns, schema=TOKEN_SCHEMA)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

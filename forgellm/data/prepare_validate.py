@@ -45,34 +45,49 @@ def _stop_ids(chat_format: Any, tokenizer: Any) -> set[int]:
 
 
 def validate_outputs(folder: Path, *, cpt: bool, max_length: int, chat_format: Any, tokenizer: Any) -> list[Check]:
-    checks = [_json_and_counts(folder)]
-    checks.append(_trained_tokens(folder, cpt, max_length, _stop_ids(chat_format, tokenizer) if not cpt else set()))
+    checks = _json_counts_and_leakage(folder)
+    checks.insert(1, _trained_tokens(folder, cpt, max_length, _stop_ids(chat_format, tokenizer) if not cpt else set()))
     if not cpt:
-        checks.append(_rerender(folder, chat_format, tokenizer))
-    checks.append(_no_leakage(folder))
+        checks.insert(2, _rerender(folder, chat_format, tokenizer))
     return checks
 
 
-def _json_and_counts(folder: Path) -> Check:
+def _json_counts_and_leakage(folder: Path) -> list[Check]:
+    """One pass over the JSON lines: each parses, counts match the tokenized rows, no example in two splits."""
     problems = []
-    for split in SPLITS:
-        count = 0
+    path = folder / "leakage-check.sqlite.tmp"  # on disk: memory stays bounded for any output size
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE seen (key INTEGER, split INTEGER)")
+    for code, split in enumerate(SPLITS):
+        count, keys = 0, []
         with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    problems.append(f"{split}.jsonl line {number}: {exc.msg}")
                 count += 1
+                try:
+                    keys.append((content_key(json.loads(line)["text"]), code))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    problems.append(f"{split}.jsonl line {number}: {exc}")
+                if len(keys) >= 10_000:
+                    db.executemany("INSERT INTO seen VALUES (?, ?)", keys)
+                    keys = []
+        db.executemany("INSERT INTO seen VALUES (?, ?)", keys)
         rows = pq.ParquetFile(folder / f"{split}.parquet").metadata.num_rows
         if rows != count:
             problems.append(f"{split}: {count} JSON rows but {rows} tokenized rows")
-    return Check("valid JSON, text and tokens aligned", not problems, "; ".join(problems[:5]) or "all splits")
+    leaked = db.execute(
+        "SELECT COUNT(*) FROM (SELECT key FROM seen GROUP BY key HAVING COUNT(DISTINCT split) > 1)"
+    ).fetchone()[0]
+    db.close()
+    path.unlink(missing_ok=True)
+    return [
+        Check("valid JSON, text and tokens aligned", not problems, "; ".join(problems[:5]) or "all splits"),
+        Check("no example in two splits", leaked == 0, f"{leaked} examples appear in more than one split"),
+    ]
 
 
-def _last_trained(labels: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def _last_trained(labels: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the number of trained tokens and the id of the last trained token (-1 where none)."""
-    labels = labels.combine_chunks()
     flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False)
     parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False)
     rows = len(labels)
@@ -86,21 +101,29 @@ def _last_trained(labels: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return counts, last_id
 
 
+def _count_batch(
+    batch: pa.RecordBatch, cpt: bool, max_length: int, stop_ids: set[int], totals: tuple[int, int, int]
+) -> tuple[int, int, int]:
+    empty, no_stop, cut = totals
+    counts, last_id = _last_trained(batch.column("labels"))
+    lengths = batch.column("length").to_numpy()
+    empty += int((counts == 0).sum())
+    if not cpt:
+        # A row cut at max_length may lose its stop token; that is reported, not a failure.
+        missing = (counts > 0) & ~np.isin(last_id, list(stop_ids))
+        cut += int((missing & (lengths >= max_length)).sum())
+        no_stop += int((missing & (lengths < max_length)).sum())
+    return empty, no_stop, cut
+
+
 def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]) -> Check:
     empty = no_stop = cut = 0
     for split in SPLITS:
-        table = pq.read_table(folder / f"{split}.parquet", columns=["labels", "length"])
-        if table.num_rows == 0:
-            continue
-        counts, last_id = _last_trained(table.column("labels"))
-        lengths = table.column("length").to_numpy()
-        empty += int((counts == 0).sum())
-        if not cpt:
-            # A row cut at max_length may lose its stop token; that is reported, not a failure.
-            missing = (counts > 0) & ~np.isin(last_id, list(stop_ids))
-            cut += int((missing & (lengths >= max_length)).sum())
-            no_stop += int((missing & (lengths < max_length)).sum())
+        # Batch by batch: the tokenized split can be far larger than memory.
+        for batch in pq.ParquetFile(folder / f"{split}.parquet").iter_batches(columns=["labels", "length"]):
+            empty, no_stop, cut = _count_batch(batch, cpt, max_length, stop_ids, (empty, no_stop, cut))
     ok = empty == 0 and no_stop == 0
+
     detail = f"{empty} examples without trained tokens, {no_stop} answers whose stop token is not trained"
     if cut:
         detail += f" ({cut} truncated answers lost their stop token)"
@@ -110,9 +133,11 @@ def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]
 def _rerender(folder: Path, chat_format: Any, tokenizer: Any) -> Check:
     mismatches = []
     for split in SPLITS:
-        table = pq.read_table(folder / f"{split}.parquet", columns=["input_ids"]).slice(0, SAMPLE_PER_SPLIT)
+        batches = pq.ParquetFile(folder / f"{split}.parquet").iter_batches(SAMPLE_PER_SPLIT, columns=["input_ids"])
+        first = next(batches, None)
+        sample = first.column("input_ids").to_pylist() if first is not None else []
         with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
-            for index, ids in enumerate(table.column("input_ids").to_pylist()):
+            for index, ids in enumerate(sample):
                 row = json.loads(handle.readline())
                 text = chat_format.render_text(row["messages"])
                 fresh = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -120,20 +145,3 @@ def _rerender(folder: Path, chat_format: Any, tokenizer: Any) -> Check:
                     mismatches.append(f"{split} row {index + 1} (input line {row['line']})")
     detail = ", ".join(mismatches[:5]) or f"first {SAMPLE_PER_SPLIT} rows of each split re-render identically"
     return Check("re-rendered text and tokens match", not mismatches, detail)
-
-
-def _no_leakage(folder: Path) -> Check:
-    path = folder / "leakage-check.sqlite.tmp"  # on disk: memory stays bounded for any output size
-    path.unlink(missing_ok=True)
-    db = sqlite3.connect(str(path))
-    db.execute("CREATE TABLE seen (key INTEGER, split INTEGER)")
-    for code, split in enumerate(SPLITS):
-        with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
-            rows = ((content_key(json.loads(line)["text"]), code) for line in handle)
-            db.executemany("INSERT INTO seen VALUES (?, ?)", rows)
-    leaked = db.execute(
-        "SELECT COUNT(*) FROM (SELECT key FROM seen GROUP BY key HAVING COUNT(DISTINCT split) > 1)"
-    ).fetchone()[0]
-    db.close()
-    path.unlink(missing_ok=True)
-    return Check("no example in two splits", leaked == 0, f"{leaked} examples appear in more than one split")

@@ -50,21 +50,46 @@ def spans_to_labels(
     return labels, trained
 
 
+def _labels_from_encoding(encoding: Any, spans: Sequence[tuple[int, int]]) -> tuple[list[int], int] | None:
+    """Labels by asking the Rust encoding which tokens hold each span's first and last character —
+    no per-token offsets are converted to Python. None when a span edge maps to no token (then the
+    caller falls back to the offsets)."""
+    ids = encoding.ids
+    labels = [IGNORE_INDEX] * len(ids)
+    trained = 0
+    for start, end in spans:
+        first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
+        if first is None or last is None:
+            return None
+        if encoding.token_to_chars(last)[1] > end:  # straddles past the span's end: not trained
+            last -= 1
+        if last >= first:
+            labels[first : last + 1] = ids[first : last + 1]
+            trained += last + 1 - first
+    return labels, trained
+
+
 def tokenize_rendered(tokenizer: Any, rendered: Sequence[Any]) -> list[Encoded]:
     """One batched call of the Rust tokenizer for all rendered conversations (no error entries here)."""
     if not rendered:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer directly: skips the Python-side BatchEncoding conversion
-        encodings = backend.encode_batch([r.text for r in rendered], add_special_tokens=False)
-        pairs = [(e.ids, e.offsets) for e in encodings]
-    else:
+    if backend is None:
         batch = tokenizer([r.text for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
-        pairs = list(zip(batch["input_ids"], batch["offset_mapping"], strict=True))
+        pairs = zip(batch["input_ids"], batch["offset_mapping"], strict=True)
+        return [
+            Encoded(r.text, ids, *spans_to_labels(ids, offsets, r.trained_spans))
+            for r, (ids, offsets) in zip(rendered, pairs, strict=True)
+        ]
+    # The Rust tokenizer directly: no Python-side BatchEncoding and no per-token offset tuples.
     results = []
-    for item, (ids, offsets) in zip(rendered, pairs, strict=True):
-        labels, trained = spans_to_labels(ids, offsets, item.trained_spans)
-        results.append(Encoded(item.text, ids, labels, trained))
+    for item, encoding in zip(
+        rendered, backend.encode_batch([r.text for r in rendered], add_special_tokens=False), strict=True
+    ):
+        labelled = _labels_from_encoding(encoding, item.trained_spans)
+        if labelled is None:
+            labelled = spans_to_labels(encoding.ids, encoding.offsets, item.trained_spans)
+        results.append(Encoded(item.text, encoding.ids, *labelled))
     return results
 
 

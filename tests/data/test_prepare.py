@@ -267,3 +267,57 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
     assert resumed.resumed_chunks == 2
     for name in OUTPUTS:
         assert (resumed.output_dir / name).read_bytes() == (whole.output_dir / name).read_bytes(), name
+
+
+def test_pii_mask_and_drop(make_project, tmp_path):
+    rows = [chat("My email is jane.doe@example.com, help!", "We will write to you."), chat("Plain question?", "Yes.")]
+    data = jsonl(tmp_path / "d.jsonl", rows)
+    masked = prepare_dataset(make_project("mask", preprocessing={"pii": "mask"}), data).output_dir
+    texts = [r["text"] for name in ("train.jsonl", "val.jsonl", "test.jsonl") for r in read_rows(masked, name)]
+    assert any("[EMAIL]" in t for t in texts) and not any("jane.doe" in t for t in texts)
+    dropped = prepare_dataset(make_project("drop", preprocessing={"pii": "drop"}), data).output_dir
+    reasons = [r["reason"] for r in read_rows(dropped, "rejects.jsonl")]
+    assert reasons == ["contains personal data (email); preprocessing.pii is 'drop'"]
+
+
+def test_balanced_sampling_caps_big_labels_in_train(make_project, tmp_path):
+    rows = [chat(f"q{i}", f"a{i}", label="big") for i in range(300)]
+    rows += [chat(f"r{i}", f"b{i}", label="small") for i in range(60)]
+    rows += [chat(f"s{i}", f"c{i}", label="mid") for i in range(100)]
+    recipe = {"columns": {"messages": "messages", "label": "label"}}
+    project = make_project(
+        preprocessing={"balance": True, "split": {"method": "stratified", "column": "label"}},
+        data={"format": "messages", "recipe": recipe},
+    )
+    out = prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows)).output_dir
+    train = Counter(r["label"] for r in read_rows(out, "train.jsonl"))
+    assert train["small"] == 54 and train["mid"] == 90  # at or below the median: kept whole
+    assert 70 <= train["big"] <= 110  # capped near the median label (90)
+    assert any("balanced sampling" in r["reason"] for r in read_rows(out, "rejects.jsonl"))
+    assert sorted(placed_lines(out).elements()) == list(range(1, len(rows) + 1))
+
+
+def test_temporal_split_puts_the_newest_rows_in_test(make_project, tmp_path):
+    rows = [chat(f"q{i}", f"a{i}", day=f"2024-01-{i % 28 + 1:02d}") for i in range(56)]
+    rows.append(chat("undated", "x", day="someday"))
+    recipe = {"columns": {"messages": "messages", "date": "day"}}
+    project = make_project(
+        preprocessing={"split": {"method": "temporal", "column": "day", "train": 0.5, "val": 0.25, "test": 0.25}},
+        data={"format": "messages", "recipe": recipe},
+    )
+    out = prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows)).output_dir
+    days = {
+        s: sorted(int(r["text"].split("q")[1].split("<")[0]) % 28 + 1 for r in read_rows(out, f"{s}.jsonl"))
+        for s in ("train", "val", "test")
+    }
+    assert max(days["train"]) < min(days["val"]) and max(days["val"]) < min(days["test"])
+    assert any("no readable date" in r["reason"] for r in read_rows(out, "rejects.jsonl"))
+
+
+def test_missing_mapped_column_is_named(make_project, tmp_path):
+    recipe = {"columns": {"user": "question", "assistant": "answer"}}
+    project = make_project(data={"format": "qa", "recipe": recipe})
+    data = jsonl(tmp_path / "d.jsonl", [{"question": f"q{i}", "reply": f"a{i}"} for i in range(60)])
+    with pytest.raises(ForgeError) as caught:
+        prepare_dataset(project, data)
+    assert "'answer'" in caught.value.message and "max_error_rate" in caught.value.message

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from templates_support import make_tokenizer
@@ -69,3 +70,41 @@ def test_bisect_labels_equal_reference_rule(widths, spans):
     expected = label_tokens(offsets, spans)
     assert labels == [i if keep else -100 for i, keep in zip(ids, expected, strict=True)]
     assert trained == sum(expected)
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>|"), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(turns=st.lists(st.tuples(texts, texts), min_size=1, max_size=4), system=st.none() | texts)
+def test_fast_labels_equal_the_reference_path(turns, system):
+    tokenizer = make_tokenizer()
+    for name in ("chatml", "llama3", "alpaca"):
+        chat = build_chat_format(name, tokenizer, system_prompt=system)
+        conversation = [
+            m for u, a in turns for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})
+        ]
+        fast = encode_conversations(chat, tokenizer, [conversation])[0]
+        reference = tokenize_conversation(chat, tokenizer, conversation)
+        assert fast.input_ids == reference.input_ids and fast.labels == reference.labels
+
+
+@pytest.mark.slow
+def test_fast_labels_equal_reference_with_a_real_bpe_tokenizer(_bundled_model_cache):
+    import random
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(_bundled_model_cache[1]))
+    chat = build_chat_format("auto", tokenizer)
+    rng = random.Random(0)
+    words = ["hello", " world", "ça", "va", "?", "!", "\n", "  ", "123", "naïve", "日本語", "token", "ization", " "]
+    for _ in range(300):
+        conversation = []
+        for _turn in range(rng.randint(1, 3)):
+            for role in ("user", "assistant"):
+                content = "".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+                conversation.append({"role": role, "content": content})
+        fast = encode_conversations(chat, tokenizer, [conversation])[0]
+        reference = tokenize_conversation(chat, tokenizer, conversation)
+        assert fast.input_ids == reference.input_ids and fast.labels == reference.labels, conversation
