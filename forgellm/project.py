@@ -202,11 +202,9 @@ def _next_step(status: dict[str, Any]) -> str:
         return f"store the {provider} API key: forge login --provider {provider}"
     if not status["model"]["ok"]:
         return "fix model.ref in forge.yaml (see `forge models`)"
-    for stage, done in (
-        ("prepare data", status["prepared"]),
-        ("train", status["runs"]),
-        ("export", status["exports"]),
-    ):
+    if not status["prepared"]:
+        return "forge study <your data file>, then forge prepare <your data file>"
+    for stage, done in (("train", status["runs"]), ("export", status["exports"])):
         if not done:
             return stage
     return "chat with the exported model"

@@ -28,10 +28,7 @@ def prepare(
     if show_recipe:
         config = load_project_config(root)
         if config.data.format == "auto":
-            from forgellm.config.io import save_config
-
-            config, detection = detect_recipe(file, config)
-            save_config(config, root / "forge.yaml")
+            config, detection = detect_recipe(root, file.resolve(), config)
             if not as_json:
                 console.print(
                     f"Detected [bold]{detection.format}[/] (confidence {detection.confidence:.0%}); "

@@ -87,13 +87,7 @@ def load_project_config(project_dir: Path) -> ForgeConfig:
         raise
 
 
-def detect_recipe(input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
-    """Fill data.format and data.recipe from the data when forge.yaml says `format: auto`."""
-    from forgellm.data.formats import detect_format
-    from forgellm.data.readers import open_dataset, sample_records
-
-    dataset = open_dataset(input_path)
-    detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
+def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> ForgeConfig:
     updated = config.model_copy(deep=True)
     updated.data.source = str(input_path)
     updated.data.format = detection.format
@@ -102,7 +96,20 @@ def detect_recipe(input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, A
     if detection.format == "text" and updated.training.stage != "cpt":
         updated.training.stage = "cpt"
         updated.training.rationale = "Raw documents were detected, so training continues pre-training (stage: cpt)."
-    return updated, detection
+    return updated
+
+
+def detect_recipe(project_dir: Path, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
+    """Fill data.format and data.recipe from the data (forge.yaml says `format: auto`) and save them in
+    forge.yaml, where the user can edit them. FORGE_* overrides apply to the result but are not saved."""
+    from forgellm.data.formats import detect_format
+    from forgellm.data.readers import open_dataset, sample_records
+
+    dataset = open_dataset(input_path)
+    detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
+    on_disk = load_config(project_dir, environ={}).config
+    save_config(_with_detection(on_disk, input_path, detection), project_dir / "forge.yaml")
+    return _with_detection(config, input_path, detection), detection
 
 
 def prepare_dataset(
@@ -118,8 +125,7 @@ def prepare_dataset(
     config = load_project_config(project_dir)
     if config.data.format == "auto":
         hooks.step("Detecting the data format")
-        config, _ = detect_recipe(input_path, config)
-        save_config(config, project_dir / "forge.yaml")
+        config, _ = detect_recipe(project_dir, input_path, config)
     run = _PrepareRun(project_dir, input_path, config, hooks)
     return run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
 

@@ -321,3 +321,11 @@ def test_missing_mapped_column_is_named(make_project, tmp_path):
     with pytest.raises(ForgeError) as caught:
         prepare_dataset(project, data)
     assert "'answer'" in caught.value.message and "max_error_rate" in caught.value.message
+
+
+def test_detected_recipe_is_saved_without_environment_overrides(make_project, tmp_path, monkeypatch):
+    project = make_project()
+    monkeypatch.setenv("FORGE_PREPROCESSING__SEED", "7")
+    prepare_dataset(project, jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)]))
+    on_disk = load_config(project, environ={}).config
+    assert on_disk.data.format == "messages" and on_disk.preprocessing.seed == 42

@@ -104,7 +104,7 @@ def test_status_reads_stage_outputs(tmp_path):
     report = project_status(tmp_path)
     assert {"name": "20261122-1200", "complete": True, "status": "completed"} in report["runs"]
     assert {"name": "crashed", "complete": False, "status": None} in report["runs"]
-    assert report["next_step"] == "prepare data"
+    assert report["next_step"].startswith("forge study")
 
 
 def test_status_of_invalid_config(tmp_path):
