@@ -172,9 +172,9 @@ def throughput(work: Path, size_mb: int, pairs: int) -> dict:
     }
 
 
-def memory(work: Path, size_mb: int) -> dict:
+def memory(work: Path, size_mb: int, factors: tuple[int, ...] = (1, 2)) -> dict:
     peaks = {}
-    for factor in (1, 2):
+    for factor in factors:
         data = work / f"memory-{factor}x.csv"
         make_csv(data, factor * size_mb * 1024 * 1024, seed=factor)
         result = run_worker("forge", data, work)
@@ -186,7 +186,9 @@ def memory(work: Path, size_mb: int) -> dict:
         }
         data.unlink()
         print(f"  {factor}x ({factor * size_mb} MB): peak RSS {result['peak_rss_mb']:,.0f} MB", flush=True)
-    return {**peaks, "ratio_2x_over_1x": peaks["2x"]["peak_rss_mb"] / peaks["1x"]["peak_rss_mb"]}
+    if "1x" in peaks and "2x" in peaks:
+        peaks["ratio_2x_over_1x"] = peaks["2x"]["peak_rss_mb"] / peaks["1x"]["peak_rss_mb"]
+    return peaks
 
 
 def main() -> None:
@@ -195,6 +197,9 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=int, default=256, help="1x input size; 2x is twice that")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--memory-factors", default="1,2", help="multiples of --memory-mb to run, e.g. 1 or 1,2")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "prepare_bench.json")
     parser.add_argument("--worker", choices=list(WORKERS))
     parser.add_argument("--data", type=Path)
     parser.add_argument("--work", type=Path)
@@ -206,23 +211,26 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="prepare-bench-") as tmp:
         work = Path(tmp)
-        print(f"throughput on ~{args.throughput_mb} MB, {args.pairs} interleaved rounds", flush=True)
-        report = {"throughput": throughput(work, args.throughput_mb, args.pairs)}
+        report: dict = {}
+        if not args.skip_throughput:
+            print(f"throughput on ~{args.throughput_mb} MB, {args.pairs} interleaved rounds", flush=True)
+            report["throughput"] = throughput(work, args.throughput_mb, args.pairs)
         if not args.skip_memory:
-            print(f"memory at {args.memory_mb} MB and {2 * args.memory_mb} MB", flush=True)
-            report["memory"] = memory(work, args.memory_mb)
+            factors = tuple(int(f) for f in args.memory_factors.split(","))
+            print(f"memory at {', '.join(f'{f * args.memory_mb} MB' for f in factors)}", flush=True)
+            report["memory"] = memory(work, args.memory_mb, factors)
     report["machine"] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": __import__("os").cpu_count(),
     }
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "prepare_bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    t = report["throughput"]
-    print(f"\nforge vs naive baseline: {t['median_vs_naive']:.2f}x (target >= 3x)")
-    print(f"forge vs tokenizer-only ceiling: {t['median_vs_ceiling']:.2f} (target >= 0.7)")
-    if "memory" in report:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if "throughput" in report:
+        t = report["throughput"]
+        print(f"\nforge vs naive baseline: {t['median_vs_naive']:.2f}x (target >= 3x)")
+        print(f"forge vs tokenizer-only ceiling: {t['median_vs_ceiling']:.2f} (target >= 0.7)")
+    if "ratio_2x_over_1x" in report.get("memory", {}):
         print(f"peak RSS 2x/1x: {report['memory']['ratio_2x_over_1x']:.3f} (target <= 1.15)")
 
 

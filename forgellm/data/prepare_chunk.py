@@ -17,7 +17,7 @@ from forgellm.data.keyindex import KeyIndex
 from forgellm.data.neardup import NearDuplicateIndex, content_text, row_id
 from forgellm.data.records import BadRow, EmptyTextError, Example, RecipeError, Record, reason_kind
 from forgellm.data.splits import SplitAssigner, content_key, parse_date
-from forgellm.data.tokenize import encode_documents, render_batch, tokenize_rendered
+from forgellm.data.tokenize import Encoded, encode_documents, render_batch, tokenize_rendered
 
 _EXCERPT = 160
 
@@ -100,24 +100,17 @@ class ChunkProcessor:
                 format_error = not isinstance(exc, EmptyTextError)
                 self._reject(out, item.line, item.source, str(exc), _excerpt(item), format_error=format_error)
                 continue
-            cleaned = self._clean_and_filter(example, out)
+            cleaned = self._filter(example, out)
             if cleaned is not None:
                 examples.append(cleaned)
         return examples
 
-    def _clean_and_filter(self, example: Example, out: ChunkOutput) -> Example | None:
-        from dataclasses import replace
-
-        from forgellm.data.cleaning import clean_text
-
-        steps = self.recipe.cleaning
+    def _filter(self, example: Example, out: ChunkOutput) -> Example | None:
+        """Quality filters and PII policy; the recipe has already cleaned the text (data.recipe.cleaning)."""
         if example.messages is not None:
-            messages = [{**m, "content": clean_text(m["content"], steps)} for m in example.messages]
-            example = replace(example, messages=messages)
-            texts = [m["content"] for m in messages if m["role"] != "system"]
-            answer = "".join(m["content"] for m in messages if m["role"] == "assistant")
+            texts = [m["content"] for m in example.messages if m["role"] != "system"]
+            answer = "".join(m["content"] for m in example.messages if m["role"] == "assistant")
         else:
-            example = replace(example, text=clean_text(example.text or "", steps))
             texts, answer = [example.text or ""], example.text or ""
         reason = self._filter_reason(texts, answer)
         if reason is None:
@@ -212,7 +205,7 @@ class ChunkProcessor:
             if len(enc.input_ids) > self.config.model.max_length and self._can_split(example):
                 results += self._encode_parts(example, pending.out)
                 continue
-            kept = self._fit_length(example, enc.input_ids, enc.labels, pending.out)
+            kept = self._fit_length(example, enc, pending.out)
             if kept is not None:
                 results.append((example, enc.text, *kept))
         return results
@@ -234,7 +227,7 @@ class ChunkProcessor:
         rendered = render_batch(self.chat_format, [e.messages or [] for e in examples])
         results = []
         for part, enc in zip(examples, tokenize_rendered(self.tokenizer, rendered), strict=True):
-            kept = self._fit_length(part, enc.input_ids, enc.labels, out)
+            kept = self._fit_length(part, enc, out)
             if kept is not None:
                 results.append((part, enc.text, *kept))
         return results
@@ -243,8 +236,9 @@ class ChunkProcessor:
         text = self.chat_format.render_text(messages)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) <= self.config.model.max_length
 
-    def _fit_length(self, example: Example, ids: list[int], labels: list[int], out: ChunkOutput):
+    def _fit_length(self, example: Example, enc: Encoded, out: ChunkOutput):
         limit = self.config.model.max_length
+        ids, labels, trained = enc.input_ids, enc.labels, enc.trained_tokens
         if len(ids) > limit:
             if self.config.preprocessing.truncation != "truncate":
                 policy = self.config.preprocessing.truncation
@@ -258,7 +252,7 @@ class ChunkProcessor:
             last_trained = max((i for i, label in enumerate(labels) if label != -100), default=-1)
             out.truncated_lost_stop += int(last_trained >= limit)  # the answer's end-of-turn was cut off
             ids, labels = ids[:limit], labels[:limit]
-        trained = sum(label != -100 for label in labels)
+            trained = sum(label != -100 for label in labels)
         if trained == 0:
             self._reject(
                 out, example.line, example.source, "no trained tokens (nothing of the answer fits)", _excerpt(example)
