@@ -297,6 +297,7 @@ class _PrepareRun:
         self.timer.add("write", start)
         if split_stats["train"]["examples"] == 0:
             raise _nothing_left(manifest, merge_reasons, work)
+        _release_memory()  # hand the merge's buffers back before validation allocates its own
         self.hooks.step("Validating the output")
         start = time.perf_counter()
         checks = validate_outputs(
@@ -355,6 +356,17 @@ class _PrepareRun:
             "peak_rss_mb": round(peak_kb / 1024, 1),
             "warnings": self.setup.warnings,
         }
+
+
+def _release_memory() -> None:
+    """Return freed memory to the OS: Arrow's allocator and Python's keep it cached otherwise, and the
+    process's peak would then grow with the size of the input."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
 
 def _chunk_summary(number: int, items: int, out: Any, assigner: SplitAssigner) -> dict[str, Any]:

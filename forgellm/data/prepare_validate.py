@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from forgellm.data.splits import SPLITS, content_key
 
 SAMPLE_PER_SPLIT = 25
+_BATCH_ROWS = 4096  # rows per batch when scanning tokenized splits: bounded memory whatever their size
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]
     empty = no_stop = cut = 0
     for split in SPLITS:
         # Batch by batch: the tokenized split can be far larger than memory.
-        for batch in pq.ParquetFile(folder / f"{split}.parquet").iter_batches(columns=["labels", "length"]):
+        parquet = pq.ParquetFile(folder / f"{split}.parquet")
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["labels", "length"]):
             empty, no_stop, cut = _count_batch(batch, cpt, max_length, stop_ids, (empty, no_stop, cut))
     ok = empty == 0 and no_stop == 0
 
