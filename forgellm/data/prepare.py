@@ -75,16 +75,13 @@ def default_chunk_rows() -> int:
 
 
 def load_project_config(project_dir: Path) -> ForgeConfig:
-    try:
-        return load_config(project_dir).config
-    except ForgeError as exc:
-        if "No forge.yaml" in exc.message:
-            raise ForgeError(
-                f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
-                fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
-                "another), then `forge prepare FILE` again.",
-            ) from None
-        raise
+    if not (project_dir / "forge.yaml").is_file():
+        raise ForgeError(
+            f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
+            fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
+            "another), then `forge prepare FILE` again.",
+        )
+    return load_config(project_dir).config
 
 
 def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> ForgeConfig:

@@ -93,7 +93,8 @@ def resolve_model(ref: str) -> ModelSource:
         return ModelSource(ref, "hub", spec, hub_id or spec.instruct_id)
     if _HUB_ID.match(ref):
         return ModelSource(ref, "hub", find_by_hub_id(ref), ref)
-    return ModelSource(ref, "hub", get_spec(ref))  # get_spec raises "Unknown model" with the nearest names
+    get_spec(ref)  # not an alias, hub id or path: raises "Unknown model" with the nearest catalog names
+    raise AssertionError("unreachable: get_spec raises for names it does not know")
 
 
 def _bundled_source(ref: str, spec: ModelSpec) -> ModelSource:

@@ -30,6 +30,21 @@ def chat(user: str, answer: str, **extra) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
 
 
+def interrupt_before_chunk(monkeypatch, chunk: int):
+    """Make writing chunk `chunk` fail as a Ctrl-C would; call the returned function to write normally again."""
+    import forgellm.data.prepare as prepare_module
+
+    real_write = prepare_module.write_chunk
+
+    def interrupted(work, number, *args):
+        if number == chunk:
+            raise KeyboardInterrupt
+        return real_write(work, number, *args)
+
+    monkeypatch.setattr(prepare_module, "write_chunk", interrupted)
+    return lambda: monkeypatch.setattr(prepare_module, "write_chunk", real_write)
+
+
 def read_rows(folder: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (folder / name).read_text(encoding="utf-8").splitlines()]
 
@@ -140,21 +155,13 @@ def test_disk_full_leaves_no_final_output_and_resumes(make_project, tmp_path, mo
 
 
 def test_changed_input_refuses_to_resume(make_project, tmp_path, monkeypatch):
-    import forgellm.data.prepare as prepare_module
 
     project = make_project()
     data = jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
-    real_write = prepare_module.write_chunk
-
-    def crash_on_second(work, number, *args):
-        if number == 1:
-            raise KeyboardInterrupt
-        return real_write(work, number, *args)
-
-    monkeypatch.setattr(prepare_module, "write_chunk", crash_on_second)
+    restore_writes = interrupt_before_chunk(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(project, data, chunk_rows=10)
-    monkeypatch.setattr(prepare_module, "write_chunk", real_write)
+    restore_writes()
     jsonl(data, [chat(f"q{i}", f"changed {i}") for i in range(30)])
     with pytest.raises(ForgeError) as caught:
         prepare_dataset(project, data, chunk_rows=10)
@@ -227,7 +234,6 @@ def test_kill_minus_nine_then_resume_is_byte_identical(make_project, tmp_path):
 
 
 def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project, tmp_path, monkeypatch):
-    import forgellm.data.prepare as prepare_module
 
     base = "Please reset the password of my account, I cannot log in since yesterday evening at all"
     rows = [chat(f"{base} {i}", f"We sent a reset link to your address, number {i}.") for i in range(30)]
@@ -252,17 +258,10 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
     assert whole.stats["kept"] >= 11
 
     project = make_project("resumed", preprocessing={"filters": filters})
-    real_write = prepare_module.write_chunk
-
-    def crash_on_third(work, number, *args):
-        if number == 2:
-            raise KeyboardInterrupt
-        return real_write(work, number, *args)
-
-    monkeypatch.setattr(prepare_module, "write_chunk", crash_on_third)
+    restore_writes = interrupt_before_chunk(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(project, data, chunk_rows=8)
-    monkeypatch.setattr(prepare_module, "write_chunk", real_write)
+    restore_writes()
     resumed = prepare_dataset(project, data, chunk_rows=8)
     assert resumed.resumed_chunks == 2
     for name in OUTPUTS:
