@@ -266,6 +266,12 @@ class TrainingSection(Section):
         default=None, ge=1, description="Checkpoint every N steps (null = once per epoch)."
     )
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Early stopping.")
+    time_budget_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest training time you accept, in minutes; `forge plan` sizes max_steps to fit it "
+        "(null = no bound; plan sets one on CPU-only machines).",
+    )
 
     @model_validator(mode="after")
     def _needs_a_length(self) -> TrainingSection:
@@ -290,6 +296,25 @@ class AdvisorSection(Section):
     model: str | None = Field(default=None, description="Advisor model name, e.g. gemini-2.5-flash.")
     base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
+    )
+    sample_rows: int = Field(
+        default=5, ge=0, le=100, description="Data rows sent to a remote advisor (0 = column statistics only)."
+    )
+    redact_pii: bool = Field(
+        default=True, description="Mask e-mails, phone numbers, card numbers and keys in rows sent to the advisor."
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600, description="Time limit of one advisor request.")
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries (with backoff) after rate limits (429) and server errors (5xx)."
+    )
+    fallback_on_auth_error: bool = Field(
+        default=False,
+        description="When the API key is rejected, go on with the offline rules advisor instead of stopping.",
+    )
+    sandbox: Literal["auto", "bubblewrap", "docker"] = Field(
+        default="auto",
+        description="Where advisor-written scripts run: bubblewrap (Linux), a Docker container with no network, "
+        "or auto (bubblewrap when installed, else Docker).",
     )
 
     @field_validator("base_url")
