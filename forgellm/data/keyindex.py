@@ -15,9 +15,11 @@ SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
 
 
 class KeyIndex:
-    def __init__(self, path: Path, cache_mb: int = 64) -> None:
+    def __init__(self, path: Path, cache_mb: int = 16) -> None:
         self.path = path
         self._db = sqlite3.connect(str(path))
+        # The page cache is resident memory that fills as the index grows; past it, pages come from the
+        # OS file cache (not counted against the process), so a small cache keeps the peak flat.
         self._db.execute(f"PRAGMA cache_size = -{cache_mb * 1024}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")

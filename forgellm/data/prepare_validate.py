@@ -117,12 +117,18 @@ def _count_batch(
     return empty, no_stop, cut
 
 
+def _open_unbuffered(path: Path) -> pq.ParquetFile:
+    # pre_buffer (pyarrow's default) coalesces reads ahead of the scan, and the buffers it keeps grow
+    # with the file: measured +38 MB peak per 2x output. Without it the scan's peak stays flat.
+    return pq.ParquetFile(path, pre_buffer=False)
+
+
 def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]) -> Check:
     empty = no_stop = cut = 0
     for split in SPLITS:
         # Batch by batch: the tokenized split can be far larger than memory.
-        parquet = pq.ParquetFile(folder / f"{split}.parquet")
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["labels", "length"]):
+        parquet = _open_unbuffered(folder / f"{split}.parquet")
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["labels", "length"], use_threads=False):
             empty, no_stop, cut = _count_batch(batch, cpt, max_length, stop_ids, (empty, no_stop, cut))
     ok = empty == 0 and no_stop == 0
 
@@ -135,7 +141,7 @@ def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]
 def _rerender(folder: Path, chat_format: Any, tokenizer: Any) -> Check:
     mismatches = []
     for split in SPLITS:
-        batches = pq.ParquetFile(folder / f"{split}.parquet").iter_batches(SAMPLE_PER_SPLIT, columns=["input_ids"])
+        batches = _open_unbuffered(folder / f"{split}.parquet").iter_batches(SAMPLE_PER_SPLIT, columns=["input_ids"])
         first = next(batches, None)
         sample = first.column("input_ids").to_pylist() if first is not None else []
         with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:

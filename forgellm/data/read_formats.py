@@ -115,7 +115,7 @@ def iter_parquet(path: Path) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(path, pre_buffer=False)  # read-ahead buffers would grow with the file
     schema = parquet.schema_arrow
     to_text = [i for i, f in enumerate(schema) if pa.types.is_temporal(f.type) or pa.types.is_decimal(f.type)]
     row = 0
