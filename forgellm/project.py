@@ -48,8 +48,7 @@ def advisor_settings(provider: str, model: str | None = None, base_url: str | No
                 fix="Drop --advisor-model/--base-url, or choose --advisor gemini or --advisor openai.",
             )
         return AdvisorSection(provider="rules")
-    if provider == "gemini" and base_url:
-        raise ForgeError("--base-url is for OpenAI-compatible servers.", fix="Use --advisor openai with --base-url.")
+    # For gemini a base URL points at a proxy or a compatible test server; None = Google's endpoint.
     url = base_url or (DEFAULT_OPENAI_BASE_URL if provider == "openai" else None)
     return AdvisorSection(provider=provider, model=model or DEFAULT_ADVISOR_MODELS[provider], base_url=url)
 
@@ -148,7 +147,9 @@ def _stage_entries(folder: Path, record: str) -> list[dict[str, Any]]:
     entries = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         info = _read_json(sub / record)
-        entries.append({"name": sub.name, "complete": (sub / record).is_file(), "status": info.get("status")})
+        # A run writes summary.json also when interrupted or failed: only "completed" is complete.
+        complete = (sub / record).is_file() and info.get("status", "completed") == "completed"
+        entries.append({"name": sub.name, "complete": complete, "status": info.get("status")})
     return entries
 
 
@@ -204,7 +205,10 @@ def _next_step(status: dict[str, Any]) -> str:
         return "fix model.ref in forge.yaml (see `forge models`)"
     if not status["prepared"]:
         return "forge study <your data file>, then forge prepare <your data file>"
-    for stage, done in (("train", status["runs"]), ("export", status["exports"])):
+    runs = status["runs"]
+    if runs and not any(run["complete"] for run in runs):
+        return f"forge train --resume (run {runs[-1]['name']} did not finish), or forge train for a new run"
+    for stage, done in (("train", runs), ("export", status["exports"])):
         if not done:
             return stage
     return "chat with the exported model"

@@ -39,6 +39,10 @@ class DataRequest:
     columns: list[dict[str, Any]]  # name, types, missing, distinct values (from the study / the sample)
     rows: list[dict[str, Any]]
     hint: dict[str, Any] | None = None  # Detection.to_dict() of the rules backend
+    # How the sample was made, so the run can say exactly what left the machine.
+    total_rows: int | None = None  # records the rows were sampled from
+    pii_masked: bool = False
+    value_chars: int | None = None  # longest value sent, in characters (longer ones were cut)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +82,8 @@ class PlanRequest:
     goal: str
     hardware: dict[str, Any]  # HardwareInfo.to_dict()
     candidates: list[dict[str, Any]]
-    data: dict[str, Any] | None = None  # rows, format, task_type, token percentiles (p50/p90/p99/max), labels, languages
+    # rows, format, task_type, token percentiles (p50/p90/p99/max), labels, languages
+    data: dict[str, Any] | None = None
     fixed: dict[str, Any] = field(default_factory=dict)  # e.g. {"model": "qwen2.5-0.5b", "epochs": 2}
     offline: bool = False  # hub unreachable: only models available offline can be used
 

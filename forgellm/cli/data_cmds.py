@@ -19,12 +19,21 @@ def prepare(
     restart: bool = typer.Option(False, help="Discard an interrupted preparation instead of resuming it."),
     chunk_rows: int | None = typer.Option(None, min=1, help="Rows per chunk (default: from free memory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    script: str | None = typer.Option(
+        None, help="Have the advisor write a sandboxed Python script for this transformation, in plain words."
+    ),
+    allow_unsandboxed: bool = typer.Option(
+        False, help="Run a --script even when no sandbox (bubblewrap, Docker) is available: limits only."
+    ),
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
     from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
     from forgellm.project import find_project
 
     root = find_project(project) or project
+    if script is not None:
+        _prepare_scripted(root, file, script, allow_unsandboxed, restart, chunk_rows, as_json)
+        return
     if show_recipe:
         config = load_project_config(root)
         if config.data.format == "auto":
@@ -42,6 +51,34 @@ def prepare(
         return
     with _progress() as hooks:
         result = prepare_dataset(root, file, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
+    _render_result(result)
+
+
+def _prepare_scripted(
+    root: Path, file: Path, script: str, allow_unsandboxed: bool, restart: bool, chunk_rows: int | None, as_json: bool
+) -> None:
+    from forgellm.advisor.scripts import prepare_with_script
+
+    if as_json:
+        run, result = prepare_with_script(
+            root, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart, chunk_rows=chunk_rows
+        )
+        print_json({"script": run.to_dict(), **result.to_dict()})
+        return
+    with _progress() as hooks:
+        run, result = prepare_with_script(
+            root, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart, chunk_rows=chunk_rows, hooks=hooks
+        )
+    for note in run.notes:
+        console.print(f"[dim]{note}[/]")
+    for warning in run.warnings:
+        err_console.print(f"[bold red]warning[/] {warning}")
+    console.print(f"Script: [bold]{run.script_path}[/] (ran in {run.sandbox.runtime}, {run.sandbox.duration:.1f}s)")
+    if run.explanation:
+        console.print(f"[dim]{run.explanation}[/]")
+    console.print(f"Wrote {run.rows_written:,} conversations to {run.output_path}")
+    if run.invalid_lines:
+        console.print(f"[yellow]Skipped {run.invalid_lines:,} invalid lines:[/] " + "; ".join(run.problems[:3]))
     _render_result(result)
 
 

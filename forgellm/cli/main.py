@@ -25,6 +25,8 @@ class ForgeGroup(TyperGroup):
                 err_console.print(f"  [red]•[/] {detail}", soft_wrap=True)
             if exc.fix:
                 err_console.print(f"[bold]Fix:[/] {exc.fix}", soft_wrap=True)
+            else:  # no fix of its own: maybe a known failure the rules advisor can explain
+                _print_diagnosis(ctx, exc)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             from forgellm.cli.output import err_console
@@ -38,15 +40,30 @@ class ForgeGroup(TyperGroup):
 
             if os.environ.get("FORGE_DEBUG"):
                 raise
+            from forgellm.cli.failure import is_environment_failure
             from forgellm.cli.output import err_console
 
+            if is_environment_failure(exc):  # out of memory, disk full, network: the machine, not a bug
+                err_console.print(f"[bold red]Error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+                _print_diagnosis(ctx, exc)
+                raise typer.Exit(1) from None
             err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            _print_diagnosis(ctx, exc)
             err_console.print(
                 "This is a bug in Forge, not in your data or settings. Run the command again with "
                 "FORGE_DEBUG=1 to see the traceback, and report it.",
                 soft_wrap=True,
             )
             raise typer.Exit(2) from None
+
+
+def _print_diagnosis(ctx: click.Context, exc: BaseException) -> None:
+    from forgellm.cli.failure import diagnose, print_diagnosis
+    from forgellm.cli.output import err_console
+
+    fix = diagnose(ctx.invoked_subcommand or "forge", exc)
+    if fix is not None:
+        print_diagnosis(fix, err_console)
 
 
 app = typer.Typer(
@@ -75,7 +92,14 @@ def main(
 
 def _register() -> None:
     # Each module adds its commands to `app`; importing them is cheap (no torch, no transformers).
-    from forgellm.cli import config_cmds, data_cmds, machine_cmds, project_cmds, template_cmds  # noqa: F401
+    from forgellm.cli import (  # noqa: F401
+        config_cmds,
+        data_cmds,
+        machine_cmds,
+        plan_cmds,
+        project_cmds,
+        template_cmds,
+    )
 
 
 _register()

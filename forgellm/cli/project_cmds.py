@@ -30,7 +30,7 @@ def init(
     model: str | None = typer.Option(None, "--model", help="Model to fine-tune (default: smollm2-135m, offline)."),
     advisor: AdvisorChoice = typer.Option(AdvisorChoice.rules, help="Who proposes the plan."),
     advisor_model: str | None = typer.Option(None, help="Advisor model name, e.g. gemini-2.5-flash."),
-    base_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    base_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server (or a Gemini proxy)."),
     api_key: str | None = typer.Option(
         None, help="Store this advisor API key in your user credentials file (0600), never in the project."
     ),

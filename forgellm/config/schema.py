@@ -266,6 +266,24 @@ class TrainingSection(Section):
         default=None, ge=1, description="Checkpoint every N steps (null = once per epoch)."
     )
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Early stopping.")
+    seed: int = Field(default=42, description="Seed for weight init of adapters, data order and dropout.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this norm.")
+    keep_checkpoints: int = Field(default=2, ge=1, le=100, description="Recent checkpoints kept (best kept apart).")
+    max_recoveries: int = Field(
+        default=3, ge=0, le=20, description="Automatic recoveries (OOM, NaN, crash) before a run gives up."
+    )
+    overfitting_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        description="Warn when validation loss rises this share above its best while training loss still falls.",
+    )
+    stop_on_overfitting: bool = Field(default=False, description="Stop (keeping the best checkpoint) on overfitting.")
+    report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
+        default="none", description="Experiment tracking through the library's own integration."
+    )
+    kernels: Literal["none", "liger", "unsloth"] = Field(
+        default="none", description="Optional accelerated CUDA kernels, when installed (ignored on CPU)."
+    )
     time_budget_minutes: float | None = Field(
         default=None,
         gt=0,
@@ -295,7 +313,8 @@ class AdvisorSection(Section):
     )
     model: str | None = Field(default=None, description="Advisor model name, e.g. gemini-2.5-flash.")
     base_url: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
+        default=None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+        "(for gemini: a proxy or compatible endpoint; null = Google's)."
     )
     sample_rows: int = Field(
         default=5, ge=0, le=100, description="Data rows sent to a remote advisor (0 = column statistics only)."

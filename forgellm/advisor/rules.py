@@ -1,0 +1,191 @@
+"""The offline advisor: format detection, task type from the goal's words and the data, the rules
+planner and the known-failure diagnosis. Deterministic: the same input gives the same answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from forgellm.advisor.schemas import (
+    DataRequest,
+    DiagnosisRequest,
+    Fix,
+    PlanProposal,
+    PlanRequest,
+    RecipeProposal,
+    ScriptProposal,
+    ScriptRequest,
+)
+from forgellm.errors import ForgeError
+
+# Word stems per task, in a few languages; the first task whose stem starts a word of the goal wins,
+# so the specific tasks come before the broad ones ("classify support tickets" is classification).
+# fmt: off
+_GOAL_STEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("classification", ("classif", "categori", "kategori", "clasific", "classer", "sentiment", "intent",
+                        "triage", "routing", "etiquet", "label", "分类")),
+    ("summarization", ("summar", "zusammenfass", "resum", "résum", "riassun", "riassum", "摘要", "要約")),
+    ("extraction", ("extract", "extrahier", "extrai", "extrae", "estrarre", "estrai", "提取", "抽出")),
+    ("code", ("coding", "source code", "write code", "code gen", "code comp", "code review", "programm",
+              "python", "javascript", "typescript", "sql", "código", "codigo", "programación", "programacion",
+              "代码", "コード")),
+    ("chat", ("support", "customer", "chat", "assistant", "bot", "helpdesk", "help desk", "service desk",
+              "kundendienst", "kunden", "soporte", "atención", "atencion", "cliente", "client", "assistance",
+              "assistenza", "suporte", "atendimento", "conversa", "gespräch", "客服", "聊天", "サポート")),
+    ("qa", ("question", "answer", "faq", "frage", "antwort", "pregunta", "respuesta", "réponse", "reponse",
+            "domand", "pergunta", "问答", "質問")),
+    ("instruction", ("instruction", "anweisung", "instrucc", "istruzion", "指令")),
+)
+# fmt: on
+_FORMAT_TASKS = {
+    "messages": "chat",
+    "sharegpt": "chat",
+    "transcript": "chat",
+    "alpaca": "instruction",
+    "prompt_completion": "instruction",
+    "qa": "qa",
+    "text": "cpt",
+}
+_CODE = re.compile(
+    r"```|^\s*(?:def |class |import |from \w+ import|#include|public static|function\b|const \w+ =|SELECT\b)"
+    r"|;\s*$|=>|\{\s*$",
+    re.MULTILINE,
+)
+SHORT_ANSWER_CHARS = 40  # a label, not a sentence
+
+
+def _stem_pattern(stem: str) -> re.Pattern[str]:
+    # A stem must start a word; scripts without spaces (Chinese, Japanese) match anywhere.
+    # Short stems must be whole words: "bot" is not "both".
+    end = r"(?![a-zà-ÿ])" if len(stem) <= 3 and stem.isascii() else ""
+    return re.compile(r"(?<![a-zà-ÿ])" + re.escape(stem) + end, re.IGNORECASE)
+
+
+_GOAL_PATTERNS = [(task, [_stem_pattern(s) for s in stems]) for task, stems in _GOAL_STEMS]
+
+
+def task_from_goal(goal: str | None) -> str | None:
+    """The task a goal's words name, or None when they name none."""
+    if not goal:
+        return None
+    return next((task for task, patterns in _GOAL_PATTERNS if any(p.search(goal) for p in patterns)), None)
+
+
+def _answers(rows: list[dict[str, Any]], columns: dict[str, str]) -> list[str]:
+    column = columns.get("assistant")
+    values = [row.get(column) for row in rows] if column else []
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
+def task_from_data(fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """The task the data shows: short repeated answers are labels, code-looking answers are code."""
+    if fmt == "text":
+        return "cpt"
+    answers = _answers(rows, columns)
+    if answers:
+        short = all(len(a) <= SHORT_ANSWER_CHARS and "\n" not in a for a in answers)
+        repeated = len(set(answers)) <= max(1, len(answers) // 2)
+        if short and ("label" in columns or repeated):
+            return "classification"
+        if sum(1 for a in answers if _CODE.search(a)) * 2 > len(answers):
+            return "code"
+    return _FORMAT_TASKS.get(fmt, "other")
+
+
+def choose_task(goal: str | None, fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """Raw text trains by continued pre-training whatever the goal; else the goal's words, then the data."""
+    if fmt == "text":
+        return "cpt"
+    return task_from_goal(goal) or task_from_data(fmt, columns, rows)
+
+
+def _label_layout(detection: dict[str, Any], goal: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Classification data: the model learns to answer each text with its (short) label.
+
+    Free text next to a label column (detected as ``text``, continued pre-training) becomes text -> user,
+    label -> assistant unless the goal names another task; a question/answer table whose goal asks to
+    classify answers with the label column instead of the answer column."""
+    columns = (detection.get("recipe") or {}).get("columns") or {}
+    fmt, goal_task = detection.get("format"), task_from_goal(goal)
+    if "label" not in columns:
+        return detection
+    labels = _answers(rows, {"assistant": columns["label"]})
+    if not labels or any(len(v) > SHORT_ANSWER_CHARS for v in labels):
+        return detection
+    label = columns["label"]
+    if fmt == "text" and goal_task in (None, "classification"):
+        mapped = {k: v for k, v in columns.items() if k != "text"} | {"user": columns["text"], "assistant": label}
+        reason = f"short labels in {label!r} next to free text in {columns['text']!r}: trained as classification"
+    elif fmt in ("qa", "prompt_completion", "alpaca") and goal_task == "classification" and "user" in columns:
+        mapped = {**columns, "assistant": label}
+        reason = f"the goal asks to classify: the model answers with the label {label!r}"
+    else:
+        return detection
+    recipe = {**detection["recipe"], "columns": mapped}
+    return {**detection, "format": "qa", "recipe": recipe, "reasons": [*detection.get("reasons", []), reason]}
+
+
+def _detection(request: DataRequest) -> dict[str, Any]:
+    if request.hint:
+        return request.hint
+    from forgellm.data.formats import detect_format
+    from forgellm.data.records import Record
+
+    records = [Record(line=i + 1, fields=dict(row)) for i, row in enumerate(request.rows)]
+    return detect_format(records, kind=request.kind).to_dict()
+
+
+class RulesAdvisor:
+    """Offline and deterministic; the default backend and the fallback of the LLM backends."""
+
+    name = "rules"
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def understand_data(self, request: DataRequest) -> RecipeProposal:
+        from forgellm.advisor.recipes import proposal_parts
+        from forgellm.config.schema import RecipeSection
+
+        detection = _label_layout(_detection(request), request.goal, request.rows)
+        recipe = RecipeSection.model_validate(detection.get("recipe") or {})
+        fmt = detection["format"]
+        columns, speakers = proposal_parts(recipe)
+        task = choose_task(request.goal, fmt, dict(recipe.columns), request.rows)
+        reasons = "; ".join([*detection.get("reasons", []), f"task type {task}"])
+        return RecipeProposal(
+            format=fmt,
+            task_type=task,  # type: ignore[arg-type]
+            columns=columns,
+            role_map=speakers,
+            system_prompt=recipe.system_prompt,
+            cleaning=list(recipe.cleaning),
+            reasons=reasons[:2000],
+        )
+
+    def propose_plan(self, request: PlanRequest) -> PlanProposal:
+        from forgellm.advisor.rules_plan import propose_plan
+
+        return propose_plan(request)
+
+    def diagnose(self, request: DiagnosisRequest) -> Fix | None:
+        from pydantic import ValidationError
+
+        from forgellm.advisor.diagnosis import diagnose_failure
+        from forgellm.config.schema import ForgeConfig
+
+        try:
+            config = ForgeConfig.model_validate(request.config)
+        except ValidationError as exc:
+            raise ForgeError(
+                f"Cannot diagnose the failure: the configuration is invalid ({exc.error_count()} problems).",
+                fix="Check forge.yaml with `forge status`.",
+            ) from None
+        return diagnose_failure(request.stage, request.error, request.log_tail, config)
+
+    def write_script(self, request: ScriptRequest) -> ScriptProposal:
+        raise ForgeError(
+            "The offline rules advisor cannot write scripts.",
+            fix="Set advisor.provider to gemini or openai in forge.yaml (`forge init --advisor gemini`), "
+            "then store a key with `forge login --provider gemini`.",
+        )

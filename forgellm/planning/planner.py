@@ -1,0 +1,334 @@
+"""`forge plan`: goal + data sample + hardware + advisor -> a checked plan, written to forge.yaml.
+
+Steps: probe the hardware; profile a sample of the data (the advisor reads its layout); list the
+catalog models that fit; ask the advisor for a plan and the offline rules for theirs; apply the
+user's flags; check the answer (guards.py); estimate the time and, on a CPU-only machine, bound the
+steps by the time budget; write forge.yaml with a rationale per section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from forgellm.advisor import rules_plan
+from forgellm.advisor.schemas import PlanProposal, PlanRequest
+from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
+from forgellm.config.schema import ForgeConfig, ModelSection
+from forgellm.errors import ForgeError
+from forgellm.hardware.probe import HardwareInfo
+from forgellm.planning.candidates import (
+    ModelTarget,
+    candidate_entry,
+    catalog_candidates,
+    largest_fitting,
+    resolve_target,
+    target_of_spec,
+)
+from forgellm.planning.estimate import TimeEstimate, estimate_time, human_duration, steps_within
+from forgellm.planning.guards import CheckedPlan, GuardContext, check_proposal, yaml_key
+from forgellm.planning.hyperparams import evaluations_for
+from forgellm.planning.profile import DataProfile, profile_data
+from forgellm.planning.report import Override, PlanResult
+from forgellm.planning.writer import build_config
+
+DEFAULT_CPU_BUDGET_MINUTES = 30.0
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """The user's flags; they always win over the advisor."""
+
+    model: str | None = None
+    method: str | None = None
+    epochs: float | None = None
+    batch_size: int | None = None  # micro-batch: examples per forward pass
+    max_steps: int | None = None
+
+    def fixed(self, model_key: str | None) -> dict[str, Any]:
+        """By proposal field name; the model as its catalog key (or reference outside the catalog)."""
+        pairs = {
+            "model": model_key,
+            "method": self.method,
+            "epochs": self.epochs,
+            "micro_batch_size": self.batch_size,
+            "max_steps": self.max_steps,
+        }
+        return {k: v for k, v in pairs.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    time: TimeEstimate | None
+    max_steps: int | None
+    budget_minutes: float | None
+    notes: list[str]
+    warnings: list[str]
+
+
+def make_plan(
+    project_dir: str | Path,
+    goal: str | None,
+    *,
+    data: Path | None = None,
+    overrides: PlanOverrides | None = None,
+    advisor: Any = None,
+    provider: str | None = None,
+    hardware: HardwareInfo | None = None,
+    dry_run: bool = False,
+    offline: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PlanResult:
+    """Plan a fine-tuning run; writes forge.yaml (creating the project if needed) unless ``dry_run``.
+
+    ``advisor`` defaults to the one forge.yaml's advisor section names (``provider`` overrides it);
+    ``offline`` defaults to FORGE_OFFLINE / HF_HUB_OFFLINE (then only models on disk are candidates).
+    """
+    goal = (goal or "").strip() or None
+    if goal is None and data is None:
+        raise ForgeError(
+            "Nothing to plan for: give the goal in plain words, the data, or both.",
+            fix='forge plan "Make a customer support bot" --data tickets.csv',
+        )
+    step = progress or (lambda _message: None)
+    root = Path(project_dir).expanduser().resolve()
+    existing, exists = _existing_config(root)
+    overrides = _with_model_from_config(overrides or PlanOverrides(), existing)
+    user_target = resolve_target(overrides.model) if overrides.model else None  # a misspelt name fails first
+    advisor = advisor or _make_advisor(existing, root, provider)
+    hardware = hardware or _probe(root, step)
+    offline = _offline() if offline is None else offline
+    data = Path(data).expanduser().resolve() if data is not None else None
+    profile = profile_data(data, goal, advisor, existing.advisor, existing.data, step) if data else None
+    step("Choosing the model and settings")
+    seq_len = _planning_length(profile)
+    candidates = _candidates(hardware, seq_len, offline, user_target)
+    fixed = overrides.fixed(user_target.key if user_target else None)
+    request = PlanRequest(
+        goal=goal or _goal_from(profile), hardware=_stable_hardware(hardware), candidates=list(candidates.values()),
+        data=profile.to_request() if profile else None, fixed=fixed, offline=offline,
+    )  # fmt: skip
+    rules = rules_plan.propose_plan(request)
+    proposal, flags = _apply_fixed(_ask(advisor, request, rules), fixed)
+    checked = check_proposal(proposal, _guard_context(candidates, rules, request, fixed, user_target, profile))
+    schedule = _schedule(checked, profile, hardware, existing, fixed)
+    config = build_config(existing, goal, checked, profile, hardware, schedule, flags, root)
+    created = not exists and not dry_run
+    if created:
+        from forgellm.project import init_project
+
+        init_project(root)
+    path = None if dry_run else save_config(config, root / CONFIG_FILENAME)
+    notes = list(advisor.notes) + ([] if exists else [_no_project_note(root, dry_run)])
+    return _result(config, root, path, dry_run, created, advisor, checked, schedule, profile, flags, notes, data)
+
+
+def _existing_config(root: Path) -> tuple[ForgeConfig, bool]:
+    """forge.yaml as the user wrote it (FORGE_* variables are not baked into the file), or defaults."""
+    if not (root / CONFIG_FILENAME).is_file():
+        return ForgeConfig(), False
+    return load_config(root, environ={}).config, True
+
+
+def _with_model_from_config(overrides: PlanOverrides, existing: ForgeConfig) -> PlanOverrides:
+    """A model.ref the user chose counts as --model: one set by `forge init --model` or by hand (plans
+    always write a rationale beside the model, so a ref without one, other than the default), or one
+    a previous plan took from --model (its rationale says so)."""
+    model = existing.model
+    if overrides.model is not None or model.ref == ModelSection().ref:
+        return overrides
+    if model.rationale and rules_plan.USER_CHOICE not in model.rationale:
+        return overrides
+    return replace(overrides, model=model.ref)
+
+
+def _stable_hardware(hardware: HardwareInfo) -> dict[str, Any]:
+    """The hardware as the advisor sees it: free memory rounded down to whole GiB and no local paths, so
+    the same machine gives the same request (and a re-run is answered from the advisor cache)."""
+
+    def stable(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (v // GIB * GIB if k.endswith("_bytes") and isinstance(v, int) else stable(v))
+                    for k, v in value.items() if k not in ("disk_path", "disk_free_bytes", "notes")}  # fmt: skip
+        return [stable(v) for v in value] if isinstance(value, list) else value
+
+    return stable(hardware.to_dict())
+
+
+def _make_advisor(config: ForgeConfig, root: Path, provider: str | None) -> Any:
+    from forgellm.advisor.select import make_advisor
+    from forgellm.config.io import config_from_mapping
+
+    # FORGE_ADVISOR__* variables choose the advisor for this run; they are not written into forge.yaml.
+    effective = config_from_mapping(config.model_dump(mode="json"), source="forge.yaml + FORGE_* variables")
+    return make_advisor(effective.config.advisor, root, provider=provider)
+
+
+def _probe(root: Path, step: Callable[[str], None]) -> HardwareInfo:
+    from forgellm.hardware.probe import probe_hardware
+
+    step("Probing the hardware")
+    return probe_hardware(root)
+
+
+def _offline() -> bool:
+    from forgellm.config.settings import offline_mode
+
+    return offline_mode()
+
+
+def _no_project_note(root: Path, dry_run: bool) -> str:
+    if dry_run:
+        return f"No forge.yaml at {root}: planned with default settings; without --dry-run a project is created there."
+    return f"No forge.yaml at {root}: created a project there (like `forge init`) with the offline rules advisor."
+
+
+def _goal_from(profile: DataProfile | None) -> str:
+    task = profile.task_type if profile else "chat"
+    return f"Fine-tune on this data ({task})"
+
+
+def _planning_length(profile: DataProfile | None) -> int:
+    """The sequence length candidates are sized for: the rules' max_length for the data (capped at 8k)."""
+    p99 = profile.tokens.get("p99") if profile else None
+    return rules_plan.max_length_for(p99, 8192)[0]
+
+
+def _candidates(
+    hardware: HardwareInfo, seq_len: int, offline: bool, user_target: ModelTarget | None
+) -> dict[str, dict[str, Any]]:
+    """Catalog models that fit, plus the user's model when it fits with some method."""
+    found = {c["key"]: c for c in catalog_candidates(hardware, seq_len, offline=offline)}
+    if user_target is not None:
+        entry = candidate_entry(user_target, hardware, seq_len, offline_ok=True)
+        if "fits" not in entry["fit"].values():
+            raise _user_model_too_big(user_target, entry, hardware, seq_len)
+        found[user_target.key] = entry
+    if not found:
+        where = " among the models on this disk (offline)" if offline else ""
+        raise ForgeError(
+            f"No model{where} fits this machine's memory for training at {seq_len} tokens.",
+            fix="Free memory (close other programs), or train on a machine with more memory or a GPU"
+            + ("; or go online so hub models can be downloaded." if offline else "."),
+        )
+    return found
+
+
+def _user_model_too_big(target: ModelTarget, entry: dict[str, Any], hardware: HardwareInfo, seq_len: int) -> ForgeError:
+    need = min(entry["memory_gib"][m] for m in entry["fit"] if entry["fit"][m] != "needs GPU")
+    budget = (hardware.largest_gpu.vram_total_bytes if hardware.largest_gpu else hardware.ram_available_bytes) / GIB
+    best = largest_fitting(hardware, seq_len)
+    suggestion = f" The largest catalog model that fits is {best['key']}: --model {best['key']}." if best else ""
+    return ForgeError(
+        f"{target.key} cannot be trained on this machine with any method: it needs at least ~{need:.1f} GiB "
+        f"and {budget:.1f} GiB is available ({hardware.accelerator}).",
+        fix=f"Use a smaller model or a machine with more memory.{suggestion}",
+    )
+
+
+def _ask(advisor: Any, request: PlanRequest, rules: PlanProposal) -> PlanProposal:
+    from forgellm.advisor.errors import AdvisorAuthError, AdvisorError
+
+    try:
+        return advisor.propose_plan(request)
+    except AdvisorAuthError:  # a rejected key is the user's to fix (the fallback already applied their choice)
+        raise
+    except AdvisorError as exc:  # an advisor not wrapped in the fallback: the rules answer instead
+        advisor.notes.append(
+            f"The {advisor.name} advisor gave no usable plan ({exc.message}); the rules' plan is used."
+        )
+        return rules
+
+
+def _apply_fixed(proposal: PlanProposal, fixed: dict[str, Any]) -> tuple[PlanProposal, list[Override]]:
+    """The user's flags replace the advisor's values; each is listed with what the advisor said."""
+    flags = [Override(yaml_key(name), value, getattr(proposal, name, None)) for name, value in fixed.items()]
+    values = {**proposal.__dict__, **fixed}
+    if "max_steps" in fixed and "epochs" not in fixed:
+        values["epochs"] = proposal.epochs or 1.0
+    return PlanProposal.model_construct(**values), flags
+
+
+def _guard_context(
+    candidates: dict[str, dict[str, Any]], rules: PlanProposal, request: PlanRequest, fixed: dict[str, Any],
+    user_target: ModelTarget | None, profile: DataProfile | None,
+) -> GuardContext:  # fmt: skip
+    def target_of(key: str) -> ModelTarget:
+        if user_target is not None and key == user_target.key:
+            return user_target
+        from forgellm.models.catalog import get_spec
+
+        return target_of_spec(get_spec(key))
+
+    return GuardContext(
+        candidates=candidates, rules=rules, budget=rules_plan.MemoryBudget.from_hardware(request.hardware),
+        fixed=fixed, target_of=target_of, p90_tokens=profile.tokens.get("p90") if profile else None,
+        stage=profile.stage if profile else "sft",
+    )  # fmt: skip
+
+
+def _schedule(
+    checked: CheckedPlan, profile: DataProfile | None, hardware: HardwareInfo, existing: ForgeConfig,
+    fixed: dict[str, Any],
+) -> Schedule:  # fmt: skip
+    """Time estimate; on CPU-only machines (or with a budget in forge.yaml) steps bounded by the budget."""
+    accelerated = hardware.has_cuda or hardware.mps
+    budget = existing.training.time_budget_minutes
+    notes: list[str] = []
+    if budget is not None:
+        notes.append(f"Time budget {budget:g} min (training.time_budget_minutes in forge.yaml).")
+    elif not accelerated:
+        budget = DEFAULT_CPU_BUDGET_MINUTES
+        notes.append(f"Time budget {budget:g} min: the default on machines without a GPU "
+                     "(change training.time_budget_minutes in forge.yaml).")  # fmt: skip
+    if profile is None:
+        return Schedule(None, checked.proposal.max_steps, budget, notes, ["No data given: the time is not estimated."])
+    time = _estimate(checked, profile, hardware, existing, checked.proposal.max_steps)
+    notes.append(f"~{human_duration(time.seconds_per_epoch)} per epoch at ~{time.tokens_per_second:,.0f} tokens/s "
+                 f"({time.basis}).")  # fmt: skip
+    if budget is None or time.seconds_total <= budget * 60:
+        return Schedule(time, checked.proposal.max_steps, budget, notes, [])
+    if "epochs" in fixed or "max_steps" in fixed:
+        warning = (f"Your --epochs/--max-steps take ~{human_duration(time.seconds_total)}, more than the "
+                   f"{budget:g} min time budget; kept as you asked.")  # fmt: skip
+        return Schedule(time, checked.proposal.max_steps, budget, notes, [warning])
+    steps = steps_within(budget * 60, time)
+    bounded = _estimate(checked, profile, hardware, existing, steps)
+    notes.append(
+        f"The planned {time.total_steps} steps would take ~{human_duration(time.seconds_total)}; "
+        f"max_steps {steps} ({steps / time.steps_per_epoch:.2f} epochs) keeps training within {budget:g} min."
+    )
+    return Schedule(bounded, steps, budget, notes, [])
+
+
+def _estimate(
+    checked: CheckedPlan, profile: DataProfile, hardware: HardwareInfo, existing: ForgeConfig, max_steps: int | None
+) -> TimeEstimate:
+    plan, split = checked.proposal, existing.preprocessing.split
+    return estimate_time(
+        params=checked.target.params, method=plan.method, hardware=hardware,
+        gradient_checkpointing=plan.gradient_checkpointing, train_rows=int(profile.rows * split.train),
+        val_rows=int(profile.rows * split.val), mean_tokens=profile.tokens["mean"], max_length=plan.max_length,
+        effective_batch=plan.micro_batch_size * plan.gradient_accumulation, packing=plan.packing,
+        epochs=plan.epochs or 1.0, max_steps=max_steps, evaluations=evaluations_for(hardware.has_cuda or hardware.mps),
+    )  # fmt: skip
+
+
+def _result(
+    config: ForgeConfig, root: Path, path: Path | None, dry_run: bool, created: bool, advisor: Any,
+    checked: CheckedPlan, schedule: Schedule, profile: DataProfile | None, flags: list[Override],
+    notes: list[str], data: Path | None,
+) -> PlanResult:  # fmt: skip
+    budget = checked.budget
+    return PlanResult(
+        config=config, project_dir=root, config_path=path, dry_run=dry_run, created_project=created,
+        advisor=advisor.name, model_key=checked.target.key, model_name=checked.target.display_name,
+        model_params=checked.target.params, why_model=checked.proposal.why_model, memory=checked.memory,
+        memory_budget_bytes=budget.bytes, memory_budget_source=budget.source, time=schedule.time,
+        time_budget_minutes=schedule.budget_minutes, profile=profile, corrections=checked.corrections,
+        overrides=flags, warnings=[*checked.warnings, *schedule.warnings, *(profile.warnings if profile else [])],
+        advisor_notes=notes, data_path=data,
+    )  # fmt: skip

@@ -1,0 +1,211 @@
+"""What `forge plan` learns from a sample of the data: its layout (via the advisor), size and token lengths.
+
+Token lengths are counted with the bundled SmolLM2 tokenizer and its chat template when that model is
+already converted in the model cache (no conversion is started for a plan: it takes ~30 s); otherwise
+they are estimated as ceil(characters / 4) of the conversation text, the usual rule of thumb for
+English with BPE tokenizers. ``DataProfile.token_counter`` says which ("model:..." or
+"estimate: chars/4"); `forge prepare` counts exactly with the chosen model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.config.schema import AdvisorSection, DataSection, RecipeSection
+from forgellm.errors import ForgeError
+
+SAMPLE_ROWS = 2000
+LANGUAGE_SAMPLE = 300  # examples whose language is detected (the detector reads 400 characters each)
+SIGNIFICANT_LANGUAGE = 0.1  # a language counts for planning above this share of examples
+TOKEN_COUNTER_MODEL = "smollm2-135m"
+
+
+@dataclass
+class DataProfile:
+    path: Path
+    kind: str
+    rows: int  # estimated records in the whole input
+    sampled: int
+    format: str
+    recipe: RecipeSection
+    task_type: str
+    recipe_source: str  # "advisor:<name>", "rules detection" or "forge.yaml"
+    reasons: str
+    token_counter: str
+    tokens: dict[str, float]  # p50, p90, p99, max, mean
+    rejected: int  # sampled records the recipe could not turn into examples
+    languages: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def stage(self) -> str:
+        return "cpt" if self.format == "text" else "sft"
+
+    def to_request(self) -> dict[str, Any]:
+        """What the advisor is told about the data (PlanRequest.data): statistics, never rows."""
+        return {
+            "rows": self.rows,
+            "format": self.format,
+            "task_type": self.task_type,
+            "stage": self.stage,
+            "tokens": self.tokens,
+            "token_counter": self.token_counter,
+            "languages": self.languages,
+            "labels": self.labels,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.to_request(),
+            "path": str(self.path),
+            "kind": self.kind,
+            "sampled": self.sampled,
+            "recipe": self.recipe.model_dump(mode="json", exclude_defaults=True),
+            "recipe_source": self.recipe_source,
+            "reasons": self.reasons,
+            "rejected": self.rejected,
+            "warnings": list(self.warnings),
+        }
+
+
+def profile_data(
+    path: Path,
+    goal: str | None,
+    advisor: Any,
+    settings: AdvisorSection,
+    existing: DataSection,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> DataProfile:
+    """Sample the data, settle its recipe (forge.yaml's, else the advisor's), and measure it."""
+    from forgellm.data.readers import estimate_rows, open_dataset, sample_records
+
+    progress(f"Reading a sample of {path.name}")
+    dataset = open_dataset(path)
+    records = sample_records(dataset, SAMPLE_ROWS)
+    if not records:
+        raise ForgeError(
+            f"{path.name} has no readable records.", fix=f"Run `forge study {path}` to see what is wrong with it."
+        )
+    rows = estimate_rows(dataset) or len(records)
+    profile = DataProfile(path, dataset.info.kind, rows, len(records), "text", RecipeSection(), "other", "", "",
+                          "", {}, 0)  # fmt: skip
+    if existing.format != "auto" and _same_file(existing.source, path):
+        profile.format, profile.recipe = existing.format, existing.recipe
+        profile.recipe_source, profile.reasons = "forge.yaml", "kept data.format and data.recipe from forge.yaml"
+        profile.task_type = "cpt" if existing.format == "text" else "chat"
+    else:
+        _understand(profile, records, goal, advisor, settings, progress)
+    _measure(profile, records, progress)
+    return profile
+
+
+def _same_file(source: str | None, path: Path) -> bool:
+    return source is not None and Path(source).expanduser().resolve() == path.resolve()
+
+
+def _columns(records: list[Any]) -> list[str]:
+    names: dict[str, None] = {}
+    for record in records[:200]:
+        names.update(dict.fromkeys(record.fields))
+    return list(names)
+
+
+def _understand(
+    profile: DataProfile, records: list[Any], goal: str | None, advisor: Any, settings: AdvisorSection,
+    progress: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Rules detection as a hint, the advisor's reading of it, and the recipe it maps to."""
+    from forgellm.advisor.errors import AdvisorAuthError, AdvisorError
+    from forgellm.advisor.recipes import recipe_from_proposal
+    from forgellm.advisor.sampling import build_data_request
+    from forgellm.data.formats import detect_format
+
+    detection = detect_format(records[:1000], kind=profile.kind)
+    request = build_data_request(
+        records, file_name=profile.path.name, kind=profile.kind, goal=goal, hint=detection.to_dict(),
+        sample_rows=settings.sample_rows, redact_pii=settings.redact_pii,
+    )  # fmt: skip
+    progress(f"Asking the {advisor.name} advisor how to read the data")
+    try:
+        proposal = advisor.understand_data(request)
+        profile.format, profile.recipe = recipe_from_proposal(proposal, _columns(records))
+        profile.task_type, profile.reasons = proposal.task_type, proposal.reasons
+        profile.recipe_source = f"advisor:{advisor.name}"
+    except AdvisorAuthError:  # a rejected key is the user's to fix, never a silent fallback
+        raise
+    except AdvisorError as exc:
+        # The advisor's reading was unusable (e.g. a column that does not exist): the rules' detection stands.
+        advisor.notes.append(f"The advisor's data recipe was not used ({exc.message}); the rules' detection is.")
+        profile.format, profile.recipe = detection.format, detection.recipe
+        profile.task_type = "cpt" if detection.format == "text" else "chat"
+        profile.recipe_source, profile.reasons = "rules detection", "; ".join(detection.reasons)
+    profile.warnings.extend(detection.warnings)
+
+
+def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str], None]) -> None:
+    """Token lengths, languages and labels of the examples the recipe makes from the sample."""
+    from forgellm.data.recipe import to_example
+    from forgellm.data.records import RecipeError
+    from forgellm.data.study_checks import language_of
+    from forgellm.data.study_stats import TokenCounter
+
+    tokenizer = _counting_tokenizer(progress)
+    counter = TokenCounter(tokenizer, None)
+    languages: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    made = 0
+    for record in records:
+        try:
+            example = to_example(record, profile.format, profile.recipe)
+        except RecipeError:
+            profile.rejected += 1
+            continue
+        text = example.text if example.messages is None else "\n".join(m["content"] for m in example.messages)
+        counter.add(record.line, text or "", example.messages)
+        if made < LANGUAGE_SAMPLE and (language := language_of(text or "")):
+            languages[language] += 1
+        if example.label is not None:
+            labels[str(example.label)] += 1
+        made += 1
+    counter.flush()
+    if made == 0:
+        raise ForgeError(
+            f"None of the {len(records):,} sampled records of {profile.path.name} could be read as "
+            f"{profile.format} with the recipe {profile.recipe.columns}.",
+            fix="Run `forge study` on the file, then set data.format and data.recipe in forge.yaml.",
+        )
+    stats = counter.stats
+    profile.token_counter = f"model:{TOKEN_COUNTER_MODEL}" if tokenizer is not None else counter.name
+    profile.tokens = {
+        "p50": stats.quantile(0.5), "p90": stats.quantile(0.9), "p99": stats.quantile(0.99),
+        "max": float(stats.max or 0), "mean": round(stats.total / stats.count, 1),
+    }  # fmt: skip
+    seen = sum(languages.values())
+    profile.languages = [
+        {"language": code, "share": round(n / seen, 3)}
+        for code, n in languages.most_common(5)
+        if n / seen >= SIGNIFICANT_LANGUAGE and code != "latin (undetermined)"
+    ]
+    if labels:
+        profile.labels = {"column": profile.recipe.columns.get("label"), "distinct": len(labels)}
+
+
+def _counting_tokenizer(progress: Callable[[str], None]) -> Any:
+    """The bundled model's tokenizer when it is already converted; None (chars/4) otherwise."""
+    from forgellm.models.resolve import is_materialized, resolve_model
+
+    try:
+        source = resolve_model(TOKEN_COUNTER_MODEL)
+    except ForgeError:  # the offline package is not installed
+        return None
+    if not is_materialized(source) or source.cache_dir is None:
+        return None
+    from forgellm.models.loading import load_tokenizer
+
+    progress(f"Counting tokens with the {TOKEN_COUNTER_MODEL} tokenizer")
+    return load_tokenizer(source.cache_dir)

@@ -1,0 +1,140 @@
+"""The checked plan -> forge.yaml sections, each with a rationale a non-expert can read.
+
+Only what the plan decides is replaced; the user's other settings (advisor, project name,
+preprocessing, export formats, chat-template choices) stay as they were.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forgellm.config.schema import DataSection, ForgeConfig, HardwareSection, ModelSection, TrainingSection
+from forgellm.hardware.probe import HardwareInfo
+from forgellm.planning.hyperparams import cadence_for
+
+if TYPE_CHECKING:
+    from forgellm.planning.guards import CheckedPlan
+    from forgellm.planning.planner import Schedule
+    from forgellm.planning.profile import DataProfile
+    from forgellm.planning.report import Override
+
+GIB = 2**30
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def build_config(
+    existing: ForgeConfig, goal: str | None, checked: CheckedPlan, profile: DataProfile | None,
+    hardware: HardwareInfo, schedule: Schedule, flags: list[Override], root: Path,
+) -> ForgeConfig:  # fmt: skip
+    config = existing.model_copy(deep=True)
+    if goal:
+        config.project.goal = goal
+    config.model = _model_section(existing.model, checked)
+    config.hardware = _hardware_section(hardware, checked)
+    if profile is not None:
+        config.data = _data_section(existing.data, profile, checked, root)
+        if profile.recipe.system_prompt and not config.export.system_prompt:
+            # The model answers best at inference with the system prompt it was trained with.
+            config.export.system_prompt = profile.recipe.system_prompt
+    config.training = _training_section(existing.training, checked, profile, hardware, schedule, flags)
+    config.export.rationale = _export_rationale(checked)
+    return config
+
+
+def _corrections_text(checked: CheckedPlan, section: str) -> list[str]:
+    return [c.sentence() for c in checked.corrections if c.section == section]
+
+
+def _model_section(existing: ModelSection, checked: CheckedPlan) -> ModelSection:
+    plan, target = checked.proposal, checked.target
+    template = existing.chat_template.model_copy()
+    if checked.template_fallback and template.name == "auto":
+        template.name = checked.template_fallback  # type: ignore[assignment]
+    why = [plan.why_model, *_corrections_text(checked, "model")]
+    return ModelSection(
+        ref=target.ref,
+        architecture=target.architecture,
+        chat_template=template,
+        max_length=plan.max_length,
+        rationale=" ".join(w for w in why if w),
+    )
+
+
+def _hardware_section(hardware: HardwareInfo, checked: CheckedPlan) -> HardwareSection:
+    gpu = hardware.largest_gpu
+    arch = gpu.arch if gpu else ("mps" if hardware.mps else "none")
+    ram = f"{hardware.ram_total_bytes / GIB:.1f} GiB RAM ({hardware.ram_available_bytes / GIB:.1f} GiB available)"
+    budget = checked.budget
+    return HardwareSection(
+        gpu_arch=arch,  # type: ignore[arg-type]
+        gpu_name=gpu.name if gpu else None,
+        vram_gb=round(gpu.vram_total_bytes / 1e9, 1) if gpu else None,
+        ram_gb=round(hardware.ram_total_bytes / 1e9, 1),
+        cpu_cores=hardware.cpu_physical_cores,
+        rationale=(
+            f"Probed: {hardware.accelerator}, {hardware.cpu_physical_cores} CPU cores, {ram}; bf16 "
+            f"{hardware.bf16.summary}. The plan needs ~{checked.memory.total_bytes / GIB:.1f} GiB of "
+            f"{budget.bytes / GIB:.1f} GiB ({budget.source}), kept under 85% for safety."
+        ),
+    )
+
+
+def _data_section(existing: DataSection, profile: DataProfile, checked: CheckedPlan, root: Path) -> DataSection:
+    recipe = profile.recipe.model_copy(deep=True)
+    if checked.proposal.system_prompt and not recipe.system_prompt:
+        recipe.system_prompt = checked.proposal.system_prompt
+    tokens = profile.tokens
+    why = (
+        f"{profile.format} ({profile.recipe_source}): {profile.reasons or 'detected from the columns'}. "
+        f"~{profile.rows:,} rows; sampled {profile.sampled:,}: tokens per example p50 {tokens['p50']:.0f}, "
+        f"p99 {tokens['p99']:.0f}, max {tokens['max']:.0f} ({profile.token_counter})."
+    )
+    if profile.rejected:
+        why += f" {profile.rejected} sampled rows do not fit the recipe and will be rejected."
+    return DataSection(source=_relative(profile.path, root), format=profile.format, recipe=recipe, rationale=why)  # type: ignore[arg-type]
+
+
+def _relative(path: Path, root: Path) -> str:
+    """Inside the project a relative path (the folder can move); elsewhere the absolute one."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _training_section(
+    existing: TrainingSection, checked: CheckedPlan, profile: DataProfile | None, hardware: HardwareInfo,
+    schedule: Schedule, flags: list[Override],
+) -> TrainingSection:  # fmt: skip
+    plan = checked.proposal
+    total_steps = schedule.time.total_steps if schedule.time else None
+    cadence = cadence_for(total_steps, hardware.has_cuda or hardware.mps) if total_steps else None
+    values: dict[str, Any] = existing.model_dump()
+    values.update(
+        method=plan.method, stage=profile.stage if profile else existing.stage,
+        lora={"r": plan.lora_r, "alpha": plan.lora_alpha, "dropout": plan.lora_dropout,
+              "target_modules": "all-linear" if plan.lora_targets == "all-linear" else list(ATTENTION_MODULES)},
+        learning_rate=plan.learning_rate, lr_scheduler=plan.lr_scheduler, warmup_ratio=plan.warmup_ratio,
+        epochs=plan.epochs, max_steps=schedule.max_steps, micro_batch_size=plan.micro_batch_size,
+        gradient_accumulation=plan.gradient_accumulation, precision=plan.precision, packing=plan.packing,
+        gradient_checkpointing=plan.gradient_checkpointing, time_budget_minutes=schedule.budget_minutes,
+        eval_every_steps=cadence.eval_every_steps if cadence else None,
+        save_every_steps=cadence.save_every_steps if cadence else None,
+    )  # fmt: skip
+    if cadence is not None:
+        values["early_stopping"] = {**values["early_stopping"], "enabled": cadence.early_stopping,
+                                    "patience": cadence.patience}  # fmt: skip
+    why = [plan.why_method, plan.why_hyperparameters, *schedule.notes, cadence.reason if cadence else ""]
+    why += _corrections_text(checked, "training") + [f.sentence().capitalize() + "." for f in flags]
+    values["rationale"] = " ".join(w.strip() for w in why if w and w.strip())
+    return TrainingSection.model_validate(values)
+
+
+def _export_rationale(checked: CheckedPlan) -> str:
+    from forgellm.planning.guards import gguf_warnings
+
+    problems = gguf_warnings(checked.target)
+    if problems:
+        return problems[0]
+    return f"GGUF export works for {checked.target.key} (architecture {checked.target.architecture})."
