@@ -99,6 +99,7 @@ def _register() -> None:
         plan_cmds,
         project_cmds,
         template_cmds,
+        train_cmds,
     )
 
 

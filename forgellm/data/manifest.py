@@ -77,3 +77,8 @@ class Manifest:
             return cls(**data)
         except (OSError, ValueError, TypeError):
             return None
+
+
+def tokenizer_id(setup: Any) -> str:
+    """The tokenizer's identity recorded in manifest.json: training refuses data prepared with another."""
+    return f"{setup.source.hub_id or setup.source.ref}:{len(setup.tokenizer)}"

@@ -24,7 +24,7 @@ from typing import Any
 from forgellm.config.io import atomic_write_text, load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.keyindex import KeyIndex
-from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint, short_hash
+from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint, short_hash, tokenizer_id
 from forgellm.data.neardup import NearDuplicateIndex
 from forgellm.data.prepare_chunk import ChunkProcessor, StageTimer
 from forgellm.data.prepare_output import chunk_paths, merge_chunks, write_chunk
@@ -146,15 +146,15 @@ class _PrepareRun:
         self.setup = setup
         self.hooks.step(f"Fingerprinting {self.input_path.name}")
         fingerprint = input_fingerprint(self.input_path)
-        tokenizer_id = f"{setup.source.hub_id or setup.source.ref}:{len(setup.tokenizer)}"
-        settings = settings_fingerprint(self.config, tokenizer_id)
+        tokenizer = tokenizer_id(setup)
+        settings = settings_fingerprint(self.config, tokenizer)
         final = self.prepared / short_hash(settings, fingerprint["sha256"])
         published = Manifest.load(final)
         if published is not None and published.complete and not restart:
             stats = json.loads((final / "stats.json").read_text(encoding="utf-8"))
             return PrepareResult(final, stats, already_prepared=True)
         work = self.prepared / f".partial-{short_hash(settings, fingerprint['path'])}"
-        manifest = self._open_work(work, fingerprint, settings, tokenizer_id, chunk_rows, restart)
+        manifest = self._open_work(work, fingerprint, settings, tokenizer, chunk_rows, restart)
         try:
             return self._run(work, final, manifest)
         except OSError as exc:

@@ -1,0 +1,199 @@
+"""The prepared data as the worker reads it: checked, ordered per epoch, cut into micro-batches.
+
+The order of an epoch is a function of (seed, epoch) alone, and the data position (epoch, index into
+that order) counts examples, not batches, so a run resumed with another micro-batch size goes on
+at the very example where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgellm.errors import ForgeError
+from forgellm.training.packing import Batch, arrange_rows, collate_packed, collate_padded
+
+SPLIT_COLUMNS = ["input_ids", "labels", "length"]
+
+
+@dataclass
+class TokenizedSplit:
+    """One split held as flat token buffers with offsets (compact: no Python object per token)."""
+
+    name: str
+    ids: np.ndarray
+    targets: np.ndarray
+    offsets: np.ndarray  # example i is ids[offsets[i]:offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return self.ids[start:end], self.targets[start:end]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+
+@dataclass
+class DataPosition:
+    """Where the next micro-batch starts: epoch and index into the epoch's order, in examples."""
+
+    epoch: int = 0
+    index: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, int]) -> DataPosition:
+        return cls(int(data["epoch"]), int(data["index"]))
+
+
+def read_manifest_tokenizer(prepared_dir: Path) -> str | None:
+    try:
+        return json.loads((prepared_dir / "manifest.json").read_text(encoding="utf-8")).get("tokenizer")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_prepared(prepared_dir: Path, tokenizer_id: str) -> None:
+    """Refuse data that is missing or was tokenized for another model."""
+    prepare_fix = "Run `forge prepare FILE` (your data file) first; it writes data/prepared/."
+    if not (prepared_dir / "train.parquet").is_file():
+        raise ForgeError(f"No prepared training data at {prepared_dir}.", fix=prepare_fix)
+    prepared_with = read_manifest_tokenizer(prepared_dir)
+    if prepared_with is None:
+        raise ForgeError(f"{prepared_dir} has no readable manifest.json.", fix=prepare_fix)
+    if prepared_with != tokenizer_id:
+        raise ForgeError(
+            f"The data at {prepared_dir} was prepared with another tokenizer ({prepared_with}) than the model "
+            f"being trained uses ({tokenizer_id}).",
+            fix="Run `forge prepare FILE` again so the data is tokenized for this model.",
+        )
+
+
+def load_split(prepared_dir: Path, split: str) -> TokenizedSplit:
+    """Read input_ids/labels of one split in record batches (pre_buffer off keeps the peak small)."""
+    import pyarrow.parquet as pq
+
+    path = prepared_dir / f"{split}.parquet"
+    if not path.is_file():
+        return TokenizedSplit(split, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+    parquet = pq.ParquetFile(path, pre_buffer=False)
+    ids, targets, lengths = [], [], []
+    for batch in parquet.iter_batches(columns=SPLIT_COLUMNS, batch_size=4096):
+        ids.append(batch.column("input_ids").values.to_numpy(zero_copy_only=False))
+        targets.append(batch.column("labels").values.to_numpy(zero_copy_only=False))
+        lengths.append(batch.column("length").to_numpy(zero_copy_only=False))
+    if not lengths:
+        return TokenizedSplit(split, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+    offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return TokenizedSplit(split, np.concatenate(ids), np.concatenate(targets), offsets)
+
+
+def load_training_data(prepared_dir: Path, tokenizer_id: str, vocab_size: int) -> tuple[TokenizedSplit, TokenizedSplit]:
+    """(train, val) after the checks; val may be empty (then no evaluation happens)."""
+    check_prepared(prepared_dir, tokenizer_id)
+    train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
+    if len(train) == 0:
+        raise ForgeError(
+            f"The prepared training split at {prepared_dir} is empty.",
+            fix="Check the data and the filters of forge.yaml, then run `forge prepare FILE` again.",
+        )
+    highest = max(int(train.ids.max()), int(val.ids.max()) if len(val) else 0)
+    if highest >= vocab_size:
+        raise ForgeError(
+            f"The prepared data holds token id {highest}, but the model knows only {vocab_size} tokens.",
+            fix="Run `forge prepare FILE` again so the data is tokenized for this model.",
+        )
+    return train, val
+
+
+def epoch_order(split: TokenizedSplit, seed: int, epoch: int, max_length: int) -> list[np.ndarray]:
+    """The rows of one epoch: a seeded permutation, arranged into rows that fit ``max_length``.
+
+    Packed and padded runs meet examples in the same order (the flattened rows), so the data position
+    means the same in both.
+    """
+    permutation = np.random.default_rng([seed, epoch]).permutation(len(split))
+    return arrange_rows(permutation, split.lengths, max_length, seed + epoch)
+
+
+class MicroBatches:
+    """An endless stream of micro-batches starting at a data position, epoch after epoch."""
+
+    def __init__(
+        self, split: TokenizedSplit, *, seed: int, max_length: int, micro_batch_size: int,
+        packing: bool, pad_id: int, mask_dtype=None,
+    ) -> None:
+        self.split, self.seed, self.max_length = split, seed, max_length
+        self.micro_batch_size, self.packing, self.pad_id = micro_batch_size, packing, pad_id
+        self.mask_dtype = mask_dtype
+        self._rows_cache: tuple[int, list[np.ndarray]] | None = None
+
+    def rows(self, epoch: int) -> list[np.ndarray]:
+        if self._rows_cache is None or self._rows_cache[0] != epoch:
+            self._rows_cache = (epoch, epoch_order(self.split, self.seed, epoch, self.max_length))
+        return self._rows_cache[1]
+
+    def batches_per_epoch(self, epoch: int = 0) -> int:
+        units = len(self.rows(epoch)) if self.packing else len(self.split)
+        return -(-units // self.micro_batch_size)
+
+    def stream(self, position: DataPosition) -> Iterator[tuple[Batch, DataPosition]]:
+        """(micro-batch, position after it); an epoch's last micro-batch may be smaller."""
+        epoch, index = position.epoch, position.index
+        while True:
+            groups = self._groups(self.rows(epoch), index)
+            for group in groups:
+                index += sum(len(row) for row in group)
+                yield self._collate(group), DataPosition(epoch, index)
+            epoch, index = epoch + 1, 0
+
+    def _groups(self, rows: list[np.ndarray], start: int) -> list[list[np.ndarray]]:
+        """Micro-batches (lists of rows) of the rest of an epoch from example ``start`` on."""
+        flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        if not self.packing:
+            rest = flat[start:]
+            return [[rest[i : i + self.micro_batch_size]] for i in range(0, len(rest), self.micro_batch_size)]
+        bounds = np.cumsum([0] + [len(row) for row in rows])
+        first = int(np.searchsorted(bounds, start, side="right")) - 1
+        remaining = list(rows[first + 1 :]) if first < len(rows) else []
+        if first < len(rows):  # a position inside a row (e.g. after an unpacked attempt): its tail
+            remaining.insert(0, rows[first][start - bounds[first] :])
+        remaining = [row for row in remaining if len(row)]
+        size = self.micro_batch_size
+        return [remaining[i : i + size] for i in range(0, len(remaining), size)]
+
+    def _collate(self, group: list[np.ndarray]) -> Batch:
+        if not self.packing:
+            examples = [self.split.example(int(i)) for i in group[0]]
+            return collate_padded([e[0] for e in examples], [e[1] for e in examples], self.pad_id)
+        rows = [[self.split.example(int(i)) for i in row] for row in group]
+        return collate_packed(rows, self.pad_id, mask_dtype=self.mask_dtype)
+
+
+def evaluation_batches(
+    split: TokenizedSplit, *, max_length: int, micro_batch_size: int, packing: bool, pad_id: int, mask_dtype=None
+) -> Iterator[Batch]:
+    """Every validation example once (seeded order, so each evaluation sees the same batches)."""
+    if len(split) == 0:
+        return
+    stream = MicroBatches(split, seed=0, max_length=max_length, micro_batch_size=micro_batch_size,
+                          packing=packing, pad_id=pad_id, mask_dtype=mask_dtype)
+    for batch, position in stream.stream(DataPosition()):
+        yield batch
+        if position.epoch > 0 or position.index >= len(split):
+            return

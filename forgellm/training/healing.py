@@ -1,0 +1,211 @@
+"""Self-healing: what a failed training attempt means and what the next attempt changes.
+
+The worker's exit code says what went wrong (protocol.ExitCode); the rules of
+forgellm.advisor.diagnosis turn the failure into a forge.yaml change (OOM: smaller micro-batches with
+as many examples per update, then the rest of the memory ladder; NaN: a lower learning rate, safer
+precision). The decision is pure: the supervisor runs attempts, this module only decides.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from forgellm.config.schema import ForgeConfig
+from forgellm.errors import ForgeError
+from forgellm.training.protocol import ExitCode
+
+# Failures that another attempt cannot fix: the input is wrong or the disk is full.
+NO_RETRY = ("config", "data", "disk")
+# ENOSPC (28) and EFBIG (27, a file-size limit) as Python and safetensors' Rust I/O errors word them.
+_DISK_FULL = re.compile(
+    r"disk is full|No space left on device|File too large|\[Errno 2[78]\]|os error 2[78]\b", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt, classified."""
+
+    kind: str  # oom | nan | crash | killed | config | data | disk
+    message: str
+    exit_code: int
+    step: int | None = None
+    checkpoint_step: int | None = None  # the newest complete checkpoint when it failed
+
+
+@dataclass
+class Recovery:
+    """What the next attempt does differently, and why (one `recovery` record in metrics.jsonl)."""
+
+    kind: str
+    failed_attempt: int
+    step: int | None
+    explanation: str
+    config: ForgeConfig
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {"from": old, "to": new}
+    resume_from: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "event": "recovery",
+            "kind": self.kind,
+            "attempt": self.failed_attempt,  # like every record: the attempt it belongs to
+            "next_attempt": self.failed_attempt + 1,
+            "step": self.step,
+            "changes": self.changes,
+            "explanation": self.explanation,
+            "resume_from": self.resume_from,
+        }
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def classify(exit_code: int, error: dict[str, Any] | None, ended: bool, checkpoint_step: int | None) -> Failure | None:
+    """The failure an attempt ended with; None when it finished (exit 0 with an `end` event)."""
+    message = str((error or {}).get("message") or "").strip()
+    step = (error or {}).get("step")
+    reported = (error or {}).get("kind")
+    if exit_code == ExitCode.OK and ended:
+        return None
+    if exit_code < 0:
+        kind = "killed"
+        message = f"the training process was killed by {_signal_name(-exit_code)} (exit code {exit_code})"
+    elif exit_code == ExitCode.OOM:
+        kind = "oom"
+    elif exit_code == ExitCode.NAN:
+        kind = "nan"
+    elif exit_code == ExitCode.CONFIG:
+        kind = "data" if reported == "data" else "config"
+    elif reported == "data":
+        kind = "data"
+    else:
+        kind = "crash"
+        message = message or f"the training process stopped with exit code {exit_code} before finishing"
+    return Failure(kind, message or kind, exit_code, step, checkpoint_step)
+
+
+def _diagnosis_text(failure: Failure) -> str:
+    """The message with the words the diagnosis rules look for: the exit code already classified it."""
+    if failure.kind == "oom" and "OutOfMemoryError" not in failure.message:
+        return f"torch.OutOfMemoryError: {failure.message}"
+    if failure.kind == "nan" and "non-finite" not in failure.message:
+        return f"non-finite loss: {failure.message}"
+    return failure.message
+
+
+def _changes(before: ForgeConfig, after: ForgeConfig, keys: list[str]) -> dict[str, dict[str, Any]]:
+    def value(config: ForgeConfig, key: str) -> Any:
+        node: Any = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
+    return {key: {"from": value(before, key), "to": value(after, key)} for key in keys}
+
+
+def plan_recovery(
+    failure: Failure,
+    config: ForgeConfig,
+    *,
+    attempt: int,
+    recoveries: list[dict[str, Any]],
+    previous: Failure | None,
+    log_tail: str,
+    run_id: str,
+) -> Recovery:
+    """The next attempt's config and explanation; ForgeError when the run should stop instead."""
+    from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
+
+    fix = diagnose_failure("train", _diagnosis_text(failure), log_tail, config)
+    if failure.kind in ("crash", "config") and (
+        (fix is not None and fix.problem == "disk") or _DISK_FULL.search(failure.message)
+    ):
+        failure = replace(failure, kind="disk")  # e.g. a checkpoint that did not fit: retrying fills it again
+    resume = f"`forge train --resume {run_id}`"
+    if failure.kind in NO_RETRY:
+        raise _stop(failure, fix, resume, recoveries)
+    limit = config.training.max_recoveries
+    if len(recoveries) >= limit:
+        raise _stop(failure, fix, resume, recoveries, limit=limit)
+    # A crash or kill that repeats without a new checkpoint in between would repeat forever.
+    repeated = (
+        previous is not None and previous.kind == failure.kind and previous.checkpoint_step == failure.checkpoint_step
+    )
+    wants_change = failure.kind in ("oom", "nan") or repeated
+    if not wants_change:
+        explanation = (
+            f"The training process stopped unexpectedly ({failure.message}); continuing from the last checkpoint."
+        )
+        return Recovery(failure.kind, attempt, failure.step, explanation, config)
+    if fix is None or not fix.changes:
+        raise _stop(failure, fix, resume, recoveries, repeated=repeated)
+    new_config = apply_fix(config, fix)
+    keys = [change.key for change in fix.changes]
+    return Recovery(
+        failure.kind, attempt, failure.step, fix.explanation, new_config, _changes(config, new_config, keys)
+    )
+
+
+_WHAT = {
+    "oom": "ran out of memory",
+    "nan": "produced a NaN (not-a-number) loss",
+    "crash": "crashed",
+    "killed": "was killed",
+    "config": "cannot start with these settings",
+    "data": "cannot use the prepared data",
+    "disk": "ran out of disk space (or hit a file-size limit)",
+}
+
+
+def _stop(
+    failure: Failure,
+    fix: Any,
+    resume: str,
+    recoveries: list[dict[str, Any]],
+    *,
+    limit: int | None = None,
+    repeated: bool = False,
+) -> ForgeError:
+    """The error that ends a run, with the diagnosis's explanation and what the user can do."""
+    what = f"Training {_WHAT.get(failure.kind, 'failed')}"
+    where = f" at step {failure.step}" if failure.step is not None else ""
+    message = f"{what}{where}: {failure.message}"
+    if limit is not None:
+        message += f" This is failure {len(recoveries) + 1}; training.max_recoveries ({limit}) recoveries were tried."
+    elif repeated:
+        message += " It failed the same way twice in a row, and no setting change is known to help."
+    if fix is not None:
+        message += f" {fix.explanation}"
+    details = [f"recovery {i + 1} ({r['kind']}): {r['explanation']}" for i, r in enumerate(recoveries)]
+    if failure.kind == "disk":
+        advice = "Free disk space (old runs/ and exports/ folders are safe to delete); the last complete checkpoint "
+        return ForgeError(message, details=details, fix=f"{advice}is intact, so {resume} continues from it.")
+    if failure.kind in ("config", "data"):
+        # The worker's ForgeError text carries its own fix ("...\nFix: ..."): it knows best.
+        text, _, own_fix = failure.message.partition("\nFix: ")
+        message = message.replace(failure.message, text)
+        changes = _fix_changes(fix, "forge.yaml")
+        advice = own_fix or (fix.advice if fix is not None and fix.advice else "") or "Correct forge.yaml or the data"
+        return ForgeError(
+            message, details=details, fix=f"{changes or advice.rstrip('.')}; then run `forge train` again."
+        )
+    changes = _fix_changes(fix, "the run's config.yaml")
+    advice = (fix.advice if fix is not None else "") or "See the worker logs in the run folder for the details."
+    fix_text = f"{changes}, then run {resume}." if changes else f"{advice} Then run {resume}."
+    if limit is not None and changes:
+        fix_text += f" Or raise training.max_recoveries (now {limit}) to let Forge keep adjusting."
+    return ForgeError(message, details=details, fix=fix_text)
+
+
+def _fix_changes(fix: Any, where: str) -> str:
+    if fix is None or not fix.changes:
+        return ""
+    return "Set " + ", ".join(f"{c.key}: {c.value}" for c in fix.changes) + f" in {where}"

@@ -1,0 +1,375 @@
+"""The training loop of the worker: optimizer steps, evaluation, best/early stopping, checkpoints.
+
+``train(run_dir, resume, emit)`` reads the run folder the supervisor wrote (protocol.py), trains,
+reports every step as an event through ``emit`` and returns the ExitCode the supervisor acts on.
+The loss of an optimizer step is the mean over every target token of its micro-batches, so the
+same examples give the same update whatever the micro-batch size and whether rows are packed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from forgellm.config.io import load_config
+from forgellm.errors import ForgeError
+from forgellm.training import checkpoint as ckpt
+from forgellm.training.data import DataPosition, MicroBatches, evaluation_batches, load_training_data
+from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
+from forgellm.training.packing import Batch
+from forgellm.training.protocol import RUN_CONFIG, ExitCode, RunSpec, event
+
+Emit = Callable[[str], None]
+_CPU_OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradient norm of a step is NaN or infinite."""
+
+
+class FaultHooks(Protocol):
+    """Injected failures (see worker.py); the loop calls them at the places the real failures happen."""
+
+    def at_step(self, step: int) -> None: ...
+    def in_forward(self, step: int) -> None: ...
+    def loss(self, step: int, loss: torch.Tensor) -> torch.Tensor: ...
+
+
+def train(
+    run_dir: Path,
+    resume: Path | None,
+    emit: Emit,
+    *,
+    faults: FaultHooks | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ExitCode:
+    """Train the run in ``run_dir`` (from ``resume`` when given); every outcome is an event and an ExitCode."""
+    loop: TrainingLoop | None = None
+    try:
+        loop = TrainingLoop(Path(run_dir), emit, faults, should_stop)
+        loop.setup(resume)
+        return loop.run()
+    except ForgeError as exc:
+        return _fail(emit, loop, "config", str(exc), ExitCode.CONFIG, with_trace=False)
+    except NonFiniteError as exc:
+        return _fail(emit, loop, "nan", str(exc), ExitCode.NAN, with_trace=False)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        return _fail(emit, loop, "oom", f"Out of memory: {exc}", ExitCode.OOM)
+    except RuntimeError as exc:
+        if any(text in str(exc).lower() for text in _CPU_OOM_TEXT):
+            return _fail(emit, loop, "oom", f"Out of memory: {exc}", ExitCode.OOM)
+        return _fail(emit, loop, "crash", f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+    except Exception as exc:
+        return _fail(emit, loop, "crash", f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+
+
+def _fail(emit: Emit, loop: TrainingLoop | None, kind: str, message: str, code: ExitCode, with_trace=True) -> ExitCode:
+    step = loop.progress.step + 1 if loop is not None and loop.started else None
+    trace = traceback.format_exc(limit=-8) if with_trace else None
+    if with_trace:
+        import sys
+
+        print(traceback.format_exc(), file=sys.stderr)
+    emit(event("error", kind=kind, message=message, step=step, traceback=trace))
+    return code
+
+
+class TrainingLoop:
+    def __init__(self, run_dir: Path, emit: Emit, faults: FaultHooks | None, should_stop: Callable[[], bool]):
+        self.run_dir, self.emit, self.faults, self.should_stop = run_dir, emit, faults, should_stop
+        self.spec = RunSpec.load(run_dir)
+        # The snapshot already holds every override; FORGE_* variables must not change it again.
+        self.config = load_config(run_dir / RUN_CONFIG, environ={}).config
+        self.settings = self.config.training
+        self.progress = ckpt.Progress()
+        self.started = False
+        self.step_seconds: list[float] = []
+
+    # ----- setup -----------------------------------------------------------------------------------
+    def setup(self, resume: Path | None) -> None:
+        t = self.settings
+        _seed_everything(t.seed)
+        self.model: TrainableModel = load_trainable_model(Path(self.spec.model_dir), t)
+        for message in self.model.warnings:
+            self.warn("other", message)
+        vocab = self.model.model.get_input_embeddings().num_embeddings
+        prepared = Path(self.spec.prepared_dir)
+        self.train_split, self.val_split = load_training_data(prepared, self.spec.tokenizer_id, vocab)
+        tokenizer = self.model.tokenizer
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self.batches = MicroBatches(
+            self.train_split, seed=t.seed, max_length=self.config.model.max_length,
+            micro_batch_size=t.micro_batch_size, packing=t.packing, pad_id=self.pad_id,
+            mask_dtype=self.model.mask_dtype(),
+        )
+        steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / t.gradient_accumulation))
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=0.0
+        )
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(
+            t.lr_scheduler, self.optimizer,
+            num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
+        resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
+        self.model.model.register_forward_pre_hook(self._forward_hook)
+        self.started = True
+        self._emit_start(resumed_from)
+
+    def _emit_start(self, resumed_from: Path | None) -> None:
+        t, m = self.settings, self.model
+        self.emit(event(
+            "start", step=self.progress.step, total_steps=self.total_steps,
+            epochs=None if t.max_steps else t.epochs,
+            device=str(m.device), precision=m.precision, method=t.method, stage=t.stage, packing=t.packing,
+            trainable_params=m.trainable_params, total_params=m.total_params,
+            train_examples=len(self.train_split), val_examples=len(self.val_split),
+            tokens_per_epoch=self.train_split.tokens, micro_batch_size=t.micro_batch_size,
+            gradient_accumulation=t.gradient_accumulation, learning_rate=t.learning_rate,
+            resumed_from=str(resumed_from) if resumed_from else None,
+        ))
+
+    def _restore(self, folder: Path, state: dict[str, Any]) -> None:
+        load_weights(self.model, folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.restore_rng(state["rng"])
+        self.progress = ckpt.Progress.from_dict(state["progress"])
+
+    def _forward_hook(self, module, args) -> None:
+        if self.faults is not None and module.training:
+            self.faults.in_forward(self.progress.step + 1)
+
+    # ----- the loop --------------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        stream = self.batches.stream(self.progress.position)
+        last_saved = None
+        while self.progress.step < self.total_steps:
+            before = self.progress.position
+            self.optimizer_step(stream)
+            if self.should_stop():
+                self.save("signal")
+                self.end("interrupted")
+                return ExitCode.INTERRUPTED
+            epoch_ended = self._epoch_ended(before, self.progress.position)
+            stop_reason = self._maybe_evaluate(epoch_ended)
+            if self._save_due(epoch_ended):
+                last_saved = self.save("interval")
+            if stop_reason is None and self._over_time_budget():
+                stop_reason = "time_budget"
+            if stop_reason:
+                if last_saved != self.progress.step:
+                    self.save("end")
+                self.end(stop_reason)
+                return ExitCode.OK
+        if not self.progress.val_losses or self.progress.val_losses[-1][0] != self.progress.step:
+            self.evaluate()
+        if last_saved != self.progress.step:
+            self.save("end")
+        self.end("max_steps" if self.settings.max_steps else "completed")
+        return ExitCode.OK
+
+    def optimizer_step(self, stream: Iterator[tuple[Batch, DataPosition]]) -> None:
+        step = self.progress.step + 1
+        if self.faults is not None:
+            self.faults.at_step(step)
+        started = time.perf_counter()
+        micro = [next(stream) for _ in range(self.settings.gradient_accumulation)]
+        targets = max(1, sum(b.target_tokens for b, _ in micro))
+        self.model.model.train()
+        loss_sum = 0.0
+        for batch, _ in micro:
+            loss = self._forward(batch.to(self.model.device), targets)
+            if self.faults is not None:
+                loss = self.faults.loss(step, loss)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"The loss of step {step} is {loss.item()}; the step was not applied.")
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss.item()
+        grad_norm = self._apply_gradients(step)
+        self.progress.step, self.progress.position = step, micro[-1][1]
+        seconds = time.perf_counter() - started
+        self.progress.seconds += seconds
+        self.progress.train_losses.append(loss_sum)
+        self.step_seconds.append(seconds)
+        self._emit_step(loss_sum, grad_norm, [b for b, _ in micro], seconds)
+
+    def _forward(self, batch: Batch, targets: int) -> torch.Tensor:
+        with self.model.autocast():
+            output = self.model.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                labels=batch.labels, num_items_in_batch=torch.tensor(targets, device=self.model.device),
+            )
+        return output.loss
+
+    def _apply_gradients(self, step: int) -> float:
+        parameters = [p for p in self.model.model.parameters() if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm))
+        if not math.isfinite(grad_norm) and self.scaler is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"The gradient norm of step {step} is {grad_norm}; the step was not applied.")
+        if self.scaler is not None:  # fp16: the scaler skips steps with inf gradients and lowers its scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _emit_step(self, loss: float, grad_norm: float, batches: list[Batch], seconds: float) -> None:
+        real = sum(b.real_tokens for b in batches)
+        recent = self.step_seconds[-20:]
+        position = self.progress.position
+        self.emit(event(
+            "step", step=self.progress.step, epoch=round(position.epoch + position.index / len(self.train_split), 4),
+            loss=loss, lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm if math.isfinite(grad_norm) else None,
+            tokens=sum(b.tokens for b in batches), real_tokens=real, tokens_per_s=real / seconds if seconds else None,
+            memory_bytes=peak_memory_bytes(self.model.device),
+            eta_s=(self.total_steps - self.progress.step) * sum(recent) / len(recent),
+        ))
+
+    def _epoch_ended(self, before: DataPosition, after: DataPosition) -> bool:
+        return after.epoch > before.epoch or after.index >= len(self.train_split)
+
+    def _save_due(self, epoch_ended: bool) -> bool:
+        every = self.settings.save_every_steps
+        return self.progress.step % every == 0 if every else epoch_ended
+
+    def _over_time_budget(self) -> bool:
+        budget = self.settings.time_budget_minutes
+        if budget is None or self.progress.seconds < budget * 60:
+            return False
+        self.warn("time_budget", f"The time budget of {budget:g} minutes is used up; stopping after a checkpoint.")
+        return True
+
+    # ----- evaluation ------------------------------------------------------------------------------
+    def _maybe_evaluate(self, epoch_ended: bool) -> str | None:
+        every = self.settings.eval_every_steps
+        if not (self.progress.step % every == 0 if every else epoch_ended):
+            return None
+        return self.evaluate()
+
+    def evaluate(self) -> str | None:
+        """Validation loss, best tracking; returns a stop reason (early_stopping | overfitting) or None."""
+        val_loss = self.validation_loss()
+        if val_loss is None:
+            return None
+        p, stopping = self.progress, self.settings.early_stopping
+        improved = p.best_val_loss is None or val_loss < p.best_val_loss - stopping.min_delta
+        if improved:
+            p.best_val_loss, p.best_step, p.evals_without_improvement = val_loss, p.step, 0
+            self._save_best()
+        else:
+            p.evals_without_improvement += 1
+        p.val_losses.append((p.step, val_loss))
+        self.emit(event("eval", step=p.step, val_loss=val_loss, best_val_loss=p.best_val_loss,
+                        improved=improved, train_loss=self._recent_train_loss()))
+        if self._overfitting(val_loss) and self.settings.stop_on_overfitting:
+            return "overfitting"
+        if stopping.enabled and p.evals_without_improvement >= stopping.patience:
+            return "early_stopping"
+        return None
+
+    def validation_loss(self) -> float | None:
+        if len(self.val_split) == 0:
+            return None
+        self.model.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in evaluation_batches(
+                self.val_split, max_length=self.config.model.max_length,
+                micro_batch_size=self.settings.micro_batch_size, packing=self.settings.packing,
+                pad_id=self.pad_id, mask_dtype=self.model.mask_dtype(),
+            ):
+                if batch.target_tokens:
+                    loss = self._forward(batch.to(self.model.device), batch.target_tokens)
+                    total, count = total + loss.item() * batch.target_tokens, count + batch.target_tokens
+        self.model.model.train()
+        return total / count if count else None
+
+    def _recent_train_loss(self) -> float | None:
+        recent = self.progress.train_losses[-10:]
+        return sum(recent) / len(recent) if recent else None
+
+    def _overfitting(self, val_loss: float) -> bool:
+        """Validation loss well above its best while training loss still falls."""
+        p = self.progress
+        if p.best_val_loss is None or p.best_step is None or val_loss <= p.best_val_loss * (
+            1 + self.settings.overfitting_threshold
+        ):
+            return False
+        at_best = p.train_losses[max(0, p.best_step - 10) : p.best_step]
+        now = self._recent_train_loss()
+        if not at_best or now is None or now >= sum(at_best) / len(at_best):
+            return False
+        if not p.overfitting_warned or self.settings.stop_on_overfitting:
+            self.warn("overfitting", f"Validation loss {val_loss:.4f} is more than "
+                      f"{self.settings.overfitting_threshold:.0%} above its best ({p.best_val_loss:.4f}, step "
+                      f"{p.best_step}) while training loss still falls: the model memorises the training data.")
+            p.overfitting_warned = True
+        return True
+
+    # ----- saving and ending -----------------------------------------------------------------------
+    def _save_best(self) -> None:
+        import json
+
+        def write(folder: Path) -> None:
+            save_weights(self.model, folder)
+            info = {"step": self.progress.step, "val_loss": self.progress.best_val_loss, "method": self.model.method}
+            (folder / "best.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+        path = ckpt.save_best(self.run_dir, write)
+        self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason="best"))
+
+    def save(self, reason: str) -> int:
+        state = {
+            "progress": self.progress.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": ckpt.capture_rng(),
+        }
+        path = ckpt.save_checkpoint(
+            self.run_dir, self.progress.step, lambda folder: save_weights(self.model, folder), state,
+            self.settings.keep_checkpoints,
+        )
+        self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason=reason))
+        return self.progress.step
+
+    def end(self, reason: str) -> None:
+        p = self.progress
+        self.emit(event("end", step=p.step, reason=reason, best_val_loss=p.best_val_loss, best_step=p.best_step,
+                        final_train_loss=self._recent_train_loss(), seconds=round(p.seconds, 3)))
+
+    def warn(self, kind: str, message: str) -> None:
+        self.emit(event("warning", kind=kind, message=message, step=self.progress.step))
+
+
+def peak_memory_bytes(device) -> int:
+    """Peak GPU memory allocated by torch, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

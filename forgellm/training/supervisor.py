@@ -1,0 +1,314 @@
+"""`forge train`'s supervisor: starts the worker process, records its events, heals its failures.
+
+Each attempt is one worker process (protocol.py). Its stdout events go to metrics.jsonl (with the
+time and attempt number) and to ``on_event`` for a live display; its stderr goes to
+logs/worker-<attempt>.log. When an attempt fails, healing.py decides what the next one changes and
+the worker restarts from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from forgellm.errors import ForgeError
+from forgellm.training.healing import Failure, classify, plan_recovery
+from forgellm.training.protocol import LOGS, METRICS, ExitCode, parse_event
+from forgellm.training.runs import Run, TrainLock, checkpoints, create_run, latest_checkpoint, open_run
+
+EventHandler = Callable[[dict[str, Any]], None]
+_LOG_TAIL_CHARS = 20_000
+
+# Besides the worker's events (protocol.EVENT_KINDS) and `recovery` records, on_event receives two
+# notices that are not written to metrics.jsonl: {"event": "run", run_id, run_dir, resumed} and
+# {"event": "attempt", attempt, resume_from}.
+
+
+@dataclass
+class AttemptResult:
+    attempt: int
+    exit_code: int
+    error: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    last_step: int | None = None
+    log_path: Path | None = None
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:  # type: ignore[arg-type]
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - _LOG_TAIL_CHARS))
+                return handle.read().decode("utf-8", errors="replace")
+        except (OSError, TypeError):
+            return ""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str  # completed | interrupted | failed
+    reason: str | None
+    summary: dict[str, Any]
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "status": self.status, **self.summary}
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, flushed at once so a crash loses nothing written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any], attempt: int) -> dict[str, Any]:
+        stamped = {**record, "attempt": attempt, "time": round(time.time(), 3)}
+        self._handle.write(json.dumps(stamped, ensure_ascii=False, default=str) + "\n")
+        self._handle.flush()
+        return stamped
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP while training: the first asks the worker to save a
+    checkpoint and stop; a second one stops it at once (the previous checkpoint is intact)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.process: subprocess.Popen | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        if self.count == 1:
+            process.send_signal(signal.SIGINT)
+        else:
+            process.kill()
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """Linux: the kernel kills the worker if `forge train` itself dies (kill -9), so no orphan keeps
+    training and writing checkpoints while a resumed run starts another worker."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def set_death_signal() -> None:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
+def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "forgellm.training.worker", str(run_dir)]
+    if resume_from is not None:
+        command += ["--resume", str(resume_from)]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        # Its own session: Ctrl-C in the terminal reaches only the supervisor, which forwards one SIGINT.
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+
+
+def run_attempt(
+    run: Run,
+    attempt: int,
+    resume_from: Path | None,
+    metrics: MetricsLog,
+    on_event: EventHandler,
+    interrupts: Interrupts,
+) -> AttemptResult:
+    """One worker process from start to exit; every event recorded and shown as it arrives."""
+    log_path = run.run_dir / LOGS / f"worker-{attempt}.log"
+    result = AttemptResult(attempt, exit_code=0, log_path=log_path)
+    with open(log_path, "ab") as log:
+        process = start_worker(run.run_dir, resume_from, log, Path(run.spec.project_dir))
+        interrupts.process = process
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                event = parse_event(line)
+                if event is None:  # a library printed to stdout: keep it with the logs
+                    log.write(line.encode("utf-8", errors="replace"))
+                    log.flush()
+                    continue
+                _remember(result, event)
+                on_event(metrics.append(event, attempt))
+            result.exit_code = process.wait()
+        finally:
+            if process.poll() is None:  # the supervisor itself failed: never leave a worker behind
+                process.kill()
+                process.wait()
+            interrupts.process = None
+    return result
+
+
+def _remember(result: AttemptResult, event: dict[str, Any]) -> None:
+    kind = event["event"]
+    if kind == "error":
+        result.error = event
+    elif kind == "end":
+        result.end = event
+    if isinstance(event.get("step"), int):
+        result.last_step = max(result.last_step or 0, event["step"])
+
+
+def _next_attempt(run_dir: Path) -> int:
+    """Attempt numbers continue over resumed sessions, so each log file keeps its own number."""
+    return 1 + len(list((run_dir / LOGS).glob("worker-*.log")))
+
+
+@dataclass
+class _Outcome:
+    status: str
+    reason: str | None = None
+    error: ForgeError | None = None
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _checkpoint_step(run: Run) -> int | None:
+    found = checkpoints(run.run_dir)
+    return found[-1][0] if found else None
+
+
+def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts) -> _Outcome:
+    """Run attempts until one finishes, the user interrupts, or healing gives up."""
+    outcome = _Outcome("interrupted", "interrupted")
+    resume_from = latest_checkpoint(run.run_dir) if resumed else None
+    previous: Failure | None = None
+    attempt = _next_attempt(run.run_dir)
+    while not interrupts.count:
+        on_event({"event": "attempt", "attempt": attempt, "resume_from": str(resume_from) if resume_from else None})
+        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts)
+        if interrupts.count or result.exit_code == ExitCode.INTERRUPTED:
+            if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
+                outcome.status, outcome.reason = "completed", result.end.get("reason")
+            return outcome
+        failure = classify(result.exit_code, result.error, result.end is not None, _checkpoint_step(run))
+        if failure is None:
+            outcome.status, outcome.reason = "completed", result.end.get("reason") if result.end else None
+            return outcome
+        try:
+            recovery = plan_recovery(
+                failure,
+                run.config,
+                attempt=attempt,
+                recoveries=outcome.recoveries,
+                previous=previous,
+                log_tail=result.log_tail(),
+                run_id=run.run_id,
+            )
+        except ForgeError as exc:
+            exc.details.append(f"the worker's log: {result.log_path}")
+            outcome.status, outcome.reason, outcome.error = "failed", failure.kind, exc
+            return outcome
+        resume_from = latest_checkpoint(run.run_dir)
+        recovery.resume_from = str(resume_from) if resume_from else None
+        if recovery.changes:
+            run.save_config(recovery.config)
+        record = recovery.record()
+        outcome.recoveries.append(record)
+        on_event(metrics.append(record, attempt))
+        previous, attempt = failure, attempt + 1
+    return outcome
+
+
+def _tracker(run: Run, project_dir: Path) -> Any:
+    from forgellm.training.tracking import flat_params, open_tracker
+
+    config = run.config
+    return open_tracker(config.training.report_to, run.run_dir, run.run_id, config.project.name, flat_params(config))
+
+
+def _tracked(on_event: EventHandler, tracker: Any) -> EventHandler:
+    """on_event that also sends each event's numbers to the experiment tracker, if there is one."""
+    if tracker is None:
+        return on_event
+    from forgellm.training.tracking import metrics_of
+
+    def handle(event: dict[str, Any]) -> None:
+        if (numbers := metrics_of(event)) and isinstance(event.get("step"), int):
+            tracker.log(numbers, event["step"])
+        on_event(event)
+
+    return handle
+
+
+def run_training(
+    project_dir: Path,
+    *,
+    resume: str | bool | None = None,
+    max_steps: int | None = None,
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Train the project's plan in a new run, or resume one (`resume`: a run id, or True for the newest
+    unfinished run). Returns when the run completed or was interrupted; ForgeError when it failed."""
+    from forgellm.training.summary import write_summary
+
+    project_dir = Path(project_dir).expanduser().resolve()
+    if not (project_dir / "forge.yaml").is_file():
+        raise ForgeError(
+            f"{project_dir} has no forge.yaml, so there is no plan to train.",
+            fix="Run `forge init` (and `forge plan`, `forge prepare FILE`) first, or pass --project DIR.",
+        )
+    on_event = on_event or (lambda _event: None)
+    with TrainLock(project_dir) as lock:
+        lock.acquire()
+        run = (
+            open_run(project_dir, resume, max_steps=max_steps)
+            if resume
+            else create_run(project_dir, max_steps=max_steps)
+        )
+        lock.record(run.run_id)
+        on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
+        metrics = MetricsLog(run.run_dir / METRICS)
+        tracker = _tracker(run, project_dir)
+        try:
+            with Interrupts() as interrupts:
+                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts)
+        finally:
+            metrics.close()
+            if tracker is not None:
+                tracker.close()
+        message = outcome.error.message if outcome.error else None
+        summary = write_summary(run.run_dir, outcome.status, outcome.reason, message)
+    if outcome.error is not None:
+        raise outcome.error
+    return RunResult(run.run_id, run.run_dir, outcome.status, outcome.reason, summary, outcome.recoveries)
