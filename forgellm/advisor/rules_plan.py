@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgellm.advisor.schemas import PlanProposal, PlanRequest
-from forgellm.hardware.memory import TIGHT_ABOVE, ModelDims, estimate_training_memory
+from forgellm.hardware.memory import GIB, TIGHT_ABOVE, ModelDims, estimate_training_memory
 
 BUNDLED_MODEL = "smollm2-135m"
 USER_CHOICE = "your choice (--model)"  # also marks, in forge.yaml's model rationale, a model to keep
@@ -243,17 +243,17 @@ def choose_method(candidate: dict[str, Any], budget: MemoryBudget, fixed: str | 
         return fixed, f"{fixed}: your choice (--method)."
     fit, gib = candidate.get("fit", {}), candidate.get("memory_gib", {})
     params = int(candidate["params"])
-    full_bytes = gib.get("full", math.inf) * 2**30
+    full_bytes = gib.get("full", math.inf) * GIB
     if budget.device == "cuda" and params < FULL_FT_MAX_PARAMS and full_bytes <= 0.5 * budget.bytes:
         return "full", (
             f"full fine-tuning: the model is small ({params / 1e6:.0f}M) and needs only ~{gib['full']:.1f} GiB "
-            f"of {budget.bytes / 2**30:.0f} GiB, so every weight can learn."
+            f"of {budget.bytes / GIB:.0f} GiB, so every weight can learn."
         )
     if fit.get("lora") == "fits":
         return "lora", "LoRA: trains small adapter matrices (a few MB) instead of every weight; fast and safe."
     if fit.get("qlora") == "fits":
         return "qlora", (
-            f"QLoRA: LoRA does not fit in {budget.bytes / 2**30:.0f} GiB, so the frozen weights are held in 4 bits."
+            f"QLoRA: LoRA does not fit in {budget.bytes / GIB:.0f} GiB, so the frozen weights are held in 4 bits."
         )
     if fit.get("full") == "fits":
         return "full", "full fine-tuning: the only method that fits here."

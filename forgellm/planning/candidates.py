@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
-from forgellm.hardware.memory import METHODS, ModelDims, count_params, fit_for
+from forgellm.hardware.memory import GIB, METHODS, ModelDims, count_params, fit_for
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.models.catalog import ModelSpec, catalog
 
-GIB = 2**30
 # transformers' model_type per catalog family (Mistral's GGUF arch is "llama", its HF type is not).
 FAMILY_MODEL_TYPES = {
     "smollm2": "llama",

@@ -22,10 +22,9 @@ from pydantic import ValidationError
 from forgellm.advisor.rules_plan import MemoryBudget, learning_rate_for, learning_rate_range
 from forgellm.advisor.schemas import PlanProposal
 from forgellm.errors import ForgeError
-from forgellm.hardware.memory import MemoryEstimate, estimate_training_memory
+from forgellm.hardware.memory import GIB, MemoryEstimate, estimate_training_memory
 from forgellm.planning.candidates import ModelTarget
 
-GIB = 2**30
 MIN_CUT_LENGTH = 256  # max_length is never cut below this to save memory
 # transformers model types whose weights llama.cpp's GGUF format (and Forge's export) can hold.
 GGUF_ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3"})

@@ -18,6 +18,7 @@ from forgellm.advisor.schemas import PlanProposal, PlanRequest
 from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
 from forgellm.config.schema import ForgeConfig, ModelSection
 from forgellm.errors import ForgeError
+from forgellm.hardware.memory import GIB
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.candidates import (
     ModelTarget,
@@ -35,7 +36,6 @@ from forgellm.planning.report import Override, PlanResult
 from forgellm.planning.writer import build_config
 
 DEFAULT_CPU_BUDGET_MINUTES = 30.0
-GIB = 2**30
 
 
 @dataclass(frozen=True)

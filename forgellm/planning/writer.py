@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgellm.config.schema import DataSection, ForgeConfig, HardwareSection, ModelSection, TrainingSection
+from forgellm.hardware.memory import GIB
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.hyperparams import cadence_for
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from forgellm.planning.profile import DataProfile
     from forgellm.planning.report import Override
 
-GIB = 2**30
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
