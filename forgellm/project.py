@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forgellm.config.io import CONFIG_FILENAME, atomic_write_text, load_config, save_config
 from forgellm.config.schema import AdvisorSection, ForgeConfig, ModelSection, ProjectSection
-from forgellm.config.settings import key_status, store_api_key
+from forgellm.config.settings import store_api_key
 from forgellm.errors import ForgeError
 
 PROJECT_DIRS = ("data", "data/prepared", "runs", "exports", "reports", ".forge")
@@ -132,83 +131,9 @@ def find_project(start: str | Path = ".") -> Path | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _stage_entries(folder: Path, record: str) -> list[dict[str, Any]]:
-    """One entry per sub-folder, with the fields of its record file (summary.json, manifest.json ...)."""
-    if not folder.is_dir():
-        return []
-    entries = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        info = _read_json(sub / record)
-        # A run writes summary.json also when interrupted or failed: only "completed" is complete.
-        complete = (sub / record).is_file() and info.get("status", "completed") == "completed"
-        entries.append({"name": sub.name, "complete": complete, "status": info.get("status")})
-    return entries
-
-
 def project_status(directory: str | Path = ".") -> dict[str, Any]:
-    """Where a project stands: plan validity, model, advisor key, and each stage's outputs."""
-    root = find_project(directory)
-    if root is None:
-        return {"project_dir": None, "found": False, "next_step": "forge init"}
-    status: dict[str, Any] = {"project_dir": str(root), "found": True}
-    try:
-        loaded = load_config(root)
-    except ForgeError as exc:
-        status.update(config_valid=False, config_problems=exc.details or [exc.message])
-        status["next_step"] = "forge config validate"
-        return status
-    config = loaded.config
-    status.update(config_valid=True, config_version=loaded.file_version, migration_notes=loaded.migration_notes)
-    status["project"] = {"name": config.project.name, "goal": config.project.goal}
-    status["model"] = _model_status(config.model.ref)
-    advisor = config.advisor
-    key = key_status(advisor.provider).to_dict() if advisor.provider != "rules" else None
-    status["advisor"] = {
-        "provider": advisor.provider,
-        "model": advisor.model,
-        "base_url": advisor.base_url,
-        "key": key,
-    }
-    status["prepared"] = _stage_entries(root / "data" / "prepared", "manifest.json")
-    status["runs"] = _stage_entries(root / "runs", "summary.json")
-    status["exports"] = _stage_entries(root / "exports", "metadata.json")
-    status["reports"] = sorted(p.name for p in (root / "reports").glob("*") if p.is_file())
-    status["next_step"] = _next_step(status)
-    return status
+    """Where the project holding `directory` stands; see forgellm.status (imported here on use: it
+    reads every stage's records, and `forge init` needs none of that)."""
+    from forgellm.status import project_status as status_report
 
-
-def _model_status(ref: str) -> dict[str, Any]:
-    from forgellm.models.resolve import is_materialized, resolve_model
-
-    try:
-        source = resolve_model(ref)
-    except ForgeError as exc:
-        return {"ref": ref, "ok": False, "problem": str(exc)}
-    return {**source.to_dict(), "ok": True, "ready": is_materialized(source)}
-
-
-def _next_step(status: dict[str, Any]) -> str:
-    """The first stage still to do, in plain words."""
-    advisor_key = status["advisor"]["key"]
-    if advisor_key is not None and not advisor_key["available"]:
-        provider = status["advisor"]["provider"]
-        return f"store the {provider} API key: forge login --provider {provider}"
-    if not status["model"]["ok"]:
-        return "fix model.ref in forge.yaml (see `forge models`)"
-    if not status["prepared"]:
-        return "forge study <your data file>, then forge prepare <your data file>"
-    runs = status["runs"]
-    if runs and not any(run["complete"] for run in runs):
-        return f"forge train --resume (run {runs[-1]['name']} did not finish), or forge train for a new run"
-    for stage, done in (("train", runs), ("export", status["exports"])):
-        if not done:
-            return stage
-    return "chat with the exported model"
+    return status_report(directory)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job, as far as Forge goes today: a project, this machine, the catalog, a real conversation
-# rendered in the bundled model's own chat template (first run converts the model, ~40 s), a data
-# study, a plan for the goal (model, hyper-parameters, estimates -> forge.yaml) and a validated,
-# tokenized train/val/test preparation of the demo data set.
+# The main job: a project on this machine, a real conversation rendered in the bundled model's own chat
+# template, then `forge ignite` on the real support data (study, plan, prepare, train, evaluate, export
+# to merged weights + GGUF + Ollama Modelfile) and one answer of the fine-tuned model next to the base
+# model's. No GPU, no API key, no network. The first run converts the bundled model (~40 s).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 project="${DEMO_PROJECT:-$here/demo-project}"
@@ -16,18 +16,15 @@ forge hardware
 step "forge init $project"
 forge init "$project" --name support-bot
 cd "$project"
-step "forge config validate"
-forge config validate
-step "forge models"
-forge models
 step "forge template (a real support conversation, bundled SmolLM2-135M-Instruct)"
 forge template --messages "$here/examples/support_chats.jsonl" --row 3
-step "forge study examples/customer_support.csv (report in reports/study.html)"
-forge study "$here/examples/customer_support.csv"
-step "forge plan \"Make a customer support bot\" --data examples/customer_support.csv (offline rules advisor)"
-forge plan "Make a customer support bot" --data "$here/examples/customer_support.csv"
-step "forge prepare examples/customer_support.csv"
-forge prepare "$here/examples/customer_support.csv" --show-recipe
-forge prepare "$here/examples/customer_support.csv"
+# The main job: every stage in one command, timed. --max-steps keeps training to a few minutes of CPU;
+# --yes answers the one question ignite asks (train with this plan?).
+step "forge ignite examples/customer_support.csv \"Make a customer support bot\" --max-steps ${DEMO_STEPS:-10} --yes"
+started=$(date +%s)
+forge ignite "$here/examples/customer_support.csv" "Make a customer support bot" --max-steps "${DEMO_STEPS:-10}" --yes
+echo "ignite took $(( $(date +%s) - started )) s"
+step "forge inference --compare --prompt ... (base model vs fine-tuned, same question)"
+forge inference --compare --prompt "I bought a jacket last week and it does not fit. Can I return it?" --max-new-tokens 96
 step "forge status"
 forge status

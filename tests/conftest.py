@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tiny_project_support import _support_csv, tiny_causal_lm_dir, tiny_train_project  # noqa: F401
 
 _FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE"}
 

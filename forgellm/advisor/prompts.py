@@ -34,7 +34,8 @@ PLAN_SYSTEM = (
     _BASE + "\nTask: propose the model and the hyper-parameters of a fine-tuning run for this goal, data "
     "and hardware. Choose the model only from the candidates list, by its `key`: a model outside the list "
     "is rejected. The user's fixed choices always win: repeat them unchanged. Small models (under 500M "
-    "parameters) diverge with high learning rates: prefer about 1e-5 for them. Keep memory within what the "
+    "parameters) diverge with high learning rates in bf16/fp16: prefer about 1e-5 for them there; in fp32 "
+    "(CPU training) 2e-4 trains them well. Keep memory within what the "
     "candidates' fit verdicts allow, and explain each choice in plain words in the why_* fields."
 )
 DIAGNOSIS_SYSTEM = (

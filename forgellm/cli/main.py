@@ -95,6 +95,10 @@ def _register() -> None:
     from forgellm.cli import (  # noqa: F401
         config_cmds,
         data_cmds,
+        eval_cmds,
+        export_cmds,
+        ignite_cmds,
+        inference_cmds,
         machine_cmds,
         plan_cmds,
         project_cmds,

@@ -64,7 +64,7 @@ def plan(
     _render(result)
 
 
-def _render(result: Any) -> None:
+def _render(result: Any, *, next_step: bool = True) -> None:
     from rich import box
     from rich.table import Table
 
@@ -82,7 +82,8 @@ def _render(result: Any) -> None:
         console.print(f"Wrote [bold]{result.config_path}[/] (each section says why in `rationale`).")
     else:
         console.print("[dim]Dry run: nothing was written.[/]")
-    console.print(f"Next: [bold]{result.next_step}[/]")
+    if next_step:  # `forge ignite` goes on by itself: no "Next:" there
+        console.print(f"Next: [bold]{result.next_step}[/]")
 
 
 def _length(training: Any) -> str:

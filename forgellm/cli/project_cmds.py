@@ -59,9 +59,9 @@ def init(
 @app.command()
 def status(
     directory: Path = typer.Argument(Path("."), help="Project folder (or any folder inside it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON (every run, stable keys)."),
 ) -> None:
-    """Where the project stands: plan, model, advisor, prepared data, runs, exports."""
+    """Where the project stands: plan, data (current or stale), runs, exports, eval, machine, and the next command."""
     from forgellm.project import project_status
 
     report = project_status(directory)
@@ -72,38 +72,9 @@ def status(
 
 
 def _render_status(report: dict[str, Any]) -> None:
-    if not report["found"]:
-        console.print("No Forge project here (no forge.yaml in this folder or above).")
-        console.print("Next: [bold]forge init[/]")
-        return
-    console.print(f"Project folder  {report['project_dir']}")
-    if not report["config_valid"]:
-        console.print("[red]forge.yaml is invalid:[/]")
-        for problem in report["config_problems"]:
-            console.print(f"  • {problem}")
-        console.print(f"Next: [bold]{report['next_step']}[/]")
-        return
-    project = report["project"]
-    console.print(f"Project         {project['name']}" + (f" — {project['goal']}" if project["goal"] else ""))
-    model = report["model"]
-    if model["ok"]:
-        ready = "ready" if model["ready"] else "not converted/downloaded yet (done on first use)"
-        console.print(f"Model           {model['ref']} ({model['kind']}) — {ready}")
-    else:
-        console.print(f"Model           [red]{model['problem']}[/]")
-    advisor = report["advisor"]
-    key = advisor["key"]
-    key_text = "" if key is None else (f", key from {key['source']}" if key["available"] else ", [yellow]no API key[/]")
-    console.print(
-        f"Advisor         {advisor['provider']}" + (f" ({advisor['model']})" if advisor["model"] else "") + key_text
-    )
-    for label, field in (("Prepared data", "prepared"), ("Runs", "runs"), ("Exports", "exports")):
-        entries = report[field]
-        names = ", ".join(e["name"] + ("" if e["complete"] else " (incomplete)") for e in entries) or "none"
-        console.print(f"{label:<16}{names}")
-    for note in report.get("migration_notes", []):
-        console.print(f"[yellow]note[/] forge.yaml is an older version ({note}); `forge config upgrade` rewrites it.")
-    console.print(f"Next: [bold]{report['next_step']}[/]")
+    from forgellm.cli.status_view import render_status
+
+    render_status(report, console)
 
 
 @app.command()

@@ -299,7 +299,11 @@ class TrainingSection(Section):
 
 
 class ExportSection(Section):
-    quantizations: list[Quantization] = Field(default_factory=lambda: ["q4_k_m"], description="GGUF files to produce.")
+    quantizations: list[Quantization] = Field(
+        default_factory=lambda: ["f16", "q8_0"],
+        description="GGUF files to produce. f16, bf16, q8_0 need nothing extra; K-quants (q4_k_m ...) need "
+        "llama-cpp-python (`pip install 'forgellm[llama]'`).",
+    )
     ollama_name: str | None = Field(
         default=None, pattern=r"^[a-z0-9][a-z0-9._:-]*$", description="Name for `ollama create` (lower case)."
     )

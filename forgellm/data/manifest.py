@@ -23,8 +23,22 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
+def stat_signature(path: Path) -> str:
+    """A cheap identity of the input from its files' names, sizes and modification times. `forge status`
+    compares it with the one recorded at preparation, so it hashes the content only when these differ."""
+    entries = []
+    for file in input_files(path):
+        info = file.stat()
+        name = str(file.relative_to(path)) if path.is_dir() else file.name
+        entries.append(f"{name}\0{info.st_size}\0{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
 def input_fingerprint(path: Path, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """SHA-256 of the content (of every file, for a folder), so an edited input is always noticed."""
+    # Taken before reading: a file edited while it is hashed then has a newer signature than the one
+    # recorded, and is checked again rather than taken as unchanged.
+    signature = stat_signature(path)
     digest = hashlib.sha256()
     total = 0
     for file in input_files(path):
@@ -35,7 +49,7 @@ def input_fingerprint(path: Path, progress: Callable[[int], None] | None = None)
                 total += len(block)
                 if progress:
                     progress(len(block))
-    return {"sha256": digest.hexdigest(), "bytes": total, "path": str(path.resolve())}
+    return {"sha256": digest.hexdigest(), "bytes": total, "path": str(path.resolve()), "stat": signature}
 
 
 def settings_fingerprint(config: ForgeConfig, tokenizer_id: str) -> str:

@@ -272,11 +272,11 @@ def _does_not_fit(
 
 
 def _check_learning_rate(values: dict[str, Any], target: ModelTarget, ctx: GuardContext, corr: list) -> None:
-    low, high = learning_rate_range(target.params, values["method"])
+    low, high = learning_rate_range(target.params, values["method"], ctx.budget.precision)
     lr = values["learning_rate"]
     if low <= lr <= high:
         return
-    good, why = learning_rate_for(target.params, values["method"])
+    good, why = learning_rate_for(target.params, values["method"], ctx.budget.precision)
     size = f"{target.params / 1e6:,.0f}M-parameter model"
     reason = f"{values['method']} on a {size} trains well between {low:g} and {high:g}. {why}"
     _correct(values, "learning_rate", good, reason, corr)

@@ -49,15 +49,23 @@ def test_schema_refuses_an_absurd_learning_rate():
 def test_absurd_learning_rate_is_corrected_and_explained(scripted, tmp_path, cpu_machine, online):
     result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=0.5)
     fixed = correction(result, "training.learning_rate")
-    assert fixed.proposed == 0.5 and fixed.value == pytest.approx(1e-5)
-    assert result.config.training.learning_rate == pytest.approx(1e-5)
-    assert "advisor proposed learning_rate 0.5; corrected to 1e-05" in result.config.training.rationale
+    assert fixed.proposed == 0.5 and fixed.value == pytest.approx(2e-4)  # the measured fp32 (CPU) rate
+    assert result.config.training.learning_rate == pytest.approx(2e-4)
+    assert "advisor proposed learning_rate 0.5; corrected to 0.0002" in result.config.training.rationale
 
 
-def test_usual_lora_rate_on_a_small_model_is_corrected_by_the_size_rule(scripted, tmp_path, cpu_machine, online):
-    result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=2e-4)  # valid by schema, wrong for 135M
+def test_usual_lora_rate_on_a_small_model_in_bf16_is_corrected_by_the_size_rule(
+    scripted, tmp_path, ampere_24gb, online
+):
+    result = plan_with(scripted, tmp_path, ampere_24gb, model="smollm2-135m", learning_rate=2e-4)
     fixed = correction(result, "training.learning_rate")
     assert fixed.value == pytest.approx(1e-5) and "500M" in fixed.reason
+
+
+def test_usual_lora_rate_on_a_small_model_in_fp32_is_kept(scripted, tmp_path, cpu_machine, online):
+    result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=2e-4)
+    assert not [c for c in result.corrections if c.key == "training.learning_rate"]
+    assert result.config.training.learning_rate == pytest.approx(2e-4)
 
 
 def test_unknown_model_is_replaced_by_the_rules_choice(scripted, tmp_path, cpu_machine, online):

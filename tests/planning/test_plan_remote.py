@@ -134,7 +134,7 @@ def test_hostile_answers_are_corrected_by_the_guards(tmp_path, monkeypatch, bite
     assert result.exit_code == 0, result.output
     config = load_config(root).config
     assert config.model.ref == "smollm2-135m"
-    assert config.training.learning_rate <= 1e-4
+    assert config.training.learning_rate <= 5e-4  # back inside the range for LoRA on a 135M model (fp32)
     assert config.model.max_length <= 8192 and config.training.micro_batch_size <= 16
     rationale = (config.model.rationale or "") + (config.training.rationale or "")
     assert "corrected" in rationale

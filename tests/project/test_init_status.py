@@ -80,17 +80,19 @@ def test_init_refuses_a_file_path(tmp_path):
 
 
 def test_status_outside_a_project(tmp_path):
-    assert project_status(tmp_path) == {"project_dir": None, "found": False, "next_step": "forge init"}
+    report = project_status(tmp_path)
+    assert (report["found"], report["project_dir"]) == (False, None)
+    assert report["next"]["command"] == "forge init"
 
 
 def test_status_of_new_project_from_a_subfolder(tmp_path):
     init_project(tmp_path, advisor=advisor_settings("gemini"))
     assert find_project(tmp_path / "runs") == tmp_path.resolve()
     report = project_status(tmp_path / "runs")
-    assert report["config_valid"] is True
+    assert report["plan"]["valid"] is True
     assert report["model"]["kind"] == "bundled" and report["model"]["ok"] is True
     assert report["advisor"]["key"] == {"provider": "gemini", "available": False, "source": None}
-    assert report["next_step"].startswith("store the gemini API key")
+    assert report["next"]["command"] == "forge login --provider gemini"
     assert report["runs"] == [] and report["exports"] == []
     json.dumps(report)  # JSON-serializable as `forge status --json` prints it
 
@@ -99,16 +101,19 @@ def test_status_reads_stage_outputs(tmp_path):
     init_project(tmp_path)
     run = tmp_path / "runs" / "20261122-1200"
     run.mkdir()
+    (run / "run.json").write_text('{"run_id": "20261122-1200", "prepared_dir": "/gone"}')
     (run / "summary.json").write_text('{"status": "completed"}')
     (tmp_path / "runs" / "crashed").mkdir()
     report = project_status(tmp_path)
-    assert {"name": "20261122-1200", "complete": True, "status": "completed"} in report["runs"]
-    assert {"name": "crashed", "complete": False, "status": None} in report["runs"]
-    assert report["next_step"].startswith("forge study")
+    runs = {entry["id"]: entry for entry in report["runs"]}
+    assert (runs["20261122-1200"]["state"], runs["20261122-1200"]["complete"]) == ("completed", True)
+    assert (runs["crashed"]["state"], runs["crashed"]["complete"]) == ("damaged", False)
+    # Runs exist but no data is prepared: the data comes first.
+    assert report["next"]["command"] == 'forge plan "GOAL" --data FILE'
 
 
 def test_status_of_invalid_config(tmp_path):
     (tmp_path / "forge.yaml").write_text("training:\n  method: nope\n")
     report = project_status(tmp_path)
-    assert report["config_valid"] is False
-    assert any("training.method" in p for p in report["config_problems"])
+    assert report["plan"]["valid"] is False
+    assert any("training.method" in p for p in report["plan"]["problems"])

@@ -130,7 +130,7 @@ def test_out_of_memory_then_nan_are_healed(tiny_train_project, monkeypatch):
     assert sorted(p.name for p in (result.run_dir / "logs").iterdir()) == [f"worker-{i}.log" for i in (1, 2, 3)]
     assert (result.run_dir / "loss.png").stat().st_size > 0
     runs = project_status(root)["runs"]
-    assert runs == [{"name": result.run_id, "complete": True, "status": "completed"}]
+    assert [(r["id"], r["state"], r["complete"], r["steps"]) for r in runs] == [(result.run_id, "completed", True, 8)]
 
 
 def test_crash_and_kill_restart_from_the_last_checkpoint(tiny_train_project, monkeypatch):

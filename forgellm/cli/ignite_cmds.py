@@ -1,0 +1,245 @@
+"""`forge ignite DATA "GOAL"`: every stage in one command, a panel per stage, a summary at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from forgellm.cli.main import app
+from forgellm.cli.output import console, err_console, print_json
+
+_TITLES = {
+    "init": "1/7 Project",
+    "study": "2/7 Study the data",
+    "plan": "3/7 Plan",
+    "prepare": "4/7 Prepare",
+    "train": "5/7 Train",
+    "eval": "6/7 Evaluate",
+    "export": "7/7 Export",
+}
+
+
+@app.command()
+def ignite(
+    data: Path = typer.Argument(
+        ..., help="Your data: CSV, TSV, JSON(L), Parquet (optionally .gz), text or folder."
+    ),
+    goal: str = typer.Argument(..., help='What the model should do, in plain words, e.g. "Make a support bot".'),
+    model: str | None = typer.Option(None, "--model", help="Use this model instead of the advisor's choice."),
+    epochs: float | None = typer.Option(None, "--epochs", min=0.01, help="Passes over the data."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Examples per forward pass."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop training after N optimizer steps."),
+    advisor: str | None = typer.Option(None, "--advisor", help="rules (offline), gemini or openai, for this run."),
+    no_export: bool = typer.Option(False, "--no-export", help="Stop after evaluation; no GGUF or Modelfile."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and stop; write nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before training or before replacing a plan."),
+    project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (created if needed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stages' results as JSON at the end."),
+) -> None:
+    """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
+    from forgellm.errors import ForgeError
+    from forgellm.pipeline import IgniteInterrupted, IgniteOptions
+    from forgellm.pipeline import ignite as run_ignite
+    from forgellm.project import find_project
+
+    if advisor is not None and advisor not in ("rules", "gemini", "openai"):
+        raise ForgeError(f"Unknown advisor {advisor!r}.", fix="Use --advisor rules, gemini or openai.")
+    root = find_project(project) or project
+    options = IgniteOptions(data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes)
+    display = _IgniteDisplay(quiet=as_json)
+    try:
+        result = run_ignite(root, options, display.hooks())
+    except IgniteInterrupted as stop:
+        display.close()
+        err_console.print(f"[yellow]Interrupted during {stop.stage}.[/] Run the same command again: {stop.how}.")
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+    if as_json:
+        print_json(result.to_dict())
+        return
+    if result.stopped_after == "plan":
+        how = "forge ignite again without --dry-run" if dry_run else "the same command with --yes"
+        console.print(f"Stopped after the plan. To go on: {how}.")
+        return
+    _final_summary(result)
+
+
+class _IgniteDisplay:
+    """Progress inside a stage (rows, training's live view, export's bar) and a panel when it ends."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.rows_progress: Any = None
+        self.train_display: Any = None
+        self.export_display: Any = None
+
+    def hooks(self) -> Any:
+        from forgellm.pipeline import IgniteHooks
+
+        hooks = IgniteHooks(
+            stage_started=self.started,
+            stage_finished=self.finished,
+            confirm=self.confirm,
+            step=self.step,
+            rows=self.rows,
+            train_event=self.train_event,
+        )
+        if not self.quiet:
+            from forgellm.cli.export_cmds import _ExportDisplay
+
+            self.export_display = _ExportDisplay()
+            hooks.export_progress = self.export_display.progress()
+        return hooks
+
+    def started(self, stage: str) -> None:
+        if self.quiet:
+            return
+        console.rule(f"[bold]{_TITLES[stage]}[/]", align="left")
+        if stage == "train":
+            from forgellm.cli.train_cmds import _LiveDisplay
+
+            self.train_display = _LiveDisplay().__enter__()
+        elif stage == "export" and self.export_display is not None:
+            self.export_display.__enter__()
+
+    def finished(self, outcome: Any) -> None:
+        self._stop_progress()
+        if self.train_display is not None:
+            self.train_display.__exit__(None, None, None)
+            self.train_display = None
+        if outcome.stage == "export" and self.export_display is not None:
+            self.export_display.__exit__(None, None, None)
+        if self.quiet:
+            return
+        if outcome.stage == "plan" and outcome.result is not None:
+            from forgellm.cli.plan_cmds import _render as render_plan
+
+            render_plan(outcome.result, next_step=False)  # the full plan with its reasons, as `forge plan` shows
+        from rich.panel import Panel
+
+        console.print(
+            Panel(
+                outcome.decision,
+                title=f"[bold]{_TITLES[outcome.stage]}[/]",
+                title_align="left",
+                subtitle=f"{outcome.seconds:.1f} s",
+                subtitle_align="right",
+                border_style="green",
+            )
+        )
+
+    def confirm(self, question: str) -> bool:
+        self._stop_progress()
+        if not console.is_terminal:
+            raise _no_terminal(question)
+        return typer.confirm(question, default=True)
+
+    def step(self, message: str) -> None:
+        if not self.quiet:
+            err_console.print(f"  [dim]{message}[/]", soft_wrap=True)
+
+    def rows(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        if self.rows_progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.rows_progress = Progress(
+                TextColumn("  Rows"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.rows_progress.start()
+            self.task = self.rows_progress.add_task("rows", total=total)
+        self.rows_progress.update(self.task, completed=done, total=total)
+
+    def train_event(self, event: dict[str, Any]) -> None:
+        if self.train_display is not None:
+            self.train_display.update(event)
+
+    def _stop_progress(self) -> None:
+        if self.rows_progress is not None:
+            self.rows_progress.stop()
+            self.rows_progress = None
+
+    def close(self) -> None:
+        self._stop_progress()
+        if self.train_display is not None:
+            self.train_display.__exit__(None, None, None)
+            self.train_display = None
+
+
+def _no_terminal(question: str) -> Exception:
+    from forgellm.errors import ForgeError
+
+    return ForgeError(
+        f"ignite would ask: {question} — but there is no terminal to answer in.",
+        fix="Add --yes to go on without asking (or --dry-run to only see the plan).",
+    )
+
+
+def _final_summary(result: Any) -> None:
+    from rich.table import Table
+
+    root = result.project_dir
+    table = Table(title="Done", show_header=False, box=None, padding=(0, 2), title_justify="left")
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for outcome in result.outcomes:
+        timing = "earlier run" if outcome.status == "reused" else f"{outcome.seconds:.0f} s"
+        table.add_row(f"[bold]{outcome.stage}[/] [dim]({timing})[/]", outcome.decision)
+    console.print(table)
+    evaluated = result.outcome("eval")
+    example = _one_example(root, evaluated)
+    if example is not None:
+        from rich.columns import Columns
+        from rich.panel import Panel
+
+        console.print(f"[bold]A held-out question:[/] {example['prompt']}")
+        console.print(
+            Columns(
+                [
+                    Panel(example["base"] or "(empty)", title="base model", width=60),
+                    Panel(example["tuned"] or "(empty)", title="fine-tuned", width=60, border_style="green"),
+                ]
+            )
+        )
+    exported = result.outcome("export")
+    console.print('Chat with it: [bold]forge inference[/]   (one question: forge inference --prompt "...")')
+    if exported is not None and exported.details.get("folder"):
+        folder = Path(exported.details["folder"])
+        name = folder.name
+        console.print(f"Files: {folder}")
+        console.print(
+            f"Ollama: [bold]cd {root} && ollama create {name} -f exports/{name}/Modelfile && ollama run {name}[/]",
+            soft_wrap=True,
+        )
+    console.print("Where things stand: [bold]forge status[/]")
+
+
+def _one_example(root: Path, evaluated: Any) -> dict[str, Any] | None:
+    """The first evaluated sample (from reports/eval.json, so a resumed ignite shows it too)."""
+    import json
+
+    try:
+        report = json.loads((root / "reports" / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    examples = report.get("examples") or []
+    if not examples or evaluated is None:
+        return None
+    first = examples[0]
+    prompt = first.get("prompt")
+    if isinstance(prompt, list):  # messages: show the last user turn
+        prompt = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), "")
+    return {
+        "prompt": str(prompt)[:300],
+        "base": str(first.get("base", ""))[:600],
+        "tuned": str(first.get("tuned", ""))[:600],
+    }

@@ -1,0 +1,332 @@
+"""`forge eval`: the base model against a run's fine-tuned model on the held-out test split.
+
+Loss and perplexity on the tokenized test split (the tokens training learns from), greedy answers to a
+seeded sample of test conversations scored against their reference answers, the stop rate, and an
+optional LLM judge. The base model is the same weights with the adapter switched off when the run
+trained an adapter (one copy in memory), else forge.yaml's model loaded beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from forgellm.errors import ForgeError
+from forgellm.evaluation.judge import JudgeOutcome
+from forgellm.evaluation.metrics import mean, perplexity
+from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
+
+REPORTS_DIR = "reports"
+EVAL_JSON = "eval.json"
+EVAL_HTML = "eval.html"
+METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
+
+
+@dataclass
+class EvalProgress:
+    """Callbacks the CLI renders: a line per stage, and counts inside the stage (examples or answers)."""
+
+    stage: Callable[[str], None] = lambda _message: None
+    advance: Callable[[str, int, int], None] = lambda _unit, _done, _total: None
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    checkpoint: str
+    base_model: str
+    summary: dict[str, Any]
+    settings: dict[str, Any]
+    examples: list[SampleResult]
+    example_losses: list[dict[str, Any]]  # line, tokens, base, tuned: per scored test example
+    judge: JudgeOutcome | None
+    warnings: list[str]
+    notes: list[str]
+    seconds: dict[str, float]
+    files: dict[str, Path]
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """What reports/eval.json holds."""
+        return {
+            "run_id": self.run_id,
+            "checkpoint": self.checkpoint,
+            "base_model": self.base_model,
+            "created_at": self.created_at,
+            "summary": self.summary,
+            "settings": self.settings,
+            "examples": [result.to_dict() for result in self.examples],
+            "example_losses": self.example_losses,
+            "judge": self.judge.to_dict() if self.judge is not None else None,
+            "warnings": self.warnings,
+            "notes": self.notes,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "files": {k: str(v) for k, v in self.files.items()},
+        }
+
+
+def _as_progress(progress: EvalProgress | Callable[[str], None] | None) -> EvalProgress:
+    if progress is None:
+        return EvalProgress()
+    return progress if isinstance(progress, EvalProgress) else EvalProgress(stage=progress)
+
+
+def _test_split(prepared: Path, run_id: str) -> Any:
+    """The run's tokenized test split; a clear error when prepare kept none."""
+    from forgellm.training.data import load_split
+
+    fix = (
+        "Give the test split a share in forge.yaml (preprocessing.split.test, e.g. 0.05, with train + val + "
+        "test adding up to 1.0), run `forge prepare FILE` again, and train on that data (`forge train`)."
+    )
+    if not prepared.is_dir():
+        raise ForgeError(
+            f"The prepared data run {run_id} trained on is gone ({prepared}).",
+            fix="Run `forge prepare FILE` again with the same forge.yaml and data (it writes the same folder).",
+        )
+    if not (prepared / "test.parquet").is_file():
+        raise ForgeError(f"The data run {run_id} trained on has no test split ({prepared}).", fix=fix)
+    split = load_split(prepared, "test")
+    if len(split) == 0:
+        raise ForgeError(f"The test split of the data run {run_id} trained on is empty ({prepared}).", fix=fix)
+    return split
+
+
+def _project_config(project_dir: Path, fallback: Any) -> Any:
+    """forge.yaml's settings (the advisor is the project's, not the run's); the run's snapshot without one."""
+    from forgellm.config.io import CONFIG_FILENAME, load_config
+
+    path = project_dir / CONFIG_FILENAME
+    return load_config(path).config if path.is_file() else fallback
+
+
+def _timed(seconds: dict[str, float], key: str, started: float) -> float:
+    now = time.perf_counter()
+    seconds[key] = seconds.get(key, 0.0) + now - started
+    return now
+
+
+@dataclass
+class _Target:
+    """What is evaluated, found and checked before any model loads."""
+
+    source: Any  # forgellm.export.source.ExportSource
+    prepared: Path
+    split: Any  # forgellm.training.data.TokenizedSplit of the test split
+    config: Any  # forge.yaml's ForgeConfig
+    warnings: list[str]
+
+
+def _locate(project_dir: Path, run: str | None) -> _Target:
+    from forgellm.export.source import find_export_source
+    from forgellm.training.protocol import RunSpec
+    from forgellm.training.runs import list_runs, run_status
+
+    if not list_runs(project_dir):
+        raise ForgeError(
+            "This project has no training run to evaluate.",
+            fix="Train one with `forge train` (after `forge plan` and `forge prepare FILE`), or run everything "
+            'with `forge ignite FILE "GOAL"`.',
+        )
+    source = find_export_source(project_dir, run)  # the run, its weights (best/ or last checkpoint), checked
+    prepared = Path(RunSpec.load(source.run_dir).prepared_dir)
+    split = _test_split(prepared, source.run_id)
+    warnings = []
+    if run_status(source.run_dir) != "completed":
+        warnings.append(f"Run {source.run_id} did not complete; its {source.checkpoint} weights were evaluated.")
+    return _Target(source, prepared, split, _project_config(project_dir, source.config), warnings)
+
+
+def evaluate_run(
+    project_dir: Path,
+    run: str | None = None,
+    *,
+    samples: int = 8,
+    max_new_tokens: int = 128,
+    max_examples: int = 200,
+    judge: bool | None = None,
+    progress: EvalProgress | Callable[[str], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``run`` (id or folder; default the newest completed run) against its base model and write
+    reports/eval.json and reports/eval.html. ``judge``: None = when the advisor is an LLM, True = required."""
+    from forgellm.evaluation.judge import make_judge
+    from forgellm.evaluation.metrics import Scorers
+    from forgellm.evaluation.report import write_reports
+
+    project_dir = Path(project_dir).resolve()
+    report = _as_progress(progress)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    target = _locate(project_dir, run)
+    warnings = target.warnings
+    judged_by, why_not = (
+        (None, None) if judge is False else make_judge(project_dir, target.config.advisor, required=bool(judge))
+    )
+    warnings += [why_not] if why_not else []
+    scorers = Scorers.load()  # before the models: a missing package fails in a second, not after minutes
+    base, tuned = _open_engines(project_dir, target.source.run_id, report)
+    clock = _timed(seconds, "load", started)
+
+    seed = target.source.config.training.seed
+    indices = _loss_examples(target.split, max_examples, seed)
+    chosen, usable = pick_samples(target.prepared / "test.jsonl", samples, seed)
+    measured = {}
+    for who, engine in (("base", base), ("fine-tuned", tuned)):  # every base pass first: see _merged
+        with _merged(engine):
+            measured[who] = _measure(engine, who, target, indices, chosen, max_new_tokens, scorers, report, seconds)
+    clock = time.perf_counter()
+    losses = (measured["base"][0], measured["fine-tuned"][0])
+    example_losses = _per_example(target.split, indices, *losses)
+    results = [
+        SampleResult(s, b, t) for s, b, t in zip(chosen, measured["base"][1], measured["fine-tuned"][1], strict=True)
+    ]
+    if samples > 0 and not results:
+        warnings.append(
+            "The test split holds no conversation that ends with an assistant answer, so no answers "
+            "were generated (continued pre-training data has none); loss and perplexity still count."
+        )
+    outcome = None
+    if judged_by is not None and results:
+        report.stage(f"Judging {len(results)} answer pairs with {judged_by.client.model}")
+        outcome = _judge(judged_by, results, seed, report)
+        warnings += outcome.warnings
+        _timed(seconds, "judge", clock)
+
+    summary = _summary(losses, results, outcome, len(example_losses), scorers, warnings)
+    asked = {"samples": samples, "max_new_tokens": max_new_tokens, "max_examples": max_examples, "judge": judge}
+    settings = _settings(asked, seed, target, usable, base, tuned)
+    reports = project_dir / REPORTS_DIR
+    source = target.source
+    result = EvalResult(
+        source.run_id, source.checkpoint, source.config.model.ref, summary, settings, results, example_losses,
+        outcome, warnings, outcome.notes if outcome is not None else [], seconds,
+        {"json": reports / EVAL_JSON, "html": reports / EVAL_HTML},
+    )  # fmt: skip
+    report.stage("Writing reports/eval.json and reports/eval.html")
+    seconds["total"] = time.perf_counter() - started
+    write_reports(result)
+    return result
+
+
+def _settings(asked: dict[str, Any], seed: int, target: _Target, usable: int, base: Any, tuned: Any) -> dict[str, Any]:
+    """What was asked for and what was there: enough to reproduce the figures."""
+    return {
+        **asked,
+        "judge": "auto" if asked["judge"] is None else asked["judge"],
+        "seed": seed,
+        "decoding": "greedy",
+        "test_examples": len(target.split),
+        "test_conversations": usable,
+        "prepared_dir": str(target.prepared),
+        "base_label": base.label,
+        "tuned_label": tuned.label,
+    }
+
+
+def _summary(
+    losses: Any, results: list[SampleResult], outcome: JudgeOutcome | None, scored: int, scorers: Any,
+    warnings: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """The figures eval.json's readers (the export's model card, ignite) take: keys fixed, values or None."""
+    summary = {
+        "base": _side(losses[0], [r.base for r in results], results, scorers),
+        "tuned": _side(losses[1], [r.tuned for r in results], results, scorers),
+        "judge_win_rate": outcome.win_rate if outcome is not None else None,
+        "examples_scored": scored,
+        "samples_generated": len(results),
+    }
+    for who in ("base", "tuned"):
+        if summary[who]["loss"] is None:
+            warnings.append(f"The {who} model's test loss is not a finite number: its weights may be broken.")
+    return summary
+
+
+def _open_engines(project_dir: Path, run_id: str, report: EvalProgress) -> tuple[Any, Any]:
+    """(base, fine-tuned) TransformersEngines, through the same code `forge inference --compare` uses."""
+    from forgellm.serve.model_choice import open_compare_engines, run_choice
+
+    report.stage(f"Loading run {run_id} and its base model")
+    choice = run_choice(project_dir, "transformers", lambda _message: None, run=run_id)
+    return open_compare_engines(project_dir, choice, "transformers", lambda _message: None)
+
+
+@contextmanager
+def _merged(engine: Any) -> Iterator[None]:
+    """The fine-tuned model with its LoRA merged into the weights: peft's extra matrix products on every call
+    go away, so it runs at the base model's speed. Merged only after every base pass (the base view would
+    unmerge it), and unmerged at the end, so the engine is left as it came."""
+    model = engine.model
+    if not (getattr(engine, "has_adapter", False) and engine.adapter_enabled and hasattr(model, "merge_adapter")):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
+def _loss_examples(split: Any, max_examples: int, seed: int) -> Any:
+    from forgellm.evaluation.loss import choose_examples
+
+    indices = choose_examples(split.lengths, split.targets, split.offsets, max_examples, seed)
+    if len(indices) == 0:
+        raise ForgeError(
+            "No example of the test split has a token the model learns from (every label is masked).",
+            fix="Check the chat template and the data (`forge template check`), then `forge prepare FILE` again.",
+        )
+    return indices
+
+
+def _measure(
+    engine: Any, who: str, target: _Target, indices: Any, chosen: list[Sample], max_new_tokens: int, scorers: Any,
+    report: EvalProgress, seconds: dict[str, float],
+) -> tuple[Any, list[Any]]:  # fmt: skip
+    """One model's test losses and its answers to the chosen samples (their times added to ``seconds``)."""
+    from forgellm.evaluation.loss import score_losses
+    from forgellm.evaluation.samples import answer_samples
+
+    report.stage(f"Test loss of the {who} model on {len(indices)} examples")
+    clock = time.perf_counter()
+    losses = score_losses(engine, target.split, indices, advance=lambda d, t: report.advance("examples", d, t))
+    clock = _timed(seconds, "loss", clock)
+    if not chosen:
+        return losses, []
+    report.stage(f"Answers of the {who} model to {len(chosen)} held-out questions")
+    answers = answer_samples(
+        engine, chosen, max_new_tokens=max_new_tokens, scorers=scorers,
+        advance=lambda d, t: report.advance("answers", d, t),
+    )  # fmt: skip
+    _timed(seconds, "generate", clock)
+    return losses, answers
+
+
+def _per_example(split: Any, indices: Any, base: Any, tuned: Any) -> list[dict[str, Any]]:
+    rows = zip(indices, split.lengths[indices], tuned.counts, base.per_example, tuned.per_example, strict=True)
+    return [
+        {"index": int(i), "tokens": int(n), "trained_tokens": int(c), "base": b, "tuned": t} for i, n, c, b, t in rows
+    ]
+
+
+def _judge(chosen: Any, results: list[SampleResult], seed: int, report: EvalProgress) -> JudgeOutcome:
+    from forgellm.evaluation.judge import judge_samples
+
+    return judge_samples(chosen, results, seed, advance=lambda d, t: report.advance("verdicts", d, t))
+
+
+def _side(loss: Any, answers: list[Any], results: list[SampleResult], scorers: Any) -> dict[str, float | None]:
+    """One model's figures: loss over every scored token, answer metrics averaged over the samples."""
+    mean_loss = loss.mean
+    return {
+        "loss": mean_loss,
+        "perplexity": perplexity(mean_loss),
+        "stop_rate": mean([float(a.stopped) for a in answers]),
+        "exact_match": mean([a.scores["exact_match"] for a in answers]),
+        "rouge_l": mean([a.scores["rouge_l"] for a in answers]),
+        "chrf": scorers.corpus_chrf([a.text for a in answers], [r.sample.reference for r in results]),
+    }

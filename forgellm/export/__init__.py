@@ -1,0 +1,1 @@
+"""Export a trained model: merged Hugging Face folder, GGUF files for llama.cpp/Ollama, model card."""

@@ -1,0 +1,417 @@
+"""`forge ignite`: init -> study -> plan -> prepare -> train -> eval -> export, in one project, resumable.
+
+Each stage calls the same library function as its own command. What finished is recorded in
+.forge/ignite.json (written atomically after each stage), keyed by the inputs that decide the work
+(data file identity, goal, flags): running the same command again after Ctrl-C or `kill -9` skips
+the finished stages and lets the unfinished one resume itself (prepare continues its chunks, train
+its last checkpoint). Different data, goal or flags start over from the study; the project stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.errors import ForgeError
+
+STAGES = ("init", "study", "plan", "prepare", "train", "eval", "export")
+STATE_FILE = Path(".forge") / "ignite.json"
+# ignite keeps evaluation short: a handful of generations and a bounded loss pass (forge eval does more).
+EVAL_SAMPLES, EVAL_MAX_EXAMPLES, EVAL_MAX_NEW_TOKENS = 4, 64, 96
+
+
+@dataclass(frozen=True)
+class IgniteOptions:
+    data: Path
+    goal: str
+    model: str | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    advisor: str | None = None
+    export: bool = True
+    dry_run: bool = False
+    yes: bool = False
+
+    def key(self) -> str:
+        """What decides the work: the data file's identity, the goal and every flag that changes the plan."""
+        stat = self.data.stat()
+        identity = [str(self.data.resolve()), stat.st_size, stat.st_mtime_ns]
+        flags = [self.goal, self.model, self.epochs, self.batch_size, self.max_steps, self.advisor, self.export]
+        return hashlib.sha256(json.dumps([identity, flags], default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # done | reused (finished in an earlier ignite) | skipped
+    seconds: float
+    decision: str  # one line: what it decided and why
+    details: dict[str, Any] = field(default_factory=dict)
+    result: Any = None  # the stage's own result object (for the CLI's renderers), not saved
+
+
+@dataclass
+class IgniteHooks:
+    """How the CLI shows and steers the run; the library prints nothing."""
+
+    stage_started: Callable[[str], None] = lambda _stage: None
+    stage_finished: Callable[[StageOutcome], None] = lambda _outcome: None
+    confirm: Callable[[str], bool] = lambda _question: True
+    step: Callable[[str], None] = lambda _message: None  # short progress lines inside a stage
+    rows: Callable[[int, int | None], None] = lambda _done, _total: None  # study/prepare rows
+    train_event: Callable[[dict[str, Any]], None] = lambda _event: None
+    export_progress: Any = None  # forgellm.export.pipeline.ExportProgress
+
+
+@dataclass
+class IgniteResult:
+    project_dir: Path
+    outcomes: list[StageOutcome]
+    stopped_after: str | None = None  # "plan" for --dry-run or a declined confirmation
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def outcome(self, stage: str) -> StageOutcome | None:
+        return next((o for o in self.outcomes if o.stage == stage), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project_dir": str(self.project_dir),
+            "stopped_after": self.stopped_after,
+            "stages": [
+                {
+                    "stage": o.stage,
+                    "status": o.status,
+                    "seconds": round(o.seconds, 2),
+                    "decision": o.decision,
+                    **o.details,
+                }
+                for o in self.outcomes
+            ],
+        }
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+def _load_state(project_dir: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((project_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _save_state(project_dir: Path, state: dict[str, Any]) -> None:
+    from forgellm.config.io import atomic_write_text
+
+    (project_dir / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(project_dir / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_inputs(options: IgniteOptions) -> None:
+    """Bad input said before anything is created."""
+    if not options.goal or not options.goal.strip():
+        raise ForgeError(
+            "ignite needs a goal: what the model should do, in plain words.",
+            fix='forge ignite data.csv "Make a customer support bot"',
+        )
+    if not options.data.exists():
+        raise ForgeError(
+            f"The data {options.data} does not exist.",
+            fix="Give the path of your data: a CSV, JSON/JSONL, Parquet, text file or folder "
+            '(e.g. forge ignite examples/customer_support.csv "Make a customer support bot").',
+        )
+
+
+def check_model_disk_space(config: Any) -> None:
+    """A model still to download or convert must fit on the cache's disk: said before starting."""
+    from forgellm.models.catalog import find_by_hub_id, get_spec, is_known_alias
+    from forgellm.models.resolve import is_materialized, resolve_model
+
+    ref = config.model.ref
+    source = resolve_model(ref)
+    if is_materialized(source):
+        return
+    spec = get_spec(ref) if is_known_alias(ref) else find_by_hub_id(ref)
+    if spec is None:
+        return  # a local folder or unknown hub model: nothing to download that we can size
+    from forgellm.config.settings import model_cache_dir
+
+    if source.kind == "hub":
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE)  # downloads land in the hub's own cache
+    else:
+        cache = model_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    # A hub model downloads in bf16 (2 bytes/param); a bundled GGUF converts to fp32 (4 bytes/param).
+    needed = spec.params * (4 if source.kind == "bundled" else 2) * 1.2
+    free = shutil.disk_usage(cache).free
+    if free < needed:
+        raise ForgeError(
+            f"{spec.key} needs about {needed / 1e9:.1f} GB of disk for its weights, "
+            f"but {cache} has only {free / 1e9:.1f} GB free.",
+            fix="Free some disk space, point FORGE_CACHE_DIR at a bigger disk, or use a smaller model "
+            "(--model smollm2-135m).",
+        )
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _stage_init(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
+    from forgellm.project import advisor_settings, init_project
+
+    # The project's name names its exports and Ollama model: the folder's name, as `forge init` does.
+    advisor = advisor_settings(options.advisor) if options.advisor else None
+    result = init_project(project_dir, advisor=advisor)
+    created = list(result.created)
+    decision = "created the project folder" if created else "project folder already set up"
+    return StageOutcome("init", "done", 0.0, decision, {"created": created})
+
+
+def _stage_study(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
+    from forgellm.data.study_run import study_file
+
+    run = study_file(options.data, project_dir, step=hooks.step, rows=hooks.rows)
+    findings = run.report.to_dict().get("findings", [])
+    serious = [f for f in findings if f.get("severity") in ("error", "warning")]
+    report = run.html_path.relative_to(project_dir) if run.html_path.is_relative_to(project_dir) else run.html_path
+    decision = f"format {run.detection['format']}; {len(findings)} findings ({len(serious)} to look at); {report}"
+    details = {"format": run.detection["format"], "report": str(run.html_path)}
+    return StageOutcome("study", "done", 0.0, decision, details, run)
+
+
+def _planned_model(project_dir: Path) -> str | None:
+    from forgellm.config.io import load_config
+
+    try:
+        config = load_config(project_dir).config
+    except ForgeError:
+        return None
+    return config.model.ref if config.data.source else None
+
+
+def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, fresh_key: bool) -> StageOutcome:
+    from forgellm.planning import PlanOverrides, make_plan
+
+    flags = PlanOverrides(options.model, None, options.epochs, options.batch_size, options.max_steps)
+
+    def plan(dry_run: bool):
+        return make_plan(
+            project_dir,
+            options.goal,
+            data=options.data,
+            overrides=flags,
+            provider=options.advisor,
+            dry_run=dry_run,
+            progress=hooks.step,
+        )
+
+    previous = _planned_model(project_dir)
+    if options.dry_run:
+        result = plan(True)
+        return StageOutcome("plan", "done", 0.0, _plan_decision(result), _plan_details(result), result)
+    if previous is not None and fresh_key:
+        preview = plan(True)
+        new_model = preview.config.model.ref
+        if (
+            new_model != previous
+            and not options.yes
+            and not hooks.confirm(f"forge.yaml here plans {previous}; this ignite plans {new_model}. Replace the plan?")
+        ):
+            raise ForgeError(
+                f"Kept the existing plan for {previous}; nothing was changed.",
+                fix=f"Run ignite in another folder, pass --model {previous} to keep the model, or --yes to replace it.",
+            )
+    result = plan(False)
+    return StageOutcome("plan", "done", 0.0, _plan_decision(result), _plan_details(result), result)
+
+
+def _plan_decision(result: Any) -> str:
+    t = result.config.training
+    steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
+    why = result.why_model.rstrip(".")
+    return (
+        f"{result.model_name}, {t.method.upper()}, lr {t.learning_rate:g}, {steps}, "
+        f"micro-batch {t.micro_batch_size} x {t.gradient_accumulation}, max_length {result.config.model.max_length}"
+        f" — {why}"
+    )
+
+
+def _plan_details(result: Any) -> dict[str, Any]:
+    t = result.config.training
+    return {
+        "model": result.config.model.ref,
+        "method": t.method,
+        "learning_rate": t.learning_rate,
+        "max_steps": t.max_steps,
+        "epochs": t.epochs,
+        "advisor": result.advisor,
+    }
+
+
+def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
+    from forgellm.config.io import load_config
+    from forgellm.data.prepare import PrepareHooks, prepare_dataset
+
+    check_model_disk_space(load_config(project_dir).config)
+    result = prepare_dataset(project_dir, options.data, hooks=PrepareHooks(step=hooks.step, rows=hooks.rows))
+    splits = result.stats.get("splits", {})
+    counts = ", ".join(f"{name} {s.get('examples', 0):,}" for name, s in splits.items())
+    rejected = result.stats.get("rejected", 0)
+    decision = f"{counts} examples" + (f"; {rejected:,} rows rejected (see rejects.jsonl)" if rejected else "")
+    if result.already_prepared:
+        decision += " (already prepared)"
+    return StageOutcome("prepare", "done", 0.0, decision, {"output_dir": str(result.output_dir)}, result)
+
+
+def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+    from forgellm.training.runs import run_status
+    from forgellm.training.supervisor import run_training
+
+    run_id = state.get("train_run")
+    resume = run_id if run_id and run_status(project_dir / "runs" / run_id) != "completed" else None
+
+    def remember(event: dict[str, Any]) -> None:
+        if event.get("event") == "run" and event.get("run_id"):  # record it at once: a kill must find it
+            state["train_run"] = event["run_id"]
+            _save_state(project_dir, state)
+        hooks.train_event(event)
+
+    try:
+        result = run_training(project_dir, resume=resume, on_event=remember)
+    except ForgeError as exc:
+        if resume and "nothing to resume" in exc.message:  # it finished just before the kill
+            result = None
+        else:
+            raise
+    if result is not None and result.status != "completed":
+        raise IgniteInterrupted("train", f"forge ignite resumes run {result.run_id} from its last checkpoint")
+    summary = result.summary if result is not None else {}
+    best = summary.get("best_val_loss")
+    decision = (
+        f"run {state['train_run']}: {summary.get('steps', '?')} steps, best val loss {best:.4f}"
+        if isinstance(best, (int, float))
+        else f"run {state.get('train_run')} completed"
+    )
+    recoveries = summary.get("recoveries") or []
+    if recoveries:
+        decision += f", healed {len(recoveries)} failure(s)"
+    return StageOutcome("train", "done", 0.0, decision, {"run_id": state.get("train_run")}, result)
+
+
+def _stage_eval(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+    from forgellm.evaluation import evaluate_run
+
+    result = evaluate_run(
+        project_dir,
+        state.get("train_run"),
+        samples=EVAL_SAMPLES,
+        max_examples=EVAL_MAX_EXAMPLES,
+        max_new_tokens=EVAL_MAX_NEW_TOKENS,
+        progress=None,
+    )
+    summary = result.to_dict()["summary"]
+    base, tuned = summary.get("base", {}), summary.get("tuned", {})
+
+    def fmt(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, (int, float)) else "–"
+
+    decision = (
+        f"test loss {fmt(base.get('loss'), '.3f')} -> {fmt(tuned.get('loss'), '.3f')}, stop rate "
+        f"{fmt(base.get('stop_rate'), '.0%')} -> {fmt(tuned.get('stop_rate'), '.0%')}"
+    )
+    return StageOutcome("eval", "done", 0.0, decision, {"summary": summary}, result)
+
+
+def _stage_export(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+    from forgellm.export.pipeline import export_model
+
+    result = export_model(project_dir, run=state.get("train_run"), progress=hooks.export_progress)
+    files = ", ".join(p.name for p in result.gguf_files.values())
+    ollama = result.ollama
+    registered = f"; created {ollama['model']} in Ollama" if ollama.get("registered") else ""
+    decision = f"exports/{result.name}/: merged/, {files}, Modelfile, README.md{registered}"
+    return StageOutcome("export", "done", 0.0, decision, {"folder": str(result.folder)}, result)
+
+
+class IgniteInterrupted(Exception):
+    """A stage stopped on the user's request (Ctrl-C); running the same ignite again resumes it."""
+
+    def __init__(self, stage: str, how: str) -> None:
+        super().__init__(stage)
+        self.stage, self.how = stage, how
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None = None) -> IgniteResult:
+    """Run every stage not yet finished for these inputs (see the module docstring)."""
+    hooks = hooks or IgniteHooks()
+    check_inputs(options)
+    project_dir = Path(project_dir).expanduser().resolve()
+    options = IgniteOptions(**{**options.__dict__, "data": options.data.expanduser().resolve()})
+    if options.dry_run:  # the plan, computed without writing anything, and nothing else
+        hooks.stage_started("plan")
+        started = time.perf_counter()
+        outcome = _stage_plan(project_dir, options, hooks, fresh_key=False)
+        outcome.seconds = time.perf_counter() - started
+        hooks.stage_finished(outcome)
+        return IgniteResult(project_dir, [outcome], stopped_after="plan")
+    key = options.key()
+    state = _load_state(project_dir)
+    fresh = state.get("key") != key
+    if fresh:
+        state = {"key": key, "data": str(options.data), "goal": options.goal, "done": {}}
+    result = IgniteResult(project_dir, [], state=state)
+    for stage in (s for s in STAGES if options.export or s != "export"):
+        if stage in state["done"]:
+            record = state["done"][stage]
+            result.outcomes.append(StageOutcome(stage, "reused", 0.0, record["decision"], record.get("details", {})))
+            continue
+        if stage == "train" and not options.yes and not hooks.confirm("Start training with this plan?"):
+            result.stopped_after = "plan"
+            break
+        hooks.stage_started(stage)
+        started = time.perf_counter()
+        outcome = _run_stage(stage, project_dir, options, hooks, state, fresh)
+        outcome.seconds = time.perf_counter() - started
+        result.outcomes.append(outcome)
+        hooks.stage_finished(outcome)
+        state["done"][stage] = {
+            "decision": outcome.decision,
+            "seconds": round(outcome.seconds, 2),
+            "details": outcome.details,
+        }
+        _save_state(project_dir, state)
+    return result
+
+
+def _run_stage(
+    stage: str, project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any], fresh: bool
+) -> StageOutcome:
+    if stage == "init":
+        return _stage_init(project_dir, options, hooks)
+    if stage == "study":
+        return _stage_study(project_dir, options, hooks)
+    if stage == "plan":
+        return _stage_plan(project_dir, options, hooks, fresh)
+    if stage == "prepare":
+        return _stage_prepare(project_dir, options, hooks)
+    if stage == "train":
+        return _stage_train(project_dir, options, hooks, state)
+    if stage == "eval":
+        return _stage_eval(project_dir, options, hooks, state)
+    return _stage_export(project_dir, options, hooks, state)

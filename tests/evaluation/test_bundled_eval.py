@@ -1,0 +1,41 @@
+"""`forge eval` on the bundled SmolLM2-135M with the limits `forge ignite` uses: it must fit the demo's budget."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from evaluation.eval_support import RUN_ID, build_project
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+IGNITE_LIMITS = {"samples": 4, "max_examples": 64, "max_new_tokens": 96}  # forgellm.pipeline's EVAL_* values
+
+
+def test_ignite_sized_evaluation_of_the_bundled_model(tmp_path, bundled_model_dir, _support_csv):
+    from forgellm.evaluation import evaluate_run
+
+    root = build_project(
+        tmp_path / "bundled",
+        bundled_model_dir,
+        _support_csv,
+        strong_adapter=False,
+        model={"ref": "smollm2-135m", "max_length": 256},
+        preprocessing={"split": {"train": 0.6, "val": 0.1, "test": 0.3}},  # enough test examples to fill the limit
+    )
+    started = time.perf_counter()
+    result = evaluate_run(root, **IGNITE_LIMITS)
+    seconds = time.perf_counter() - started
+    print(f"bundled model, ignite limits: {seconds:.1f} s ({result.seconds})")
+    summary = result.summary
+    assert result.run_id == RUN_ID and summary["samples_generated"] == 4
+    assert summary["examples_scored"] == min(64, result.settings["test_examples"])
+    for side in ("base", "tuned"):
+        # A real instruct model on real support questions: far better than chance over 49k tokens (ln 49152 ~ 10.8).
+        assert 0.3 < summary[side]["loss"] < 5 and summary[side]["perplexity"] == pytest.approx(
+            math.exp(summary[side]["loss"])
+        )
+        assert all(getattr(r, side).text for r in result.examples)  # it writes something
+    # The demo budget is 90 s on an idle 2-core machine; a busy CI machine gets twice that.
+    assert seconds < 180
