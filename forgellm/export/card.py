@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.export.source import ExportSource
+from forgellm.errors import ForgeError
+from forgellm.export.source import ExportSource, read_json
 
 
 @dataclass
@@ -257,3 +258,31 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     from forgellm.config.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ facts
+
+
+def catalog_entry(ref: str) -> tuple[Any, str | None]:
+    """The catalog entry (licence) and hub id of forge.yaml's model reference, when it has them."""
+    from forgellm.models.catalog import find_by_hub_id, get_spec, is_known_alias
+    from forgellm.models.resolve import resolve_model
+
+    try:
+        source = resolve_model(ref)
+    except ForgeError:
+        return None, None
+    spec = source.spec or (get_spec(ref) if is_known_alias(ref) else find_by_hub_id(ref))
+    return spec, source.hub_id or (spec.instruct_id if spec else None)
+
+
+def prepared_stats(source: ExportSource) -> dict[str, Any]:
+    from forgellm.training.protocol import RunSpec
+
+    return read_json(Path(RunSpec.load(source.run_dir).prepared_dir) / "stats.json")
+
+
+def eval_report(source: ExportSource) -> dict[str, Any]:
+    """Base vs fine-tuned figures of `forge eval`, when it evaluated this run."""
+    report = read_json(source.run_dir.parent.parent / "reports" / "eval.json")
+    return report.get("summary", {}) if report.get("run_id") == source.run_id else {}

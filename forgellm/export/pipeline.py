@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
-from forgellm.export.card import ExportFacts, build_card, build_metadata, write_json
+from forgellm.export.card import (
+    ExportFacts,
+    build_card,
+    build_metadata,
+    catalog_entry,
+    eval_report,
+    prepared_stats,
+    write_json,
+)
 from forgellm.export.source import ExportSource, find_export_source
 
 EXPORTS_DIR = "exports"
@@ -161,11 +169,6 @@ def _num_ctx(config: Any, base_config: dict[str, Any]) -> int:
     return min(context, max(2048, config.model.max_length))
 
 
-def _stop_strings(chat_format: Any) -> list[str]:
-    stops = [*getattr(chat_format, "stop_strings", ()), *getattr(chat_format, "stop_markers", ())]
-    return list(dict.fromkeys(s for s in stops if s))
-
-
 def _modelfile_gguf(gguf_files: dict[str, str], user_chose: bool) -> str | None:
     if not gguf_files:
         return None
@@ -263,6 +266,7 @@ def _build(
     progress: ExportProgress,
 ) -> dict[str, Any]:
     from forgellm.export.merge import write_merged
+    from forgellm.export.modelfile import stop_strings
 
     partial.mkdir(parents=True)
     setup = timer.run("load", "Loading the tokenizer and chat template", lambda: _chat_setup(source))
@@ -275,12 +279,12 @@ def _build(
     )
     warnings = list(setup.warnings)
     gguf_files = _write_ggufs(partial, name, merged_dir, quants, chat_format, setup.tokenizer, timer, progress)
-    stop = _stop_strings(chat_format)
+    stop = stop_strings(chat_format)
     num_ctx = _num_ctx(source.config, base_config)
     system = project_config.export.system_prompt or getattr(chat_format, "system_prompt", None)
     modelfile_name, template = _write_modelfile(partial, gguf_files, user_chose, chat_format, num_ctx, system, warnings)
     ref = source.config.model.ref
-    spec, hub_id = _catalog_entry(ref)
+    spec, hub_id = catalog_entry(ref)
     from forgellm.export.ollama import create_command
 
     ollama_model = project_config.export.ollama_name or name
@@ -303,8 +307,8 @@ def _build(
         modelfile=modelfile_name,
         ollama_model=ollama_model,
         ollama_command=create_command(ollama_model, Path(EXPORTS_DIR) / name / MODELFILE),
-        data_stats=_prepared_stats(source),
-        eval_report=_eval_report(source),
+        data_stats=prepared_stats(source),
+        eval_report=eval_report(source),
         loss_plot="loss.png" if loss_plot.is_file() else None,
     )
     metadata = build_metadata(facts)
@@ -321,41 +325,6 @@ def _build(
         "num_ctx": num_ctx,
         "warnings": warnings,
     }
-
-
-def _catalog_entry(ref: str) -> tuple[Any, str | None]:
-    """The catalog entry (licence) and hub id of forge.yaml's model reference, when it has them."""
-    from forgellm.models.catalog import find_by_hub_id, get_spec, is_known_alias
-    from forgellm.models.resolve import resolve_model
-
-    try:
-        source = resolve_model(ref)
-    except ForgeError:
-        return None, None
-    spec = source.spec or (get_spec(ref) if is_known_alias(ref) else find_by_hub_id(ref))
-    return spec, source.hub_id or (spec.instruct_id if spec else None)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _prepared_stats(source: ExportSource) -> dict[str, Any]:
-    from forgellm.training.protocol import RunSpec
-
-    return _read_json(Path(RunSpec.load(source.run_dir).prepared_dir) / "stats.json")
-
-
-def _eval_report(source: ExportSource) -> dict[str, Any]:
-    """Base vs fine-tuned figures of `forge eval`, when it evaluated this run."""
-    report = _read_json(source.run_dir.parent.parent / "reports" / "eval.json")
-    return report.get("summary", {}) if report.get("run_id") == source.run_id else {}
 
 
 def _write_ggufs(

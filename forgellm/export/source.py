@@ -33,7 +33,7 @@ class ExportSource:
         return (self.weights_dir / ADAPTER_CONFIG).is_file()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -99,7 +99,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             "the same model, then export again.",
         )
     config = load_config(run_dir / RUN_CONFIG, environ={}).config
-    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, config, _read_json(run_dir / SUMMARY))
+    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, config, read_json(run_dir / SUMMARY))
     check_weights(source)
     return source
 
@@ -114,7 +114,7 @@ def check_weights(source: ExportSource) -> None:
                 fix="Use another run (forge export --run ID), or train again.",
             )
         return
-    adapter = _read_json(folder / ADAPTER_CONFIG)
+    adapter = read_json(folder / ADAPTER_CONFIG)
     weights = folder / ADAPTER_WEIGHTS
     if not adapter or not weights.is_file():
         raise ForgeError(
@@ -134,7 +134,7 @@ def check_weights(source: ExportSource) -> None:
         ) from None
     if not names:
         raise ForgeError(f"The adapter weights {weights} are empty.", fix="Train again, or export another run.")
-    base_config = _read_json(source.base_model_dir / "config.json")
+    base_config = read_json(source.base_model_dir / "config.json")
     wanted = adapter.get("target_modules")
     if isinstance(wanted, list) and base_config.get("model_type") and not _modules_exist(names, wanted):
         raise ForgeError(
