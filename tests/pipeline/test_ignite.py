@@ -176,3 +176,19 @@ def test_another_models_plan_is_not_replaced_without_asking(ignite_args, tiny_ca
     from forgellm.config.io import load_config
 
     assert load_config(project).config.model.ref == str(tiny_causal_lm_dir)
+
+
+@pytest.mark.slow
+def test_ignite_with_the_bundled_model_on_real_support_data(tmp_path, bundled_model_dir, _support_csv, monkeypatch):
+    """The main job in small: SmolLM2-135M, real Bitext rows, two LoRA steps, through GGUF export."""
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
+    project = tmp_path / "support-bot"
+    result = runner.invoke(app, ["ignite", str(_support_csv), GOAL, "--max-steps", "2", "--yes", "-C", str(project)])
+    assert result.exit_code == 0, result.output[-4000:]
+    config = json.loads((project / "exports" / "support-bot" / "metadata.json").read_text())
+    assert config["base_model"] == "smollm2-135m" and config["training_type"] == "lora"
+    assert "<|im_end|>" in config["stop"]
+    report = json.loads((project / "reports" / "eval.json").read_text())
+    for side in ("base", "tuned"):
+        assert report["summary"][side]["loss"] > 0 and 0 <= report["summary"][side]["stop_rate"] <= 1
+    assert (project / "exports" / "support-bot" / "support-bot-q8_0.gguf").stat().st_size > 100_000_000
