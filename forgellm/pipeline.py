@@ -101,11 +101,9 @@ class IgniteResult:
 
 
 def _load_state(project_dir: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((project_dir / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    from forgellm.config.io import read_json_object
+
+    return read_json_object(project_dir / STATE_FILE)
 
 
 def _save_state(project_dir: Path, state: dict[str, Any]) -> None:

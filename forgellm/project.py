@@ -131,6 +131,18 @@ def find_project(start: str | Path = ".") -> Path | None:
     return None
 
 
+def require_project(start: str | Path = ".") -> Path:
+    """find_project for the commands that need a project: the folder, or a ForgeError saying how to make one."""
+    root = find_project(start)
+    if root is None:
+        raise ForgeError(
+            f"No Forge project ({CONFIG_FILENAME}) in {Path(start).expanduser().resolve()} or above.",
+            fix="Run this inside a project or pass --project DIR; to create one, run `forge init` "
+            '(or `forge ignite DATA "GOAL"` for every stage at once).',
+        )
+    return root
+
+
 def project_status(directory: str | Path = ".") -> dict[str, Any]:
     """Where the project holding `directory` stands; see forgellm.status (imported here on use: it
     reads every stage's records, and `forge init` needs none of that)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, err_console, print_json
+from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 
 
 @app.command()
@@ -137,45 +138,25 @@ class _progress:
     """Rich progress for prepare: steps as lines, rows with rows/s while chunks are processed."""
 
     def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         from forgellm.data.prepare import PrepareHooks
 
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
+        self.progress = rate_progress(err_console, unit="rows")
         self.progress.start()
-        self.task = self.progress.add_task("Starting", total=None, speed="")
+        self.task = self.progress.add_task("Starting", total=None)
         self.started: float | None = None
+        self.step_started = time.perf_counter()
 
         def step(message: str) -> None:
             self.progress.console.print(f"  [dim]{message}[/]")
             self.progress.update(self.task, description=message)
+            self.step_started = time.perf_counter()
 
         def rows(done: int, total: int | None) -> None:
-            import time
-
-            self.started = self.started or time.perf_counter()
-            elapsed = max(time.perf_counter() - self.started, 1e-6)
-            self.progress.update(
-                self.task, completed=done, total=total, description="Rows", speed=f"{done / elapsed:,.0f} rows/s"
-            )
+            # Rows are counted from the step that started them ("Preparing in chunks"), not from the first
+            # report, which comes only once a whole chunk is done.
+            self.started = self.started or self.step_started
+            rate = count_rate(done, self.started)
+            self.progress.update(self.task, completed=done, total=total, description="Rows", rate=rate)
 
         return PrepareHooks(step=step, rows=rows)
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, err_console, print_json
+from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 
 
 @app.command("eval")
@@ -25,16 +25,10 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print reports/eval.json's content (no live display)."),
 ) -> None:
     """Base vs fine-tuned on the test split: loss, perplexity, answers side by side, ROUGE-L, chrF, stop rate."""
-    from forgellm.errors import ForgeError
     from forgellm.evaluation import evaluate_run
-    from forgellm.project import find_project
+    from forgellm.project import require_project
 
-    root = find_project(project)
-    if root is None:
-        raise ForgeError(
-            f"No Forge project (forge.yaml) in {project.resolve()} or above.",
-            fix="Run this inside a project, or pass --project DIR.",
-        )
+    root = require_project(project)
     options = {"samples": samples, "max_new_tokens": max_new_tokens, "max_examples": max_examples, "judge": judge}
     if as_json:
         print_json(evaluate_run(root, run, **options).to_dict())
@@ -48,29 +42,7 @@ class _EvalDisplay:
     """A line per finished stage; a bar with speed and time left while examples or answers are counted."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
-            TextColumn("[cyan]{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
+        self.bar = rate_progress(err_console, unit="examples", bar_width=24)
         self.task: Any = None
         self.current: str | None = None
         self.started = time.perf_counter()
@@ -97,16 +69,14 @@ class _EvalDisplay:
         def stage(message: str) -> None:
             self._finish_stage()
             self.current = message
-            self.task = self.bar.add_task(message, total=None, unit="", speed="")
+            self.task = self.bar.add_task(message, total=None)
             self.started = time.perf_counter()
 
         def advance(unit: str, done: int, total: int) -> None:
             if self.task is None:
                 return
-            # Over the whole stage, not rich's recent window: answers of one batch finish in the same instant.
-            elapsed = time.perf_counter() - self.started
-            speed = f"{done / elapsed:.1f} {unit}/s" if done and elapsed > 0 else ""
-            self.bar.update(self.task, total=total, completed=done, unit=unit, speed=speed)
+            rate = count_rate(done, self.started)  # over the whole stage
+            self.bar.update(self.task, total=total, completed=done, unit=unit, rate=rate)
 
         return EvalProgress(stage=stage, advance=advance)
 

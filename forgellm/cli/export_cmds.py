@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, err_console, human_bytes, print_json
+from forgellm.cli.output import console, count_rate, err_console, human_bytes, print_json, rate_progress
 
 
 @app.command()
@@ -34,14 +35,9 @@ def export(
     from forgellm.errors import ForgeError
     from forgellm.export.gguf_convert import parse_quants
     from forgellm.export.pipeline import export_model
-    from forgellm.project import find_project
+    from forgellm.project import require_project
 
-    root = find_project(project)
-    if root is None:
-        raise ForgeError(
-            f"No Forge project (forge.yaml) in {project.resolve()} or above.",
-            fix="Run this inside a project, or pass --project DIR.",
-        )
+    root = require_project(project)
     quants = parse_quants(quant) if quant is not None else None
     if as_json:
         result = export_model(root, run=run, quants=quants, name=name, ollama=not no_ollama, push_to_hub=push_to_hub)
@@ -66,23 +62,14 @@ def export(
 
 
 class _ExportDisplay:
-    """A line per finished stage and a bar while GGUF tensors are written."""
+    """A line per finished stage and a bar with speed and time left while GGUF tensors are written."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
+        self.bar = rate_progress(err_console, unit="tensors")
         self.task: Any = None
         self.current: str | None = None
         self.tensor_task: Any = None
+        self.started = time.perf_counter()
 
     def __enter__(self) -> _ExportDisplay:
         self.bar.__enter__()
@@ -107,10 +94,12 @@ class _ExportDisplay:
             self._finish_stage()
             self.current = message
             self.task = self.bar.add_task(message, total=None)
+            self.started = time.perf_counter()
 
         def tensors(_label: str, done: int, total: int) -> None:
             if self.task is not None:
-                self.bar.update(self.task, total=total, completed=done)
+                rate = count_rate(done, self.started)  # over the whole stage
+                self.bar.update(self.task, total=total, completed=done, rate=rate)
 
         return ExportProgress(stage=stage, tensors=tensors)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, err_console, print_json
+from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 
 _TITLES = {
     "init": "1/7 Project",
@@ -23,9 +24,7 @@ _TITLES = {
 
 @app.command()
 def ignite(
-    data: Path = typer.Argument(
-        ..., help="Your data: CSV, TSV, JSON(L), Parquet (optionally .gz), text or folder."
-    ),
+    data: Path = typer.Argument(..., help="Your data: CSV, TSV, JSON(L), Parquet (optionally .gz), text or folder."),
     goal: str = typer.Argument(..., help='What the model should do, in plain words, e.g. "Make a support bot".'),
     model: str | None = typer.Option(None, "--model", help="Use this model instead of the advisor's choice."),
     epochs: float | None = typer.Option(None, "--epochs", min=0.01, help="Passes over the data."),
@@ -73,6 +72,7 @@ class _IgniteDisplay:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.rows_progress: Any = None
+        self.step_started = time.perf_counter()
         self.train_display: Any = None
         self.export_display: Any = None
 
@@ -138,6 +138,7 @@ class _IgniteDisplay:
         return typer.confirm(question, default=True)
 
     def step(self, message: str) -> None:
+        self.step_started = time.perf_counter()
         if not self.quiet:
             err_console.print(f"  [dim]{message}[/]", soft_wrap=True)
 
@@ -145,19 +146,13 @@ class _IgniteDisplay:
         if self.quiet:
             return
         if self.rows_progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.rows_progress = Progress(
-                TextColumn("  Rows"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-            )
+            self.rows_progress = rate_progress(err_console, unit="rows")
             self.rows_progress.start()
-            self.task = self.rows_progress.add_task("rows", total=total)
-        self.rows_progress.update(self.task, completed=done, total=total)
+            self.task = self.rows_progress.add_task("Rows", total=total)
+            # Counted from the step that started the rows: the first report comes after a whole chunk.
+            self.rows_since = self.step_started
+        rate = count_rate(done, self.rows_since)
+        self.rows_progress.update(self.task, completed=done, total=total, rate=rate)
 
     def train_event(self, event: dict[str, Any]) -> None:
         if self.train_display is not None:
@@ -225,13 +220,9 @@ def _final_summary(result: Any) -> None:
 
 def _one_example(root: Path, evaluated: Any) -> dict[str, Any] | None:
     """The first evaluated sample (from reports/eval.json, so a resumed ignite shows it too)."""
-    import json
+    from forgellm.config.io import read_json_object
 
-    try:
-        report = json.loads((root / "reports" / "eval.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    examples = report.get("examples") or []
+    examples = read_json_object(root / "reports" / "eval.json").get("examples") or []
     if not examples or evaluated is None:
         return None
     first = examples[0]

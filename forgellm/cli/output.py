@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -57,3 +61,53 @@ def progress_steps(enabled: bool = True) -> Iterator[Callable[[str], None]]:
         yield show
         if previous:
             progress.console.print(f"  [green]✓[/] [dim]{previous[-1]}[/]")
+
+
+def rate_progress(
+    console: Console, *, unit: str = "rows", bar_width: int | None = 40, transient: bool = True
+) -> Progress:
+    """A bar for counted work: spinner, description, bar, done/total, speed, time taken and ETA.
+
+    The speed shows a task's `rate` field (see count_rate) in `unit` per second, or in the task's own
+    `unit` field where one bar counts different things in turn (examples, answers, verdicts).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        SpinnerColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            rate = task.fields.get("rate")
+            if rate is None:
+                return Text("")
+            shown = f"{rate:.1f}" if rate < 10 else f"{rate:,.0f}"
+            return Text(f"{shown} {task.fields.get('unit') or unit}/s", style="cyan")
+
+    return RichProgress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=bar_width),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def count_rate(done: int, started: float) -> float | None:
+    """Units per second since `started` (a time.perf_counter()), for rate_progress's `rate` field. Over the
+    whole count, not rich's recent window: the answers of one batch finish in the same instant."""
+    elapsed = time.perf_counter() - started
+    return done / elapsed if done and elapsed > 0 else None

@@ -1,8 +1,12 @@
-"""Reading and writing forge.yaml: YAML in, validated ForgeConfig out, every problem reported at once."""
+"""Reading and writing forge.yaml: YAML in, validated ForgeConfig out, every problem reported at once.
+
+Also the two small file helpers every stage shares: atomic writes and optional JSON records.
+"""
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -274,6 +278,16 @@ def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when the file is missing, unreadable, damaged or holds no object:
+    for optional records (metadata.json, adapter_config.json, summary.json) whose absence is no error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def save_config(config: ForgeConfig, path: str | Path) -> Path:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from forgellm.config.io import atomic_write_text, load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.keyindex import KeyIndex
@@ -265,7 +267,7 @@ class _PrepareRun:
         near = NearDuplicateIndex(filters.near_duplicate_threshold)
         for number in range(done):
             with open(chunk_paths(work, number)["rows"], encoding="utf-8") as handle:
-                near.add_rows(json.loads(line) for line in handle)
+                near.add_rows(orjson.loads(line) for line in handle)
         return near
 
     def _check_error_rate(self, manifest: Manifest, work: Path, final_check: bool = False) -> None:

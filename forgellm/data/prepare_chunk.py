@@ -17,7 +17,14 @@ from forgellm.data.keyindex import KeyIndex
 from forgellm.data.neardup import NearDuplicateIndex, content_text, row_id
 from forgellm.data.records import BadRow, EmptyTextError, Example, RecipeError, Record, reason_kind
 from forgellm.data.splits import SplitAssigner, content_key, parse_date
-from forgellm.data.tokenize import Encoded, encode_documents, render_batch, tokenize_rendered
+from forgellm.data.tokenize import (
+    Encoded,
+    encode_documents,
+    encode_rendered,
+    label_encoded,
+    render_batch,
+    tokenize_rendered,
+)
 
 _EXCERPT = 160
 
@@ -161,7 +168,7 @@ class ChunkProcessor:
     # -- the whole chunk, in three phases --------------------------------------------------------
     # begin (main thread): records -> examples -> rendered text; tokenize (a worker thread: the Rust
     # tokenizer releases the GIL, so the next chunk's Python work overlaps it); finish (main thread, in
-    # chunk order): lengths, duplicates, splits. State (key index, split counters) changes only in finish.
+    # chunk order): labels, lengths, duplicates, splits. State (key index, split counters) changes only in finish.
     def begin(self, items: Sequence[Record | BadRow], read_started: float) -> PendingChunk:
         pending = PendingChunk(ChunkOutput())
         start = self.timer.add("read", read_started)
@@ -185,14 +192,17 @@ class ChunkProcessor:
         if self.cpt:
             overlap, limit = self.config.preprocessing.cpt_overlap, self.config.model.max_length
             pending.tokens = encode_documents(self.tokenizer, [e.text or "" for e in pending.examples], limit, overlap)
-        else:
-            pending.tokens = tokenize_rendered(self.tokenizer, pending.rendered)
+        else:  # the Rust half only: labelling is Python, done in `finish` so this thread frees the GIL
+            pending.tokens = encode_rendered(self.tokenizer, pending.rendered)
         self.timer.add("tokenize", start)
         return pending
 
     def finish(self, chunk_no: int, pending: PendingChunk) -> ChunkOutput:
         out = pending.out
         start = time.perf_counter()
+        if not self.cpt:
+            pending.tokens = label_encoded(pending.rendered, pending.tokens)
+            start = self.timer.add("tokenize", start)
         encoded = self._windows(pending) if self.cpt else self._fit_all(pending)
         self._assign(chunk_no, encoded, out)
         self.timer.add("split", start)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -39,6 +40,20 @@ TOKEN_SCHEMA = pa.schema(
 )
 FINAL_COLUMNS = ["line", "input_ids", "labels", "length"]
 FINAL_SCHEMA = pa.schema([TOKEN_SCHEMA.field(name) for name in FINAL_COLUMNS])
+# Chunk files live minutes and are read once by the merge: plain encoding writes ~4x and reads ~7x faster
+# than Parquet's default dictionary + snappy (token ids barely compress anyway).
+_CHUNK_PARQUET = {"compression": "none", "use_dictionary": False}
+# Final splits: zstd without dictionaries is as fast to write as the default and ~2.5x faster to read
+# (validation and every training run read them), and the files are smaller (measured on 50k rows).
+_FINAL_PARQUET = {"compression": "zstd", "use_dictionary": False}
+
+
+def json_line(value: Any) -> bytes:
+    """One JSON Lines record (UTF-8, no ASCII escaping), as every prepared .jsonl file is written."""
+    try:
+        return orjson.dumps(value) + b"\n"
+    except TypeError:  # what orjson refuses (e.g. an integer beyond 64 bits in a tool call) the stdlib writes
+        return json.dumps(value, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
 def chunk_paths(work: Path, number: int) -> dict[str, Path]:
@@ -56,7 +71,7 @@ def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], r
     paths["rows"].parent.mkdir(parents=True, exist_ok=True)
     _write_jsonl(paths["rows"], rows)
     _write_jsonl(paths["rejects"], rejects)
-    pq.write_table(_token_table(tokens), paths["tokens"].with_name(paths["tokens"].name + ".tmp"))
+    pq.write_table(_token_table(tokens), paths["tokens"].with_name(paths["tokens"].name + ".tmp"), **_CHUNK_PARQUET)
     paths["tokens"].with_name(paths["tokens"].name + ".tmp").replace(paths["tokens"])
 
 
@@ -79,9 +94,8 @@ def _token_table(tokens: list[dict]) -> pa.Table:
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(tmp, "wb") as handle:
+        handle.writelines(json_line(row) for row in rows)
     tmp.replace(path)
 
 
@@ -172,11 +186,11 @@ class SplitWriter:
 
     def open(self) -> None:
         for split in SPLITS:
-            self.handles[split] = open(self.folder / f"{split}.jsonl.tmp", "w", encoding="utf-8")
-            self.writers[split] = pq.ParquetWriter(self.folder / f"{split}.parquet.tmp", FINAL_SCHEMA)
+            self.handles[split] = open(self.folder / f"{split}.jsonl.tmp", "wb")
+            self.writers[split] = pq.ParquetWriter(self.folder / f"{split}.parquet.tmp", FINAL_SCHEMA, **_FINAL_PARQUET)
             self.stats[split] = {"examples": 0, "tokens": 0, "trained_tokens": 0, "max_length": 0}
 
-    def add(self, split: str, lines: list[str], table: pa.Table) -> None:
+    def add(self, split: str, lines: list[bytes], table: pa.Table) -> None:
         if not lines:
             return
         self.handles[split].writelines(lines)
@@ -211,17 +225,17 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
     writer.open()
     reasons: Counter = Counter()
     try:
-        with open(work / "rejects.jsonl.tmp", "w", encoding="utf-8") as rejects:
+        with open(work / "rejects.jsonl.tmp", "wb") as rejects:
             for number in range(chunks):
                 paths = chunk_paths(work, number)
-                with open(paths["rejects"], encoding="utf-8") as chunk_rejects:
+                with open(paths["rejects"], "rb") as chunk_rejects:
                     rejects.writelines(chunk_rejects)
                 table = pq.read_table(paths["tokens"])
                 splits, merge_rejects = final_splits(table.drop_columns(["input_ids", "labels"]), plan, config)
-                with open(paths["rows"], encoding="utf-8") as handle:
+                with open(paths["rows"], "rb") as handle:
                     lines = handle.readlines()
                 for index, reason in merge_rejects.items():
-                    row = json.loads(lines[index])
+                    row = orjson.loads(lines[index])
                     reasons[reason_kind(reason)] += 1
                     reject = {
                         "line": row["line"],
@@ -229,7 +243,7 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
                         "reason": reason,
                         "excerpt": row["text"][:160],
                     }
-                    rejects.write(json.dumps(reject, ensure_ascii=False) + "\n")
+                    rejects.write(json_line(reject))
                 _route(writer, table, lines, splits)
         writer.close()
         (work / "rejects.jsonl.tmp").replace(work / "rejects.jsonl")
@@ -239,7 +253,7 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
     return writer.stats, reasons
 
 
-def _route(writer: SplitWriter, table: pa.Table, lines: list[str], splits: list[str | None]) -> None:
+def _route(writer: SplitWriter, table: pa.Table, lines: list[bytes], splits: list[str | None]) -> None:
     """Send each row (JSON line + tokens) to its split; a row whose split changed gets its JSON rewritten."""
     chunk_splits = table.column("split").to_pylist()
     for split in SPLITS:
@@ -251,5 +265,5 @@ def _route(writer: SplitWriter, table: pa.Table, lines: list[str], splits: list[
             if chunk_splits[i] == split:
                 out.append(lines[i])  # unchanged: the line already says this split
             else:
-                out.append(json.dumps({**json.loads(lines[i]), "split": split}, ensure_ascii=False) + "\n")
+                out.append(json_line({**orjson.loads(lines[i]), "split": split}))
         writer.add(split, out, table.take(pa.array(chosen, type=pa.int64())))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -62,12 +63,12 @@ def _json_counts_and_leakage(folder: Path) -> list[Check]:
     db.execute("CREATE TABLE seen (key INTEGER, split INTEGER)")
     for code, split in enumerate(SPLITS):
         count, keys = 0, []
-        with open(folder / f"{split}.jsonl", encoding="utf-8") as handle:
+        with open(folder / f"{split}.jsonl", "rb") as handle:
             for number, line in enumerate(handle, 1):
                 count += 1
                 try:
-                    keys.append((content_key(json.loads(line)["text"]), code))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    keys.append((content_key(orjson.loads(line)["text"]), code))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:  # orjson's error is a JSONDecodeError
                     problems.append(f"{split}.jsonl line {number}: {exc}")
                 if len(keys) >= 10_000:
                     db.executemany("INSERT INTO seen VALUES (?, ?)", keys)

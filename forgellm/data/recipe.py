@@ -149,7 +149,7 @@ class _Columns:
 
     def nonempty(self, key: str) -> str:
         text = self.text(key)
-        if not clean_text(text, self.recipe.cleaning).strip():
+        if empty_after_cleaning(text, self.recipe.cleaning):
             raise EmptyTextError(f"column {self.column(key)!r} ({key}) is empty")
         return text
 
@@ -168,6 +168,14 @@ class _Columns:
         return self._scalar("date")
 
 
+def empty_after_cleaning(text: str, steps: list[str]) -> bool:
+    """Whether cleaning leaves nothing. Only HTML stripping can empty a text that has non-space characters,
+    so the full cleaning runs here only then (the text is cleaned for real once, when the turn is built)."""
+    if not text.strip():
+        return True
+    return "strip_html" in steps and not clean_text(text, steps).strip()
+
+
 def _pair_user(get: _Columns) -> tuple[str, str]:
     """The user text of a pair format: the user column, plus the `input` column after a blank line."""
     user = get.text("user")
@@ -176,7 +184,7 @@ def _pair_user(get: _Columns) -> tuple[str, str]:
         if not isinstance(extra_input, str | int | float) or isinstance(extra_input, bool):
             raise RecipeError(f"input column {get.column('input')!r} holds {type(extra_input).__name__}, not text")
         user = f"{user}\n\n{extra_input}" if user.strip() else str(extra_input)
-    if not clean_text(user, get.recipe.cleaning).strip():
+    if empty_after_cleaning(user, get.recipe.cleaning):
         raise EmptyTextError(f"column {get.column('user')!r} (user) is empty")
     return ("user", user)
 

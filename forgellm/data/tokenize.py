@@ -69,28 +69,44 @@ def _labels_from_encoding(encoding: Any, spans: Sequence[tuple[int, int]]) -> tu
     return labels, trained
 
 
-def tokenize_rendered(tokenizer: Any, rendered: Sequence[Any]) -> list[Encoded]:
-    """One batched call of the Rust tokenizer for all rendered conversations (no error entries here)."""
+def encode_rendered(tokenizer: Any, rendered: Sequence[Any]) -> Any:
+    """The Rust half of tokenization: one batched call, all cores, the GIL released (so it can run in a
+    worker thread while the main thread does Python work). Pass the result to `label_encoded`."""
     if not rendered:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        batch = tokenizer([r.text for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
-        pairs = zip(batch["input_ids"], batch["offset_mapping"], strict=True)
-        return [
-            Encoded(r.text, ids, *spans_to_labels(ids, offsets, r.trained_spans))
-            for r, (ids, offsets) in zip(rendered, pairs, strict=True)
-        ]
-    # The Rust tokenizer directly: no Python-side BatchEncoding and no per-token offset tuples.
+    if backend is None:  # a slow tokenizer: no Rust encodings to hand over, so finish the job here
+        return tokenize_rendered(tokenizer, rendered)
+    return backend.encode_batch([r.text for r in rendered], add_special_tokens=False)
+
+
+def label_encoded(rendered: Sequence[Any], encoded: Any) -> list[Encoded]:
+    """The Python half: token ids and labels from `encode_rendered`'s Rust encodings."""
     results = []
-    for item, encoding in zip(
-        rendered, backend.encode_batch([r.text for r in rendered], add_special_tokens=False), strict=True
-    ):
+    for item, encoding in zip(rendered, encoded, strict=True):
+        if isinstance(encoding, Encoded):  # already finished by the slow-tokenizer path
+            results.append(encoding)
+            continue
         labelled = _labels_from_encoding(encoding, item.trained_spans)
         if labelled is None:
             labelled = spans_to_labels(encoding.ids, encoding.offsets, item.trained_spans)
         results.append(Encoded(item.text, encoding.ids, *labelled))
     return results
+
+
+def tokenize_rendered(tokenizer: Any, rendered: Sequence[Any]) -> list[Encoded]:
+    """One batched call of the Rust tokenizer for all rendered conversations (no error entries here)."""
+    if not rendered:
+        return []
+    if getattr(tokenizer, "backend_tokenizer", None) is not None:
+        # The Rust tokenizer directly: no Python-side BatchEncoding and no per-token offset tuples.
+        return label_encoded(rendered, encode_rendered(tokenizer, rendered))
+    batch = tokenizer([r.text for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    pairs = zip(batch["input_ids"], batch["offset_mapping"], strict=True)
+    return [
+        Encoded(r.text, ids, *spans_to_labels(ids, offsets, r.trained_spans))
+        for r, (ids, offsets) in zip(rendered, pairs, strict=True)
+    ]
 
 
 def encode_conversations(

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forgellm.config.io import read_json_object
 from forgellm.errors import ForgeError
-from forgellm.export.source import ExportSource, read_json
+from forgellm.export.source import ExportSource
 
 
 @dataclass
@@ -279,10 +280,10 @@ def catalog_entry(ref: str) -> tuple[Any, str | None]:
 def prepared_stats(source: ExportSource) -> dict[str, Any]:
     from forgellm.training.protocol import RunSpec
 
-    return read_json(Path(RunSpec.load(source.run_dir).prepared_dir) / "stats.json")
+    return read_json_object(Path(RunSpec.load(source.run_dir).prepared_dir) / "stats.json")
 
 
 def eval_report(source: ExportSource) -> dict[str, Any]:
     """Base vs fine-tuned figures of `forge eval`, when it evaluated this run."""
-    report = read_json(source.run_dir.parent.parent / "reports" / "eval.json")
+    report = read_json_object(source.run_dir.parent.parent / "reports" / "eval.json")
     return report.get("summary", {}) if report.get("run_id") == source.run_id else {}

@@ -3,12 +3,11 @@ settings they were trained with — found and checked before any heavy work star
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import load_config
+from forgellm.config.io import load_config, read_json_object
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
 
@@ -31,14 +30,6 @@ class ExportSource:
     @property
     def is_adapter(self) -> bool:
         return (self.weights_dir / ADAPTER_CONFIG).is_file()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _pick_run(project_dir: Path, run: str | None) -> Path:
@@ -99,7 +90,8 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             "the same model, then export again.",
         )
     config = load_config(run_dir / RUN_CONFIG, environ={}).config
-    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, config, read_json(run_dir / SUMMARY))
+    summary = read_json_object(run_dir / SUMMARY)
+    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, config, summary)
     check_weights(source)
     return source
 
@@ -114,7 +106,7 @@ def check_weights(source: ExportSource) -> None:
                 fix="Use another run (forge export --run ID), or train again.",
             )
         return
-    adapter = read_json(folder / ADAPTER_CONFIG)
+    adapter = read_json_object(folder / ADAPTER_CONFIG)
     weights = folder / ADAPTER_WEIGHTS
     if not adapter or not weights.is_file():
         raise ForgeError(
@@ -134,7 +126,7 @@ def check_weights(source: ExportSource) -> None:
         ) from None
     if not names:
         raise ForgeError(f"The adapter weights {weights} are empty.", fix="Train again, or export another run.")
-    base_config = read_json(source.base_model_dir / "config.json")
+    base_config = read_json_object(source.base_model_dir / "config.json")
     wanted = adapter.get("target_modules")
     if isinstance(wanted, list) and base_config.get("model_type") and not _modules_exist(names, wanted):
         raise ForgeError(

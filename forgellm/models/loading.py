@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
 from forgellm.models.resolve import ModelSource, materialize, resolve_model
@@ -40,11 +40,7 @@ def load_tokenizer(model_dir: Path) -> Any:
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(model_dir / "config.json")
 
 
 def custom_jinja(settings: ChatTemplateSection, base_dir: Path) -> str | None:

@@ -7,12 +7,12 @@ for a model outside any project, the model's own tokenizer template ('auto').
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
 
@@ -38,14 +38,6 @@ class ModelChoice:
     gguf_path: Path | None = None  # a .gguf file for llama.cpp
     num_ctx: int | None = None
     note: str | None = None  # why this model was picked when --model was not given
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _model_name(ref: str | None) -> str | None:
@@ -149,7 +141,7 @@ def export_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice
 def _export_folder_choice(
     folder: Path, engine: str, step: Progress, project_dir: Path | None, gguf: Path | None = None
 ) -> ModelChoice:
-    meta = _read_json(folder / METADATA)
+    meta = read_json_object(folder / METADATA)
     try:
         settings = ChatTemplateSection.model_validate(meta.get("chat_template") or {})
     except ValueError as exc:
@@ -287,7 +279,7 @@ def _folder_choice(project_dir: Path | None, path: Path, engine: str, step: Prog
 
 def _adapter_choice(project_dir: Path | None, path: Path, engine: str, step: Progress) -> ModelChoice:
     _refuse_llama_cpp(engine, f"{path} is a LoRA adapter")
-    adapter = _read_json(path / ADAPTER_CONFIG)
+    adapter = read_json_object(path / ADAPTER_CONFIG)
     _check_adapter_files(path, adapter)
     named = Path(str(adapter.get("base_model_name_or_path") or "")).expanduser()
     if named.parts and (named / "config.json").is_file():

@@ -10,10 +10,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text
+from forgellm.config.io import atomic_write_text, read_json_object
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.manifest import MANIFEST, input_files, input_fingerprint, settings_fingerprint, stat_signature
-from forgellm.status.files import iso_mtime, number, read_json_file, read_record
+from forgellm.status.files import iso_mtime, number, read_record
 
 PREPARED_DIR = Path("data") / "prepared"
 HASH_CACHE = Path(".forge") / "input-hashes.json"
@@ -53,7 +53,7 @@ class _InputCheck:
 
     def sha256(self) -> str:
         if self._sha256 is None:
-            cache = read_json_file(self.root / HASH_CACHE) or {}
+            cache = read_json_object(self.root / HASH_CACHE)
             entry = cache.get(self._key)
             if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
                 self._sha256 = entry["sha256"]

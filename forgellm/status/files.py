@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
-def read_json_file(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when it is missing, unreadable, cut off or not an object."""
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when it is missing, unreadable, cut off or not an object.
+
+    Not config.io.read_json_object, which gives {} for all of these: status must tell a missing or
+    damaged record from an empty one (see read_record)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -18,8 +21,8 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
 
 
 def read_record(path: Path, problems: list[str], label: str) -> dict[str, Any] | None:
-    """read_json_file, noting "<label> is damaged" in `problems` when the file exists but cannot be used."""
-    data = read_json_file(path)
+    """read_json_or_none, noting "<label> is damaged" in `problems` when the file exists but cannot be used."""
+    data = read_json_or_none(path)
     if data is None and path.exists():
         problems.append(f"{label} is damaged or unreadable")
     return data

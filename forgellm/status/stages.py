@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.status.files import iso_mtime, iso_time, number, read_json_file, read_record
+from forgellm.status.files import iso_mtime, iso_time, number, read_json_or_none, read_record
 from forgellm.training.protocol import METRICS, RUN_SPEC, SUMMARY
 from forgellm.training.runs import LOCK_FILE, RUNS_DIR, checkpoints
 
@@ -52,7 +52,7 @@ def training_now(root: Path) -> dict[str, Any] | None:
     """Who trains in this project right now ({run_id, pid, started_at}), or None. The lock file keeps the
     holder's record after a `kill -9`, so a record alone proves nothing: the lock must still be held."""
     path = root / LOCK_FILE
-    record = read_json_file(path)
+    record = read_json_or_none(path)
     if not record:  # empty: released normally (the holder truncates it), or never taken
         return None
     pid = record.get("pid")
@@ -219,7 +219,7 @@ def eval_status(root: Path) -> dict[str, Any] | None:
     path = root / EVAL_REPORT
     if not path.exists():
         return None
-    report = read_json_file(path)
+    report = read_json_or_none(path)
     if report is None:
         return {"run_id": None, "base": {}, "tuned": {}, "evaluated_at": iso_mtime(path), "damaged": True}
     summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}

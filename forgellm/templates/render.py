@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from forgellm.errors import ForgeError
 
@@ -14,9 +15,25 @@ from .messages import Message, RenderedConversation, merge_spans, validate_messa
 _PLACEHOLDER = re.compile(r"\{(role|content|bos|eos|system|user)\}")
 
 
+@lru_cache(maxsize=256)
+def _pieces(fmt: str) -> tuple[tuple[str, str | None], ...]:
+    """A format string as (literal, None) and (placeholder text, name) pieces, parsed once per format."""
+    pieces: list[tuple[str, str | None]] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(fmt):
+        pieces.append((fmt[last : match.start()], None))
+        pieces.append((match.group(0), match.group(1)))
+        last = match.end()
+    pieces.append((fmt[last:], None))
+    return tuple(piece for piece in pieces if piece[0])
+
+
 def fill(fmt: str, values: Mapping[str, str]) -> str:
-    """Substitute placeholders in one pass, so braces inside message text are never re-read."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), fmt)
+    """Substitute placeholders in one pass, so braces inside message text are never re-read.
+
+    The format is parsed once (cached): prepare fills several formats for every row it renders.
+    """
+    return "".join(text if name is None else values.get(name, text) for text, name in _pieces(fmt))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text, load_config, save_config
+from forgellm.config.io import atomic_write_text, load_config, read_json_object, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
 from forgellm.training.protocol import CHECKPOINTS, LOGS, RUN_CONFIG, RUN_SPEC, SUMMARY, TRAINER_STATE, RunSpec
@@ -278,11 +278,7 @@ class TrainLock:
         os.pwrite(self._fd, record.encode(), 0)
 
     def holder(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json_object(self.path)
 
     def _busy(self) -> ForgeError:
         holder = self.holder()

@@ -5,7 +5,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forgellm.config.io import config_from_mapping, dump_config, load_config, save_config
+from forgellm.config.io import config_from_mapping, dump_config, load_config, read_json_object, save_config
 from forgellm.config.schema import SCHEMA_VERSION, ForgeConfig
 from forgellm.errors import ForgeError
 
@@ -198,3 +198,13 @@ def test_duplicate_section_is_refused(tmp_path):
     with pytest.raises(ForgeError) as caught:
         load_config(path)
     assert "`training` twice (lines 1 and 5)" in caught.value.message
+
+
+def test_read_json_object_gives_an_empty_dict_for_anything_but_an_object(tmp_path):
+    good, cut, listed = tmp_path / "good.json", tmp_path / "cut.json", tmp_path / "list.json"
+    good.write_text('{"status": "completed"}', encoding="utf-8")
+    cut.write_text('{"status": "comp', encoding="utf-8")
+    listed.write_text("[1, 2]", encoding="utf-8")
+    assert read_json_object(good) == {"status": "completed"}
+    assert read_json_object(cut) == read_json_object(listed) == read_json_object(tmp_path / "missing.json") == {}
+    assert read_json_object(tmp_path) == {}  # a folder: unreadable as a file

@@ -54,6 +54,18 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=2
 _STEPS = st.lists(st.sampled_from(["unicode_nfc", "strip_whitespace", "collapse_spaces"]), max_size=4)
 
 
+_WHITESPACE_HEAVY = st.text(
+    alphabet=st.sampled_from(list(" \t\r\n\x0b\x0c\x1c\x85\xa0\u2028\u3000ab")) | st.characters(), max_size=80
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_WHITESPACE_HEAVY)
+def test_strip_whitespace_equals_its_line_by_line_definition(text):
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    assert clean_text(text, ["strip_whitespace"]) == "\n".join(line.rstrip() for line in lines).strip()
+
+
 @settings(max_examples=300, deadline=None)
 @given(text=_TEXT, steps=_STEPS)
 def test_clean_text_is_idempotent(text, steps):

@@ -8,7 +8,7 @@ import pytest
 from forgellm.config.io import load_config
 from forgellm.config.settings import credentials_path
 from forgellm.errors import ForgeError
-from forgellm.project import PROJECT_DIRS, advisor_settings, find_project, init_project, project_status
+from forgellm.project import PROJECT_DIRS, advisor_settings, find_project, init_project, project_status, require_project
 
 
 def test_init_creates_layout_and_valid_config(tmp_path):
@@ -95,6 +95,15 @@ def test_status_of_new_project_from_a_subfolder(tmp_path):
     assert report["next"]["command"] == "forge login --provider gemini"
     assert report["runs"] == [] and report["exports"] == []
     json.dumps(report)  # JSON-serializable as `forge status --json` prints it
+
+
+def test_require_project_finds_the_folder_or_says_how_to_create_one(tmp_path):
+    with pytest.raises(ForgeError) as refused:
+        require_project(tmp_path)
+    assert refused.value.message == f"No Forge project (forge.yaml) in {tmp_path.resolve()} or above."
+    assert "forge init" in refused.value.fix and "forge ignite" in refused.value.fix
+    init_project(tmp_path)
+    assert require_project(tmp_path / "runs") == tmp_path.resolve()
 
 
 def test_status_reads_stage_outputs(tmp_path):
