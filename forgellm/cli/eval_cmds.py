@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
+from forgellm.cli.output import StageBar, console, err_console, print_json
 
 
 @app.command("eval")
@@ -38,47 +37,16 @@ def eval_command(
     _render(result.to_dict(), root)
 
 
-class _EvalDisplay:
+class _EvalDisplay(StageBar):
     """A line per finished stage; a bar with speed and time left while examples or answers are counted."""
 
     def __init__(self) -> None:
-        self.bar = rate_progress(err_console, unit="examples", bar_width=24)
-        self.task: Any = None
-        self.current: str | None = None
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _EvalDisplay:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if exc_info[0] is None:
-            self._finish_stage()
-        self.bar.__exit__(*exc_info)
-
-    def _finish_stage(self) -> None:
-        if self.current is not None:
-            self.bar.console.print(f"  [green]✓[/] [dim]{self.current}[/]", soft_wrap=True)
-        if self.task is not None:
-            self.bar.remove_task(self.task)
-            self.task = None
+        super().__init__(err_console, unit="examples", bar_width=24)
 
     def progress(self) -> Any:
         from forgellm.evaluation import EvalProgress
 
-        def stage(message: str) -> None:
-            self._finish_stage()
-            self.current = message
-            self.task = self.bar.add_task(message, total=None)
-            self.started = time.perf_counter()
-
-        def advance(unit: str, done: int, total: int) -> None:
-            if self.task is None:
-                return
-            rate = count_rate(done, self.started)  # over the whole stage
-            self.bar.update(self.task, total=total, completed=done, unit=unit, rate=rate)
-
-        return EvalProgress(stage=stage, advance=advance)
+        return EvalProgress(stage=self.stage, advance=lambda unit, done, total: self.advance(done, total, unit))
 
 
 def _num(value: Any, spec: str) -> str:

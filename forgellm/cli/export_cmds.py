@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from forgellm.cli.main import app
-from forgellm.cli.output import console, count_rate, err_console, human_bytes, print_json, rate_progress
+from forgellm.cli.output import StageBar, console, err_console, human_bytes, print_json
 
 
 @app.command()
@@ -61,47 +60,16 @@ def export(
         )
 
 
-class _ExportDisplay:
+class _ExportDisplay(StageBar):
     """A line per finished stage and a bar with speed and time left while GGUF tensors are written."""
 
     def __init__(self) -> None:
-        self.bar = rate_progress(err_console, unit="tensors")
-        self.task: Any = None
-        self.current: str | None = None
-        self.tensor_task: Any = None
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _ExportDisplay:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if exc_info[0] is None:
-            self._finish_stage()
-        self.bar.__exit__(*exc_info)
-
-    def _finish_stage(self) -> None:
-        if self.current is not None:
-            self.bar.console.print(f"  [green]✓[/] [dim]{self.current}[/]")
-        if self.task is not None:
-            self.bar.remove_task(self.task)
-            self.task = None
+        super().__init__(err_console, unit="tensors")
 
     def progress(self) -> Any:
         from forgellm.export.pipeline import ExportProgress
 
-        def stage(message: str) -> None:
-            self._finish_stage()
-            self.current = message
-            self.task = self.bar.add_task(message, total=None)
-            self.started = time.perf_counter()
-
-        def tensors(_label: str, done: int, total: int) -> None:
-            if self.task is not None:
-                rate = count_rate(done, self.started)  # over the whole stage
-                self.bar.update(self.task, total=total, completed=done, rate=rate)
-
-        return ExportProgress(stage=stage, tensors=tensors)
+        return ExportProgress(stage=self.stage, tensors=lambda _label, done, total: self.advance(done, total))
 
 
 def _size(path: Path) -> str:

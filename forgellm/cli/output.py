@@ -111,3 +111,46 @@ def count_rate(done: int, started: float) -> float | None:
     whole count, not rich's recent window: the answers of one batch finish in the same instant."""
     elapsed = time.perf_counter() - started
     return done / elapsed if done and elapsed > 0 else None
+
+
+class StageBar:
+    """A line per finished stage (✓) and, while a stage runs, a rate_progress bar for what it counts.
+
+    `stage(message)` ends the previous stage and starts the next; `advance(done, total, unit)` moves its
+    bar, with the speed over the whole stage. Leaving the `with` block normally marks the last stage
+    done; after an error it is left unmarked.
+    """
+
+    def __init__(self, console: Console, *, unit: str, bar_width: int | None = 40) -> None:
+        self.bar = rate_progress(console, unit=unit, bar_width=bar_width)
+        self.task: Any = None
+        self.current: str | None = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> StageBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            self._finish_stage()
+        self.bar.__exit__(*exc_info)
+
+    def stage(self, message: str) -> None:
+        self._finish_stage()
+        self.current = message
+        self.task = self.bar.add_task(message, total=None)
+        self.started = time.perf_counter()
+
+    def advance(self, done: int, total: int, unit: str | None = None) -> None:
+        if self.task is None:
+            return
+        fields = {"unit": unit} if unit else {}
+        self.bar.update(self.task, total=total, completed=done, rate=count_rate(done, self.started), **fields)
+
+    def _finish_stage(self) -> None:
+        if self.current is not None:
+            self.bar.console.print(f"  [green]✓[/] [dim]{self.current}[/]", soft_wrap=True)
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
