@@ -58,6 +58,29 @@ def custom_jinja(settings: ChatTemplateSection, base_dir: Path) -> str | None:
     return path.read_text(encoding="utf-8")
 
 
+def chat_format_for(
+    settings: ChatTemplateSection,
+    tokenizer: Any,
+    *,
+    base_dir: Path,
+    model_name: str | None,
+    model_config: dict[str, Any],
+) -> Any:
+    """The chat format that forge.yaml's model.chat_template settings ask for, on this tokenizer."""
+    from forgellm.templates import build_chat_format
+
+    return build_chat_format(
+        settings.name,
+        tokenizer,
+        system_prompt=settings.system_prompt,
+        add_bos=settings.add_bos,
+        role_names=settings.role_names or None,
+        jinja_template=custom_jinja(settings, base_dir),
+        model_name=model_name,
+        model_config=model_config,
+    )
+
+
 def chat_setup(
     model_ref: str,
     settings: ChatTemplateSection | None = None,
@@ -66,22 +89,18 @@ def chat_setup(
     progress: Callable[[str], None] | None = None,
 ) -> ChatSetup:
     """Resolve the model, load its tokenizer, and build the chat format forge.yaml asks for."""
-    from forgellm.templates import build_chat_format, pad_token_warning
+    from forgellm.templates import pad_token_warning
 
     settings = settings or ChatTemplateSection()
     source = resolve_model(model_ref)
     model_dir = materialize(source, progress)
     tokenizer = load_tokenizer(model_dir)
-    config = read_model_config(model_dir)
-    chat_format = build_chat_format(
-        settings.name,
+    chat_format = chat_format_for(
+        settings,
         tokenizer,
-        system_prompt=settings.system_prompt,
-        add_bos=settings.add_bos,
-        role_names=settings.role_names or None,
-        jinja_template=custom_jinja(settings, base_dir),
+        base_dir=base_dir,
         model_name=source.hub_id or model_ref,
-        model_config=config,
+        model_config=read_model_config(model_dir),
     )
     warnings = [w for w in [pad_token_warning(chat_format, tokenizer)] if w]
     return ChatSetup(source, model_dir, tokenizer, chat_format, chat_format.name, warnings)

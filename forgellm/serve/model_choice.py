@@ -56,23 +56,13 @@ def build_format(
     tokenizer_source: Path | Any, settings: ChatTemplateSection, *, base_dir: Path, model_name: str | None
 ) -> tuple[Any, Any]:
     """(tokenizer, chat format) from a model folder (or a loaded tokenizer) and template settings."""
-    from forgellm.models.loading import custom_jinja, load_tokenizer, read_model_config
-    from forgellm.templates import build_chat_format
+    from forgellm.models.loading import chat_format_for, load_tokenizer, read_model_config
 
     if isinstance(tokenizer_source, Path):
         tokenizer, config = load_tokenizer(tokenizer_source), read_model_config(tokenizer_source)
     else:
         tokenizer, config = tokenizer_source, {}
-    chat_format = build_chat_format(
-        settings.name,
-        tokenizer,
-        system_prompt=settings.system_prompt,
-        add_bos=settings.add_bos,
-        role_names=settings.role_names or None,
-        jinja_template=custom_jinja(settings, base_dir),
-        model_name=model_name,
-        model_config=config,
-    )
+    chat_format = chat_format_for(settings, tokenizer, base_dir=base_dir, model_name=model_name, model_config=config)
     return tokenizer, chat_format
 
 
