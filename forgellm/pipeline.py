@@ -22,8 +22,9 @@ from forgellm.errors import ForgeError
 
 STAGES = ("init", "study", "plan", "prepare", "train", "eval", "export")
 STATE_FILE = Path(".forge") / "ignite.json"
-# ignite keeps evaluation short: a handful of generations and a bounded loss pass (forge eval does more).
-EVAL_SAMPLES, EVAL_MAX_EXAMPLES, EVAL_MAX_NEW_TOKENS = 4, 64, 96
+# ignite keeps evaluation shorter than `forge eval` (64 answers): 32 answers still give the stop rate a
+# 95% interval of about ±15 points; None sizes the answer limit by the test split's reference answers.
+EVAL_SAMPLES, EVAL_MAX_EXAMPLES, EVAL_MAX_NEW_TOKENS = 32, 64, None
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,15 @@ class IgniteOptions:
     export: bool = True
     dry_run: bool = False
     yes: bool = False
+    time_budget: float | None = None  # minutes of training
 
     def key(self) -> str:
         """What decides the work: the data file's identity, the goal and every flag that changes the plan."""
         stat = self.data.stat()
         identity = [str(self.data.resolve()), stat.st_size, stat.st_mtime_ns]
         flags = [self.goal, self.model, self.epochs, self.batch_size, self.max_steps, self.advisor, self.export]
+        if self.time_budget is not None:
+            flags.append(self.time_budget)
         return hashlib.sha256(json.dumps([identity, flags], default=str).encode()).hexdigest()[:16]
 
 
@@ -203,7 +207,9 @@ def _planned_model(project_dir: Path) -> str | None:
 def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, fresh_key: bool) -> StageOutcome:
     from forgellm.planning import PlanOverrides, make_plan
 
-    flags = PlanOverrides(options.model, None, options.epochs, options.batch_size, options.max_steps)
+    flags = PlanOverrides(
+        options.model, None, options.epochs, options.batch_size, options.max_steps, options.time_budget
+    )
 
     def plan(dry_run: bool):
         return make_plan(
@@ -322,13 +328,19 @@ def _stage_eval(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, s
     )
     summary = result.to_dict()["summary"]
     base, tuned = summary.get("base", {}), summary.get("tuned", {})
+    relative = (summary.get("loss_change") or {}).get("relative")
+    answers = summary.get("samples_generated", 0)
 
     def fmt(value: Any, spec: str) -> str:
         return format(value, spec) if isinstance(value, (int, float)) else "–"
 
+    verdict = {"better": "better than the base", "worse": "worse than the base"}.get(
+        (summary.get("verdict") or {}).get("status", ""), "not meaningfully better than the base"
+    )
     decision = (
-        f"test loss {fmt(base.get('loss'), '.3f')} -> {fmt(tuned.get('loss'), '.3f')}, stop rate "
-        f"{fmt(base.get('stop_rate'), '.0%')} -> {fmt(tuned.get('stop_rate'), '.0%')}"
+        f"{verdict}: test loss {fmt(base.get('loss'), '.3f')} -> {fmt(tuned.get('loss'), '.3f')} "
+        f"({fmt(relative, '+.1%')}), stop rate {fmt(base.get('stop_rate'), '.0%')} -> "
+        f"{fmt(tuned.get('stop_rate'), '.0%')} of {answers} answer{'' if answers == 1 else 's'}"
     )
     return StageOutcome("eval", "done", 0.0, decision, {"summary": summary}, result)
 

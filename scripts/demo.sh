@@ -18,13 +18,15 @@ forge init "$project" --name support-bot
 cd "$project"
 step "forge template (a real support conversation, bundled SmolLM2-135M-Instruct)"
 forge template --messages "$here/examples/support_chats.jsonl" --row 3
-# The main job: every stage in one command, timed. --max-steps keeps training to a few minutes of CPU;
-# --yes answers the one question ignite asks (train with this plan?).
-step "forge ignite examples/customer_support.csv \"Make a customer support bot\" --max-steps ${DEMO_STEPS:-10} --yes"
+# The main job: every stage in one command, timed. --time-budget gives training a few minutes of this
+# machine (the plan measures its speed and sizes the steps to fill them); --yes answers the one question
+# ignite asks (train with this plan?).
+minutes="${DEMO_TRAIN_MINUTES:-5}"
+step "forge ignite examples/customer_support.csv \"Make a customer support bot\" --time-budget $minutes --yes"
 started=$(date +%s)
-forge ignite "$here/examples/customer_support.csv" "Make a customer support bot" --max-steps "${DEMO_STEPS:-10}" --yes
+forge ignite "$here/examples/customer_support.csv" "Make a customer support bot" --time-budget "$minutes" --yes
 echo "ignite took $(( $(date +%s) - started )) s"
 step "forge inference --compare --prompt ... (base model vs fine-tuned, same question)"
-forge inference --compare --prompt "I bought a jacket last week and it does not fit. Can I return it?" --max-new-tokens 96
+forge inference --compare --prompt "I bought a jacket last week and it does not fit. Can I return it?" --max-new-tokens 256
 step "forge status"
 forge status

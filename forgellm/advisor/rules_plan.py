@@ -10,9 +10,13 @@ else -> Qwen) and the largest model of the first family that fits is taken: perm
 first, LoRA before QLoRA at equal size.
 
 Hyper-parameters: LoRA by default; full fine-tuning only on a GPU for models under 1B parameters
-that leave half the memory free; QLoRA (CUDA) when LoRA does not fit. Models under 500M parameters
-diverge at the usual LoRA rates (1e-4..2e-4) in reduced precision: they get lr 1e-5 and rank 4 there,
-and 2e-4 (rank 4) in fp32, where that divergence was not seen and 1e-5 barely trains. Micro-batch: the largest
+that leave half the memory free; QLoRA (CUDA) when LoRA does not fit. The precision is decided once
+(hardware/precision.py) and the learning rate is keyed on it: models under 500M parameters diverge at
+the usual LoRA rates (1e-4..2e-4) in fp16/bf16 on a GPU, where that was observed, so they get 1e-5
+there; on a CPU (fp32, or bf16 autocast with fp32 adapters) they train at SMALL_LORA_LR, measured on
+the bundled model (NaN healing halves it if a run ever diverges). A rate that cannot move the model in
+the planned steps is raised (learning_rate_moves). LoRA dropout 0 (it costs ~15% of a CPU step and
+short runs do not overfit) except on under 1,000 rows, seen several times. Micro-batch: the largest
 power of two up to 16 (4 on a CPU, which is compute-bound already) that fits with a 15% margin;
 accumulation up to an effective batch of ~16.
 max_length: the data's token p99 rounded up to a multiple of 64, capped by the model's context.
@@ -31,7 +35,14 @@ from forgellm.hardware.memory import GIB, TIGHT_ABOVE, ModelDims, estimate_train
 
 BUNDLED_MODEL = "smollm2-135m"
 USER_CHOICE = "your choice (--model)"  # also marks, in forge.yaml's model rationale, a model to keep
-SMALL_MODEL_PARAMS = 500_000_000  # below this, LoRA at 1e-4+ diverges (the known issue)
+SMALL_MODEL_PARAMS = 500_000_000  # below this, LoRA at 1e-4+ diverges in fp16/bf16 on GPUs (the known issue)
+SMALL_LORA_LR = 4e-4
+SMALL_LORA_EVIDENCE = "65 steps of 4 examples (5 minutes, bf16 autocast) took the held-out loss from 1.849 to 1.246"
+# Adam moves each weight by about the learning rate per step, and LoRA's B matrices start at zero: the
+# sum of the rates over a run bounds how far the model can move. Measured on SmolLM2-135M LoRA (CPU,
+# support data): 1e-5 x 10 steps (1e-4) left the held-out loss unchanged (-0.1%), 4e-4 x 16 steps
+# (6.4e-3) lowered it by 12%. Below 2e-3 a run is wasted time.
+MIN_LR_TOTAL = 2e-3
 FULL_FT_MAX_PARAMS = 1_000_000_000
 EFFECTIVE_BATCH = 16
 MAX_MICRO_BATCH = 16
@@ -76,13 +87,14 @@ class MemoryBudget:
     bytes: int
     device: str  # "cuda" | "cpu"
     source: str
-    precision: str  # "bf16" | "fp16" | "fp32"
+    precision: str  # "bf16" | "fp16" | "fp32": hardware.precision's decision
 
     @classmethod
-    def from_hardware(cls, hardware: dict[str, Any]) -> MemoryBudget:
-        """From ``HardwareInfo.to_dict()`` (what a PlanRequest carries)."""
+    def from_hardware(cls, hardware: dict[str, Any], precision: str | None = None) -> MemoryBudget:
+        """From ``HardwareInfo.to_dict()`` (what a PlanRequest carries) and the precision decision
+        (default: the rule's, before any measurement)."""
         gpus = hardware.get("gpus") or []
-        precision = hardware.get("preferred_precision") or "fp32"
+        precision = precision or hardware.get("preferred_precision") or "fp32"
         if gpus:
             gpu = max(gpus, key=lambda g: g["vram_total_bytes"])
             return cls(int(gpu["vram_total_bytes"]), "cuda", f"GPU {gpu['index']} ({gpu['name']})", precision)
@@ -118,13 +130,13 @@ def _mentions(text: str, word: str) -> bool:
 
 def propose_plan(request: PlanRequest) -> PlanProposal:
     """The rules' plan. Honours ``request.fixed`` (the user's flags)."""
-    budget = MemoryBudget.from_hardware(request.hardware)
+    budget = MemoryBudget.from_hardware(request.hardware, request.precision)
     data = request.data or {}
     candidate, why_model = choose_model(request, budget)
     spec_params = int(candidate["params"])
     max_length, why_length = max_length_for(_p99(data), int(candidate["context_length"]))
     method, why_method = choose_method(candidate, budget, request.fixed.get("method"))
-    lr, why_lr = learning_rate_for(spec_params, method, budget.precision)
+    lr, why_lr = learning_rate_for(spec_params, method, budget.precision, budget.device)
     rank = lora_rank_for(spec_params)
     micro, checkpointing, why_batch = batch_for(
         dims_of(candidate),
@@ -142,7 +154,7 @@ def propose_plan(request: PlanRequest) -> PlanProposal:
         method=method,
         lora_r=rank,
         lora_alpha=2 * rank,
-        lora_dropout=0.1 if (data.get("rows") or 0) < 1000 else 0.05,
+        lora_dropout=lora_dropout_for(data.get("rows")),
         lora_targets="all-linear",
         learning_rate=lr,
         lr_scheduler="cosine",
@@ -261,24 +273,26 @@ def choose_method(candidate: dict[str, Any], budget: MemoryBudget, fixed: str | 
     return "lora", "LoRA: the lightest method available on this machine (memory is tight)."
 
 
-def _small_fp32_lora(params: int, method: str, precision: str) -> bool:
-    return params < SMALL_MODEL_PARAMS and method in ("lora", "qlora") and precision == "fp32"
+def _reduced_precision_gpu(precision: str, device: str) -> bool:
+    """Where the small-model divergence was observed: fp16/bf16 compute on a GPU."""
+    return device == "cuda" and precision in ("bf16", "fp16")
 
 
-def learning_rate_for(params: int, method: str, precision: str = "bf16") -> tuple[float, str]:
-    """(lr, why). The small-model rule comes from the known divergence of <500M models; measured here,
-    it does not show in fp32 (the precision of CPU training), where 1e-5 barely moves the adapters."""
-    if _small_fp32_lora(params, method, precision):
-        return 2e-4, (
-            f"Learning rate 2e-4 and LoRA rank 4: the divergence known for models under 500M parameters "
-            f"({params / 1e6:.0f}M here) at 1e-4..2e-4 was not seen in fp32 (SmolLM2-135M LoRA at 4e-4 on CPU: "
-            "held-out loss 2.11 -> 1.20 in 24 steps), while 1e-5 barely moved the adapters; NaN losses would "
-            "halve it automatically."
+def learning_rate_for(params: int, method: str, precision: str = "fp32", device: str = "cpu") -> tuple[float, str]:
+    """(lr, why), keyed on the model's size, the method and the precision actually used (see the module
+    docstring)."""
+    small = params < SMALL_MODEL_PARAMS
+    if small and method in ("lora", "qlora") and not _reduced_precision_gpu(precision, device):
+        return SMALL_LORA_LR, (
+            f"Learning rate {SMALL_LORA_LR:g} and LoRA rank 4 (training in {precision}): measured on SmolLM2-135M "
+            f"LoRA on a CPU with support data, {SMALL_LORA_EVIDENCE}; the divergence known for models under 500M "
+            f"parameters ({params / 1e6:.0f}M here) was seen in fp16/bf16 on GPUs only, and a NaN loss would halve "
+            "the rate."
         )
-    if params < SMALL_MODEL_PARAMS:
+    if small:
         return 1e-5, (
             f"Learning rate 1e-5 and LoRA rank 4: models under 500M parameters ({params / 1e6:.0f}M here) "
-            "diverge at the usual 1e-4..2e-4 in reduced precision."
+            f"diverge at the usual 1e-4..2e-4 in {precision} on a GPU."
         )
     if method == "full":
         return 1e-5, "Learning rate 1e-5: full fine-tuning moves every weight, so it needs a small step."
@@ -287,11 +301,24 @@ def learning_rate_for(params: int, method: str, precision: str = "bf16") -> tupl
     return 2e-4, "Learning rate 2e-4: the usual LoRA rate for models of this size."
 
 
-def learning_rate_range(params: int, method: str, precision: str = "bf16") -> tuple[float, float]:
+def learning_rate_range(
+    params: int, method: str, precision: str = "fp32", device: str = "cpu"
+) -> tuple[float, float]:
     """Rates that train without diverging or crawling, for the guard on advisor proposals."""
-    if (params < SMALL_MODEL_PARAMS and not _small_fp32_lora(params, method, precision)) or method == "full":
+    if method == "full" or (params < SMALL_MODEL_PARAMS and _reduced_precision_gpu(precision, device)):
         return 2e-6, 5e-5
+    if params < SMALL_MODEL_PARAMS:
+        return 5e-5, 2e-3
     return 2e-5, 5e-4
+
+
+def learning_rate_moves(learning_rate: float, steps: int) -> bool:
+    """Whether ``steps`` optimizer steps at ``learning_rate`` can change the model noticeably (MIN_LR_TOTAL)."""
+    return learning_rate * steps >= MIN_LR_TOTAL
+
+
+def lora_dropout_for(rows: int | None) -> float:
+    return 0.05 if rows is not None and rows < 1000 else 0.0
 
 
 def lora_rank_for(params: int) -> int:

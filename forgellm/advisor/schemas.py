@@ -86,6 +86,7 @@ class PlanRequest:
     data: dict[str, Any] | None = None
     fixed: dict[str, Any] = field(default_factory=dict)  # e.g. {"model": "qwen2.5-0.5b", "epochs": 2}
     offline: bool = False  # hub unreachable: only models available offline can be used
+    precision: str | None = None  # the precision decision (hardware/precision.py); None = the rule's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

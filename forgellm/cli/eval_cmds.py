@@ -14,8 +14,12 @@ from forgellm.cli.output import StageBar, console, err_console, print_json
 @app.command("eval")
 def eval_command(
     run: str | None = typer.Option(None, "--run", help="The run to evaluate (id or folder; default: the newest)."),
-    samples: int = typer.Option(8, "--samples", min=0, help="Test conversations both models answer."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Longest answer, in tokens."),
+    samples: int = typer.Option(
+        64, "--samples", min=0, help="Test conversations both models answer (the stop rate is counted on them)."
+    ),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Longest answer, in tokens (default: sized by the reference answers)."
+    ),
     max_examples: int = typer.Option(200, "--max-examples", min=1, help="Test examples scored for loss."),
     judge: bool | None = typer.Option(
         None, "--judge/--no-judge", help="LLM judge through the advisor (default: when it is gemini or openai)."
@@ -72,9 +76,34 @@ _ROWS = (  # key, label, format, lower is better
 )
 
 
+def _figures(summary: dict[str, Any]) -> Any:
+    """The table of base vs fine-tuned figures; the stop rate with its count and 95% interval."""
+    from rich.table import Table
+
+    from forgellm.evaluation.verdict import stop_interval_text
+
+    table = Table()
+    for column, justify in (("metric", "left"), ("base", "right"), ("fine-tuned", "right"), ("change", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    base, tuned = summary["base"], summary["tuned"]
+    relative = (summary.get("loss_change") or {}).get("relative")
+    for key, label, spec, lower in _ROWS:
+        cells = [_num(base[key], spec), _num(tuned[key], spec), _delta(base[key], tuned[key], spec, lower)]
+        if key == "stop_rate" and base.get("answers"):  # 75% of 4 answers is not 75% of 64
+            cells[:2] = [
+                f"{side[key]:.0%} ({side['stopped']}/{side['answers']})\n[dim]{stop_interval_text(side)}[/]"
+                for side in (base, tuned)
+            ]
+        if key == "loss" and isinstance(relative, (int, float)):
+            cells[2] += f" ({relative:+.1%})"
+        table.add_row(label, *cells)
+    return table
+
+
 def _render(data: dict[str, Any], root: Path) -> None:
     from rich.markup import escape
-    from rich.table import Table
+
+    from forgellm.evaluation.verdict import loss_change_text
 
     summary, settings = data["summary"], data["settings"]
     for warning in data["warnings"]:
@@ -84,13 +113,9 @@ def _render(data: dict[str, Any], root: Path) -> None:
     console.print(
         f"[bold]Run {data['run_id']}[/] ({data['checkpoint']}) against its base model {escape(data['base_model'])}"
     )
-    table = Table()
-    for column, justify in (("metric", "left"), ("base", "right"), ("fine-tuned", "right"), ("change", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    base, tuned = summary["base"], summary["tuned"]
-    for key, label, spec, lower in _ROWS:
-        table.add_row(label, _num(base[key], spec), _num(tuned[key], spec), _delta(base[key], tuned[key], spec, lower))
-    console.print(table)
+    console.print(_figures(summary))
+    if loss_change_text(summary.get("loss_change")):
+        console.print(f"[dim]{loss_change_text(summary.get('loss_change'))}[/]", soft_wrap=True)
     win = summary["judge_win_rate"]
     judged = data.get("judge") or {}
     if win is not None:
@@ -103,12 +128,30 @@ def _render(data: dict[str, Any], root: Path) -> None:
         f"{summary['samples_generated']} answers per model (greedy, ≤{settings['max_new_tokens']} tokens); "
         f"{data['seconds'].get('total', 0):.0f} s.[/]"
     )
+    if settings.get("max_new_tokens_reason"):
+        console.print(f"[dim]{escape(settings['max_new_tokens_reason'])}.[/]", soft_wrap=True)
     if data["examples"]:
         _show_example(data["examples"][0])
+    _show_verdict(summary.get("verdict"))
     console.print(
         f"Report: [bold]{_relative(Path(data['files']['html']), root)}[/]  "
         f"(data: {_relative(Path(data['files']['json']), root)})"
     )
+
+
+_VERDICT_STYLE = {"better": "bold green", "no_better": "bold yellow", "worse": "bold red"}
+
+
+def _show_verdict(verdict: dict[str, Any] | None) -> None:
+    """The verdict in its colour, and what to change when the model is not better."""
+    from rich.markup import escape
+
+    if not verdict:
+        return
+    style = _VERDICT_STYLE.get(verdict.get("status", ""), "bold")
+    console.print(f"[{style}]{escape(verdict['message'])}[/]", soft_wrap=True)
+    for suggestion in verdict.get("suggestions", []):
+        console.print(f"  • {escape(suggestion)}", soft_wrap=True)
 
 
 def _show_example(example: dict[str, Any]) -> None:

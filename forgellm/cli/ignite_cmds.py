@@ -30,6 +30,9 @@ def ignite(
     epochs: float | None = typer.Option(None, "--epochs", min=0.01, help="Passes over the data."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Examples per forward pass."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop training after N optimizer steps."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", min=0.1, help="Minutes of training you accept; the steps are sized to fill them."
+    ),
     advisor: str | None = typer.Option(None, "--advisor", help="rules (offline), gemini or openai, for this run."),
     no_export: bool = typer.Option(False, "--no-export", help="Stop after evaluation; no GGUF or Modelfile."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and stop; write nothing."),
@@ -46,7 +49,9 @@ def ignite(
     if advisor is not None and advisor not in ("rules", "gemini", "openai"):
         raise ForgeError(f"Unknown advisor {advisor!r}.", fix="Use --advisor rules, gemini or openai.")
     root = find_project(project) or project
-    options = IgniteOptions(data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes)
+    options = IgniteOptions(
+        data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes, time_budget=time_budget
+    )
     display = _IgniteDisplay(quiet=as_json)
     try:
         result = run_ignite(root, options, display.hooks())
@@ -191,6 +196,7 @@ def _final_summary(result: Any) -> None:
         table.add_row(f"[bold]{outcome.stage}[/] [dim]({timing})[/]", outcome.decision)
     console.print(table)
     evaluated = result.outcome("eval")
+    _eval_verdict(evaluated)
     example = _one_example(root, evaluated)
     if example is not None:
         from rich.columns import Columns
@@ -216,6 +222,21 @@ def _final_summary(result: Any) -> None:
             soft_wrap=True,
         )
     console.print("Where things stand: [bold]forge status[/]")
+
+
+def _eval_verdict(evaluated: Any) -> None:
+    """The evaluation's verdict in words, with what to change, when the model is not better than its base:
+    a falling loss in the table above must not read as success when it is within noise."""
+    from rich.markup import escape
+
+    summary = evaluated.details.get("summary") if evaluated is not None else None
+    verdict = (summary or {}).get("verdict")
+    if not verdict or verdict.get("status") == "better":
+        return
+    colour = "red" if verdict.get("status") == "worse" else "yellow"
+    console.print(f"[bold {colour}]{escape(verdict['message'])}[/]", soft_wrap=True)
+    for suggestion in verdict.get("suggestions", []):
+        console.print(f"  • {escape(suggestion)}", soft_wrap=True)
 
 
 def _one_example(root: Path, evaluated: Any) -> dict[str, Any] | None:

@@ -20,14 +20,22 @@ _VERDICT_MARK = {
 @app.command()
 def hardware(
     path: Path = typer.Option(Path("."), help="Where free disk space is measured."),
+    model: str | None = typer.Option(
+        None, "--model", help="The model whose training precision to show (default: the project's, if any)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the probe as JSON."),
 ) -> None:
-    """Probe CPU, memory, disk and GPUs (no torch needed)."""
+    """Probe CPU, memory, disk and GPUs (no torch needed), and the precision training would use."""
+    from forgellm.hardware.precision import decide_precision
     from forgellm.hardware.probe import probe_hardware
 
     info = probe_hardware(path)
+    from forgellm.models.catalog import catalog_key
+
+    model_key = catalog_key(model) if model else _project_model(path)
+    precision = decide_precision(info, model_key=model_key)
     if as_json:
-        print_json(info.to_dict())
+        print_json({**info.to_dict(), "precision": {**precision.to_dict(), "model": model_key}})
         return
     console.print(f"[bold]{info.accelerator}[/]")
     console.print(
@@ -45,9 +53,27 @@ def hardware(
     if info.mps:
         console.print("Apple    Metal (MPS) available")
     console.print(f"bf16     {info.bf16.summary}")
-    console.print(f"Training precision Forge would use: [bold]{info.preferred_precision}[/]")
+    for_model = f" for {model_key}" if model_key else ""
+    console.print(f"Training precision Forge would use{for_model}: [bold]{precision.precision}[/]", soft_wrap=True)
+    console.print(f"[dim]{precision.reason}[/]", soft_wrap=True)
     for note in info.notes:
         console.print(f"[dim]note: {note}[/]")
+
+
+def _project_model(path: Path) -> str | None:
+    """The catalog key (or reference) of the project's model, when ``path`` is inside a project."""
+    from forgellm.config.io import load_config
+    from forgellm.errors import ForgeError
+    from forgellm.models.catalog import catalog_key
+    from forgellm.project import find_project
+
+    root = find_project(path)
+    if root is None:
+        return None
+    try:
+        return catalog_key(load_config(root).config.model.ref)
+    except ForgeError:
+        return None
 
 
 @app.command()

@@ -37,6 +37,9 @@ def plan(
     epochs: float | None = typer.Option(None, "--epochs", min=0.01, help="Passes over the data."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Micro-batch: examples per forward pass."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", min=0.1, help="Minutes of training you accept; the steps are sized to fill them."
+    ),
     advisor: AdvisorChoice | None = typer.Option(None, "--advisor", help="Who proposes, for this run only."),
     project: Path = typer.Option(
         Path("."), "--project", "-C", help="Project folder (created if it has no forge.yaml)."
@@ -52,7 +55,7 @@ def plan(
     from forgellm.project import find_project
 
     root = find_project(project) or project
-    flags = PlanOverrides(model, method.value if method else None, epochs, batch_size, max_steps)
+    flags = PlanOverrides(model, method.value if method else None, epochs, batch_size, max_steps, time_budget)
     with progress_steps(enabled=not as_json) as step:
         result = make_plan(
             root, goal, data=data, overrides=flags, provider=advisor.value if advisor else None,
@@ -112,9 +115,11 @@ def _rows(result: Any) -> list[tuple[str, str]]:
         (
             "Memory",
             f"~{human_bytes(memory.total_bytes)} of {human_bytes(result.memory_budget_bytes)} "
-            f"({result.memory_budget_source}), {training.precision}",
+            f"({result.memory_budget_source})",
         ),  # fmt: skip
     ]
+    if result.precision is not None:
+        rows.append(("Precision", result.precision.reason))
     if result.time is not None:
         time = result.time
         rows.append(("Time", f"~{human_duration(time.seconds_per_epoch)} per epoch; this run ~"

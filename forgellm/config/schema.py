@@ -265,6 +265,10 @@ class TrainingSection(Section):
     save_every_steps: int | None = Field(
         default=None, ge=1, description="Checkpoint every N steps (null = once per epoch)."
     )
+    eval_max_examples: int | None = Field(
+        default=None, ge=1, description="Validation examples scored at each evaluation, the same seeded subset "
+        "every time (null = the whole val split); the plan sets it when a time budget cannot afford more.",
+    )
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Early stopping.")
     seed: int = Field(default=42, description="Seed for weight init of adapters, data order and dropout.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this norm.")

@@ -11,6 +11,7 @@ from typing import Any
 
 from forgellm.data.study_report import _CSS as _STUDY_CSS
 from forgellm.evaluation.run import EvalResult
+from forgellm.evaluation.verdict import loss_change_text, stop_rate_text
 
 _BASE, _TUNED = "#9e9e9e", "#3949ab"
 _CSS = (
@@ -19,7 +20,10 @@ _CSS = (
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 pre.msg{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.4 ui-monospace,monospace}
 div.sc{font-size:12px;color:#555;margin-top:4px}.win{color:#2e7d32;font-weight:600}
-table.sbs{table-layout:fixed}
+table.sbs{table-layout:fixed}.card .s{font-size:12px;color:#555;margin-top:2px}
+.verdict{border-left:6px solid;border-radius:6px;padding:10px 16px;margin:16px 0;background:#fafafa}
+.verdict p{margin:0;font-size:16px;font-weight:600}.verdict ul{margin:8px 0 0}
+.v-better{border-color:#2e7d32}.v-no_better{border-color:#ef6c00}.v-worse{border-color:#c62828}
 """
 )
 # (key in the summary, label, factor to a 0-100 scale)
@@ -119,8 +123,20 @@ def svg_loss_scatter(pairs: list[tuple[float, float]], *, label: str) -> str:
 # ---------------------------------------------------------------- HTML
 
 
-def _card(key: str, value: str) -> str:
-    return f"<div class='card'><div class='k'>{escape(key)}</div><div class='v'>{escape(value)}</div></div>"
+def _card(key: str, value: str, sub: str = "") -> str:
+    below = f"<div class='s'>{escape(sub)}</div>" if sub else ""
+    return f"<div class='card'><div class='k'>{escape(key)}</div><div class='v'>{escape(value)}</div>{below}</div>"
+
+
+def _verdict_section(data: dict[str, Any]) -> str:
+    """The verdict first, in words, so no chart can be read as a success it is not."""
+    verdict = data["summary"].get("verdict")
+    if not verdict:
+        return ""
+    items = "".join(f"<li>{escape(s)}</li>" for s in verdict.get("suggestions", []))
+    suggestions = f"<ul>{items}</ul>" if items else ""
+    status = verdict["status"] if verdict.get("status") in ("better", "no_better", "worse") else "no_better"
+    return f"<div class='verdict v-{status}'><p>{escape(verdict['message'])}</p>{suggestions}</div>"
 
 
 def _arrow(base: Any, tuned: Any, spec: str) -> str:
@@ -130,10 +146,11 @@ def _arrow(base: Any, tuned: Any, spec: str) -> str:
 def _summary_section(data: dict[str, Any]) -> str:
     s = data["summary"]
     base, tuned = s["base"], s["tuned"]
+    relative = (s.get("loss_change") or {}).get("relative")
     cards = [
-        _card("test loss", _arrow(base["loss"], tuned["loss"], ".3f")),
+        _card("test loss", _arrow(base["loss"], tuned["loss"], ".3f"), _fmt(relative, "+.1%") if relative else ""),
         _card("perplexity", _arrow(base["perplexity"], tuned["perplexity"], ".2f")),
-        _card("stop rate", _arrow(base["stop_rate"], tuned["stop_rate"], ".0%")),
+        _card("stop rate", _arrow(base["stop_rate"], tuned["stop_rate"], ".0%"), _stop_detail(base, tuned)),
         _card("ROUGE-L", _arrow(base["rouge_l"], tuned["rouge_l"], ".3f")),
         _card("chrF", _arrow(base["chrf"], tuned["chrf"], ".1f")),
         _card("exact match", _arrow(base["exact_match"], tuned["exact_match"], ".0%")),
@@ -148,6 +165,12 @@ def _summary_section(data: dict[str, Any]) -> str:
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>" + legend
 
 
+def _stop_detail(base: dict[str, Any], tuned: dict[str, Any]) -> str:
+    if not base.get("answers"):  # no answers, or an eval.json written before the counts were kept
+        return ""
+    return f"base {stop_rate_text(base)} · fine-tuned {stop_rate_text(tuned)}"
+
+
 def _charts_section(data: dict[str, Any]) -> str:
     base, tuned = data["summary"]["base"], data["summary"]["tuned"]
     scores = [(name, _pct(base[k], scale), _pct(tuned[k], scale)) for k, name, scale in _SCORES]
@@ -155,8 +178,7 @@ def _charts_section(data: dict[str, Any]) -> str:
     pairs = [
         (e["base"], e["tuned"]) for e in data["example_losses"] if e["base"] is not None and e["tuned"] is not None
     ]
-    better = sum(1 for b, t in pairs if t < b)
-    share = f"{better} of {len(pairs)} examples have a lower loss after fine-tuning." if pairs else ""
+    share = loss_change_text(data["summary"].get("loss_change"))
     return (
         "<h2>Base vs fine-tuned</h2><div class='grid'>"
         f"<div class='panel'><h3>Answer scores (0–100, higher is better)</h3>"
@@ -219,6 +241,10 @@ def _notes_section(data: dict[str, Any]) -> str:
         f"Answers: greedy, at most {settings['max_new_tokens']} new tokens, {data['summary']['samples_generated']} "
         f"conversations drawn with seed {settings['seed']}. ROUGE-L and exact match are means over the answers; "
         "chrF is pooled over all answers (sacrebleu's corpus chrF).",
+        *([f"Token limit: {settings['max_new_tokens_reason']}."] if settings.get("max_new_tokens_reason") else []),
+        "Intervals: the stop rate's is the 95% Wilson score interval; the loss change's is a 95% t-interval of "
+        "the per-example differences (fine-tuned minus base). The verdict calls a model better only when its "
+        "test loss is at least 2% lower and that interval lies below 0.",
         f"Base: {settings['base_label']}. Fine-tuned: {settings['tuned_label']}.",
         *data["notes"],
     ]
@@ -230,7 +256,10 @@ def _notes_section(data: dict[str, Any]) -> str:
 def render_html(data: dict[str, Any]) -> str:
     """The page for one eval.json's content."""
     title = f"Evaluation of run {data['run_id']}"
-    sections = [_summary_section(data), _charts_section(data), _examples_section(data), _notes_section(data)]
+    sections = [
+        _verdict_section(data), _summary_section(data), _charts_section(data), _examples_section(data),
+        _notes_section(data),
+    ]  # fmt: skip
     sub = (
         f"{escape(data['base_model'])} · checkpoint {escape(data['checkpoint'])} · {escape(data['created_at'])} · "
         f"{_fmt(data['seconds'].get('total'), '.0f')} s"

@@ -25,6 +25,7 @@ REPORTS_DIR = "reports"
 EVAL_JSON = "eval.json"
 EVAL_HTML = "eval.html"
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
+REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
 
 
 @dataclass
@@ -146,16 +147,18 @@ def evaluate_run(
     project_dir: Path,
     run: str | None = None,
     *,
-    samples: int = 8,
-    max_new_tokens: int = 128,
+    samples: int = 64,
+    max_new_tokens: int | None = None,
     max_examples: int = 200,
     judge: bool | None = None,
     progress: EvalProgress | Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``run`` (id or folder; default the newest completed run) against its base model and write
-    reports/eval.json and reports/eval.html. ``judge``: None = when the advisor is an LLM, True = required."""
+    reports/eval.json and reports/eval.html. ``judge``: None = when the advisor is an LLM, True = required.
+    ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`)."""
     from forgellm.evaluation.judge import make_judge
     from forgellm.evaluation.metrics import Scorers
+    from forgellm.evaluation.quiet import quiet_libraries
     from forgellm.evaluation.report import write_reports
 
     project_dir = Path(project_dir).resolve()
@@ -175,21 +178,16 @@ def evaluate_run(
     seed = target.source.config.training.seed
     indices = _loss_examples(target.split, max_examples, seed)
     chosen, usable = pick_samples(target.prepared / "test.jsonl", samples, seed)
+    limit, limit_source, limit_reason = _answer_limit(target.prepared / "test.jsonl", base, max_new_tokens, seed)
     measured = {}
-    for who, engine in (("base", base), ("fine-tuned", tuned)):  # every base pass first: see _merged
-        with _merged(engine):
-            measured[who] = _measure(engine, who, target, indices, chosen, max_new_tokens, scorers, report, seconds)
+    with quiet_libraries():  # library deprecation notes would break the progress display, and mean nothing here
+        for who, engine in (("base", base), ("fine-tuned", tuned)):  # every base pass first: see _merged
+            with _merged(engine):
+                measured[who] = _measure(engine, who, target, indices, chosen, limit, scorers, report, seconds)
     clock = time.perf_counter()
     losses = (measured["base"][0], measured["fine-tuned"][0])
     example_losses = _per_example(target.split, indices, *losses)
-    results = [
-        SampleResult(s, b, t) for s, b, t in zip(chosen, measured["base"][1], measured["fine-tuned"][1], strict=True)
-    ]
-    if samples > 0 and not results:
-        warnings.append(
-            "The test split holds no conversation that ends with an assistant answer, so no answers "
-            "were generated (continued pre-training data has none); loss and perplexity still count."
-        )
+    results = _paired(chosen, measured["base"][1], measured["fine-tuned"][1], samples, warnings)
     outcome = None
     if judged_by is not None and results:
         report.stage(f"Judging {len(results)} answer pairs with {judged_by.client.model}")
@@ -197,8 +195,9 @@ def evaluate_run(
         warnings += outcome.warnings
         _timed(seconds, "judge", clock)
 
-    summary = _summary(losses, results, outcome, len(example_losses), scorers, warnings)
-    asked = {"samples": samples, "max_new_tokens": max_new_tokens, "max_examples": max_examples, "judge": judge}
+    summary = _summary(losses, results, outcome, example_losses, scorers, warnings, target.source.config.training)
+    asked = {"samples": samples, "max_new_tokens": limit, "max_examples": max_examples, "judge": judge}
+    asked |= {"max_new_tokens_source": limit_source, "max_new_tokens_reason": limit_reason}
     settings = _settings(asked, seed, target, usable, base, tuned)
     reports = project_dir / REPORTS_DIR
     source = target.source
@@ -228,21 +227,54 @@ def _settings(asked: dict[str, Any], seed: int, target: _Target, usable: int, ba
     }
 
 
+def _paired(
+    chosen: list[Sample], base: list[Any], tuned: list[Any], asked: int, warnings: list[str]
+) -> list[SampleResult]:
+    results = [SampleResult(s, b, t) for s, b, t in zip(chosen, base, tuned, strict=True)]
+    if asked > 0 and not results:
+        warnings.append(
+            "The test split holds no conversation that ends with an assistant answer, so no answers "
+            "were generated (continued pre-training data has none); loss and perplexity still count."
+        )
+    return results
+
+
+def _answer_limit(test_file: Path, engine: Any, asked: int | None, seed: int) -> tuple[int, str, str]:
+    """(max_new_tokens, who chose it: user | references, why), the limit every answer is generated under."""
+    from forgellm.evaluation.samples import answer_token_limit, reference_answers
+
+    if asked is not None:
+        return asked, "user", f"max_new_tokens {asked}: set by you (--max-new-tokens)"
+    texts = reference_answers(test_file, REFERENCE_ANSWERS, seed)
+    lengths = [len(ids) for ids in engine.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    limit, why = answer_token_limit(lengths, engine.context)
+    return limit, "references", why
+
+
 def _summary(
-    losses: Any, results: list[SampleResult], outcome: JudgeOutcome | None, scored: int, scorers: Any,
-    warnings: list[str],
+    losses: Any, results: list[SampleResult], outcome: JudgeOutcome | None, example_losses: list[dict[str, Any]],
+    scorers: Any, warnings: list[str], training: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """The figures eval.json's readers (the export's model card, ignite) take: keys fixed, values or None."""
+    """The figures eval.json's readers (the export's model card, ignite, `forge status`) take: keys fixed,
+    values or None; then how sure they are (loss_change, the stop rates' intervals) and the verdict."""
+    from forgellm.evaluation.stats import paired_loss_change, relative_change
+    from forgellm.evaluation.verdict import loss_verdict
+
     summary = {
         "base": _side(losses[0], [r.base for r in results], results, scorers),
         "tuned": _side(losses[1], [r.tuned for r in results], results, scorers),
         "judge_win_rate": outcome.win_rate if outcome is not None else None,
-        "examples_scored": scored,
+        "examples_scored": len(example_losses),
         "samples_generated": len(results),
     }
     for who in ("base", "tuned"):
         if summary[who]["loss"] is None:
             warnings.append(f"The {who} model's test loss is not a finite number: its weights may be broken.")
+    base, tuned = summary["base"]["loss"], summary["tuned"]["loss"]
+    change = paired_loss_change([e["base"] for e in example_losses], [e["tuned"] for e in example_losses])
+    relative = relative_change(base, tuned)
+    summary["loss_change"] = {"relative": relative, **change.to_dict()}
+    summary["verdict"] = loss_verdict(base, tuned, relative, change, training, (summary["base"], summary["tuned"]))
     return summary
 
 
@@ -278,7 +310,7 @@ def _loss_examples(split: Any, max_examples: int, seed: int) -> Any:
     if len(indices) == 0:
         raise ForgeError(
             "No example of the test split has a token the model learns from (every label is masked).",
-            fix="Check the chat template and the data (`forge template check`), then `forge prepare FILE` again.",
+            fix="Check the chat template and the data (`forge template`), then `forge prepare FILE` again.",
         )
     return indices
 
@@ -297,7 +329,7 @@ def _measure(
     clock = _timed(seconds, "loss", clock)
     if not chosen:
         return losses, []
-    report.stage(f"Answers of the {who} model to {len(chosen)} held-out questions")
+    report.stage(f"Answers of the {who} model to {len(chosen)} held-out questions (≤{max_new_tokens} tokens each)")
     answers = answer_samples(
         engine, chosen, max_new_tokens=max_new_tokens, scorers=scorers,
         advance=lambda d, t: report.advance("answers", d, t),
@@ -319,9 +351,14 @@ def _judge(chosen: Any, results: list[SampleResult], seed: int, report: EvalProg
     return judge_samples(chosen, results, seed, advance=lambda d, t: report.advance("verdicts", d, t))
 
 
-def _side(loss: Any, answers: list[Any], results: list[SampleResult], scorers: Any) -> dict[str, float | None]:
-    """One model's figures: loss over every scored token, answer metrics averaged over the samples."""
+def _side(loss: Any, answers: list[Any], results: list[SampleResult], scorers: Any) -> dict[str, Any]:
+    """One model's figures: loss over every scored token, answer metrics averaged over the samples, and
+    the stop rate's count with its 95% Wilson interval."""
+    from forgellm.evaluation.stats import wilson_interval
+
     mean_loss = loss.mean
+    stopped = sum(1 for a in answers if a.stopped)
+    interval = wilson_interval(stopped, len(answers))
     return {
         "loss": mean_loss,
         "perplexity": perplexity(mean_loss),
@@ -329,4 +366,7 @@ def _side(loss: Any, answers: list[Any], results: list[SampleResult], scorers: A
         "exact_match": mean([a.scores["exact_match"] for a in answers]),
         "rouge_l": mean([a.scores["rouge_l"] for a in answers]),
         "chrf": scorers.corpus_chrf([a.text for a in answers], [r.sample.reference for r in results]),
+        "stopped": stopped,
+        "answers": len(answers),
+        "stop_rate_ci95": list(interval) if interval is not None else None,
     }

@@ -4,6 +4,7 @@ by the base and the fine-tuned model, and scored against the answer the data hol
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 Message = dict[str, str]
+# The answer token limit computed from the reference answers (see answer_token_limit).
+ANSWER_ROOM = 1.25  # room above the long answers of the data: a model's wording differs from the reference
+MIN_ANSWER_TOKENS = 64
+MAX_ANSWER_TOKENS = 512  # generation time grows with it; longer answers are rare in chat data
+DEFAULT_ANSWER_TOKENS = 128  # when there is no reference answer to go by
 
 
 @dataclass
@@ -84,30 +90,70 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def pick_samples(path: Path, count: int, seed: int) -> tuple[list[Sample], int]:
-    """(``count`` conversations chosen at random with ``seed``, how many usable ones the file holds).
-
-    Reservoir sampling: one pass, memory for ``count`` samples only, the same choice for the same file
-    and seed; the chosen ones keep their file order.
-    """
+def _reservoir(items: Iterator[Any], count: int, seed: int) -> tuple[list[Any], int]:
+    """(``count`` items chosen at random with ``seed``, in their original order; how many there were).
+    One pass, memory for ``count`` items only, the same choice for the same items and seed."""
     rng = random.Random(seed)
-    chosen: list[tuple[int, Sample]] = []
-    usable = 0
-    if count <= 0 or not path.is_file():
-        return [], 0
+    chosen: list[tuple[int, Any]] = []
+    seen = 0
+    for item in items:
+        if len(chosen) < count:
+            chosen.append((seen, item))
+        else:
+            slot = rng.randrange(seen + 1)
+            if slot < count:
+                chosen[slot] = (seen, item)
+        seen += 1
+    return [item for _, item in sorted(chosen, key=lambda pair: pair[0])], seen
+
+
+def _usable(path: Path) -> Iterator[Sample]:
     for record in _records(path):
         parts = split_conversation(record.get("messages"))
-        if parts is None:
-            continue
-        line = record.get("line") if isinstance(record.get("line"), int) else None
-        if len(chosen) < count:
-            chosen.append((usable, Sample(line, *parts)))
-        else:
-            slot = rng.randrange(usable + 1)
-            if slot < count:
-                chosen[slot] = (usable, Sample(line, *parts))
-        usable += 1
-    return [sample for _, sample in sorted(chosen, key=lambda item: item[0])], usable
+        if parts is not None:
+            yield Sample(record.get("line") if isinstance(record.get("line"), int) else None, *parts)
+
+
+def pick_samples(path: Path, count: int, seed: int) -> tuple[list[Sample], int]:
+    """(``count`` conversations chosen at random with ``seed``, how many usable ones the file holds);
+    the chosen ones keep their file order."""
+    if count <= 0 or not path.is_file():
+        return [], 0
+    return _reservoir(_usable(path), count, seed)
+
+
+def reference_answers(path: Path, count: int, seed: int) -> list[str]:
+    """The reference answers of at most ``count`` usable conversations (a seeded choice): enough to know
+    how long the data's answers are without tokenizing a whole large test split."""
+    if count <= 0 or not path.is_file():
+        return []
+    return [sample.reference for sample in _reservoir(_usable(path), count, seed)[0]]
+
+
+def answer_token_limit(reference_tokens: list[int], context: int = 0) -> tuple[int, str]:
+    """(max_new_tokens, why) for answers to the test conversations: ANSWER_ROOM x the 95th percentile of
+    the reference answers' lengths in tokens, rounded up to a multiple of 16, within
+    [MIN_ANSWER_TOKENS, MAX_ANSWER_TOKENS] and the model's context. A limit under the answers' own
+    lengths cuts them before they can end, and the stop rate would then measure the limit, not the model."""
+    import numpy as np
+
+    if not reference_tokens:
+        return DEFAULT_ANSWER_TOKENS, (
+            f"max_new_tokens {DEFAULT_ANSWER_TOKENS}: the test split holds no reference answer to size it by"
+        )
+    p95 = math.ceil(float(np.percentile(reference_tokens, 95)))
+    wanted = max(MIN_ANSWER_TOKENS, math.ceil(p95 * ANSWER_ROOM / 16) * 16)
+    cap = min(MAX_ANSWER_TOKENS, context) if context else MAX_ANSWER_TOKENS
+    basis = f"the p95 ({p95} tokens) of the {len(reference_tokens)} reference answers"
+    if wanted <= cap:
+        return wanted, (
+            f"max_new_tokens {wanted}: {ANSWER_ROOM:g} x {basis} (at least {MIN_ANSWER_TOKENS}), so an answer "
+            "as long as the data's has room to end its turn; one still going at the limit is longer than them"
+        )
+    return cap, (
+        f"max_new_tokens {cap}: capped (at {cap}) below {ANSWER_ROOM:g} x {basis}; some answers may be cut "
+        "before they can end, which lowers the stop rate of both models alike"
+    )
 
 
 def answer_samples(

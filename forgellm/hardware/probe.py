@@ -90,10 +90,10 @@ class HardwareInfo:
 
     @property
     def preferred_precision(self) -> Literal["bf16", "fp16", "fp32"]:
-        """The training precision this machine does well: bf16 where native, fp16 on older GPUs."""
-        if self.gpus:
-            return "bf16" if self.bf16.gpu else "fp16"
-        return "bf16" if self.bf16.cpu == "native" else "fp32"
+        """The training precision before any measurement (hardware.precision.rule_precision)."""
+        from forgellm.hardware.precision import rule_precision
+
+        return rule_precision(self).precision
 
     @property
     def accelerator(self) -> str:

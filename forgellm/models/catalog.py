@@ -236,3 +236,11 @@ def find_by_hub_id(hub_id: str) -> ModelSpec | None:
         if any(i is not None and i.lower() == wanted for i in ids):
             return spec
     return None
+
+
+def catalog_key(ref: str) -> str:
+    """The catalog key a reference stands for (alias, family name or hub id), else the reference itself:
+    what per-model records (the precision measurements) are keyed by, so `forge plan`, `forge train` and
+    `forge hardware` find the same entry however forge.yaml spells the model."""
+    spec = _BY_NAME.get(ref.strip().lower()) or find_by_hub_id(ref)
+    return spec.key if spec is not None else ref

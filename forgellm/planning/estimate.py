@@ -9,12 +9,15 @@ Speed of the device:
 - NVIDIA GPU: peak dense bf16/fp16 tensor TFLOPS of the card (by name, else by architecture family)
   times a model FLOPs utilisation of 0.3, typical of fine-tuning small batches with PyTorch.
   QLoRA also dequantises every frozen weight on every use: ~30% slower than LoRA.
-- CPU: calibrated on a measurement (NOTES.md): SmolLM2-135M, LoRA r=8, fp32, 2 cores trains ~320
-  tokens/s = 4 * 134.5M * 320 / 2 = ~86 GFLOP/s per physical core; scaled linearly by cores, which is
-  optimistic beyond ~8 cores (memory bandwidth), so big machines finish sooner than the estimate says.
+- CPU: measured. `forge plan` times real training steps of the chosen model at the planned shape and
+  precision on this machine (planning/calibration.py) and uses those tokens/s. Without a measurement
+  (a dry run, a model not on disk yet): a figure from one measurement (NOTES.md: SmolLM2-135M, LoRA
+  r=8, fp32, 2 cores, ~320 tokens/s = ~86 GFLOP/s per physical core) scaled by cores, which is
+  optimistic beyond ~8 cores (memory bandwidth).
 - Apple MPS: ~5 TFLOPS (fp32, M1 Pro/M2 class) x 0.3; a rough figure.
 
-Evaluation (forward only, ~2 * params per token) over the validation split is added per evaluation.
+Evaluation (forward only, ~2 * params per token) over the validation split is added per evaluation,
+and a fixed start-up (worker process, imports, model and data loading, final summary) per run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ CPU_CALIBRATION_CORES = 2
 CPU_FLOPS_PER_CORE = 4 * CPU_CALIBRATION_PARAMS * CPU_CALIBRATION_TOKENS_PER_S / CPU_CALIBRATION_CORES
 MPS_FLOPS = 5e12
 QLORA_SLOWDOWN = 1.3
+# Seconds a run spends outside its steps and evaluations: starting the worker, importing torch,
+# loading the model and data, checkpoints, the summary and loss plot (measured on 2 CPU cores with
+# SmolLM2-135M: ~15 s; GPUs load bigger models, which takes as long).
+STARTUP_SECONDS = 20.0
 # Peak dense tensor TFLOPS (bf16, fp16 before Ampere) from NVIDIA's data sheets; first match wins.
 GPU_TFLOPS_BY_NAME = (
     ("B200", 2250.0), ("H200", 989.0), ("H100", 989.0), ("GH200", 989.0), ("A100", 312.0), ("A800", 312.0),
@@ -93,8 +100,12 @@ def device_flops(hardware: HardwareInfo) -> tuple[float, str]:
 
 
 def training_throughput(
-    params: int, method: str, hardware: HardwareInfo, *, gradient_checkpointing: bool
+    params: int, method: str, hardware: HardwareInfo, *, gradient_checkpointing: bool,
+    measured: tuple[float, str] | None = None,
 ) -> Throughput:
+    """Tokens/s of training: ``measured`` (tokens/s, what was measured) when there is a measurement."""
+    if measured is not None:
+        return Throughput(measured[0], f"measured on this machine: {measured[1]}")
     flops, basis = device_flops(hardware)
     rate = flops / flops_per_token(params, method, gradient_checkpointing)
     if method == "qlora":
@@ -119,9 +130,11 @@ def estimate_time(
     epochs: float,
     max_steps: int | None,
     evaluations: int,
+    measured: tuple[float, str] | None = None,
 ) -> TimeEstimate:
     """Steps and seconds for the plan; packed sequences are full, unpacked ones hold one example."""
-    speed = training_throughput(params, method, hardware, gradient_checkpointing=gradient_checkpointing)
+    speed = training_throughput(params, method, hardware, gradient_checkpointing=gradient_checkpointing,
+                                measured=measured)  # fmt: skip
     tokens_per_epoch = int(train_rows * mean_tokens)
     per_sequence = max_length if packing else min(mean_tokens, max_length)
     tokens_per_step = max(1, int(effective_batch * per_sequence))
@@ -140,16 +153,20 @@ def estimate_time(
         seconds_per_epoch=round(steps_per_epoch * tokens_per_step / speed.tokens_per_second, 1),
         seconds_per_eval=round(seconds_per_eval, 1),
         evaluations=evaluations,
-        seconds_total=round(seconds_training + evaluations * seconds_per_eval, 1),
+        seconds_total=round(STARTUP_SECONDS + seconds_training + evaluations * seconds_per_eval, 1),
         basis=speed.basis,
     )
 
 
+def seconds_per_step(estimate: TimeEstimate) -> float:
+    return estimate.tokens_per_step / estimate.tokens_per_second
+
+
 def steps_within(budget_seconds: float, estimate: TimeEstimate) -> int:
-    """The most optimizer steps that, with the planned evaluations, fit in ``budget_seconds``."""
-    seconds_per_step = estimate.tokens_per_step / estimate.tokens_per_second
-    left = budget_seconds - estimate.evaluations * estimate.seconds_per_eval
-    return max(1, int(left / seconds_per_step))
+    """The most optimizer steps that, with start-up and the planned evaluations, fit in ``budget_seconds``
+    (0 when not even one does)."""
+    left = budget_seconds - STARTUP_SECONDS - estimate.evaluations * estimate.seconds_per_eval
+    return max(0, int(left / seconds_per_step(estimate)))
 
 
 def human_duration(seconds: float) -> str:

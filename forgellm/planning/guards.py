@@ -1,7 +1,7 @@
 """The advisor proposes, these rules dispose: every plan proposal is checked before it reaches forge.yaml.
 
 In order: every number within the answer schema's bounds; the model one of the candidates; QLoRA
-only with CUDA; a precision this hardware runs; max_length within the model's context; memory within
+only with CUDA; the precision hardware.precision decided; max_length within the model's context; memory within
 the budget with margin (else, in turn: smaller micro-batch with more accumulation, gradient
 checkpointing, shorter max_length, a lighter method); a learning rate in range for the method and the
 model's size. Each correction keeps the proposed value and the reason, for the section's rationale.
@@ -79,6 +79,7 @@ class GuardContext:
     target_of: Callable[[str], ModelTarget]
     p90_tokens: float | None = None
     stage: str = "sft"
+    precision_reason: str | None = None  # why budget.precision (hardware.precision's decision)
 
 
 @dataclass
@@ -154,18 +155,14 @@ def _check_method(values: dict[str, Any], ctx: GuardContext, corrections: list[C
     _correct(values, "method", "lora", "QLoRA needs an NVIDIA GPU with CUDA; this machine has none.", corrections)
 
 
-def allowed_precisions(budget: MemoryBudget) -> set[str]:
-    allowed = {"auto", "fp32", budget.precision}
-    if budget.device == "cuda":
-        allowed.add("fp16")
-    return allowed
-
-
 def _check_precision(values: dict[str, Any], ctx: GuardContext, corrections: list[Correction]) -> None:
-    if values["precision"] in allowed_precisions(ctx.budget):
+    """The precision is hardware.precision's decision, not the advisor's: written explicitly."""
+    if values["precision"] == ctx.budget.precision:
         return
-    reason = f"this hardware has no fast {values['precision']}; it trains best in {ctx.budget.precision}."
-    _correct(values, "precision", ctx.budget.precision, reason, corrections)
+    if values["precision"] == "auto":
+        values["precision"] = ctx.budget.precision
+        return
+    _correct(values, "precision", ctx.budget.precision, ctx.precision_reason or ctx.budget.precision, corrections)
 
 
 def _check_length(values: dict[str, Any], target: ModelTarget, corrections: list[Correction]) -> None:
@@ -272,11 +269,12 @@ def _does_not_fit(
 
 
 def _check_learning_rate(values: dict[str, Any], target: ModelTarget, ctx: GuardContext, corr: list) -> None:
-    low, high = learning_rate_range(target.params, values["method"], ctx.budget.precision)
+    budget = ctx.budget
+    low, high = learning_rate_range(target.params, values["method"], budget.precision, budget.device)
     lr = values["learning_rate"]
     if low <= lr <= high:
         return
-    good, why = learning_rate_for(target.params, values["method"], ctx.budget.precision)
+    good, why = learning_rate_for(target.params, values["method"], budget.precision, budget.device)
     size = f"{target.params / 1e6:,.0f}M-parameter model"
     reason = f"{values['method']} on a {size} trains well between {low:g} and {high:g}. {why}"
     _correct(values, "learning_rate", good, reason, corr)

@@ -27,9 +27,15 @@ def evaluations_for(accelerated: bool) -> int:
     return EVALUATIONS_GPU if accelerated else EVALUATIONS_CPU
 
 
-def cadence_for(total_steps: int, accelerated: bool) -> Cadence:
-    """Evaluate (and checkpoint the best) a fixed number of times per run; stop early after 3 misses."""
-    evaluations = evaluations_for(accelerated)
+def cadence_for(total_steps: int, accelerated: bool, evaluations: int | None = None) -> Cadence:
+    """Evaluate (and checkpoint the best) ``evaluations`` times per run (default: evaluations_for; the
+    plan gives fewer when a time budget cannot afford them); stop early after 3 misses."""
+    evaluations = evaluations or evaluations_for(accelerated)
+    if evaluations <= 1:
+        return Cadence(total_steps, total_steps, False, 3, (
+            "Evaluated once, at the end: the time budget is better spent on training steps than on "
+            "validation passes."
+        ))  # fmt: skip
     if total_steps < MIN_STEPS_FOR_CADENCE:
         return Cadence(None, None, False, 3, (
             f"{total_steps} steps: evaluated and saved once per epoch; too few evaluations for early stopping."

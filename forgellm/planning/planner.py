@@ -16,9 +16,10 @@ from typing import Any
 from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanProposal, PlanRequest
 from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
-from forgellm.config.schema import ForgeConfig, ModelSection
+from forgellm.config.schema import ForgeConfig, ModelSection, TrainingSection
 from forgellm.errors import ForgeError
 from forgellm.hardware.memory import GIB
+from forgellm.hardware.precision import rule_precision
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.candidates import (
     ModelTarget,
@@ -28,14 +29,11 @@ from forgellm.planning.candidates import (
     resolve_target,
     target_of_spec,
 )
-from forgellm.planning.estimate import TimeEstimate, estimate_time, human_duration, steps_within
 from forgellm.planning.guards import CheckedPlan, GuardContext, check_proposal, yaml_key
-from forgellm.planning.hyperparams import evaluations_for
 from forgellm.planning.profile import DataProfile, profile_data
 from forgellm.planning.report import Override, PlanResult
+from forgellm.planning.schedule import Schedule, check_lr_moves, schedule_plan
 from forgellm.planning.writer import build_config
-
-DEFAULT_CPU_BUDGET_MINUTES = 30.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ class PlanOverrides:
     epochs: float | None = None
     batch_size: int | None = None  # micro-batch: examples per forward pass
     max_steps: int | None = None
+    time_budget: float | None = None  # minutes of training (training.time_budget_minutes)
 
     def fixed(self, model_key: str | None) -> dict[str, Any]:
         """By proposal field name; the model as its catalog key (or reference outside the catalog)."""
@@ -58,15 +57,6 @@ class PlanOverrides:
             "max_steps": self.max_steps,
         }
         return {k: v for k, v in pairs.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class Schedule:
-    time: TimeEstimate | None
-    max_steps: int | None
-    budget_minutes: float | None
-    notes: list[str]
-    warnings: list[str]
 
 
 def make_plan(
@@ -110,12 +100,23 @@ def make_plan(
     request = PlanRequest(
         goal=goal or _goal_from(profile), hardware=_stable_hardware(hardware), candidates=list(candidates.values()),
         data=profile.to_request() if profile else None, fixed=fixed, offline=offline,
+        precision=rule_precision(hardware).precision,
     )  # fmt: skip
     rules = rules_plan.propose_plan(request)
     proposal, flags = _apply_fixed(_ask(advisor, request, rules), fixed)
-    checked = check_proposal(proposal, _guard_context(candidates, rules, request, fixed, user_target, profile))
-    schedule = _schedule(checked, profile, hardware, existing, fixed)
-    config = build_config(existing, goal, checked, profile, hardware, schedule, flags, root)
+    context = _guard_context(candidates, rules, request, fixed, user_target, profile)
+    checked = check_proposal(proposal, context)
+    precision = _precision(hardware, checked, dry_run, step)
+    if precision.precision != checked.budget.precision:  # measured: memory and lr follow the decision
+        context = replace(context, budget=replace(context.budget, precision=precision.precision),
+                          precision_reason=precision.reason)  # fmt: skip
+        if proposal.precision == request.precision:  # the advisor repeated the unmeasured default it was given
+            proposal = PlanProposal.model_construct(**{**proposal.__dict__, "precision": "auto"})
+        checked = check_proposal(proposal, context)
+    budget = overrides.time_budget or existing.training.time_budget_minutes
+    schedule = schedule_plan(checked, profile, hardware, budget, fixed, precision, existing.preprocessing.split)
+    checked = check_lr_moves(checked, schedule)
+    config = build_config(existing, goal, checked, profile, hardware, schedule, flags, root, precision)
     created = not exists and not dry_run
     if created:
         from forgellm.project import init_project
@@ -123,7 +124,21 @@ def make_plan(
         init_project(root)
     path = None if dry_run else save_config(config, root / CONFIG_FILENAME)
     notes = list(advisor.notes) + ([] if exists else [_no_project_note(root, dry_run)])
-    return _result(config, root, path, dry_run, created, advisor, checked, schedule, profile, flags, notes, data)
+    result = _result(config, root, path, dry_run, created, advisor, checked, schedule, profile, flags, notes, data)
+    result.precision = precision
+    return result
+
+
+def _precision(hardware: HardwareInfo, checked: CheckedPlan, dry_run: bool, step: Callable[[str], None]):
+    """hardware.precision's decision for the checked model and shape (measured on a CPU, see calibration.py)."""
+    from forgellm.planning.calibration import plan_precision
+    from forgellm.planning.writer import lora_settings
+
+    plan = checked.proposal
+    training = TrainingSection(method=plan.method, lora=lora_settings(plan),
+                               gradient_checkpointing=plan.gradient_checkpointing)  # fmt: skip
+    return plan_precision(hardware, checked.target, training, seq_len=plan.max_length,
+                          micro_batch=plan.micro_batch_size, measure=not dry_run, step=step)  # fmt: skip
 
 
 def _existing_config(root: Path) -> tuple[ForgeConfig, bool]:
@@ -264,56 +279,10 @@ def _guard_context(
         return target_of_spec(get_spec(key))
 
     return GuardContext(
-        candidates=candidates, rules=rules, budget=rules_plan.MemoryBudget.from_hardware(request.hardware),
+        candidates=candidates, rules=rules,
+        budget=rules_plan.MemoryBudget.from_hardware(request.hardware, request.precision),
         fixed=fixed, target_of=target_of, p90_tokens=profile.tokens.get("p90") if profile else None,
         stage=profile.stage if profile else "sft",
-    )  # fmt: skip
-
-
-def _schedule(
-    checked: CheckedPlan, profile: DataProfile | None, hardware: HardwareInfo, existing: ForgeConfig,
-    fixed: dict[str, Any],
-) -> Schedule:  # fmt: skip
-    """Time estimate; on CPU-only machines (or with a budget in forge.yaml) steps bounded by the budget."""
-    accelerated = hardware.has_cuda or hardware.mps
-    budget = existing.training.time_budget_minutes
-    notes: list[str] = []
-    if budget is not None:
-        notes.append(f"Time budget {budget:g} min (training.time_budget_minutes in forge.yaml).")
-    elif not accelerated:
-        budget = DEFAULT_CPU_BUDGET_MINUTES
-        notes.append(f"Time budget {budget:g} min: the default on machines without a GPU "
-                     "(change training.time_budget_minutes in forge.yaml).")  # fmt: skip
-    if profile is None:
-        return Schedule(None, checked.proposal.max_steps, budget, notes, ["No data given: the time is not estimated."])
-    time = _estimate(checked, profile, hardware, existing, checked.proposal.max_steps)
-    notes.append(f"~{human_duration(time.seconds_per_epoch)} per epoch at ~{time.tokens_per_second:,.0f} tokens/s "
-                 f"({time.basis}).")  # fmt: skip
-    if budget is None or time.seconds_total <= budget * 60:
-        return Schedule(time, checked.proposal.max_steps, budget, notes, [])
-    if "epochs" in fixed or "max_steps" in fixed:
-        warning = (f"Your --epochs/--max-steps take ~{human_duration(time.seconds_total)}, more than the "
-                   f"{budget:g} min time budget; kept as you asked.")  # fmt: skip
-        return Schedule(time, checked.proposal.max_steps, budget, notes, [warning])
-    steps = steps_within(budget * 60, time)
-    bounded = _estimate(checked, profile, hardware, existing, steps)
-    notes.append(
-        f"The planned {time.total_steps} steps would take ~{human_duration(time.seconds_total)}; "
-        f"max_steps {steps} ({steps / time.steps_per_epoch:.2f} epochs) keeps training within {budget:g} min."
-    )
-    return Schedule(bounded, steps, budget, notes, [])
-
-
-def _estimate(
-    checked: CheckedPlan, profile: DataProfile, hardware: HardwareInfo, existing: ForgeConfig, max_steps: int | None
-) -> TimeEstimate:
-    plan, split = checked.proposal, existing.preprocessing.split
-    return estimate_time(
-        params=checked.target.params, method=plan.method, hardware=hardware,
-        gradient_checkpointing=plan.gradient_checkpointing, train_rows=int(profile.rows * split.train),
-        val_rows=int(profile.rows * split.val), mean_tokens=profile.tokens["mean"], max_length=plan.max_length,
-        effective_batch=plan.micro_batch_size * plan.gradient_accumulation, packing=plan.packing,
-        epochs=plan.epochs or 1.0, max_steps=max_steps, evaluations=evaluations_for(hardware.has_cuda or hardware.mps),
     )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ class PlanResult:
     warnings: list[str] = field(default_factory=list)
     advisor_notes: list[str] = field(default_factory=list)
     data_path: Path | None = None
+    precision: Any = None  # forgellm.hardware.precision.PrecisionDecision
 
     @property
     def next_step(self) -> str:
@@ -83,6 +84,7 @@ class PlanResult:
             },
             "time": self.time.to_dict() if self.time else None,
             "time_budget_minutes": self.time_budget_minutes,
+            "precision": self.precision.to_dict() if self.precision is not None else None,
             "data": self.profile.to_dict() if self.profile else None,
             "corrections": [c.to_dict() for c in self.corrections],
             "overrides": [o.to_dict() for o in self.overrides],

@@ -15,17 +15,18 @@ from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.hyperparams import cadence_for
 
 if TYPE_CHECKING:
+    from forgellm.hardware.precision import PrecisionDecision
     from forgellm.planning.guards import CheckedPlan
-    from forgellm.planning.planner import Schedule
     from forgellm.planning.profile import DataProfile
     from forgellm.planning.report import Override
+    from forgellm.planning.schedule import Schedule
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def build_config(
     existing: ForgeConfig, goal: str | None, checked: CheckedPlan, profile: DataProfile | None,
-    hardware: HardwareInfo, schedule: Schedule, flags: list[Override], root: Path,
+    hardware: HardwareInfo, schedule: Schedule, flags: list[Override], root: Path, precision: PrecisionDecision,
 ) -> ForgeConfig:  # fmt: skip
     config = existing.model_copy(deep=True)
     if goal:
@@ -37,7 +38,7 @@ def build_config(
         if profile.recipe.system_prompt and not config.export.system_prompt:
             # The model answers best at inference with the system prompt it was trained with.
             config.export.system_prompt = profile.recipe.system_prompt
-    config.training = _training_section(existing.training, checked, profile, hardware, schedule, flags)
+    config.training = _training_section(existing.training, checked, profile, hardware, schedule, flags, precision)
     config.export.rationale = _export_rationale(checked)
     return config
 
@@ -103,29 +104,36 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def lora_settings(plan: Any) -> dict[str, Any]:
+    """A proposal's LoRA fields as forge.yaml's training.lora."""
+    targets = "all-linear" if plan.lora_targets == "all-linear" else list(ATTENTION_MODULES)
+    return {"r": plan.lora_r, "alpha": plan.lora_alpha, "dropout": plan.lora_dropout, "target_modules": targets}
+
+
 def _training_section(
     existing: TrainingSection, checked: CheckedPlan, profile: DataProfile | None, hardware: HardwareInfo,
-    schedule: Schedule, flags: list[Override],
+    schedule: Schedule, flags: list[Override], precision: PrecisionDecision,
 ) -> TrainingSection:  # fmt: skip
     plan = checked.proposal
     total_steps = schedule.time.total_steps if schedule.time else None
-    cadence = cadence_for(total_steps, hardware.has_cuda or hardware.mps) if total_steps else None
+    accelerated = hardware.has_cuda or hardware.mps
+    cadence = cadence_for(total_steps, accelerated, schedule.evaluations) if total_steps else None
     values: dict[str, Any] = existing.model_dump()
     values.update(
-        method=plan.method, stage=profile.stage if profile else existing.stage,
-        lora={"r": plan.lora_r, "alpha": plan.lora_alpha, "dropout": plan.lora_dropout,
-              "target_modules": "all-linear" if plan.lora_targets == "all-linear" else list(ATTENTION_MODULES)},
+        method=plan.method, stage=profile.stage if profile else existing.stage, lora=lora_settings(plan),
         learning_rate=plan.learning_rate, lr_scheduler=plan.lr_scheduler, warmup_ratio=plan.warmup_ratio,
         epochs=plan.epochs, max_steps=schedule.max_steps, micro_batch_size=plan.micro_batch_size,
-        gradient_accumulation=plan.gradient_accumulation, precision=plan.precision, packing=plan.packing,
+        gradient_accumulation=schedule.gradient_accumulation or plan.gradient_accumulation,
+        precision=precision.precision, packing=plan.packing,
         gradient_checkpointing=plan.gradient_checkpointing, time_budget_minutes=schedule.budget_minutes,
-        eval_every_steps=cadence.eval_every_steps if cadence else None,
+        eval_every_steps=cadence.eval_every_steps if cadence else None, eval_max_examples=schedule.eval_max_examples,
         save_every_steps=cadence.save_every_steps if cadence else None,
     )  # fmt: skip
     if cadence is not None:
         values["early_stopping"] = {**values["early_stopping"], "enabled": cadence.early_stopping,
                                     "patience": cadence.patience}  # fmt: skip
-    why = [plan.why_method, plan.why_hyperparameters, *schedule.notes, cadence.reason if cadence else ""]
+    why = [plan.why_method, f"Precision {precision.reason}", plan.why_hyperparameters, *schedule.notes,
+           cadence.reason if cadence else ""]  # fmt: skip
     why += _corrections_text(checked, "training") + [f.sentence().capitalize() + "." for f in flags]
     values["rationale"] = " ".join(w.strip() for w in why if w and w.strip())
     return TrainingSection.model_validate(values)

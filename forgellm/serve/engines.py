@@ -94,12 +94,33 @@ class StopScanner:
 # ------------------------------------------------------------------------------------------------ transformers
 
 
+def forward_parameters(model: Any) -> Any:
+    """The keyword parameters of the model's forward (peft passes keywords through to its base model)."""
+    import inspect
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(core.forward).parameters
+
+
+def cache_keyword(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: transformers 5 renamed `past_key_values` to
+    `cache` (the old name warns, and goes in 5.40); older versions know only the old one."""
+    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
+
+
 def _device_and_dtype() -> tuple[Any, str]:
-    """CUDA when present (bf16 where supported, else fp16), else CPU in fp32."""
-    from forgellm.training.model import pick_device, resolve_precision
+    """CUDA when present, in its training precision; else CPU in fp32 (hardware.precision decides)."""
+    import dataclasses
+
+    from forgellm.hardware.precision import inference_precision
+    from forgellm.hardware.probe import probe_hardware
+    from forgellm.training.model import pick_device
 
     device = pick_device()
-    return device, resolve_precision("auto", device)
+    hardware = probe_hardware()
+    if device.type != "cuda" and hardware.gpus:  # a CPU build of torch on a GPU machine
+        hardware = dataclasses.replace(hardware, gpus=())
+    return device, inference_precision(hardware)
 
 
 def _load_causal_lm(model_dir: Path, precision: str) -> Any:
@@ -229,10 +250,10 @@ class TransformersEngine:
         toggle = contextlib.nullcontext() if self.adapter_enabled else self.model.disable_adapter()
         try:
             with torch.inference_mode(), toggle:
-                inputs, past = ids.to(device), None
+                inputs, past, keyword = ids.to(device), None, cache_keyword(self.model)
                 for _ in range(budget):
-                    out = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                    past = out.past_key_values
+                    out = self.model(input_ids=inputs, use_cache=True, **{keyword: past})
+                    past = getattr(out, keyword)
                     token = _pick(out.logits[0, -1], temperature)
                     generated.append(token)
                     if token in self.stop_ids:

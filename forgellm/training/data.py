@@ -44,6 +44,18 @@ class TokenizedSplit:
     def tokens(self) -> int:
         return int(self.offsets[-1])
 
+    def subset(self, count: int | None, seed: int = 0) -> TokenizedSplit:
+        """``count`` examples chosen by ``seed`` (kept in split order), or the whole split."""
+        if count is None or count >= len(self):
+            return self
+        chosen = np.sort(np.random.default_rng(seed).choice(len(self), size=count, replace=False))
+        pieces = [self.example(int(i)) for i in chosen]
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum([len(ids) for ids, _ in pieces], out=offsets[1:])
+        return TokenizedSplit(
+            self.name, np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces]), offsets
+        )
+
 
 @dataclass
 class DataPosition:

@@ -25,6 +25,7 @@ from forgellm.errors import ForgeError
 from forgellm.training import checkpoint as ckpt
 from forgellm.training.data import DataPosition, MicroBatches, evaluation_batches, load_training_data
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
+from forgellm.training.objective import batch_loss
 from forgellm.training.packing import Batch
 from forgellm.training.protocol import RUN_CONFIG, ExitCode, RunSpec, event
 
@@ -93,17 +94,20 @@ class TrainingLoop:
         self.progress = ckpt.Progress()
         self.started = False
         self.step_seconds: list[float] = []
+        self.created_at = time.perf_counter()  # the time budget counts loading too
+        self.setup_seconds = 0.0
 
     # ----- setup -----------------------------------------------------------------------------------
     def setup(self, resume: Path | None) -> None:
         t = self.settings
         _seed_everything(t.seed)
-        self.model: TrainableModel = load_trainable_model(Path(self.spec.model_dir), t)
+        self.model: TrainableModel = load_trainable_model(Path(self.spec.model_dir), t, model_key=self.config.model.ref)
         for message in self.model.warnings:
             self.warn("other", message)
         vocab = self.model.model.get_input_embeddings().num_embeddings
         prepared = Path(self.spec.prepared_dir)
-        self.train_split, self.val_split = load_training_data(prepared, self.spec.tokenizer_id, vocab)
+        self.train_split, val_split = load_training_data(prepared, self.spec.tokenizer_id, vocab)
+        self.val_split = val_split.subset(t.eval_max_examples, seed=t.seed)
         tokenizer = self.model.tokenizer
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self.batches = MicroBatches(
@@ -126,6 +130,7 @@ class TrainingLoop:
         resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
         self.model.model.register_forward_pre_hook(self._forward_hook)
         self.started = True
+        self.setup_seconds = time.perf_counter() - self.created_at
         self._emit_start(resumed_from)
 
     def _emit_start(self, resumed_from: Path | None) -> None:
@@ -160,6 +165,7 @@ class TrainingLoop:
         last_saved = None
         while self.progress.step < self.total_steps:
             before = self.progress.position
+            iteration_started = time.perf_counter()
             self.optimizer_step(stream)
             if self.should_stop():
                 self.save("signal")
@@ -169,15 +175,17 @@ class TrainingLoop:
             stop_reason = self._maybe_evaluate(epoch_ended)
             if self._save_due(epoch_ended):
                 last_saved = self.save("interval")
+            # The run's time: steps, evaluations and checkpoints (what the time budget bounds).
+            self.progress.seconds += time.perf_counter() - iteration_started
             if stop_reason is None and self._over_time_budget():
                 stop_reason = "time_budget"
+                self._evaluate_last_step()  # the steps since the last evaluation may hold the best weights
             if stop_reason:
                 if last_saved != self.progress.step:
                     self.save("end")
                 self.end(stop_reason)
                 return ExitCode.OK
-        if not self.progress.val_losses or self.progress.val_losses[-1][0] != self.progress.step:
-            self.evaluate()
+        self._evaluate_last_step()
         if last_saved != self.progress.step:
             self.save("end")
         self.end("max_steps" if self.settings.max_steps else "completed")
@@ -203,18 +211,13 @@ class TrainingLoop:
         grad_norm = self._apply_gradients(step)
         self.progress.step, self.progress.position = step, micro[-1][1]
         seconds = time.perf_counter() - started
-        self.progress.seconds += seconds
         self.progress.train_losses.append(loss_sum)
         self.step_seconds.append(seconds)
         self._emit_step(loss_sum, grad_norm, [b for b, _ in micro], seconds)
 
     def _forward(self, batch: Batch, targets: int) -> torch.Tensor:
         with self.model.autocast():
-            output = self.model.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                labels=batch.labels, num_items_in_batch=torch.tensor(targets, device=self.model.device),
-            )
-        return output.loss
+            return batch_loss(self.model.model, batch, targets)
 
     def _apply_gradients(self, step: int) -> float:
         parameters = [p for p in self.model.model.parameters() if p.requires_grad]
@@ -254,12 +257,17 @@ class TrainingLoop:
 
     def _over_time_budget(self) -> bool:
         budget = self.settings.time_budget_minutes
-        if budget is None or self.progress.seconds < budget * 60:
+        if budget is None or self.progress.seconds + self.setup_seconds < budget * 60:
             return False
-        self.warn("time_budget", f"The time budget of {budget:g} minutes is used up; stopping after a checkpoint.")
+        self.warn("time_budget", f"The time budget of {budget:g} minutes is used up; stopping after an evaluation "
+                  "and a checkpoint.")
         return True
 
     # ----- evaluation ------------------------------------------------------------------------------
+    def _evaluate_last_step(self) -> None:
+        if not self.progress.val_losses or self.progress.val_losses[-1][0] != self.progress.step:
+            self.evaluate()
+
     def _maybe_evaluate(self, epoch_ended: bool) -> str | None:
         every = self.settings.eval_every_steps
         if not (self.progress.step % every == 0 if every else epoch_ended):

@@ -1,6 +1,7 @@
 """The model the worker trains: loaded at the chosen precision, wrapped for LoRA/QLoRA or left whole.
 
-Precision ``auto`` means bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU. With
+The precision comes from hardware/precision.py (``auto``: bf16 where the GPU supports it, fp16 on
+older GPUs; on a CPU the one `forge plan` measured faster, else fp32). With
 bf16/fp16 the frozen base weights are stored in that type and the forward runs under autocast; the
 weights that train (LoRA adapters, or all weights for ``full``) stay fp32 so small updates are not
 rounded away.
@@ -59,25 +60,20 @@ def pick_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(requested: str, device) -> str:
-    """auto -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; explicit choices are checked."""
-    import torch
+def resolve_precision(requested: str, device, model_key: str | None = None) -> str:
+    """The precision to train in on ``device``: hardware.precision's one decision (auto: the measured or
+    the rule's; forced values checked), for the device torch actually gives (a CPU build of torch on a
+    GPU machine trains on the CPU)."""
+    import dataclasses
 
-    cuda = device.type == "cuda"
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    if requested == "auto":
-        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
-    if requested == "fp16" and not cuda:
-        raise ForgeError(
-            "training.precision is fp16, but there is no GPU: fp16 training needs CUDA.",
-            fix="Set training.precision to auto (fp32 on CPU) or bf16.",
-        )
-    if requested == "bf16" and cuda and not bf16_ok:
-        raise ForgeError(
-            f"training.precision is bf16, but this GPU ({torch.cuda.get_device_name(device)}) does not support it.",
-            fix="Set training.precision to auto (fp16 on this GPU).",
-        )
-    return requested
+    from forgellm.hardware.precision import decide_precision
+    from forgellm.hardware.probe import probe_hardware
+    from forgellm.models.catalog import catalog_key
+
+    hardware = probe_hardware()
+    if device.type != "cuda" and hardware.gpus:
+        hardware = dataclasses.replace(hardware, gpus=())
+    return decide_precision(hardware, requested, model_key=catalog_key(model_key) if model_key else None).precision
 
 
 def _torch_dtype(precision: str):
@@ -86,13 +82,15 @@ def _torch_dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def load_trainable_model(model_dir: Path, training: TrainingSection, *, device=None) -> TrainableModel:
+def load_trainable_model(
+    model_dir: Path, training: TrainingSection, *, device=None, model_key: str | None = None
+) -> TrainableModel:
     """Load the model from a Hugging Face folder and prepare it for ``training.method``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or pick_device()
-    precision = resolve_precision(training.precision, device)
+    precision = resolve_precision(training.precision, device, model_key)
     if training.method == "qlora" and device.type != "cuda":
         raise ForgeError(
             "training.method is qlora, which needs a CUDA GPU (bitsandbytes 4-bit); none is available.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pyarrow.parquet as pq
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from forgellm.cli.main import app
 from forgellm.errors import ForgeError
 from forgellm.evaluation import evaluate_run
+from forgellm.evaluation.verdict import stop_interval_text
 
 runner = CliRunner()
 
@@ -37,6 +39,13 @@ def test_forge_eval_shows_base_against_fine_tuned_and_where_the_report_is(eval_p
     assert "Held-out question:" in out and "fine-tuned" in out and "reference" in out
     assert "Report: reports/eval.html" in out and (root / "reports" / "eval.html").is_file()
     assert "LLM judge" not in out  # --no-judge
+    summary = json.loads((root / "reports" / "eval.json").read_text(encoding="utf-8"))["summary"]
+    assert summary["verdict"]["message"] in out  # the verdict in words, with what to change when it is not better
+    assert all(suggestion in out for suggestion in summary["verdict"]["suggestions"])
+    for side in ("base", "tuned"):  # the stop rate with its count, and its interval below it
+        assert f"{summary[side]['stop_rate']:.0%} ({summary[side]['stopped']}/2)" in out
+        assert stop_interval_text(summary[side]) in out
+    assert "Loss per example changed by" in out and "max_new_tokens 4: set by you (--max-new-tokens)" in out
 
 
 def test_errors_name_the_command_that_fixes_them(tmp_path, tiny_train_project):
@@ -89,3 +98,19 @@ def test_no_or_an_empty_test_split_says_how_to_hold_one_out(tmp_path, tiny_causa
     result = runner.invoke(app, ["eval", "-C", str(root)])
     assert result.exit_code == 1 and "has no test split" in result.output
     assert "preprocessing.split.test" in result.output and "forge prepare" in result.output
+
+
+@pytest.mark.parametrize("status", ["better", "no_better", "worse"])
+def test_ignite_shows_the_verdict_unless_the_model_is_better(status, capsys):
+    from forgellm.cli.ignite_cmds import _eval_verdict
+    from forgellm.pipeline import StageOutcome
+
+    verdict = {"status": status, "message": f"The fine-tuned model is {status}.", "suggestions": ["Raise it."]}
+    _eval_verdict(StageOutcome("eval", "reused", 0.0, "decision", {"summary": {"verdict": verdict}}))
+    _eval_verdict(StageOutcome("eval", "reused", 0.0, "decision", {"summary": {}}))  # an older ignite.json
+    _eval_verdict(None)  # no eval stage
+    out = capsys.readouterr().out
+    if status == "better":
+        assert out == ""
+    else:
+        assert f"The fine-tuned model is {status}." in out and "Raise it." in out

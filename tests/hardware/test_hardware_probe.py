@@ -226,7 +226,7 @@ def test_cpuinfo_read_from_given_path(tmp_path) -> None:
     hw = probe_hardware(nvml=FakeNVML(), cpuinfo_path=cpuinfo, env=NO_ENV)
     assert hw.gpus == ()
     assert hw.bf16.cpu == "native"
-    assert hw.preferred_precision == "bf16"
+    assert hw.preferred_precision == "fp32"  # native bf16 on a CPU is measured by the plan, not assumed
     missing = probe_hardware(nvml=FakeNVML(), cpuinfo_path=tmp_path / "nope", env=NO_ENV)
     assert missing.bf16.cpu == "unknown"
     assert missing.preferred_precision == "fp32"

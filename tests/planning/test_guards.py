@@ -49,23 +49,24 @@ def test_schema_refuses_an_absurd_learning_rate():
 def test_absurd_learning_rate_is_corrected_and_explained(scripted, tmp_path, cpu_machine, online):
     result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=0.5)
     fixed = correction(result, "training.learning_rate")
-    assert fixed.proposed == 0.5 and fixed.value == pytest.approx(2e-4)  # the measured fp32 (CPU) rate
-    assert result.config.training.learning_rate == pytest.approx(2e-4)
-    assert "advisor proposed learning_rate 0.5; corrected to 0.0002" in result.config.training.rationale
+    assert fixed.proposed == 0.5 and fixed.value == pytest.approx(rules_plan.SMALL_LORA_LR)  # the measured CPU rate
+    assert result.config.training.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR)
+    expected = f"advisor proposed learning_rate 0.5; corrected to {rules_plan.SMALL_LORA_LR:g}"
+    assert expected in result.config.training.rationale
 
 
 def test_usual_lora_rate_on_a_small_model_in_bf16_is_corrected_by_the_size_rule(
     scripted, tmp_path, ampere_24gb, online
 ):
-    result = plan_with(scripted, tmp_path, ampere_24gb, model="smollm2-135m", learning_rate=2e-4)
+    result = plan_with(scripted, tmp_path, ampere_24gb, model="smollm2-135m", learning_rate=rules_plan.SMALL_LORA_LR)
     fixed = correction(result, "training.learning_rate")
     assert fixed.value == pytest.approx(1e-5) and "500M" in fixed.reason
 
 
 def test_usual_lora_rate_on_a_small_model_in_fp32_is_kept(scripted, tmp_path, cpu_machine, online):
-    result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=2e-4)
+    result = plan_with(scripted, tmp_path, cpu_machine, learning_rate=rules_plan.SMALL_LORA_LR)
     assert not [c for c in result.corrections if c.key == "training.learning_rate"]
-    assert result.config.training.learning_rate == pytest.approx(2e-4)
+    assert result.config.training.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR)
 
 
 def test_unknown_model_is_replaced_by_the_rules_choice(scripted, tmp_path, cpu_machine, online):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from forgellm.advisor import rules_plan
 from forgellm.cli.main import app
 from forgellm.config.io import load_config
 from forgellm.hardware.probe import probe_hardware
@@ -50,7 +51,7 @@ def test_plan_on_this_cpu_machine_writes_a_sound_forge_yaml(tmp_path, shared_dat
     config = load_config(tmp_path).config
     training = config.training
     assert config.model.ref == "smollm2-135m" and training.method == "lora"
-    assert training.learning_rate == pytest.approx(2e-4) and training.lora.r == 4  # fp32 small-model rate
+    assert training.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR) and training.lora.r == 4
     assert training.precision in ("fp32", "bf16")
     assert "estimate: chars/4" in config.data.rationale  # no converted model in this test's cache
     p99 = chars4_p99(bitext_rows(data))

@@ -94,7 +94,7 @@ def test_time_budget_bounds_max_steps_on_cpu(tmp_path, cpu_machine, shared_data)
     assert training.time_budget_minutes == 30
     assert training.max_steps is not None and training.max_steps < time.steps_per_epoch * training.epochs
     assert time.total_steps == training.max_steps and time.seconds_total <= 30 * 60
-    assert "keeps training within 30 min" in training.rationale
+    assert "fill the 30 min budget" in training.rationale
     assert training.eval_every_steps is not None and training.eval_every_steps <= training.max_steps
 
 

@@ -47,8 +47,8 @@ def test_support_goal_on_cpu_gets_the_bundled_model_with_small_model_rates(cpu_m
     plan = rules_plan.propose_plan(request(cpu_machine, "Make a customer support bot"))
     assert plan.model == "smollm2-135m"
     assert plan.method == "lora" and plan.precision == "fp32"
-    assert plan.learning_rate == pytest.approx(2e-4) and plan.lora_r == 4 and plan.lora_alpha == 8
-    assert "500M" in plan.why_hyperparameters and "not seen in fp32" in plan.why_hyperparameters
+    assert plan.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR) and plan.lora_r == 4 and plan.lora_alpha == 8
+    assert "500M" in plan.why_hyperparameters and "on GPUs only" in plan.why_hyperparameters
     assert "no GPU" in plan.why_model
     assert plan.max_length == 320 and "299" in plan.why_hyperparameters
     assert fits_with_margin(plan, cpu_machine)

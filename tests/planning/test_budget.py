@@ -1,0 +1,96 @@
+"""The time budget becomes steps through a measured throughput; learning rates that cannot move the model
+in those steps are raised; a budget too small for one step is refused with the step's duration."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgellm.advisor import rules_plan
+from forgellm.advisor.rules import RulesAdvisor
+from forgellm.errors import ForgeError
+from forgellm.hardware.precision import Measurement, choose_measured, store_decision
+from forgellm.planning import PlanOverrides, make_plan
+from forgellm.planning.estimate import STARTUP_SECONDS
+from forgellm.training.calibrate import describe_shape
+
+GOAL = "Make a customer support bot"
+
+
+def _plan(root, hardware, data, *, dry_run=False, advisor=None, **flags):
+    return make_plan(root, GOAL, data=data, hardware=hardware, advisor=advisor or RulesAdvisor(), offline=False,
+                     overrides=PlanOverrides(**flags), dry_run=dry_run)  # fmt: skip
+
+
+def _measure(root, hardware, data, tokens_per_second: float, **flags) -> None:
+    """A measurement of the planned shape in the calibration cache, as `forge plan` stores one."""
+    preview = _plan(root, hardware, data, dry_run=True, **flags)
+    training = preview.config.training
+    shape = describe_shape(training, preview.config.model.max_length, training.micro_batch_size)
+    measured = [Measurement("fp32", tokens_per_second, 1.0, 2.0)]
+    store_decision(hardware, "smollm2-135m", choose_measured(measured, shape))
+
+
+def test_the_budget_is_filled_from_the_measured_throughput(tmp_path, cpu_machine, shared_data):
+    data = shared_data / "bitext_customer_support.csv"
+    _measure(tmp_path, cpu_machine, data, 300.0, time_budget=10)
+    result = _plan(tmp_path, cpu_machine, data, time_budget=10)
+    training, time = result.config.training, result.time
+    assert result.precision.source == "measured" and training.precision == "fp32"
+    assert time.tokens_per_second == pytest.approx(300.0) and "measured on this machine" in time.basis
+    assert training.time_budget_minutes == 10 and training.max_steps == time.total_steps
+    step = time.tokens_per_step / time.tokens_per_second
+    assert time.seconds_total <= 10 * 60 < time.seconds_total + step + 1e-6  # full: one more step would not fit
+    assert time.seconds_total >= STARTUP_SECONDS + training.max_steps * step
+    assert "fill the 10 min budget" in training.rationale and "Precision fp32" in training.rationale
+
+
+def test_twice_the_speed_plans_about_twice_the_training(tmp_path, cpu_machine, shared_data):
+    data = shared_data / "bitext_customer_support.csv"
+    tokens = {}
+    for speed in (150.0, 300.0):
+        root = tmp_path / str(speed)
+        _measure(root, cpu_machine, data, speed, time_budget=20)
+        result = _plan(root, cpu_machine, data, time_budget=20)
+        tokens[speed] = result.config.training.max_steps * result.time.tokens_per_step
+    assert 1.8 <= tokens[300.0] / tokens[150.0] <= 2.4
+
+
+def test_a_short_budget_takes_smaller_steps(tmp_path, cpu_machine, shared_data):
+    data = shared_data / "bitext_customer_support.csv"
+    _measure(tmp_path, cpu_machine, data, 300.0, time_budget=4)
+    result = _plan(tmp_path, cpu_machine, data, time_budget=4)
+    training = result.config.training
+    assert training.gradient_accumulation < 4  # the rules' effective batch of 16 would give a handful of steps
+    assert "Gradient accumulation 4 ->" in training.rationale
+    assert training.max_steps >= 20
+
+
+def test_a_budget_too_small_for_one_step_says_how_long_a_step_takes(tmp_path, cpu_machine, shared_data):
+    data = shared_data / "bitext_customer_support.csv"
+    _measure(tmp_path, cpu_machine, data, 5.0, time_budget=30)
+    with pytest.raises(ForgeError) as caught:
+        _plan(tmp_path, cpu_machine, data, time_budget=0.2)
+    assert "cannot hold one training step: one step takes ~" in caught.value.message
+    assert "--time-budget" in caught.value.fix and not (tmp_path / "forge.yaml").exists()
+
+
+def test_a_learning_rate_that_cannot_move_the_model_is_raised(scripted, tmp_path, cpu_machine, shared_data):
+    def crawl(request):
+        return rules_plan.propose_plan(request).model_copy(update={"learning_rate": 6e-5})
+
+    result = _plan(tmp_path, cpu_machine, shared_data / "bitext_customer_support.csv", dry_run=True,
+                   advisor=scripted(crawl), max_steps=10)  # fmt: skip
+    fixed = next(c for c in result.corrections if c.key == "training.learning_rate")
+    assert fixed.proposed == pytest.approx(6e-5) and fixed.value == pytest.approx(rules_plan.SMALL_LORA_LR)
+    assert "too little to change it" in fixed.reason
+    assert rules_plan.learning_rate_moves(result.config.training.learning_rate, 10)
+
+
+def test_a_rate_that_moves_the_model_is_kept(scripted, tmp_path, cpu_machine, shared_data):
+    def usual(request):
+        return rules_plan.propose_plan(request).model_copy(update={"learning_rate": 3e-4})
+
+    result = _plan(tmp_path, cpu_machine, shared_data / "bitext_customer_support.csv", dry_run=True,
+                   advisor=scripted(usual), max_steps=40)  # fmt: skip
+    assert not [c for c in result.corrections if c.key == "training.learning_rate"]
+    assert result.config.training.learning_rate == pytest.approx(3e-4)
