@@ -25,7 +25,7 @@ from forgellm.errors import ForgeError
 from forgellm.training import checkpoint as ckpt
 from forgellm.training.data import DataPosition, MicroBatches, evaluation_batches, load_training_data
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
-from forgellm.training.objective import batch_loss
+from forgellm.training.objective import batch_loss, forward_module
 from forgellm.training.packing import Batch
 from forgellm.training.protocol import RUN_CONFIG, ExitCode, RunSpec, event
 
@@ -128,7 +128,7 @@ class TrainingLoop:
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
         resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
-        self.model.model.register_forward_pre_hook(self._forward_hook)
+        forward_module(self.model.model).register_forward_pre_hook(self._forward_hook)
         self.started = True
         self.setup_seconds = time.perf_counter() - self.created_at
         self._emit_start(resumed_from)

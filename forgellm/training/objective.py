@@ -27,6 +27,14 @@ def _causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def forward_module(model: Any) -> Any:
+    """The module every training forward runs through, whichever loss path is taken: the decoder when
+    the model has one (``batch_loss`` calls it directly), else the model. Hooks that must see each
+    forward (the injected faults) go here."""
+    lm = _causal_lm(model)
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else model
+
+
 def selects_targets(model: Any) -> bool:
     """Whether the loss can skip the positions without a target for this model."""
     lm = _causal_lm(model)

@@ -197,5 +197,6 @@ def test_ignite_with_the_bundled_model_on_real_support_data(tmp_path, bundled_mo
     base, tuned = summary["base"], summary["tuned"]
     report = json.dumps({"base": base, "tuned": tuned, "verdict": summary["verdict"]}, indent=1)
     assert tuned["loss"] <= 0.95 * base["loss"], report  # held-out test split
-    assert summary["samples_generated"] == 32 and tuned["stop_rate"] >= base["stop_rate"], report
+    answered = min(32, training["settings"]["test_conversations"])  # ignite answers up to 32 test questions
+    assert summary["samples_generated"] == answered and tuned["stop_rate"] >= base["stop_rate"], report
     assert (project / "exports" / "support-bot" / "support-bot-q8_0.gguf").stat().st_size > 100_000_000
