@@ -1,7 +1,7 @@
 """Memory estimator vs measured peak: SmolLM2-135M, full fine-tuning, fp32, CPU, two sequence lengths.
 
 Each measurement runs in a fresh child process (this script with ``--child``), so its peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is that of one training job and nothing else: the
+(VmHWM of /proc/self/status) is that of one training job and nothing else: the
 interpreter, torch, the model, a few real optimizer steps (forward, backward, AdamW step).
 
     python benchmarks/memory_estimate.py                  # both lengths, writes results/memory_estimate.json
@@ -29,6 +29,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "memory_estimate.json"
 
 
 def _rss_bytes() -> int:
+    """This process's peak RSS. On Linux from /proc's VmHWM: ru_maxrss survives fork + exec, so a child
+    started by a big parent (a test run holding several models) would report the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024

@@ -129,3 +129,13 @@ def test_a_full_disk_during_a_checkpoint_is_a_clear_error_and_resume_works(tiny_
     assert resumed.exit_code == 0, resumed.output[-3000:]
     assert json.loads(resumed.stdout)["status"] == "completed"
     assert os.path.getsize(run_dir / "summary.json") > 0
+
+
+def test_a_forced_precision_this_machine_cannot_run_is_a_message_with_the_fix(tiny_train_project, monkeypatch):
+    """fp16 needs CUDA: on this CPU-only machine `forge train` says so and how to fix it, no traceback."""
+    root, _ = tiny_train_project(precision="fp16")
+    result = runner.invoke(app, ["train", "-C", str(root)])
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "training.precision is fp16, but this machine has no NVIDIA GPU" in text
+    assert "Set training.precision to auto" in text and "Traceback" not in result.output
