@@ -202,7 +202,8 @@ def worker_trl(args: argparse.Namespace) -> dict:
         output_dir=str(args.work / "trl-out"), packing=False, max_length=MAX_LENGTH,
         per_device_train_batch_size=MICRO_BATCH, gradient_accumulation_steps=1, max_steps=args.steps,
         learning_rate=LEARNING_RATE, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch", gradient_checkpointing=False, bf16=False, fp16=False,
+        max_grad_norm=1.0, optim="adamw_torch", gradient_checkpointing=False,
+        bf16=getattr(args, "precision", "fp32") == "bf16", fp16=False,
         use_cpu=True, seed=42, save_strategy="no", eval_strategy="no", report_to="none",
         logging_steps=10_000, disable_tqdm=True,
     )
@@ -285,8 +286,9 @@ def worker_correctness(args: argparse.Namespace) -> dict:
 WORKERS = {"forge": worker_forge, "trl": worker_trl, "correctness": worker_correctness}
 
 
-def run_worker(kind: str, extra: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, *extra], capture_output=True, text=True,
+def run_worker(kind: str, extra: list[str], script: str = __file__) -> dict:
+    """Run ``script --worker kind`` in a fresh process (train_bench_smollm2.py passes itself)."""
+    out = subprocess.run([sys.executable, script, "--worker", kind, *extra], capture_output=True, text=True,
                          check=False)
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-4000:]}")

@@ -9,8 +9,8 @@ on all linear layers, micro-batch 4, max_length 320, the shipped customer-suppor
 where the CPU has bf16 instructions):
 
 - forge: `forgellm.training.loop.train` (what `forge train`'s worker runs), packed as the plan sets it.
-- trl: `trl.SFTTrainer(packing=False)` on the very token ids and labels `forge prepare` wrote, the same
-  LoRA `peft_config`, `bf16=True` for bf16 (TRL's CPU autocast), everything else TRL's default.
+- trl: train_bench's `trl.SFTTrainer(packing=False)` worker on the very token ids and labels `forge prepare`
+  wrote, the same LoRA `peft_config`, `bf16=True` for bf16 (TRL's CPU autocast), everything else TRL's default.
 
 Figures are real (non-padding) tokens per second from the end of the warm-up steps to the end of the
 last one, each run in a fresh process, rounds interleaved (forge, trl per precision), medians of the
@@ -69,41 +69,15 @@ def build_project(work: Path, steps: int, precision: str) -> tuple[Path, Path, P
     return project, result.output_dir, Path(model_dir)
 
 
-def worker_trl(args: argparse.Namespace) -> dict:
-    """train_bench's TRL worker, with TRL's bf16 switch for the bf16 rounds."""
-    import trl
-
-    original = trl.SFTConfig
-
-    def config(*a, **k):
-        k["bf16"] = args.precision == "bf16"
-        return original(*a, **k)
-
-    trl.SFTConfig = config
-    try:
-        return base.worker_trl(args)
-    finally:
-        trl.SFTConfig = original
-
-
-def run_worker(kind: str, extra: list[str]) -> dict:
-    import subprocess
-
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, *extra], capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{kind} worker failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def rounds(projects: dict, work: Path, pairs: int, steps: int) -> dict:
     results: dict[str, list[dict]] = {p: [] for p in projects}
     for number in range(pairs):
         for precision, (project, prepared, model_dir) in projects.items():
             run_dir = base.make_run_dir(project, prepared, f"forge-{number}", packing=True)
-            forge = run_worker("forge", ["--run-dir", str(run_dir)])
-            trl = run_worker("trl", ["--prepared", str(prepared), "--model-dir", str(model_dir), "--work",
-                                     str(work), "--steps", str(steps), "--precision", precision])  # fmt: skip
+            forge = base.run_worker("forge", ["--run-dir", str(run_dir)], script=__file__)
+            trl_args = ["--prepared", str(prepared), "--model-dir", str(model_dir), "--work", str(work),
+                        "--steps", str(steps), "--precision", precision]  # fmt: skip
+            trl = base.run_worker("trl", trl_args, script=__file__)
             ratio = forge["tokens_per_s"] / trl["tokens_per_s"]
             results[precision].append({"forge": forge, "trl": trl, "ratio": ratio})
             print(f"  round {number + 1} {precision}: forge {forge['tokens_per_s']:,.0f} real tok/s, "
@@ -135,7 +109,7 @@ def main() -> None:
     configure_base()
     if args.worker:
         os.dup2(2, 1)  # library chatter to stderr; the result line goes to the saved stdout
-        result = base.worker_forge(args) if args.worker == "forge" else worker_trl(args)
+        result = base.worker_forge(args) if args.worker == "forge" else base.worker_trl(args)
         os.write(_STDOUT, (json.dumps(result) + "\n").encode())
         return
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]

@@ -27,7 +27,7 @@ from forgellm.planning.estimate import (
     seconds_per_step,
     steps_within,
 )
-from forgellm.planning.guards import CheckedPlan
+from forgellm.planning.guards import CheckedPlan, Correction
 from forgellm.planning.hyperparams import evaluations_for
 from forgellm.planning.profile import DataProfile
 
@@ -75,8 +75,8 @@ def schedule_plan(
     time = estimate(plan.max_steps, evaluations)
     eval_examples = None
     if budget is not None:
-        eval_examples = _eval_examples(time, estimate.val_rows, budget)
-        estimate.val_rows = eval_examples or estimate.val_rows
+        eval_examples = _eval_examples(time, estimate.full_val_rows, budget)
+        estimate.eval_examples = eval_examples
         time = estimate(plan.max_steps, evaluations)
         # Evaluations take at most EVAL_SHARE of the budget; the last one always runs.
         evaluations = max(1, min(evaluations, int(EVAL_SHARE * budget * 60 / max(time.seconds_per_eval, 1e-9))))
@@ -129,8 +129,6 @@ def _eval_examples(time: TimeEstimate, val_rows: int, budget: float) -> int | No
 
 def check_lr_moves(checked: CheckedPlan, schedule: Schedule) -> CheckedPlan:
     """A learning rate too small to move the model in the planned steps is raised, with the reason."""
-    from forgellm.planning.guards import Correction
-
     plan, time = checked.proposal, schedule.time
     steps = schedule.max_steps or (time.total_steps if time else None)
     if not steps or rules_plan.learning_rate_moves(plan.learning_rate, steps):
@@ -174,7 +172,7 @@ class _Estimator:
     ) -> None:  # fmt: skip
         self.checked, self.profile, self.hardware, self.split = checked, profile, hardware, split
         self.full_val_rows = int(profile.rows * split.val)
-        self.val_rows = self.full_val_rows
+        self.eval_examples: int | None = None  # the val subset one evaluation scores (None: all)
         speed = precision.tokens_per_second
         self.measured = (speed, f"{precision.shape}, {precision.precision}") if speed else None
 
@@ -184,7 +182,8 @@ class _Estimator:
         return estimate_time(
             params=self.checked.target.params, method=plan.method, hardware=self.hardware,
             gradient_checkpointing=plan.gradient_checkpointing, train_rows=int(profile.rows * split.train),
-            val_rows=self.val_rows, mean_tokens=profile.tokens["mean"], max_length=plan.max_length,
+            val_rows=self.eval_examples or self.full_val_rows, mean_tokens=profile.tokens["mean"],
+            max_length=plan.max_length,
             effective_batch=effective, packing=plan.packing, epochs=plan.epochs or 1.0, max_steps=max_steps,
             evaluations=evaluations, measured=self.measured,
         )  # fmt: skip
