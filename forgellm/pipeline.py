@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import ProjectLayout
 
 STAGES = ("init", "study", "plan", "prepare", "train", "eval", "export")
-STATE_FILE = Path(".forge") / "ignite.json"
 # ignite keeps evaluation shorter than `forge eval` (64 answers): 32 answers still give the stop rate a
 # 95% interval of about ±15 points; None sizes the answer limit by the test split's reference answers.
 EVAL_SAMPLES, EVAL_MAX_EXAMPLES, EVAL_MAX_NEW_TOKENS = 32, 64, None
@@ -107,14 +107,13 @@ class IgniteResult:
 def _load_state(project_dir: Path) -> dict[str, Any]:
     from forgellm.config.io import read_json_object
 
-    return read_json_object(project_dir / STATE_FILE)
+    return read_json_object(ProjectLayout(project_dir).ignite_state)
 
 
 def _save_state(project_dir: Path, state: dict[str, Any]) -> None:
     from forgellm.config.io import atomic_write_text
 
-    (project_dir / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(project_dir / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
+    atomic_write_text(ProjectLayout(project_dir).ignite_state, json.dumps(state, indent=2, default=str) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -271,9 +270,8 @@ def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks
 
     check_model_disk_space(load_config(project_dir).config)
     result = prepare_dataset(project_dir, options.data, hooks=PrepareHooks(step=hooks.step, rows=hooks.rows))
-    splits = result.stats.get("splits", {})
-    counts = ", ".join(f"{name} {s.get('examples', 0):,}" for name, s in splits.items())
-    rejected = result.stats.get("rejected", 0)
+    counts = ", ".join(f"{name} {examples:,}" for name, examples in result.stats.examples().items())
+    rejected = result.stats.rejected
     decision = f"{counts} examples" + (f"; {rejected:,} rows rejected (see rejects.jsonl)" if rejected else "")
     if result.already_prepared:
         decision += " (already prepared)"
@@ -281,11 +279,11 @@ def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks
 
 
 def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
-    from forgellm.training.runs import run_status
+    from forgellm.project.run_record import run_status
     from forgellm.training.supervisor import run_training
 
     run_id = state.get("train_run")
-    resume = run_id if run_id and run_status(project_dir / "runs" / run_id) != "completed" else None
+    resume = run_id if run_id and run_status(ProjectLayout(project_dir).run(run_id)) != "completed" else None
 
     def remember(event: dict[str, Any]) -> None:
         if event.get("event") == "run" and event.get("run_id"):  # record it at once: a kill must find it
@@ -302,14 +300,15 @@ def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, 
             raise
     if result is not None and result.status != "completed":
         raise IgniteInterrupted("train", f"forge ignite resumes run {result.run_id} from its last checkpoint")
-    summary = result.summary if result is not None else {}
-    best = summary.get("best_val_loss")
+    summary = result.summary if result is not None else None
+    best = summary.best_val_loss if summary else None
+    steps = summary.steps if summary and summary.steps is not None else "?"
     decision = (
-        f"run {state['train_run']}: {summary.get('steps', '?')} steps, best val loss {best:.4f}"
-        if isinstance(best, (int, float))
+        f"run {state['train_run']}: {steps} steps, best val loss {best:.4f}"
+        if summary and isinstance(best, (int, float))
         else f"run {state.get('train_run')} completed"
     )
-    recoveries = summary.get("recoveries") or []
+    recoveries = summary.recoveries if summary else []
     if recoveries:
         decision += f", healed {len(recoveries)} failure(s)"
     return StageOutcome("train", "done", 0.0, decision, {"run_id": state.get("train_run")}, result)
@@ -351,7 +350,7 @@ def _stage_export(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks,
     result = export_model(project_dir, run=state.get("train_run"), progress=hooks.export_progress)
     files = ", ".join(p.name for p in result.gguf_files.values())
     ollama = result.ollama
-    registered = f"; created {ollama['model']} in Ollama" if ollama.get("registered") else ""
+    registered = f"; created {ollama.model} in Ollama" if ollama.registered else ""
     decision = f"exports/{result.name}/: merged/, {files}, Modelfile, README.md{registered}"
     return StageOutcome("export", "done", 0.0, decision, {"folder": str(result.folder)}, result)
 

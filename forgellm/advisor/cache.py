@@ -14,16 +14,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from forgellm.project.layout import ADVISOR_CACHE, ProjectLayout
+
 CACHE_FORMAT = 1
 
 
 def default_cache_dir(project_dir: Path | None) -> Path:
     """``<project>/.forge/advisor-cache``; user-wide under FORGE_HOME when there is no project."""
     if project_dir is not None:
-        return Path(project_dir) / ".forge" / "advisor-cache"
+        return ProjectLayout(Path(project_dir)).advisor_cache
     from forgellm.config.settings import forge_home
 
-    return forge_home() / "advisor-cache"
+    return forge_home() / ADVISOR_CACHE
 
 
 def request_key(*, provider: str, model: str, task: str, system: str, prompt: str, schema: type[BaseModel]) -> str:

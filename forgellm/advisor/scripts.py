@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from forgellm.advisor.sandbox import Runtime, SandboxLimits, SandboxResult, run_sandboxed
 from forgellm.config.io import atomic_write_text
 from forgellm.errors import ForgeError
+from forgellm.project.layout import ProjectLayout
 
 if TYPE_CHECKING:
     from forgellm.advisor.protocol import Advisor
@@ -117,7 +118,7 @@ def run_advisor_script(
     choose_runtime(runtime, allow_unsandboxed=allow_unsandboxed)
     proposal = advisor.write_script(_script_request(input_path, instructions, sample_rows, redact_pii))
     script_path = _save_script(project_dir, proposal.code, instructions, proposal.explanation, advisor.name)
-    runs = project_dir / ".forge" / "scripts" / "runs"
+    runs = ProjectLayout(project_dir).script_runs_dir
     runs.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{script_path.stem}-", dir=runs))
     result = run_sandboxed(
@@ -169,7 +170,7 @@ def _script_request(input_path: Path, instructions: str, sample_rows: int, redac
 def _save_script(project_dir: Path, code: str, instructions: str, explanation: str, advisor_name: str) -> Path:
     """The script under .forge/scripts/<hash>.py (same code, same name) with what it was asked for."""
     digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
-    folder = project_dir / ".forge" / "scripts"
+    folder = ProjectLayout(project_dir).scripts_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.py"
     atomic_write_text(path, code)

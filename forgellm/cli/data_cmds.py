@@ -167,39 +167,41 @@ class _progress:
 def _render_result(result: Any) -> None:
     from rich.table import Table
 
+    from forgellm.project.layout import PreparedLayout
+
     stats = result.stats
     if result.already_prepared:
         console.print(f"Already prepared with these settings: [bold]{result.output_dir}[/]")
-    table = Table(title=f"Prepared {stats['rows_read']:,} rows → {result.output_dir.name}")
+    table = Table(title=f"Prepared {stats.rows_read:,} rows → {result.output_dir.name}")
     for column in ("split", "examples", "tokens", "trained tokens", "longest"):
         table.add_column(column, justify="right" if column != "split" else "left")
-    for split, values in stats["splits"].items():
+    for split, counts in stats.splits.items():
         table.add_row(
             split,
-            f"{values['examples']:,}",
-            f"{values['tokens']:,}",
-            f"{values['trained_tokens']:,}",
-            f"{values['max_length']:,}",
+            f"{counts.examples:,}",
+            f"{counts.tokens:,}",
+            f"{counts.trained_tokens:,}",
+            f"{counts.max_length:,}",
         )
     console.print(table)
-    if stats["rejected"]:
-        console.print(f"Rejected {stats['rejected']:,} rows (see {result.output_dir / 'rejects.jsonl'}):")
-        for reason, count in list(stats["rejected_by_reason"].items())[:8]:
+    if stats.rejected:
+        console.print(f"Rejected {stats.rejected:,} rows (see {PreparedLayout(result.output_dir).rejects}):")
+        for reason, count in list(stats.rejected_by_reason.items())[:8]:
             console.print(f"  {count:>7,}  {reason}")
-    if stats["truncated"]:
+    if stats.truncated:
         console.print(
-            f"Truncated {stats['truncated']:,} examples to {stats['max_length']} tokens "
-            f"({stats['truncated_lost_stop_token']:,} lost their stop token)."
+            f"Truncated {stats.truncated:,} examples to {stats.max_length} tokens "
+            f"({stats.truncated_lost_stop_token:,} lost their stop token)."
         )
     for check in result.checks:
         mark = "[green]✓[/]" if check["ok"] else "[red]✗[/]"
         console.print(f"{mark} {check['name']}: [dim]{check['detail']}[/]")
-    seconds = stats["seconds_by_stage"]
+    seconds = stats.seconds_by_stage
     if seconds:
         parts = ", ".join(f"{stage} {value:.1f}s" for stage, value in seconds.items())
         console.print(
-            f"[dim]Time by stage: {parts}; bottleneck: {stats['bottleneck']}; "
-            f"peak memory {stats['peak_rss_mb']:,.0f} MB.[/]"
+            f"[dim]Time by stage: {parts}; bottleneck: {stats.bottleneck}; "
+            f"peak memory {stats.peak_rss_mb:,.0f} MB.[/]"
         )
-    for warning in stats.get("warnings", []):
+    for warning in stats.warnings:
         console.print(f"[yellow]warning[/] {warning}")

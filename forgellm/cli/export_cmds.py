@@ -53,10 +53,10 @@ def export(
                 progress=display.progress(),
             )
         _render_result(result, root)
-    if result.ollama.get("error"):
+    if result.ollama.error:
         raise ForgeError(
-            f"Ollama refused to create the model: {result.ollama['error']}",
-            fix=f"The export is complete in {result.folder}; fix the cause, then run: {result.ollama['command']}",
+            f"Ollama refused to create the model: {result.ollama.error}",
+            fix=f"The export is complete in {result.folder}; fix the cause, then run: {result.ollama.command}",
         )
 
 
@@ -104,16 +104,16 @@ def _render_result(result: Any, root: Path) -> None:
     for warning in result.warnings:
         err_console.print(f"[yellow]warning[/] {warning}", soft_wrap=True)
     ollama = result.ollama
-    if ollama.get("registered"):
+    if ollama.registered:
         console.print(
-            f"Ollama: created [bold]{ollama['model']}[/] at {ollama['host']}; it answered: "
-            f"{(ollama.get('smoke_answer') or '').strip()[:120]!r}"
+            f"Ollama: created [bold]{ollama.model}[/] at {ollama.host}; it answered: "
+            f"{(ollama.smoke_answer or '').strip()[:120]!r}"
         )
-        console.print(f"Chat with it: [bold]ollama run {ollama['model']}[/]")
-    elif result.modelfile and not ollama.get("error"):
-        reason = "no Ollama server answers at " + ollama["host"] if "host" in ollama else "registration skipped"
+        console.print(f"Chat with it: [bold]ollama run {ollama.model}[/]")
+    elif result.modelfile and not ollama.error:
+        reason = "no Ollama server answers at " + ollama.host if ollama.host else "registration skipped"
         console.print(
-            f"Ollama: {reason}. To add the model later:\n  [bold]cd {root} && {ollama['command']}[/]", soft_wrap=True
+            f"Ollama: {reason}. To add the model later:\n  [bold]cd {root} && {ollama.command}[/]", soft_wrap=True
         )
     if result.hub_url:
         console.print(f"Hugging Face Hub: {result.hub_url}")

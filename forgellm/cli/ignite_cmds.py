@@ -241,9 +241,11 @@ def _eval_verdict(evaluated: Any) -> None:
 
 def _one_example(root: Path, evaluated: Any) -> dict[str, Any] | None:
     """The first evaluated sample (from reports/eval.json, so a resumed ignite shows it too)."""
-    from forgellm.config.io import read_json_object
+    from forgellm.project.eval_record import EvalRecord
+    from forgellm.project.layout import ProjectLayout
 
-    examples = read_json_object(root / "reports" / "eval.json").get("examples") or []
+    report = EvalRecord.load(ProjectLayout(root))
+    examples = report.examples if report is not None else []
     if not examples or evaluated is None:
         return None
     first = examples[0]

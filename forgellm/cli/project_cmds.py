@@ -62,7 +62,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON (every run, stable keys)."),
 ) -> None:
     """Where the project stands: plan, data (current or stale), runs, exports, eval, machine, and the next command."""
-    from forgellm.project import project_status
+    from forgellm.status import project_status
 
     report = project_status(directory)
     if as_json:

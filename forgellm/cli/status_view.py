@@ -145,7 +145,7 @@ def exports_table(exports: list[dict[str, Any]]) -> Group:
             f"{escape(g['quant'])} {human_bytes(g['bytes']) if g['bytes'] else '[red]missing[/]'}"
             for g in export["gguf"]
         ]
-        files += ["Modelfile"] if export["modelfile"] else []
+        files += [Path(export["modelfile"]).name] if export["modelfile"] else []
         ollama = export["ollama"]
         if not export["complete"]:
             registered = "[red]incomplete[/]"

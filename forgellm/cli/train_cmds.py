@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from forgellm.cli.main import app
 from forgellm.cli.output import console, err_console, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from forgellm.project.run_record import RunSummary
+
+if TYPE_CHECKING:
+    pass
 
 
 @app.command()
@@ -152,32 +158,34 @@ def _event_line(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _render_summary(summary: dict[str, Any]) -> None:
+def _render_summary(summary: RunSummary) -> None:
     from rich.table import Table
+
+    from forgellm.project.layout import RunLayout
 
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")  # paths are copied by users: wrap them, never cut them
-    best = summary.get("best_val_loss")
+    best = summary.best_val_loss
     rows = [
-        ("Status", f"{summary['status']}" + (f" ({summary['reason']})" if summary.get("reason") else "")),
-        ("Steps", f"{summary.get('steps')}/{summary.get('total_steps')}"),
-        ("Best val loss", f"{_num(best)} at step {summary.get('best_step')}" if best is not None else "–"),
-        ("Final train loss", _num(summary.get("final_train_loss"))),
-        ("Speed", f"{_num(summary.get('tokens_per_s'), '.0f')} tokens/s"),
-        ("Peak memory", human_bytes(summary.get("peak_memory_bytes"))),
-        ("Duration", f"{summary.get('duration_s', 0):.0f} s in {summary.get('attempts')} attempt(s)"),
-        ("Recoveries", str(len(summary.get("recoveries", [])))),
+        ("Status", f"{summary.status}" + (f" ({summary.reason})" if summary.reason else "")),
+        ("Steps", f"{summary.steps}/{summary.total_steps}"),
+        ("Best val loss", f"{_num(best)} at step {summary.best_step}" if best is not None else "–"),
+        ("Final train loss", _num(summary.final_train_loss)),
+        ("Speed", f"{_num(summary.tokens_per_s, '.0f')} tokens/s"),
+        ("Peak memory", human_bytes(summary.peak_memory_bytes)),
+        ("Duration", f"{summary.duration_s or 0:.0f} s in {summary.attempts} attempt(s)"),
+        ("Recoveries", str(len(summary.recoveries))),
     ]
-    for key, change in summary.get("config_changes", {}).items():
+    for key, change in summary.config_changes.items():
         rows.append(("Healing changed", f"{key}: {change['from']} → {change['to']}"))
-    paths = summary["paths"]
+    paths = summary.paths
     for label, key in (("Best model", "best"), ("Last checkpoint", "last_checkpoint"), ("Loss plot", "loss_plot")):
         if paths.get(key):
-            rows.append((label, paths[key]))
-    rows.append(("Summary", str(Path(paths["run_dir"]) / "summary.json")))
+            rows.append((label, str(paths[key])))
+    rows.append(("Summary", str(RunLayout(Path(str(paths["run_dir"]))).summary)))
     for label, value in rows:
         table.add_row(f"[bold]{label}[/]", value)
     console.print(table)
-    if summary.get("config_changes"):
+    if summary.config_changes:
         console.print("[dim]forge.yaml is unchanged; copy these settings there to start later runs with them.[/]")

@@ -12,8 +12,8 @@ from typing import Any
 
 from forgellm.config.io import atomic_write_text
 from forgellm.config.schema import ForgeConfig
+from forgellm.project.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 _BLOCK = 1 << 20
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import json
 import resource
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from forgellm.config.io import atomic_write_text, load_config, save_config
+from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.keyindex import KeyIndex
 from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint, short_hash, tokenizer_id
@@ -34,6 +33,8 @@ from forgellm.data.prepare_validate import validate_outputs
 from forgellm.data.records import BadRow, Record
 from forgellm.data.splits import SplitAssigner
 from forgellm.errors import ForgeError
+from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.prepared import PreparedData, PreparedStats, SplitCounts
 
 _MIN_ROWS_FOR_ERROR_RATE = 50
 
@@ -41,7 +42,7 @@ _MIN_ROWS_FOR_ERROR_RATE = 50
 @dataclass
 class PrepareResult:
     output_dir: Path
-    stats: dict[str, Any]
+    stats: PreparedStats
     checks: list[dict[str, Any]] = field(default_factory=list)
     resumed_chunks: int = 0
     already_prepared: bool = False
@@ -52,7 +53,7 @@ class PrepareResult:
             "already_prepared": self.already_prepared,
             "resumed_chunks": self.resumed_chunks,
             "checks": self.checks,
-            "stats": self.stats,
+            "stats": self.stats.to_dict(),
         }
 
 
@@ -77,7 +78,7 @@ def default_chunk_rows() -> int:
 
 
 def load_project_config(project_dir: Path) -> ForgeConfig:
-    if not (project_dir / "forge.yaml").is_file():
+    if not ProjectLayout(project_dir).config_file.is_file():
         raise ForgeError(
             f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
             fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
@@ -107,7 +108,7 @@ def detect_recipe(project_dir: Path, input_path: Path, config: ForgeConfig) -> t
     dataset = open_dataset(input_path)
     detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
     on_disk = load_config(project_dir, environ={}).config
-    save_config(_with_detection(on_disk, input_path, detection), project_dir / "forge.yaml")
+    save_config(_with_detection(on_disk, input_path, detection), ProjectLayout(project_dir).config_file)
     return _with_detection(config, input_path, detection), detection
 
 
@@ -132,7 +133,7 @@ def prepare_dataset(
 class _PrepareRun:
     def __init__(self, project_dir: Path, input_path: Path, config: ForgeConfig, hooks: PrepareHooks) -> None:
         self.project_dir, self.input_path, self.config, self.hooks = project_dir, input_path, config, hooks
-        self.prepared = project_dir / "data" / "prepared"
+        self.layout = ProjectLayout(project_dir)
         self.timer = StageTimer()
         self.started = time.perf_counter()
 
@@ -150,12 +151,11 @@ class _PrepareRun:
         fingerprint = input_fingerprint(self.input_path)
         tokenizer = tokenizer_id(setup)
         settings = settings_fingerprint(self.config, tokenizer)
-        final = self.prepared / short_hash(settings, fingerprint["sha256"])
-        published = Manifest.load(final)
-        if published is not None and published.complete and not restart:
-            stats = json.loads((final / "stats.json").read_text(encoding="utf-8"))
-            return PrepareResult(final, stats, already_prepared=True)
-        work = self.prepared / f".partial-{short_hash(settings, fingerprint['path'])}"
+        final = self.layout.prepared(short_hash(settings, fingerprint["sha256"])).folder
+        published = PreparedData.load(final)
+        if published is not None and published.complete and published.stats is not None and not restart:
+            return PrepareResult(final, published.stats, already_prepared=True)
+        work = self.layout.partial_prepared(short_hash(settings, fingerprint["path"])).folder
         manifest = self._open_work(work, fingerprint, settings, tokenizer, chunk_rows, restart)
         try:
             return self._run(work, final, manifest)
@@ -315,7 +315,7 @@ class _PrepareRun:
                 fix=f"This is a Forge bug; please report it with the files in {work}.",
             )
         stats = self._stats(manifest, split_stats, merge_reasons, checks)
-        atomic_write_text(work / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        stats.save(PreparedLayout(work))
         manifest.complete, manifest.output_fingerprint = True, final.name
         manifest.save(work)
         for leftover in ("keys.sqlite", "keys.sqlite-wal", "keys.sqlite-shm"):
@@ -326,35 +326,35 @@ class _PrepareRun:
         work.replace(final)
         return PrepareResult(final, stats, [c.to_dict() for c in checks], resumed_chunks=self.resumed)
 
-    def _stats(self, manifest: Manifest, split_stats: dict, merge_reasons: Counter, checks: list) -> dict:
+    def _stats(self, manifest: Manifest, split_stats: dict, merge_reasons: Counter, checks: list) -> PreparedStats:
         reasons: Counter = Counter()
         for chunk in manifest.chunks:
             reasons.update(chunk["reasons"])
         reasons.update(merge_reasons)
         seconds = {stage: round(value, 3) for stage, value in self.timer.seconds.items()}
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {
-            "input": manifest.input,
-            "format": manifest.format,
-            "stage": self.config.training.stage,
-            "model": self.config.model.ref,
-            "template": self.setup.template_name,
-            "max_length": self.config.model.max_length,
-            "rows_read": sum(c["items"] for c in manifest.chunks),
-            "kept": sum(s["examples"] for s in split_stats.values()),
-            "rejected": sum(reasons.values()),
-            "rejected_by_reason": dict(reasons.most_common()),
-            "truncated": sum(c["truncated"] for c in manifest.chunks),
-            "truncated_lost_stop_token": sum(c["truncated_lost_stop"] for c in manifest.chunks),
-            "splits": split_stats,
-            "chunk_rows": manifest.chunk_rows,
-            "chunks": len(manifest.chunks),
-            "seconds_by_stage": seconds,
-            "bottleneck": max(seconds, key=seconds.get) if seconds else None,
-            "seconds_total_this_run": round(time.perf_counter() - self.started, 3),
-            "peak_rss_mb": round(peak_kb / 1024, 1),
-            "warnings": self.setup.warnings,
-        }
+        return PreparedStats(
+            input=manifest.input,
+            format=manifest.format,
+            stage=self.config.training.stage,
+            model=self.config.model.ref,
+            template=self.setup.template_name,
+            max_length=self.config.model.max_length,
+            rows_read=sum(c["items"] for c in manifest.chunks),
+            kept=sum(s["examples"] for s in split_stats.values()),
+            rejected=sum(reasons.values()),
+            rejected_by_reason=dict(reasons.most_common()),
+            truncated=sum(c["truncated"] for c in manifest.chunks),
+            truncated_lost_stop_token=sum(c["truncated_lost_stop"] for c in manifest.chunks),
+            splits={name: SplitCounts(**counts) for name, counts in split_stats.items()},
+            chunk_rows=manifest.chunk_rows,
+            chunks=len(manifest.chunks),
+            seconds_by_stage=seconds,
+            bottleneck=max(seconds, key=seconds.get) if seconds else None,
+            seconds_total_this_run=round(time.perf_counter() - self.started, 3),
+            peak_rss_mb=round(peak_kb / 1024, 1),
+            warnings=self.setup.warnings,
+        )
 
 
 def _release_memory() -> None:

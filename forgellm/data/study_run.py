@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.data.records import BadRow, Record
+from forgellm.project.layout import ProjectLayout
 
 DEFAULT_SAMPLE_ROWS = 20_000
 
@@ -39,7 +40,7 @@ def _spread(items: Iterator[Record | BadRow], every: int) -> Iterator[Record | B
 
 def _plan_context(project_dir: Path | None, progress_step: Callable[[str], None]) -> tuple[Any, Any, int | None]:
     """(config, tokenizer, max_length) from forge.yaml when there is one; tokens are then the model's."""
-    if project_dir is None or not (project_dir / "forge.yaml").is_file():
+    if project_dir is None or not ProjectLayout(project_dir).config_file.is_file():
         return None, None, None
     from forgellm.config.io import load_config
     from forgellm.models.loading import load_tokenizer
@@ -92,8 +93,8 @@ def study_file(
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,
     )
-    reports = (project_dir or Path(".")) / "reports"
-    html_path, json_path = reports / "study.html", reports / "study.json"
+    layout = ProjectLayout(project_dir or Path("."))
+    html_path, json_path = layout.study_html, layout.study_json
     write_study_json(report, json_path)
     write_study_html(report, html_path, title=f"Data study: {path.name}")
     source = report.to_dict().get("token_counter", "")

@@ -4,7 +4,6 @@ data is escaped: a `<script>` a model writes stays text."""
 
 from __future__ import annotations
 
-import json
 import math
 from html import escape
 from typing import Any
@@ -36,11 +35,12 @@ _SCORES = (
 
 
 def write_reports(result: EvalResult) -> None:
-    """Both files, each written atomically (temp file + rename)."""
+    """Both files, each written atomically (temp file + rename); eval.json is the EvalRecord."""
     from forgellm.config.io import atomic_write_text
+    from forgellm.project.eval_record import EvalRecord
 
     data = result.to_dict()
-    atomic_write_text(result.files["json"], json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    EvalRecord.from_dict(data).save(result.files["json"])
     atomic_write_text(result.files["html"], render_html(data))
 
 

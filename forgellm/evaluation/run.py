@@ -20,10 +20,8 @@ from forgellm.errors import ForgeError
 from forgellm.evaluation.judge import JudgeOutcome
 from forgellm.evaluation.metrics import mean, perplexity
 from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
+from forgellm.project.layout import PreparedLayout, ProjectLayout
 
-REPORTS_DIR = "reports"
-EVAL_JSON = "eval.json"
-EVAL_HTML = "eval.html"
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
 
@@ -90,7 +88,7 @@ def _test_split(prepared: Path, run_id: str) -> Any:
             f"The prepared data run {run_id} trained on is gone ({prepared}).",
             fix="Run `forge prepare FILE` again with the same forge.yaml and data (it writes the same folder).",
         )
-    if not (prepared / "test.parquet").is_file():
+    if not PreparedLayout(prepared).split_parquet("test").is_file():
         raise ForgeError(f"The data run {run_id} trained on has no test split ({prepared}).", fix=fix)
     split = load_split(prepared, "test")
     if len(split) == 0:
@@ -100,9 +98,9 @@ def _test_split(prepared: Path, run_id: str) -> Any:
 
 def _project_config(project_dir: Path, fallback: Any) -> Any:
     """forge.yaml's settings (the advisor is the project's, not the run's); the run's snapshot without one."""
-    from forgellm.config.io import CONFIG_FILENAME, load_config
+    from forgellm.config.io import load_config
 
-    path = project_dir / CONFIG_FILENAME
+    path = ProjectLayout(project_dir).config_file
     return load_config(path).config if path.is_file() else fallback
 
 
@@ -125,8 +123,8 @@ class _Target:
 
 def _locate(project_dir: Path, run: str | None) -> _Target:
     from forgellm.export.source import find_export_source
-    from forgellm.training.protocol import RunSpec
-    from forgellm.training.runs import list_runs, run_status
+    from forgellm.project.run_record import RunSpec, run_status
+    from forgellm.training.runs import list_runs
 
     if not list_runs(project_dir):
         raise ForgeError(
@@ -135,7 +133,7 @@ def _locate(project_dir: Path, run: str | None) -> _Target:
             'with `forge ignite FILE "GOAL"`.',
         )
     source = find_export_source(project_dir, run)  # the run, its weights (best/ or last checkpoint), checked
-    prepared = Path(RunSpec.load(source.run_dir).prepared_dir)
+    prepared = Path(RunSpec.load(source.run_dir).prepared_dir)  # the data the run trained on
     split = _test_split(prepared, source.run_id)
     warnings = []
     if run_status(source.run_dir) != "completed":
@@ -177,8 +175,9 @@ def evaluate_run(
 
     seed = target.source.config.training.seed
     indices = _loss_examples(target.split, max_examples, seed)
-    chosen, usable = pick_samples(target.prepared / "test.jsonl", samples, seed)
-    limit, limit_source, limit_reason = _answer_limit(target.prepared / "test.jsonl", base, max_new_tokens, seed)
+    test_jsonl = PreparedLayout(target.prepared).split_jsonl("test")
+    chosen, usable = pick_samples(test_jsonl, samples, seed)
+    limit, limit_source, limit_reason = _answer_limit(test_jsonl, base, max_new_tokens, seed)
     measured = {}
     with quiet_libraries():  # library deprecation notes would break the progress display, and mean nothing here
         for who, engine in (("base", base), ("fine-tuned", tuned)):  # every base pass first: see _merged
@@ -199,12 +198,12 @@ def evaluate_run(
     asked = {"samples": samples, "max_new_tokens": limit, "max_examples": max_examples, "judge": judge}
     asked |= {"max_new_tokens_source": limit_source, "max_new_tokens_reason": limit_reason}
     settings = _settings(asked, seed, target, usable, base, tuned)
-    reports = project_dir / REPORTS_DIR
+    layout = ProjectLayout(project_dir)
     source = target.source
     result = EvalResult(
         source.run_id, source.checkpoint, source.config.model.ref, summary, settings, results, example_losses,
         outcome, warnings, outcome.notes if outcome is not None else [], seconds,
-        {"json": reports / EVAL_JSON, "html": reports / EVAL_HTML},
+        {"json": layout.eval_json, "html": layout.eval_html},
     )  # fmt: skip
     report.stage("Writing reports/eval.json and reports/eval.html")
     seconds["total"] = time.perf_counter() - started

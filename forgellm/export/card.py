@@ -7,15 +7,16 @@ metadata.json carries the same facts for programs (`forge inference`, `forge sta
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import read_json_object
 from forgellm.errors import ForgeError
 from forgellm.export.source import ExportSource
+from forgellm.project.export_record import ExportFiles, ExportMetadata, OllamaRecord
+from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.prepared import PreparedStats
 
 
 @dataclass
@@ -37,8 +38,8 @@ class ExportFacts:
     modelfile: str | None
     ollama_model: str
     ollama_command: str
-    data_stats: dict[str, Any] = field(default_factory=dict)
-    eval_report: dict[str, Any] = field(default_factory=dict)
+    data_stats: PreparedStats | None = None  # stats.json of the data the run trained on, when still there
+    eval_report: dict[str, Any] = field(default_factory=dict)  # eval.json's summary, when it is of this run
     loss_plot: str | None = None
     published_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -46,47 +47,49 @@ class ExportFacts:
 def performance(facts: ExportFacts) -> dict[str, Any]:
     summary = facts.source.summary
     keys = ("status", "steps", "best_val_loss", "best_step", "final_val_loss", "final_train_loss", "duration_s")
-    result: dict[str, Any] = {k: summary.get(k) for k in keys if summary.get(k) is not None}
+    values = {k: getattr(summary, k) for k in keys} if summary is not None else {}
+    result: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
     if facts.eval_report:
         result["eval"] = facts.eval_report
     return result
 
 
-def build_metadata(facts: ExportFacts) -> dict[str, Any]:
+def build_metadata(facts: ExportFacts) -> ExportMetadata:
     config = facts.source.config
-    return {
-        "name": facts.name,
-        "base_model": facts.base_model,
-        "base_model_hub_id": facts.base_hub_id,
-        "base_model_dir": str(facts.source.base_model_dir),
-        "architecture": facts.architecture,
-        "parameters": facts.parameters,
-        "training_type": config.training.method,
-        "stage": config.training.stage,
-        "run_id": facts.source.run_id,
-        "checkpoint": facts.source.checkpoint,
-        "published_at": facts.published_at,
-        "licence": facts.licence,
-        "chat_template": config.model.chat_template.model_dump(mode="json"),
-        "chat_template_resolved": facts.chat_template_name,
-        "stop": facts.stop,
-        "num_ctx": facts.num_ctx,
-        "files": {"merged": "merged", "gguf": facts.gguf_files, "modelfile": facts.modelfile},
-        "config": config.model_dump(mode="json", exclude={"rationale"}),
-        "performance": performance(facts),
-        "data": _data_summary(facts.data_stats),
-        "ollama": {"registered": False, "model": facts.ollama_model, "command": facts.ollama_command},
-    }
+    return ExportMetadata(
+        name=facts.name,
+        base_model=facts.base_model,
+        base_model_hub_id=facts.base_hub_id,
+        base_model_dir=str(facts.source.base_model_dir),
+        architecture=facts.architecture,
+        parameters=facts.parameters,
+        training_type=config.training.method,
+        stage=config.training.stage,
+        run_id=facts.source.run_id,
+        checkpoint=facts.source.checkpoint,
+        published_at=facts.published_at,
+        licence=facts.licence,
+        chat_template=config.model.chat_template.model_dump(mode="json"),
+        chat_template_resolved=facts.chat_template_name,
+        stop=facts.stop,
+        num_ctx=facts.num_ctx,
+        files=ExportFiles(gguf=facts.gguf_files, modelfile=facts.modelfile),
+        config=config.model_dump(mode="json", exclude={"rationale"}),
+        performance=performance(facts),
+        data=_data_summary(facts.data_stats),
+        ollama=OllamaRecord(model=facts.ollama_model, command=facts.ollama_command),
+    )
 
 
-def _data_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    splits = stats.get("splits") or {}
+def _data_summary(stats: PreparedStats | None) -> dict[str, Any]:
+    if stats is None:  # the prepared data is gone: the card says what it can
+        return {"source": None, "format": None, "examples": {}, "trained_tokens": None, "rejected": None}
     return {
-        "source": Path(str((stats.get("input") or {}).get("path", ""))).name or None,
-        "format": stats.get("format"),
-        "examples": {name: (split or {}).get("examples") for name, split in splits.items()},
-        "trained_tokens": sum((split or {}).get("trained_tokens") or 0 for split in splits.values()) or None,
-        "rejected": stats.get("rejected"),
+        "source": Path(str(stats.input.get("path", ""))).name or None,
+        "format": stats.format,
+        "examples": stats.examples(),
+        "trained_tokens": stats.trained_tokens or None,
+        "rejected": stats.rejected,
     }
 
 
@@ -255,12 +258,6 @@ def _flat(report: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out[:12]
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    from forgellm.config.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
 # ------------------------------------------------------------------------------------------------ facts
 
 
@@ -277,13 +274,15 @@ def catalog_entry(ref: str) -> tuple[Any, str | None]:
     return spec, source.hub_id or (spec.instruct_id if spec else None)
 
 
-def prepared_stats(source: ExportSource) -> dict[str, Any]:
-    from forgellm.training.protocol import RunSpec
+def prepared_stats(source: ExportSource) -> PreparedStats | None:
+    from forgellm.project.run_record import RunSpec
 
-    return read_json_object(Path(RunSpec.load(source.run_dir).prepared_dir) / "stats.json")
+    return PreparedStats.load(PreparedLayout(Path(RunSpec.load(source.run_dir).prepared_dir)))
 
 
 def eval_report(source: ExportSource) -> dict[str, Any]:
     """Base vs fine-tuned figures of `forge eval`, when it evaluated this run."""
-    report = read_json_object(source.run_dir.parent.parent / "reports" / "eval.json")
-    return report.get("summary", {}) if report.get("run_id") == source.run_id else {}
+    from forgellm.project.eval_record import EvalRecord
+
+    report = EvalRecord.load(ProjectLayout(source.run_dir.parent.parent))  # runs/<id>/ sits in the project
+    return report.summary_of(source.run_id) if report is not None else {}

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import ExportLayout
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -134,7 +135,7 @@ def register_with_ollama(
 
 def _failure(message: str, model_name: str, gguf_path: Path, host: str) -> ForgeError:
     folder = gguf_path.parent
-    command = create_command(model_name, folder / "Modelfile")
+    command = create_command(model_name, ExportLayout(folder).modelfile)
     return ForgeError(
         message,
         fix=f"The export's files are kept in {folder}/. Once Ollama runs (at {host}, or set OLLAMA_HOST), "

@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,11 @@ from forgellm.export.card import (
     catalog_entry,
     eval_report,
     prepared_stats,
-    write_json,
 )
 from forgellm.export.source import ExportSource, find_export_source
+from forgellm.project.export_record import ExportMetadata, OllamaRecord
+from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
 
-EXPORTS_DIR = "exports"
-METADATA = "metadata.json"
-MODELFILE = "Modelfile"
 DEFAULT_QUANTS = ("f16", "q8_0")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Bytes per parameter of each GGUF type, for the disk-space check before any work (K-quants ~ their bpw / 8).
@@ -62,6 +60,21 @@ class ExportProgress:
 
 
 @dataclass
+class BuiltExport:
+    """What building an export decided, for publishing it and registering it with Ollama."""
+
+    metadata: ExportMetadata
+    gguf: dict[str, str]  # quant -> file name
+    modelfile: str | None  # the Modelfile's name; None when none could be written
+    template: str | None  # the Ollama Go template of the Modelfile
+    modelfile_gguf: str | None  # the GGUF the Modelfile (and Ollama) uses
+    system: str | None
+    stop: list[str]
+    num_ctx: int
+    warnings: list[str]
+
+
+@dataclass
 class ExportResult:
     name: str
     folder: Path
@@ -72,7 +85,7 @@ class ExportResult:
     modelfile: Path | None
     card: Path
     metadata: Path
-    ollama: dict[str, Any]
+    ollama: OllamaRecord
     seconds_by_stage: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     replaced: bool = False
@@ -89,7 +102,7 @@ class ExportResult:
             "modelfile": str(self.modelfile) if self.modelfile else None,
             "card": str(self.card),
             "metadata": str(self.metadata),
-            "ollama": self.ollama,
+            "ollama": self.ollama.to_dict(),
             "seconds_by_stage": self.seconds_by_stage,
             "warnings": self.warnings,
             "replaced": self.replaced,
@@ -215,7 +228,7 @@ def export_model(
     chosen, user_chose = _resolve_quants(project_config, quants)
     base_config = read_model_config(source.base_model_dir)
     architecture = check_exportable(base_config) if chosen else str(base_config.get("model_type", "?"))
-    exports = project_dir / EXPORTS_DIR
+    exports = ProjectLayout(project_dir).exports_dir
     exports.mkdir(parents=True, exist_ok=True)
     _check_disk(exports, source.base_model_dir, base_config, chosen)
 
@@ -226,7 +239,7 @@ def export_model(
         built = _build(
             partial, name, source, project_config, base_config, architecture, chosen, user_chose, timer, progress
         )
-        final = exports / name
+        final = ProjectLayout(project_dir).export(name).folder
         replaced = final.exists()
         timer.run("publish", f"Publishing exports/{name}/", lambda: _publish(partial, final))
     except OSError as exc:
@@ -246,10 +259,8 @@ def export_model(
             f"Uploading to the Hugging Face Hub ({push_to_hub})",
             lambda: push_export(final, push_to_hub, environ=environ),
         )
-    write_json(
-        result.metadata,
-        {**built["metadata"], "ollama": result.ollama, **({"hub_url": result.hub_url} if result.hub_url else {})},
-    )
+    built.metadata.ollama, built.metadata.hub_url = result.ollama, result.hub_url
+    built.metadata.save(ExportLayout(final))
     return result
 
 
@@ -264,14 +275,14 @@ def _build(
     user_chose: bool,
     timer: _Timer,
     progress: ExportProgress,
-) -> dict[str, Any]:
+) -> BuiltExport:
     from forgellm.export.merge import write_merged
     from forgellm.export.modelfile import stop_strings
 
     partial.mkdir(parents=True)
     setup = timer.run("load", "Loading the tokenizer and chat template", lambda: _chat_setup(source))
     chat_format = setup.chat_format
-    merged_dir = partial / "merged"
+    merged_dir = ExportLayout(partial).merged
     merged = timer.run(
         "merge",
         "Merging the adapter into the base model" if source.is_adapter else "Copying the fully trained weights",
@@ -288,9 +299,9 @@ def _build(
     from forgellm.export.ollama import create_command
 
     ollama_model = project_config.export.ollama_name or name
-    loss_plot = source.run_dir / "loss.png"
+    loss_plot = RunLayout(source.run_dir).loss_plot
     if loss_plot.is_file():
-        shutil.copy2(loss_plot, partial / "loss.png")
+        shutil.copy2(loss_plot, ExportLayout(partial).loss_plot)
     facts = ExportFacts(
         name=name,
         source=source,
@@ -306,25 +317,25 @@ def _build(
         gguf_files=gguf_files,
         modelfile=modelfile_name,
         ollama_model=ollama_model,
-        ollama_command=create_command(ollama_model, Path(EXPORTS_DIR) / name / MODELFILE),
+        ollama_command=create_command(ollama_model, ProjectLayout(Path()).export(name).modelfile),
         data_stats=prepared_stats(source),
         eval_report=eval_report(source),
-        loss_plot="loss.png" if loss_plot.is_file() else None,
+        loss_plot=loss_plot.name if loss_plot.is_file() else None,
     )
     metadata = build_metadata(facts)
-    metadata["merged_seconds"] = round(merged.seconds, 2)
+    metadata.merged_seconds = round(merged.seconds, 2)
     timer.run("card", "Writing the model card and metadata", lambda: _write_card(partial, facts, metadata))
-    return {
-        "metadata": metadata,
-        "gguf": gguf_files,
-        "modelfile": modelfile_name,
-        "template": template,
-        "modelfile_gguf": _modelfile_gguf(gguf_files, user_chose),
-        "system": system,
-        "stop": stop,
-        "num_ctx": num_ctx,
-        "warnings": warnings,
-    }
+    return BuiltExport(
+        metadata=metadata,
+        gguf=gguf_files,
+        modelfile=modelfile_name,
+        template=template,
+        modelfile_gguf=_modelfile_gguf(gguf_files, user_chose),
+        system=system,
+        stop=stop,
+        num_ctx=num_ctx,
+        warnings=warnings,
+    )
 
 
 def _write_ggufs(
@@ -362,7 +373,7 @@ def _write_ggufs(
         )
 
     for quant in (q for q in quants if q in NATIVE_QUANTS):
-        path = partial / f"{name}-{quant}.gguf"
+        path = ExportLayout(partial).gguf(name, quant)
         convert(quant, path)
         files[quant] = path.name
     k_quants = [q for q in quants if q not in NATIVE_QUANTS]
@@ -373,7 +384,7 @@ def _write_ggufs(
         if "f16" not in files:
             convert("f16", source)
         for quant in k_quants:
-            path = partial / f"{name}-{quant}.gguf"
+            path = ExportLayout(partial).gguf(name, quant)
             timer.run(
                 f"gguf_{quant}",
                 f"Quantizing to {quant.upper()} with llama.cpp",
@@ -409,15 +420,17 @@ def _write_modelfile(
     text = build_modelfile(gguf, chat_format, num_ctx=num_ctx, system_prompt=system)
     from forgellm.config.io import atomic_write_text
 
-    atomic_write_text(partial / MODELFILE, text)
-    return MODELFILE, template
+    modelfile = ExportLayout(partial).modelfile
+    atomic_write_text(modelfile, text)
+    return modelfile.name, template
 
 
-def _write_card(partial: Path, facts: ExportFacts, metadata: dict[str, Any]) -> None:
+def _write_card(partial: Path, facts: ExportFacts, metadata: ExportMetadata) -> None:
     from forgellm.config.io import atomic_write_text
 
-    atomic_write_text(partial / "README.md", build_card(facts))
-    write_json(partial / METADATA, metadata)
+    export = ExportLayout(partial)
+    atomic_write_text(export.card, build_card(facts))
+    metadata.save(export)
 
 
 def _publish(partial: Path, final: Path) -> None:
@@ -441,53 +454,51 @@ def _os_error(exc: OSError, exports: Path) -> ForgeError:
 
 
 def _result(
-    final: Path, name: str, source: ExportSource, built: dict[str, Any], timer: _Timer, replaced: bool
+    final: Path, name: str, source: ExportSource, built: BuiltExport, timer: _Timer, replaced: bool
 ) -> ExportResult:
-    modelfile = final / built["modelfile"] if built["modelfile"] else None
+    export = ExportLayout(final)
     return ExportResult(
         name=name,
         folder=final,
         run_id=source.run_id,
         checkpoint=source.checkpoint,
-        merged_dir=final / "merged",
-        gguf_files={q: final / f for q, f in built["gguf"].items()},
-        modelfile=modelfile,
-        card=final / "README.md",
-        metadata=final / METADATA,
-        ollama=dict(built["metadata"]["ollama"]),
+        merged_dir=export.merged,
+        gguf_files={q: final / f for q, f in built.gguf.items()},
+        modelfile=final / built.modelfile if built.modelfile else None,
+        card=export.card,
+        metadata=export.metadata,
+        ollama=OllamaRecord(**asdict(built.metadata.ollama)),
         seconds_by_stage=timer.seconds,
-        warnings=built["warnings"],
+        warnings=built.warnings,
         replaced=replaced,
     )
 
 
-def _register(result: ExportResult, built: dict[str, Any], environ: dict[str, str], timer: _Timer) -> dict:
+def _register(result: ExportResult, built: BuiltExport, environ: dict[str, str], timer: _Timer) -> OllamaRecord:
     """Create the model in Ollama when a server answers; else keep the command to run later."""
     from forgellm.export.ollama import ollama_available, ollama_host, register_with_ollama
 
-    record = dict(built["metadata"]["ollama"])
-    host = ollama_host(environ)
-    record["host"] = host
-    if not ollama_available(host):
-        record["reachable"] = False
+    record = OllamaRecord(**asdict(built.metadata.ollama))
+    record.host = ollama_host(environ)
+    record.reachable = ollama_available(record.host)
+    if not record.reachable:
         return record
-    record["reachable"] = True
-    parameters: dict[str, Any] = {"stop": built["stop"], "num_ctx": built["num_ctx"]}
+    parameters: dict[str, Any] = {"stop": built.stop, "num_ctx": built.num_ctx}
     try:
         answer = timer.run(
             "ollama",
-            f"Creating {record['model']} in Ollama at {host}",
+            f"Creating {record.model} in Ollama at {record.host}",
             lambda: register_with_ollama(
-                record["model"],
-                result.folder / built["modelfile_gguf"],
-                template=built["template"],
-                system=built["system"],
+                record.model,
+                result.folder / str(built.modelfile_gguf),
+                template=built.template,
+                system=built.system,
                 parameters=parameters,
-                host=host,
+                host=record.host,
             ),
         )
     except ForgeError as exc:
-        record["error"] = f"{exc.message} {exc.fix or ''}".strip()
+        record.error = f"{exc.message} {exc.fix or ''}".strip()
         return record
-    record.update(registered=True, smoke_answer=answer.smoke_answer, seconds=round(answer.seconds, 2))
+    record.registered, record.smoke_answer, record.seconds = True, answer.smoke_answer, round(answer.seconds, 2)
     return record

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from forgellm.config.io import load_config, read_json_object
+from forgellm.config.io import read_json_object
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
+from forgellm.project.run_record import RunRecord, RunSpec, RunSummary, run_status
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -25,7 +25,7 @@ class ExportSource:
     checkpoint: str  # "best" or "step-N", for the model card
     base_model_dir: Path  # the Hugging Face folder the run trained on
     config: ForgeConfig  # the run's config snapshot (with any healing changes)
-    summary: dict[str, Any]  # summary.json of the run ({} when the run wrote none)
+    summary: RunSummary | None  # summary.json of the run (None when the run wrote none)
 
     @property
     def is_adapter(self) -> bool:
@@ -33,17 +33,11 @@ class ExportSource:
 
 
 def _pick_run(project_dir: Path, run: str | None) -> Path:
-    from forgellm.training.protocol import RUN_SPEC
-    from forgellm.training.runs import RUNS_DIR, latest_checkpoint, list_runs, run_status
+    from forgellm.training.runs import list_runs, named_run_dir
 
-    runs = list_runs(project_dir)
     if run is not None:
-        candidate = Path(run).expanduser()
-        run_dir = candidate if (candidate / RUN_SPEC).is_file() else project_dir / RUNS_DIR / run
-        if not (run_dir / RUN_SPEC).is_file():
-            known = ", ".join(p.name for p in runs[-5:]) or "none yet"
-            raise ForgeError(f"There is no run '{run}' in {project_dir / RUNS_DIR}.", fix=f"Runs here: {known}.")
-        return run_dir.resolve()
+        return named_run_dir(project_dir, run).resolve()
+    runs = list_runs(project_dir)
     if not runs:
         raise ForgeError(
             "There is nothing to export yet: this project has no training run.",
@@ -54,7 +48,7 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
     if completed:
         return completed[-1].resolve()
     # No run finished: the newest one that saved any weights still exports (say so in the card).
-    usable = [p for p in runs if (p / "best").is_dir() or latest_checkpoint(p) is not None]
+    usable = [p for p in runs if (record := RunRecord.load(p)).best or record.last_checkpoint]
     if not usable:
         raise ForgeError(
             "No training run in this project has saved weights yet.",
@@ -65,17 +59,14 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
 
 def find_export_source(project_dir: Path, run: str | None = None) -> ExportSource:
     """The run to export (`run` = id or folder; default the newest completed run) and its weights."""
-    from forgellm.training.protocol import BEST, RUN_CONFIG, SUMMARY, RunSpec
-    from forgellm.training.runs import latest_checkpoint
-
     run_dir = _pick_run(project_dir, run)
     spec = RunSpec.load(run_dir)
-    best = run_dir / BEST
-    last = latest_checkpoint(run_dir)
-    if best.is_dir() and any(best.iterdir()):
-        weights_dir, checkpoint = best, "best"
+    record = RunRecord.load(run_dir)
+    last = record.last_checkpoint
+    if record.best is not None:
+        weights_dir, checkpoint = record.best, record.best.name
     elif last is not None:
-        weights_dir, checkpoint = last, last.name
+        weights_dir, checkpoint = last.path, last.path.name
     else:
         raise ForgeError(
             f"Run {spec.run_id} has no saved weights (no best/ and no checkpoint).",
@@ -89,9 +80,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             fix="Restore the model folder, or re-create it with `forge models` / `forge plan` for "
             "the same model, then export again.",
         )
-    config = load_config(run_dir / RUN_CONFIG, environ={}).config
-    summary = read_json_object(run_dir / SUMMARY)
-    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, config, summary)
+    source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, record.load_config(), record.summary)
     check_weights(source)
     return source
 

@@ -15,11 +15,12 @@ from typing import Any
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
+from forgellm.project.export_record import ExportMetadata
+from forgellm.project.export_record import newest_export as newest_export_layout
+from forgellm.project.layout import ExportLayout, ProjectLayout
 
 KEYWORDS = ("export", "run", "base")
 ENGINES = ("auto", "transformers", "llama.cpp")
-EXPORTS_DIR = "exports"
-METADATA = "metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 DEFAULT_N_CTX = 4096
 Progress = Callable[[str], None]
@@ -112,16 +113,15 @@ def _default_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoi
 
 
 def newest_export(project_dir: Path) -> Path | None:
-    folder = project_dir / EXPORTS_DIR
-    found = [p for p in folder.glob("*") if not p.name.startswith(".") and (p / METADATA).is_file()]
-    return max(found, key=lambda p: (p / METADATA).stat().st_mtime) if found else None
+    export = newest_export_layout(ProjectLayout(project_dir))
+    return export.folder if export is not None else None
 
 
 def export_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice:
     folder = newest_export(project_dir)
     if folder is None:
         raise ForgeError(
-            f"This project has no export yet ({project_dir / EXPORTS_DIR} holds no finished export).",
+            f"This project has no export yet ({ProjectLayout(project_dir).exports_dir} holds no finished export).",
             fix="Export your trained model with `forge export` (after `forge train`), or talk to the training "
             "run directly with --model run.",
         )
@@ -131,26 +131,24 @@ def export_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice
 def _export_folder_choice(
     folder: Path, engine: str, step: Progress, project_dir: Path | None, gguf: Path | None = None
 ) -> ModelChoice:
-    meta = read_json_object(folder / METADATA)
+    meta = ExportMetadata.load(folder) or ExportMetadata()  # damaged: what the files alone tell
     try:
-        settings = ChatTemplateSection.model_validate(meta.get("chat_template") or {})
+        settings = ChatTemplateSection.model_validate(meta.chat_template)
     except ValueError as exc:
         raise ForgeError(
-            f"{folder / METADATA} has an invalid chat_template section ({exc}).",
+            f"{ExportLayout(folder).metadata} has an invalid chat_template section ({exc}).",
             fix="The export is damaged: export again with `forge export`.",
         ) from None
-    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
-    merged = folder / str(files.get("merged") or "merged")
+    merged = folder / meta.files.merged
     merged = merged if (merged / "config.json").is_file() else None
-    ggufs = [folder / name for name in (files.get("gguf") or {}).values() if (folder / str(name)).is_file()]
+    ggufs = [folder / name for name in meta.files.gguf.values() if (folder / name).is_file()]
     if gguf is None and (engine == "llama.cpp" or merged is None):
         gguf = _preferred_gguf(ggufs, folder)
     step(f"Loading the tokenizer of export {folder.name}")
     source = merged if merged is not None else _gguf_tokenizer(gguf)  # type: ignore[arg-type]
-    model_name = meta.get("base_model_hub_id") or _model_name(meta.get("base_model"))
+    model_name = meta.base_model_hub_id or _model_name(meta.base_model)
     tokenizer, chat_format = build_format(source, settings, base_dir=project_dir or folder, model_name=model_name)
-    num_ctx = meta.get("num_ctx") if isinstance(meta.get("num_ctx"), int) else None
-    return ModelChoice("export", f"export {folder.name}", chat_format, tokenizer, merged, None, gguf, num_ctx)
+    return ModelChoice("export", f"export {folder.name}", chat_format, tokenizer, merged, None, gguf, meta.num_ctx)
 
 
 def _preferred_gguf(ggufs: list[Path], folder: Path) -> Path:
@@ -233,7 +231,8 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
                 "or an export folder.",
             )
         return _gguf_choice(project_dir, path, engine, step)
-    if (path / METADATA).is_file() and ((path / "merged").is_dir() or any(path.glob("*.gguf"))):
+    export = ExportLayout(path)
+    if export.metadata.is_file() and (export.merged.is_dir() or any(path.glob("*.gguf"))):
         return _export_folder_choice(path, engine, step, project_dir)
     if (path / ADAPTER_CONFIG).is_file():
         return _adapter_choice(project_dir, path, engine, step)
@@ -256,9 +255,9 @@ def _settings_here(project_dir: Path | None) -> tuple[ChatTemplateSection, str |
 
 def _folder_choice(project_dir: Path | None, path: Path, engine: str, step: Progress) -> ModelChoice:
     _refuse_llama_cpp(engine, f"{path} is a Hugging Face model folder")
-    export = path.parent if (path.parent / METADATA).is_file() and path.name == "merged" else None
-    if export is not None:  # merged/ of an export: its metadata knows the template
-        return _export_folder_choice(export, "transformers", step, project_dir)
+    export = ExportLayout(path.parent)
+    if export.metadata.is_file() and path == export.merged:  # merged/ of an export: its metadata knows the template
+        return _export_folder_choice(export.folder, "transformers", step, project_dir)
     settings, model_name = _settings_here(project_dir)
     step(f"Loading the tokenizer of {path.name}")
     tokenizer, chat_format = build_format(
@@ -331,7 +330,7 @@ def _gguf_choice(project_dir: Path | None, gguf: Path, engine: str, step: Progre
     from forgellm.models.gguf_import import check_gguf
 
     check_gguf(gguf)
-    if (gguf.parent / METADATA).is_file():  # a GGUF of a Forge export: the metadata knows the template
+    if ExportLayout(gguf.parent).metadata.is_file():  # a GGUF of a Forge export: the metadata knows the template
         choice = _export_folder_choice(gguf.parent, engine, step, project_dir, gguf=gguf)
         if engine == "auto" and _llama_cpp_installed():  # the file asked for, not the merged/ folder beside it
             choice.model_dir = None

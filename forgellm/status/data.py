@@ -12,11 +12,11 @@ from typing import Any
 
 from forgellm.config.io import atomic_write_text, read_json_object
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.manifest import MANIFEST, input_files, input_fingerprint, settings_fingerprint, stat_signature
-from forgellm.status.files import iso_mtime, number, read_record
+from forgellm.data.manifest import Manifest, input_files, input_fingerprint, settings_fingerprint, stat_signature
+from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.prepared import PreparedData, PreparedStats, prepared_folders
+from forgellm.status.files import iso_mtime, note_damaged, number
 
-PREPARED_DIR = Path("data") / "prepared"
-HASH_CACHE = Path(".forge") / "input-hashes.json"
 _CACHE_ENTRIES = 32  # a handful of inputs per project; older signatures are of files long edited
 
 
@@ -53,7 +53,7 @@ class _InputCheck:
 
     def sha256(self) -> str:
         if self._sha256 is None:
-            cache = read_json_object(self.root / HASH_CACHE)
+            cache = read_json_object(ProjectLayout(self.root).input_hashes)
             entry = cache.get(self._key)
             if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
                 self._sha256 = entry["sha256"]
@@ -68,7 +68,7 @@ class _InputCheck:
         cache[self._key] = {"sha256": self._sha256, "bytes": self.bytes}
         kept = dict(list(cache.items())[-_CACHE_ENTRIES:])
         try:
-            atomic_write_text(self.root / HASH_CACHE, json.dumps(kept, indent=1) + "\n")
+            atomic_write_text(ProjectLayout(self.root).input_hashes, json.dumps(kept, indent=1) + "\n")
         except OSError:  # a read-only project: status still answers, it just hashes again next time
             pass
 
@@ -90,8 +90,9 @@ def prepared_status(root: Path, config: ForgeConfig | None, here: Path) -> dict[
     """The `data` section of `forge status`."""
     source = source_path(root, config)
     check = _input_check(root, source)
-    entries = [_entry(root, folder, config, source, check) for folder in _folders(root)]
-    partial = [_partial(folder) for folder in sorted((root / PREPARED_DIR).glob(".partial-*")) if folder.is_dir()]
+    layout = ProjectLayout(root)
+    entries = [_entry(root, folder, config, source, check) for folder in prepared_folders(layout)]
+    partial = [_partial(PreparedLayout(folder)) for folder in layout.partial_prepared_dirs()]
     usable = [e for e in entries if e["state"] == "current"]
     complete = [e for e in entries if e["complete"]]
     if usable:
@@ -128,51 +129,33 @@ def _input_check(root: Path, source: Path | None) -> _InputCheck | None:
         return None
 
 
-def _folders(root: Path) -> list[Path]:
-    """Published preparations, newest first (by their manifest's last write)."""
-    prepared = root / PREPARED_DIR
-    if not prepared.is_dir():
-        return []
-    folders = [p for p in prepared.iterdir() if p.is_dir() and not p.name.startswith(".")]
-
-    def written(folder: Path) -> float:
-        try:
-            return (folder / MANIFEST).stat().st_mtime
-        except OSError:
-            return folder.stat().st_mtime
-
-    return sorted(folders, key=written, reverse=True)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _entry(
-    root: Path, folder: Path, config: ForgeConfig | None, source: Path | None, check: _InputCheck | None
+    root: Path, folder: PreparedLayout, config: ForgeConfig | None, source: Path | None, check: _InputCheck | None
 ) -> dict[str, Any]:
     problems: list[str] = []
-    manifest = read_record(folder / MANIFEST, problems, MANIFEST)
-    stats = _dict(read_record(folder / "stats.json", problems, "stats.json"))
-    recorded_input = _dict((manifest or {}).get("input"))
+    data = note_damaged(folder.manifest, PreparedData.load(folder), problems)
+    # Read on its own too: an unfinished or damaged preparation may still have counts to show.
+    stats = note_damaged(folder.stats, data.stats if data else PreparedStats.load(folder), problems)
+    manifest = data.manifest if data else None
+    recorded_input = manifest.input if manifest and isinstance(manifest.input, dict) else {}
     entry: dict[str, Any] = {
         "name": folder.name,
-        "path": str(folder.relative_to(root)),
-        "complete": bool(manifest and manifest.get("complete") is True),
-        "prepared_at": iso_mtime(folder / MANIFEST),
-        "examples": {split: number(_dict(info).get("examples")) for split, info in _dict(stats.get("splits")).items()},
-        "rejected": number(stats.get("rejected")),
+        "path": str(folder.folder.relative_to(root)),
+        "complete": bool(data and data.complete),
+        "prepared_at": iso_mtime(folder.manifest),
+        "examples": stats.examples() if stats else {},
+        "rejected": number(stats.rejected) if stats else None,
         "input_file": Path(str(recorded_input.get("path") or "")).name or None,
-        "tokenizer": (manifest or {}).get("tokenizer"),
+        "tokenizer": manifest.tokenizer if manifest else None,
         "settings_current": None,
         "input_current": None,
         "reasons": [],
         "problems": problems,
     }
     if manifest is None or not entry["complete"]:
-        if not (folder / MANIFEST).exists():
-            problems.append("no manifest.json: not a finished preparation")
-        entry["state"] = "damaged" if (folder / MANIFEST).exists() and manifest is None else "incomplete"
+        if not folder.manifest.exists():
+            problems.append(f"no {folder.manifest.name}: not a finished preparation")
+        entry["state"] = "damaged" if folder.manifest.exists() and manifest is None else "incomplete"
         return entry
     entry["settings_current"] = _settings_current(manifest, config)
     if entry["settings_current"] is False:
@@ -195,44 +178,39 @@ def _entry(
     return entry
 
 
-def _settings_current(manifest: dict[str, Any], config: ForgeConfig | None) -> bool | None:
+def _settings_current(manifest: Manifest, config: ForgeConfig | None) -> bool | None:
     """Recompute the manifest's settings fingerprint with forge.yaml's settings and the manifest's own
     tokenizer id. Loading the tokenizer (transformers, seconds) to learn the current id is what status
     must not do; holding it fixed still catches every settings change, a new model included, since
     model.ref is part of the fingerprint. Only a changed tokenizer behind the same model.ref (a new hub
     revision) escapes, and `forge train` refuses that data with a clear message."""
-    tokenizer = manifest.get("tokenizer")
-    recorded = manifest.get("settings_fingerprint")
+    tokenizer, recorded = manifest.tokenizer, manifest.settings_fingerprint
     if config is None or not isinstance(tokenizer, str) or not isinstance(recorded, str):
         return None
     return settings_fingerprint(config, tokenizer) == recorded
 
 
-def _what_changed(stats: dict[str, Any], config: ForgeConfig | None) -> str:
+def _what_changed(stats: PreparedStats | None, config: ForgeConfig | None) -> str:
     """The fingerprint says that something changed, not what: name what stats.json recorded and differs."""
-    if config is None:
+    if config is None or stats is None:
         return ""
-    now = {
-        "model.ref": config.model.ref,
-        "model.max_length": config.model.max_length,
-        "training.stage": config.training.stage,
-        "data.format": config.data.format,
-    }
-    then = {"model.ref": "model", "model.max_length": "max_length", "training.stage": "stage", "data.format": "format"}
-    return ", ".join(
-        f"{key} {stats[then[key]]} → {value}"
-        for key, value in now.items()
-        if then[key] in stats and stats[then[key]] != value
+    pairs = (
+        ("model.ref", stats.model, config.model.ref),
+        ("model.max_length", stats.max_length, config.model.max_length),
+        ("training.stage", stats.stage, config.training.stage),
+        ("data.format", stats.format, config.data.format),
     )
+    return ", ".join(f"{key} {then} → {now}" for key, then, now in pairs if then is not None and then != now)
 
 
-def _partial(folder: Path) -> dict[str, Any]:
+def _partial(folder: PreparedLayout) -> dict[str, Any]:
     """An interrupted preparation: `forge prepare FILE` resumes it from its last finished chunk."""
     problems: list[str] = []
-    chunks = _dict(read_record(folder / MANIFEST, problems, MANIFEST)).get("chunks")
+    manifest = note_damaged(folder.manifest, Manifest.load(folder.folder), problems)
+    chunks = manifest.chunks if manifest else None
     return {
         "name": folder.name,
         "chunks_done": len(chunks) if isinstance(chunks, list) else None,
-        "updated_at": iso_mtime(folder / MANIFEST),
+        "updated_at": iso_mtime(folder.manifest),
         "problems": problems,
     }

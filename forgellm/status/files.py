@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def read_json_or_none(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when it is missing, unreadable, cut off or not an object.
-
-    Not config.io.read_json_object, which gives {} for all of these: status must tell a missing or
-    damaged record from an empty one (see read_record)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_record(path: Path, problems: list[str], label: str) -> dict[str, Any] | None:
-    """read_json_or_none, noting "<label> is damaged" in `problems` when the file exists but cannot be used."""
-    data = read_json_or_none(path)
-    if data is None and path.exists():
-        problems.append(f"{label} is damaged or unreadable")
-    return data
+def note_damaged(path: Path, record: T | None, problems: list[str]) -> T | None:
+    """A record as its reader gave it, noting "<file> is damaged" in `problems` when the file exists but
+    its reader could not use it (a missing file is for the caller to explain)."""
+    if record is None and path.exists():
+        problems.append(f"{path.name} is damaged or unreadable")
+    return record
 
 
 def iso_mtime(path: Path) -> str | None:

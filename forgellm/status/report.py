@@ -20,6 +20,7 @@ from typing import Any
 from forgellm.config.io import CONFIG_FILENAME, LoadedConfig, load_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
+from forgellm.project.find import find_project
 from forgellm.status.data import prepared_status
 from forgellm.status.files import iso_mtime
 from forgellm.status.next_step import next_step
@@ -28,8 +29,6 @@ from forgellm.status.stages import eval_status, exports_status, runs_status, tra
 
 def project_status(directory: str | Path = ".") -> dict[str, Any]:
     """The status report of the project holding `directory` (any folder inside it), as plain JSON data."""
-    from forgellm.project import find_project
-
     here = Path(directory).expanduser().resolve()
     root = find_project(here)
     if root is None:

@@ -8,12 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.status.files import iso_mtime, iso_time, number, read_json_or_none, read_record
-from forgellm.training.protocol import METRICS, RUN_SPEC, SUMMARY
-from forgellm.training.runs import LOCK_FILE, RUNS_DIR, checkpoints
+from forgellm.project.eval_record import EvalRecord
+from forgellm.project.export_record import ExportMetadata, export_folders
+from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
+from forgellm.project.record_io import read_object
+from forgellm.project.run_record import RunSpec, RunSummary, list_checkpoints
+from forgellm.status.files import iso_mtime, iso_time, note_damaged, number
 
-EXPORTS_DIR = "exports"
-EVAL_REPORT = Path("reports") / "eval.json"
 _SUMMARY_KEYS = ("steps", "total_steps", "best_val_loss", "best_step", "final_train_loss", "duration_s")
 _EVAL_KEYS = ("loss", "perplexity", "stop_rate")
 
@@ -51,8 +52,8 @@ def _pid_alive(pid: int) -> bool:
 def training_now(root: Path) -> dict[str, Any] | None:
     """Who trains in this project right now ({run_id, pid, started_at}), or None. The lock file keeps the
     holder's record after a `kill -9`, so a record alone proves nothing: the lock must still be held."""
-    path = root / LOCK_FILE
-    record = read_json_or_none(path)
+    path = ProjectLayout(root).train_lock
+    record = read_object(path)  # the lock's holder record (see training.runs.TrainLock)
     if not record:  # empty: released normally (the holder truncates it), or never taken
         return None
     pid = record.get("pid")
@@ -73,7 +74,7 @@ def _started(run_dir: Path) -> float:
         return datetime.strptime(run_dir.name[:15], "%Y%m%d-%H%M%S").timestamp()
     except ValueError:
         pass
-    for path in (run_dir / RUN_SPEC, run_dir):
+    for path in (RunLayout(run_dir).spec, run_dir):
         try:
             return path.stat().st_mtime
         except OSError:
@@ -83,7 +84,7 @@ def _started(run_dir: Path) -> float:
 
 def _order(run_dir: Path) -> tuple[float, float]:
     try:
-        written = (run_dir / RUN_SPEC).stat().st_mtime
+        written = RunLayout(run_dir).spec.stat().st_mtime
     except OSError:
         written = 0.0
     return _started(run_dir), written
@@ -92,70 +93,71 @@ def _order(run_dir: Path) -> tuple[float, float]:
 def runs_status(root: Path, current_prepared: str | None) -> list[dict[str, Any]]:
     """Every folder under runs/, oldest first, with its state: running, completed, interrupted, failed,
     incomplete (stopped without a summary, e.g. killed) or damaged."""
-    folder = root / RUNS_DIR
+    folder = ProjectLayout(root).runs_dir
     if not folder.is_dir():
         return []
     live = training_now(root)
     run_dirs = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_order)
-    return [_run_entry(run_dir, live, current_prepared) for run_dir in run_dirs]
+    return [_run_entry(RunLayout(run_dir), live, current_prepared) for run_dir in run_dirs]
 
 
-def _run_entry(run_dir: Path, live: dict[str, Any] | None, current_prepared: str | None) -> dict[str, Any]:
+def _run_entry(run: RunLayout, live: dict[str, Any] | None, current_prepared: str | None) -> dict[str, Any]:
     problems: list[str] = []
-    spec = read_record(run_dir / RUN_SPEC, problems, "run.json")
-    summary = read_record(run_dir / SUMMARY, problems, "summary.json")
-    running = live is not None and live.get("run_id") == run_dir.name
-    found = checkpoints(run_dir)
+    spec = note_damaged(run.spec, RunSpec.read(run), problems)
+    summary = note_damaged(run.summary, RunSummary.load(run), problems)
+    running = live is not None and live.get("run_id") == run.run_id
+    found = list_checkpoints(run)
     entry: dict[str, Any] = {
-        "id": run_dir.name,
+        "id": run.run_id,
         "state": "",
         "complete": False,
-        "status": summary.get("status") if summary else None,
-        "reason": summary.get("reason") if summary else None,
-        "message": summary.get("message") if summary else None,
+        "status": summary.status if summary else None,
+        "reason": summary.reason if summary else None,
+        "message": summary.message if summary else None,
         **{key: None for key in _SUMMARY_KEYS},
-        "started_at": iso_time(_started(run_dir)),
-        "updated_at": iso_mtime(run_dir / SUMMARY) or iso_mtime(run_dir / METRICS) or iso_mtime(run_dir),
-        "last_checkpoint_step": found[-1][0] if found else None,
+        "started_at": iso_time(_started(run.folder)),
+        "updated_at": iso_mtime(run.summary) or iso_mtime(run.metrics) or iso_mtime(run.folder),
+        "last_checkpoint_step": found[-1].step if found else None,
         "resumable": bool(found) and spec is not None,
-        "prepared": Path(str(spec.get("prepared_dir"))).name if spec and spec.get("prepared_dir") else None,
+        "prepared": Path(spec.prepared_dir).name if spec and spec.prepared_dir else None,
         "on_current_data": None,
         "pid": live.get("pid") if running and live else None,
         "problems": problems,
     }
-    if spec is None and not (run_dir / RUN_SPEC).exists():
-        problems.append("no run.json: not a run folder, or its start was cut off")
-    figures = summary if summary is not None else _progress(run_dir)
-    entry.update({key: number(figures.get(key)) for key in _SUMMARY_KEYS})
+    if spec is None and not run.spec.exists():
+        problems.append(f"no {run.spec.name}: not a run folder, or its start was cut off")
+    figures = summary if summary is not None else _progress(run)
+    if figures is not None:
+        entry.update({key: number(getattr(figures, key)) for key in _SUMMARY_KEYS})
     if current_prepared is not None and entry["prepared"] is not None:
         entry["on_current_data"] = entry["prepared"] == current_prepared
-    entry["state"] = _state(running, spec, summary, run_dir)
+    entry["state"] = _state(running, spec, summary, run)
     entry["complete"] = entry["state"] == "completed"
     return entry
 
 
-def _state(running: bool, spec: dict[str, Any] | None, summary: dict[str, Any] | None, run_dir: Path) -> str:
+def _state(running: bool, spec: RunSpec | None, summary: RunSummary | None, run: RunLayout) -> str:
     if running:
         return "running"
-    if spec is None or ((run_dir / SUMMARY).exists() and summary is None):
+    if spec is None or (run.summary.exists() and summary is None):
         return "damaged"
-    recorded = summary.get("status") if summary else None
+    recorded = summary.status if summary else None
     if recorded in ("completed", "interrupted", "failed"):
         return str(recorded)
     return "incomplete"  # no summary: killed (-9), a crashed supervisor, or a machine that went down
 
 
-def _progress(run_dir: Path) -> dict[str, Any]:
+def _progress(run: RunLayout) -> RunSummary | None:
     """Figures of a run without summary.json (running or killed), from its metrics as the summary would
     have them. metrics.jsonl grows by one short line per step, so reading it stays cheap."""
-    if not (run_dir / METRICS).is_file():
-        return {}
+    if not run.metrics.is_file():
+        return None
     from forgellm.training.summary import build_summary
 
     try:
-        return build_summary(run_dir, "running", None)
+        return build_summary(run.folder, "running", None)
     except (OSError, ValueError, TypeError, AttributeError):
-        return {}
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ exports
@@ -163,48 +165,42 @@ def _progress(run_dir: Path) -> dict[str, Any]:
 
 def exports_status(root: Path) -> list[dict[str, Any]]:
     """Published exports (the pipeline builds in a hidden folder and renames it when done), newest first."""
-    folder = root / EXPORTS_DIR
-    if not folder.is_dir():
-        return []
-    entries = [_export_entry(root, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries = [_export_entry(root, export) for export in export_folders(ProjectLayout(root))]
     return sorted(entries, key=lambda e: e["published_at"] or "", reverse=True)
 
 
-def _export_entry(root: Path, folder: Path) -> dict[str, Any]:
+def _export_entry(root: Path, export: ExportLayout) -> dict[str, Any]:
     problems: list[str] = []
-    meta = read_record(folder / "metadata.json", problems, "metadata.json")
-    if meta is None and not (folder / "metadata.json").exists():
-        problems.append("no metadata.json: not a finished Forge export")
-    files = meta.get("files") if meta and isinstance(meta.get("files"), dict) else {}
-    gguf = files.get("gguf") if isinstance(files.get("gguf"), dict) else {}
+    meta = note_damaged(export.metadata, ExportMetadata.load(export), problems)
+    if meta is None and not export.metadata.exists():
+        problems.append(f"no {export.metadata.name}: not a finished Forge export")
     ggufs = []
-    for quant, name in gguf.items():
-        path = folder / str(name)
+    for quant, name in (meta.files.gguf if meta else {}).items():
+        path = export.folder / name
         size = path.stat().st_size if path.is_file() else None
         if size is None:
             problems.append(f"{name} is missing")
-        ggufs.append({"quant": quant, "file": str(name), "bytes": size})
-    modelfile = folder / str(files.get("modelfile") or "Modelfile")
-    ollama = meta.get("ollama") if meta and isinstance(meta.get("ollama"), dict) else {}
-    performance = meta.get("performance") if meta and isinstance(meta.get("performance"), dict) else {}
+        ggufs.append({"quant": quant, "file": name, "bytes": size})
+    modelfile = export.folder / (meta.files.modelfile if meta and meta.files.modelfile else export.modelfile.name)
+    ollama = meta.ollama if meta else None
     return {
-        "name": folder.name,
-        "path": str(folder.relative_to(root)),
+        "name": export.name,
+        "path": str(export.folder.relative_to(root)),
         "complete": meta is not None,
-        "run_id": meta.get("run_id") if meta else None,
-        "checkpoint": meta.get("checkpoint") if meta else None,
-        "base_model": meta.get("base_model") if meta else None,
-        "published_at": (meta.get("published_at") if meta else None) or iso_mtime(folder),
+        "run_id": meta.run_id if meta else None,
+        "checkpoint": meta.checkpoint if meta else None,
+        "base_model": meta.base_model if meta else None,
+        "published_at": (meta.published_at if meta else None) or iso_mtime(export.folder),
         "gguf": ggufs,
         "modelfile": str(modelfile.relative_to(root)) if modelfile.is_file() else None,
-        "merged": (folder / "merged").is_dir(),
-        "best_val_loss": number(performance.get("best_val_loss")),
+        "merged": export.merged.is_dir(),
+        "best_val_loss": number(meta.performance.get("best_val_loss")) if meta else None,
         "ollama": {
-            "registered": ollama.get("registered") is True,
-            "model": ollama.get("model"),
-            "reachable": ollama.get("reachable"),
-            "command": ollama.get("command"),
-            "error": ollama.get("error"),
+            "registered": bool(ollama and ollama.registered),
+            "model": ollama.model if ollama else None,
+            "reachable": ollama.reachable if ollama else None,
+            "command": ollama.command if ollama else None,
+            "error": ollama.error if ollama else None,
         },
         "problems": problems,
     }
@@ -214,24 +210,17 @@ def _export_entry(root: Path, folder: Path) -> dict[str, Any]:
 
 
 def eval_status(root: Path) -> dict[str, Any] | None:
-    """reports/eval.json of `forge eval`: base vs fine-tuned figures. Read field by field, since the
-    report may come from another Forge version: unknown keys are ignored, missing ones are null."""
-    path = root / EVAL_REPORT
+    """reports/eval.json of `forge eval`: base vs fine-tuned figures. The record reads it field by field,
+    since the report may come from another Forge version: unknown keys are ignored, missing ones are null."""
+    path = ProjectLayout(root).eval_json
     if not path.exists():
         return None
-    report = read_json_or_none(path)
+    report = EvalRecord.load(path)
     if report is None:
         return {"run_id": None, "base": {}, "tuned": {}, "evaluated_at": iso_mtime(path), "damaged": True}
-    summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}
-    sides = {}
-    for side in ("base", "tuned"):
-        figures = summary.get(side) if isinstance(summary.get(side), dict) else {}
-        known = {key: number(figures.get(key)) for key in _EVAL_KEYS}
-        others = {k: v for k, v in figures.items() if k not in known and number(v) is not None}
-        sides[side] = {**known, **others}
     return {
-        "run_id": report.get("run_id") if isinstance(report.get("run_id"), str) else None,
-        **sides,
+        "run_id": report.run_id,
+        **{side: report.figures(side, _EVAL_KEYS) for side in ("base", "tuned")},
         "evaluated_at": iso_mtime(path),
         "damaged": False,
     }

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import TRAINER_STATE, RunLayout
+from forgellm.project.run_record import checkpoint_step, list_checkpoints
 from forgellm.training.data import DataPosition
-from forgellm.training.protocol import BEST, CHECKPOINTS, TRAINER_STATE
 
-STEP_PREFIX = "step-"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -73,36 +73,20 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted(found, key=lambda p: _step_of(p))
-
-
-def _step_of(path: Path) -> int:
-    try:
-        return int(path.name[len(STEP_PREFIX) :])
-    except ValueError:
-        return -1
-
-
 def save_checkpoint(
     run_dir: Path, step: int, write_weights: Callable[[Path], None], trainer_state: dict[str, Any], keep: int
 ) -> Path:
     """Write ``checkpoints/step-<step>/`` atomically, then drop all but the ``keep`` newest."""
-    final = run_dir / CHECKPOINTS / f"{STEP_PREFIX}{step}"
+    final = RunLayout(run_dir).checkpoint(step)
     _atomic_folder(final, lambda tmp: _write_checkpoint(tmp, write_weights, trainer_state))
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
     return final
 
 
 def save_best(run_dir: Path, write_weights: Callable[[Path], None]) -> Path:
     """Replace ``best/`` atomically: the old best stays until the new one is complete."""
-    final = run_dir / BEST
+    final = RunLayout(run_dir).best
     _atomic_folder(final, write_weights)
     return final
 
@@ -176,8 +160,10 @@ def load_checkpoint(
     """
     import torch
 
-    older = checkpoint_dirs(wanted.parent.parent) if wanted.parent.name == CHECKPOINTS else []
-    candidates = [wanted] + [p for p in reversed(older) if _step_of(p) < _step_of(wanted)]
+    run = RunLayout(wanted.parent.parent)
+    step = checkpoint_step(wanted)
+    older = list_checkpoints(run) if wanted.parent == run.checkpoints and step is not None else []
+    candidates = [wanted] + [c.path for c in reversed(older) if c.step < step]  # type: ignore[operator]
     for folder in candidates:
         try:
             state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)

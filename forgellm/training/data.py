@@ -7,7 +7,6 @@ at the very example where it stopped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +72,11 @@ class DataPosition:
 
 
 def read_manifest_tokenizer(prepared_dir: Path) -> str | None:
-    try:
-        return json.loads((prepared_dir / "manifest.json").read_text(encoding="utf-8")).get("tokenizer")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The tokenizer id the data was prepared with; None when its manifest is missing or damaged."""
+    from forgellm.project.prepared import PreparedData
+
+    data = PreparedData.load(prepared_dir)
+    return data.tokenizer_id if data is not None else None
 
 
 def check_prepared(prepared_dir: Path, tokenizer_id: str) -> None:

@@ -22,12 +22,14 @@ import torch
 
 from forgellm.config.io import load_config
 from forgellm.errors import ForgeError
+from forgellm.project.layout import RunLayout
+from forgellm.project.run_record import RunSpec
 from forgellm.training import checkpoint as ckpt
 from forgellm.training.data import DataPosition, MicroBatches, evaluation_batches, load_training_data
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import batch_loss, forward_module
 from forgellm.training.packing import Batch
-from forgellm.training.protocol import RUN_CONFIG, ExitCode, RunSpec, event
+from forgellm.training.protocol import ExitCode, event
 
 Emit = Callable[[str], None]
 _CPU_OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory")
@@ -89,7 +91,7 @@ class TrainingLoop:
         self.run_dir, self.emit, self.faults, self.should_stop = run_dir, emit, faults, should_stop
         self.spec = RunSpec.load(run_dir)
         # The snapshot already holds every override; FORGE_* variables must not change it again.
-        self.config = load_config(run_dir / RUN_CONFIG, environ={}).config
+        self.config = load_config(RunLayout(run_dir).config, environ={}).config
         self.settings = self.config.training
         self.progress = ckpt.Progress()
         self.started = False

@@ -1,4 +1,5 @@
-"""The contract between `forge train`'s supervisor (parent) and its worker (child process).
+"""The contract between `forge train`'s supervisor (parent) and its worker (child process). The run
+folder's file names live in forgellm.project.layout (`RunLayout`), its records in forgellm.project.
 
 The supervisor creates ``runs/<run-id>/`` and writes there:
   run.json      RunSpec: where the prepared data, the model and the project are; the run id.
@@ -20,22 +21,10 @@ recovery code under test is the production one.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
-RUN_SPEC = "run.json"
-RUN_CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
-BEST = "best"
-SUMMARY = "summary.json"
-LOSS_PLOT = "loss.png"
-LOGS = "logs"
-TRAINER_STATE = "trainer_state.pt"  # inside a checkpoint: optimizer, scheduler, RNG, data position, history
 FAULT_ENV = "FORGE_FAULT"  # e.g. "oom@3", "nan@5", "crash@4", "kill@4"; comma-separated for several
-FAULTS_FIRED = ".faults-fired"  # in the run dir: each injected fault fires once per run, not per attempt
 
 EVENT_KINDS = ("start", "step", "eval", "checkpoint", "warning", "error", "end")
 ERROR_KINDS = ("oom", "nan", "crash", "data", "config")
@@ -49,24 +38,6 @@ class ExitCode(IntEnum):
     OOM = 3  # out of memory (GPU or CPU); a checkpoint may exist from before
     NAN = 4  # non-finite loss or exploding grad norm; nothing after the last good checkpoint is kept
     INTERRUPTED = 130  # SIGINT/SIGTERM: a checkpoint was saved, then the worker stopped
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What the worker needs besides the config: absolute paths, so it can run from any folder."""
-
-    run_id: str
-    project_dir: str
-    prepared_dir: str  # data/prepared/<fingerprint>/ with train/val/test .parquet
-    model_dir: str  # a Hugging Face folder (from forgellm.models.loading.chat_setup)
-    tokenizer_id: str  # manifest's tokenizer id the data was prepared with
-
-    def save(self, run_dir: Path) -> None:
-        (run_dir / RUN_SPEC).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunSpec:
-        return cls(**json.loads((run_dir / RUN_SPEC).read_text(encoding="utf-8")))
 
 
 def event(kind: str, /, **fields: Any) -> str:

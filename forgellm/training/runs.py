@@ -12,14 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text, load_config, read_json_object, save_config
+from forgellm.config.io import load_config, read_json_object, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
-from forgellm.training.protocol import CHECKPOINTS, LOGS, RUN_CONFIG, RUN_SPEC, SUMMARY, TRAINER_STATE, RunSpec
-
-RUNS_DIR = "runs"
-LOCK_FILE = Path(".forge") / "train.lock"
-_CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
+from forgellm.project.layout import ProjectLayout, RunLayout
+from forgellm.project.prepared import PreparedData, published_data
+from forgellm.project.run_record import RunSpec, run_status
 
 
 @dataclass
@@ -34,16 +32,21 @@ class Run:
     def run_id(self) -> str:
         return self.spec.run_id
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
     def save_config(self, config: ForgeConfig) -> None:
         """Rewrite the snapshot (only between attempts: a running worker has already read it)."""
         self.config = config
-        save_config(config, self.run_dir / RUN_CONFIG)
+        save_config(config, self.layout.config)
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    folder: Path
-    tokenizer_id: str
+class TrainingData:
+    """The prepared data a new run trains on, and the model folder it trains."""
+
+    prepared: PreparedData
     model_dir: Path
 
 
@@ -69,77 +72,29 @@ def new_run_id(config: ForgeConfig, runs_dir: Path, now: datetime | None = None)
 
 def _run_order(run_dir: Path) -> tuple[str, float]:
     # The id starts with the start time to the second; within one second, the spec's write time decides.
-    return run_dir.name[:15], (run_dir / RUN_SPEC).stat().st_mtime
+    return run_dir.name[:15], RunLayout(run_dir).spec.stat().st_mtime
 
 
 def list_runs(project_dir: Path) -> list[Path]:
     """Run folders (those with a run.json), oldest first."""
-    runs = project_dir / RUNS_DIR
-    if not runs.is_dir():
-        return []
-    return sorted((p for p in runs.iterdir() if (p / RUN_SPEC).is_file()), key=_run_order)
+    from forgellm.project.run_record import run_folders
 
-
-def run_status(run_dir: Path) -> str | None:
-    """The status summary.json records (completed, interrupted, failed); None while none was written."""
-    try:
-        return json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first. The worker writes under a temporary name and renames when
-    done, and the trainer state is its last file, so a folder without it was never finished."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = _CHECKPOINT_NAME.match(path.name)
-        if match and path.is_dir() and (path / TRAINER_STATE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1][1] if found else None
+    return sorted((run.folder for run in run_folders(ProjectLayout(project_dir))), key=_run_order)
 
 
 # ------------------------------------------------------------------------------------------------ prepared data
 
 
-def _complete_manifests(project_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(folder, manifest) of every published preparation, newest first."""
-    from forgellm.data.manifest import MANIFEST
-
-    prepared = project_dir / "data" / "prepared"
-    found = []
-    for folder in prepared.glob("*") if prepared.is_dir() else []:
-        if folder.name.startswith(".") or not (folder / MANIFEST).is_file():
-            continue
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(manifest, dict) and manifest.get("complete"):
-            found.append((folder, manifest))
-    return sorted(found, key=lambda item: (item[0] / MANIFEST).stat().st_mtime, reverse=True)
-
-
-def find_prepared(project_dir: Path, config: ForgeConfig) -> PreparedData:
+def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
     """The newest data/prepared/<fp>/ made with forge.yaml's current data, preprocessing and model settings."""
     from forgellm.data.manifest import settings_fingerprint, tokenizer_id
     from forgellm.models.loading import chat_setup
 
     prepare_cmd = f"forge prepare {config.data.source or 'FILE'}"
-    published = _complete_manifests(project_dir)
+    layout = ProjectLayout(project_dir)
+    published = published_data(layout)
     if not published:
-        partial = any((project_dir / "data" / "prepared").glob(".partial-*"))
+        partial = bool(layout.partial_prepared_dirs())
         raise ForgeError(
             "There is no prepared data to train on"
             + (" (a preparation was interrupted before it finished)." if partial else "."),
@@ -148,13 +103,14 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> PreparedData:
     setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
     tokenizer = tokenizer_id(setup)
     wanted = settings_fingerprint(config, tokenizer)
-    for folder, manifest in published:
-        if manifest.get("settings_fingerprint") == wanted:
-            return PreparedData(folder, tokenizer, Path(setup.model_dir))
-    folder, newest = published[0]
-    if newest.get("tokenizer") != tokenizer:
+    for data in published:
+        if data.settings_fingerprint == wanted:
+            return TrainingData(data, Path(setup.model_dir))
+    newest = published[0]
+    folder = newest.folder
+    if newest.tokenizer_id != tokenizer:
         raise ForgeError(
-            f"The prepared data in {folder.relative_to(project_dir)} was tokenized for {newest.get('tokenizer')}, "
+            f"The prepared data in {folder.relative_to(project_dir)} was tokenized for {newest.tokenizer_id}, "
             f"but forge.yaml's model ({config.model.ref}) uses the tokenizer {tokenizer}: token ids of one "
             "model mean nothing to another.",
             fix=f"Run `{prepare_cmd}` again to prepare the data for {config.model.ref}.",
@@ -174,15 +130,15 @@ def create_run(project_dir: Path, *, max_steps: int | None = None) -> Run:
     config = load_config(project_dir).config
     if max_steps is not None:
         config = _with_max_steps(config, max_steps)
-    prepared = find_prepared(project_dir, config)
-    runs_dir = project_dir / RUNS_DIR
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    run_id = new_run_id(config, runs_dir)
-    run_dir = runs_dir / run_id
-    (run_dir / LOGS).mkdir(parents=True)
-    spec = RunSpec(run_id, str(project_dir), str(prepared.folder), str(prepared.model_dir), prepared.tokenizer_id)
-    spec.save(run_dir)
-    run = Run(run_dir, spec, config)
+    chosen = find_prepared(project_dir, config)
+    layout = ProjectLayout(project_dir)
+    layout.runs_dir.mkdir(parents=True, exist_ok=True)
+    run = layout.run(new_run_id(config, layout.runs_dir))
+    run.logs.mkdir(parents=True)
+    data = chosen.prepared
+    spec = RunSpec(run.run_id, str(project_dir), str(data.folder), str(chosen.model_dir), data.tokenizer_id)
+    spec.save(run)
+    run = Run(run.folder, spec, config)
     run.save_config(config)
     return run
 
@@ -191,7 +147,7 @@ def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = No
     """An existing run to resume: `which` is a run id (or its folder), or True for the newest unfinished one."""
     run_dir = _latest_unfinished(project_dir) if which is True else _named_run(project_dir, str(which))
     spec = RunSpec.load(run_dir)
-    config = load_config(run_dir / RUN_CONFIG, environ={}).config  # the snapshot, with healing's changes
+    config = load_config(RunLayout(run_dir).config, environ={}).config  # the snapshot, with healing's changes
     if max_steps is not None:
         config = _with_max_steps(config, max_steps)
     for path, what in ((spec.prepared_dir, "prepared data"), (spec.model_dir, "model folder")):
@@ -202,7 +158,7 @@ def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = No
             )
     run = Run(run_dir, spec, config)
     run.save_config(config)
-    (run_dir / LOGS).mkdir(exist_ok=True)
+    run.layout.logs.mkdir(exist_ok=True)
     return run
 
 
@@ -213,17 +169,24 @@ def _with_max_steps(config: ForgeConfig, max_steps: int) -> ForgeConfig:
 
 
 def _named_run(project_dir: Path, name: str) -> Path:
-    candidate = Path(name).expanduser()
-    run_dir = candidate if (candidate / RUN_SPEC).is_file() else project_dir / RUNS_DIR / name
-    if not (run_dir / RUN_SPEC).is_file():
-        known = ", ".join(p.name for p in list_runs(project_dir)[-5:]) or "none yet"
-        raise ForgeError(f"There is no run '{name}' in {project_dir / RUNS_DIR}.", fix=f"Runs here: {known}.")
+    run_dir = named_run_dir(project_dir, name)
     if run_status(run_dir) == "completed":
         raise ForgeError(
             f"Run {run_dir.name} already completed; there is nothing to resume.",
             fix="Start a new run with `forge train` (add --max-steps N to train for longer).",
         )
     return run_dir.resolve()
+
+
+def named_run_dir(project_dir: Path, name: str) -> Path:
+    """The folder of run `name` (its id, or its folder); a ForgeError naming the runs there when none is."""
+    candidate = Path(name).expanduser()
+    layout = ProjectLayout(project_dir)
+    run = RunLayout(candidate) if RunLayout(candidate).spec.is_file() else layout.run(name)
+    if not run.spec.is_file():
+        known = ", ".join(p.name for p in list_runs(project_dir)[-5:]) or "none yet"
+        raise ForgeError(f"There is no run '{name}' in {layout.runs_dir}.", fix=f"Runs here: {known}.")
+    return run.folder
 
 
 def _latest_unfinished(project_dir: Path) -> Path:
@@ -254,7 +217,7 @@ class TrainLock:
     records who holds it, so the refusal can name the run and its process."""
 
     def __init__(self, project_dir: Path) -> None:
-        self.path = project_dir / LOCK_FILE
+        self.path = ProjectLayout(project_dir).train_lock
         self._fd: int | None = None
 
     def acquire(self, run_id: str | None = None) -> None:
@@ -309,6 +272,3 @@ class TrainLock:
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -8,15 +8,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from forgellm.training.protocol import BEST, LOGS, LOSS_PLOT, METRICS, RUN_CONFIG, SUMMARY
-from forgellm.training.runs import latest_checkpoint, write_json
+from forgellm.project.layout import RunLayout
+from forgellm.project.run_record import RunSummary, latest_checkpoint
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of metrics.jsonl; a line cut off by a crash is skipped."""
     records = []
     try:
-        with open(run_dir / METRICS, encoding="utf-8") as handle:
+        with open(RunLayout(run_dir).metrics, encoding="utf-8") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
@@ -70,7 +70,7 @@ def _val_results(evals: dict[int, dict[str, Any]], end: dict[str, Any] | None) -
     return result
 
 
-def build_summary(run_dir: Path, status: str, reason: str | None, message: str | None = None) -> dict[str, Any]:
+def build_summary(run_dir: Path, status: str, reason: str | None, message: str | None = None) -> RunSummary:
     records = read_metrics(run_dir)
     steps, evals = by_step(records, "step"), by_step(records, "eval")
     starts = [r for r in records if r.get("event") == "start"]
@@ -83,36 +83,36 @@ def build_summary(run_dir: Path, status: str, reason: str | None, message: str |
     final_loss = (end or {}).get("final_train_loss")
     if final_loss is None and steps:
         final_loss = steps[max(steps)].get("loss")
-    best = run_dir / BEST
-    last = latest_checkpoint(run_dir)
-    return {
-        "run_id": run_dir.name,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "steps": last_step,
-        "total_steps": starts[-1].get("total_steps") if starts else None,
+    layout = RunLayout(run_dir)
+    last = latest_checkpoint(layout)
+    return RunSummary(
+        run_id=run_dir.name,
+        status=status,
+        reason=reason,
+        message=message,
+        steps=last_step,
+        total_steps=starts[-1].get("total_steps") if starts else None,
         **_val_results(evals, end),
-        "final_train_loss": final_loss,
-        "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None,
-        "peak_memory_bytes": max(memory) if memory else None,
-        "duration_s": _duration(records),
-        "attempts": len({r.get("attempt") for r in records if r.get("attempt") is not None}),
-        "recoveries": [
+        final_train_loss=final_loss,
+        tokens_per_s=round(statistics.median(speeds), 1) if speeds else None,
+        peak_memory_bytes=max(memory) if memory else None,
+        duration_s=_duration(records),
+        attempts=len({r.get("attempt") for r in records if r.get("attempt") is not None}),
+        recoveries=[
             {k: r.get(k) for k in ("kind", "attempt", "next_attempt", "step", "changes", "explanation", "resume_from")}
             for r in recoveries
         ],
-        "config_changes": _config_changes(recoveries),
-        "paths": {
+        config_changes=_config_changes(recoveries),
+        paths={
             "run_dir": str(run_dir),
-            "best": str(best) if best.is_dir() else None,
+            "best": str(layout.best) if layout.best.is_dir() else None,
             "last_checkpoint": str(last) if last else None,
-            "config": str(run_dir / RUN_CONFIG),
-            "metrics": str(run_dir / METRICS),
-            "logs": str(run_dir / LOGS),
+            "config": str(layout.config),
+            "metrics": str(layout.metrics),
+            "logs": str(layout.logs),
             "loss_plot": None,
         },
-    }
+    )
 
 
 def plot_loss(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
@@ -152,7 +152,7 @@ def plot_loss(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path = run_dir / LOSS_PLOT
+    path = RunLayout(run_dir).loss_plot
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp)
     plt.close(figure)
@@ -160,13 +160,13 @@ def plot_loss(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
     return path
 
 
-def write_summary(run_dir: Path, status: str, reason: str | None, message: str | None = None) -> dict[str, Any]:
-    """Write summary.json and loss.png; returns the summary."""
+def write_summary(run_dir: Path, status: str, reason: str | None, message: str | None = None) -> RunSummary:
+    """Write summary.json (its one writer) and loss.png; returns the summary."""
     summary = build_summary(run_dir, status, reason, message)
     try:
         plot = plot_loss(run_dir, read_metrics(run_dir))
     except OSError:  # a full disk must not also cost the summary, which is far smaller
         plot = None
-    summary["paths"]["loss_plot"] = str(plot) if plot else None
-    write_json(run_dir / SUMMARY, summary)
+    summary.paths["loss_plot"] = str(plot) if plot else None
+    summary.save(run_dir)
     return summary

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import ProjectLayout, RunLayout
+from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
-from forgellm.training.protocol import LOGS, METRICS, ExitCode, parse_event
-from forgellm.training.runs import Run, TrainLock, checkpoints, create_run, latest_checkpoint, open_run
+from forgellm.training.protocol import ExitCode, parse_event
+from forgellm.training.runs import Run, TrainLock, create_run, open_run
 
 EventHandler = Callable[[dict[str, Any]], None]
 _LOG_TAIL_CHARS = 20_000
@@ -57,11 +59,11 @@ class RunResult:
     run_dir: Path
     status: str  # completed | interrupted | failed
     reason: str | None
-    summary: dict[str, Any]
+    summary: RunSummary
     recoveries: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "status": self.status, **self.summary}
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "status": self.status, **self.summary.to_dict()}
 
 
 class MetricsLog:
@@ -156,7 +158,7 @@ def run_attempt(
     interrupts: Interrupts,
 ) -> AttemptResult:
     """One worker process from start to exit; every event recorded and shown as it arrives."""
-    log_path = run.run_dir / LOGS / f"worker-{attempt}.log"
+    log_path = run.layout.worker_log(attempt)
     result = AttemptResult(attempt, exit_code=0, log_path=log_path)
     with open(log_path, "ab") as log:
         process = start_worker(run.run_dir, resume_from, log, Path(run.spec.project_dir))
@@ -192,7 +194,7 @@ def _remember(result: AttemptResult, event: dict[str, Any]) -> None:
 
 def _next_attempt(run_dir: Path) -> int:
     """Attempt numbers continue over resumed sessions, so each log file keeps its own number."""
-    return 1 + len(list((run_dir / LOGS).glob("worker-*.log")))
+    return 1 + len(list(RunLayout(run_dir).logs.glob("worker-*.log")))
 
 
 @dataclass
@@ -204,8 +206,8 @@ class _Outcome:
 
 
 def _checkpoint_step(run: Run) -> int | None:
-    found = checkpoints(run.run_dir)
-    return found[-1][0] if found else None
+    found = list_checkpoints(run.run_dir)
+    return found[-1].step if found else None
 
 
 def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts) -> _Outcome:
@@ -283,7 +285,7 @@ def run_training(
     from forgellm.training.summary import write_summary
 
     project_dir = Path(project_dir).expanduser().resolve()
-    if not (project_dir / "forge.yaml").is_file():
+    if not ProjectLayout(project_dir).config_file.is_file():
         raise ForgeError(
             f"{project_dir} has no forge.yaml, so there is no plan to train.",
             fix="Run `forge init` (and `forge plan`, `forge prepare FILE`) first, or pass --project DIR.",
@@ -298,7 +300,7 @@ def run_training(
         )
         lock.record(run.run_id)
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
-        metrics = MetricsLog(run.run_dir / METRICS)
+        metrics = MetricsLog(run.layout.metrics)
         tracker = _tracker(run, project_dir)
         try:
             with Interrupts() as interrupts:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import RunLayout
 
 _PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 # Event field -> metric name; only numbers are logged.
@@ -39,7 +40,7 @@ class _TensorBoard:
     def __init__(self, run_dir: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(RunLayout(run_dir).tensorboard))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for name, value in metrics.items():
@@ -55,7 +56,7 @@ class _MLflow:
         import mlflow
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # a local store beside the runs, not the cwd
-            mlflow.set_tracking_uri((run_dir.parent / "mlruns").resolve().as_uri())
+            mlflow.set_tracking_uri(RunLayout(run_dir).mlflow_store.resolve().as_uri())
         self.mlflow = mlflow
         mlflow.start_run(run_name=run_id)
         mlflow.log_params(params)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from forgellm.training.protocol import FAULT_ENV, FAULTS_FIRED, ExitCode, event
+from forgellm.project.layout import RunLayout
+from forgellm.training.protocol import FAULT_ENV, ExitCode, event
 
 FAULT_KINDS = ("oom", "nan", "crash", "kill")
 
@@ -27,7 +28,7 @@ class InjectedFaults:
     """Faults from ``FORGE_FAULT`` (e.g. "oom@3,kill@5"): the step each kind fires in, once per run dir."""
 
     def __init__(self, spec: str, run_dir: Path) -> None:
-        self.record = run_dir / FAULTS_FIRED
+        self.record = RunLayout(run_dir).faults_fired
         self.planned = parse_faults(spec)
         fired = set(self.record.read_text(encoding="utf-8").split()) if self.record.exists() else set()
         self.planned = {f for f in self.planned if f"{f[0]}@{f[1]}" not in fired}

@@ -93,7 +93,7 @@ def test_rows_end_in_one_place_and_labels_train_only_answers(make_project, tmp_p
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert tokenizer.decode(trained) == first["messages"][-1]["content"] + "<|im_end|>"
     assert tokenizer.decode(table[0]["input_ids"]) == first["text"]
-    assert result.stats["rows_read"] == 60 and result.stats["chunks"] == 9
+    assert result.stats.rows_read == 60 and result.stats.chunks == 9
 
 
 def test_second_run_reuses_published_output(make_project, tmp_path):
@@ -166,7 +166,7 @@ def test_changed_input_refuses_to_resume(make_project, tmp_path, monkeypatch):
     with pytest.raises(ForgeError) as caught:
         prepare_dataset(project, data, chunk_rows=10)
     assert "changed since the interrupted preparation" in caught.value.message and "--restart" in caught.value.fix
-    assert prepare_dataset(project, data, chunk_rows=10, restart=True).stats["kept"] == 30
+    assert prepare_dataset(project, data, chunk_rows=10, restart=True).stats.kept == 30
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -255,7 +255,7 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
     whole = prepare_dataset(make_project("whole", preprocessing={"filters": filters}), data, chunk_rows=8)
     reasons = [r["reason"] for r in read_rows(whole.output_dir, "rejects.jsonl")]
     assert sum(r.startswith("near-duplicate of line 1") for r in reasons) >= 20
-    assert whole.stats["kept"] >= 11
+    assert whole.stats.kept >= 11
 
     project = make_project("resumed", preprocessing={"filters": filters})
     restore_writes = interrupt_before_chunk(monkeypatch, 2)

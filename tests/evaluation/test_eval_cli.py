@@ -78,7 +78,7 @@ def test_judge_asked_for_without_an_llm_advisor_fails_before_any_model_loads(eva
 def test_no_or_an_empty_test_split_says_how_to_hold_one_out(tmp_path, tiny_causal_lm_dir, _support_csv):
     split = {"split": {"train": 0.95, "val": 0.05, "test": 0.0}}
     root = build_project(tmp_path / "p", tiny_causal_lm_dir, _support_csv, strong_adapter=False, preprocessing=split)
-    from forgellm.training.protocol import RunSpec
+    from forgellm.project.run_record import RunSpec
 
     prepared = __import__("pathlib").Path(RunSpec.load(root / "runs" / RUN_ID).prepared_dir)
     test_file = prepared / "test.parquet"

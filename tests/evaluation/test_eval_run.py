@@ -79,8 +79,8 @@ def test_batched_losses_equal_a_plain_forward_of_each_example(evaluated):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from forgellm.project.run_record import RunSpec
     from forgellm.training.data import load_split
-    from forgellm.training.protocol import RunSpec
 
     root, result = evaluated
     spec = RunSpec.load(root / "runs" / RUN_ID)
@@ -167,7 +167,7 @@ def test_the_answer_limit_is_sized_by_the_reference_answers_and_nothing_warns(ev
 
     from transformers import AutoTokenizer
 
-    from forgellm.training.protocol import RunSpec
+    from forgellm.project.run_record import RunSpec
 
     root = tmp_path / "project"
     shutil.copytree(eval_project, root)

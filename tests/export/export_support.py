@@ -28,8 +28,9 @@ def write_adapter(model_dir: Path, folder: Path, *, seed: int = 0, scale: float 
 def make_finished_run(root: Path, prepared: Path, model_dir: Path, run_id: str = "20261123-010000-lora-tiny") -> Path:
     """A run folder as `forge train` leaves it after completing: run.json, config.yaml, best/, summary.json."""
     from forgellm.config.io import load_config, save_config
+    from forgellm.project.layout import RUN_CONFIG
+    from forgellm.project.run_record import RunSpec
     from forgellm.training.data import read_manifest_tokenizer
-    from forgellm.training.protocol import RUN_CONFIG, RunSpec
 
     config = load_config(root / "forge.yaml", environ={}).config
     run_dir = root / "runs" / run_id

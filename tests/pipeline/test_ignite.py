@@ -103,7 +103,8 @@ def _kill_when(proc: subprocess.Popen, marker: str, timeout: float = 300) -> str
 
 
 def test_kill_9_at_each_stage_then_the_same_command_resumes(ignite_args):
-    from forgellm.training.runs import checkpoints, list_runs
+    from forgellm.project.run_record import list_checkpoints
+    from forgellm.training.runs import list_runs
     from forgellm.training.summary import read_metrics
 
     project, args = ignite_args
@@ -122,7 +123,7 @@ def test_kill_9_at_each_stage_then_the_same_command_resumes(ignite_args):
         assert list(_state(project)["done"]) == done, marker
         if marker == "checkpoint interval":
             (run_dir,) = list_runs(project)
-            assert checkpoints(run_dir), "killed before any checkpoint"
+            assert list_checkpoints(run_dir), "killed before any checkpoint"
     proc = _spawn(args)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-4000:]

@@ -8,7 +8,8 @@ import pytest
 from forgellm.config.io import load_config
 from forgellm.config.settings import credentials_path
 from forgellm.errors import ForgeError
-from forgellm.project import PROJECT_DIRS, advisor_settings, find_project, init_project, project_status, require_project
+from forgellm.project import PROJECT_DIRS, advisor_settings, find_project, init_project, require_project
+from forgellm.status import project_status
 
 
 def test_init_creates_layout_and_valid_config(tmp_path):

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from forgellm.cli.main import app
 from forgellm.config.io import load_config, save_config
 from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint
-from forgellm.project import advisor_settings, init_project, project_status
-from forgellm.training.protocol import RunSpec
+from forgellm.project import advisor_settings, init_project
+from forgellm.project.run_record import RunSpec
+from forgellm.status import project_status
 
 runner = CliRunner()
 TOKENIZER = "tiny/tokenizer:300"

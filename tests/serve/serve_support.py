@@ -21,7 +21,8 @@ def add_run(root: Path, weights: Path, base_dir: Path, run_id: str = "20260101-0
     import shutil
 
     from forgellm.config.io import load_config
-    from forgellm.training.protocol import RUN_CONFIG, RunSpec
+    from forgellm.project.layout import RUN_CONFIG
+    from forgellm.project.run_record import RunSpec
 
     run_dir = root / "runs" / run_id
     run_dir.mkdir(parents=True)

@@ -13,8 +13,9 @@ from forgellm.config.io import save_config
 def make_run_dir(root: Path, prepared_dir: Path, name: str = "run-1", **training) -> Path:
     """A run folder as the supervisor writes it (run.json + config.yaml snapshot); ``training`` overrides."""
     from forgellm.config.io import load_config
+    from forgellm.project.layout import RUN_CONFIG
+    from forgellm.project.run_record import RunSpec
     from forgellm.training.data import read_manifest_tokenizer
-    from forgellm.training.protocol import RUN_CONFIG, RunSpec
 
     config = load_config(root / "forge.yaml", environ={}).config
     for key, value in training.items():

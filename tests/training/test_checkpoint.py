@@ -9,9 +9,11 @@ import json
 import pytest
 
 from forgellm.errors import ForgeError
+from forgellm.project.layout import TRAINER_STATE
+from forgellm.project.run_record import list_checkpoints
 from forgellm.training import checkpoint as ckpt
 from forgellm.training.data import DataPosition
-from forgellm.training.protocol import TRAINER_STATE, ExitCode
+from forgellm.training.protocol import ExitCode
 
 from .conftest import make_run_dir
 
@@ -26,7 +28,7 @@ def write_marker(text: str):
 def test_only_the_newest_checkpoints_are_kept_and_no_temporary_folder_remains(tmp_path):
     for step in (2, 4, 6, 8):
         ckpt.save_checkpoint(tmp_path, step, write_marker(str(step)), {"step": step}, keep=2)
-    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path)] == ["step-6", "step-8"]
+    assert [c.path.name for c in list_checkpoints(tmp_path)] == ["step-6", "step-8"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-6", "step-8"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from forgellm.training.protocol import METRICS, SUMMARY, TRAINER_STATE
+from forgellm.project.layout import METRICS, SUMMARY, TRAINER_STATE
 from forgellm.training.summary import build_summary, by_step, write_summary
 
 
@@ -86,40 +86,40 @@ def test_summary_of_a_healed_run(tmp_path):
     (checkpoint / TRAINER_STATE).write_bytes(b"x")
     (tmp_path / "best").mkdir()
     summary = build_summary(tmp_path, "completed", "max_steps")
-    assert (summary["steps"], summary["total_steps"]) == (6, 6)
-    assert (summary["best_val_loss"], summary["best_step"], summary["final_val_loss"]) == (2.4, 4, 2.45)
-    assert summary["final_train_loss"] == 2.25
-    assert summary["peak_memory_bytes"] == 5000
-    assert summary["tokens_per_s"] == 75.0  # median of the kept steps: 100, 100, 50, 60, 70, 80
-    assert summary["duration_s"] == 10.5  # 5.5 + 5 s of attempts; the hour between sessions is not counted
-    assert summary["attempts"] == 2
-    assert summary["config_changes"] == {
+    assert (summary.steps, summary.total_steps) == (6, 6)
+    assert (summary.best_val_loss, summary.best_step, summary.final_val_loss) == (2.4, 4, 2.45)
+    assert summary.final_train_loss == 2.25
+    assert summary.peak_memory_bytes == 5000
+    assert summary.tokens_per_s == 75.0  # median of the kept steps: 100, 100, 50, 60, 70, 80
+    assert summary.duration_s == 10.5  # 5.5 + 5 s of attempts; the hour between sessions is not counted
+    assert summary.attempts == 2
+    assert summary.config_changes == {
         "training.micro_batch_size": {"from": 4, "to": 2},
         "training.gradient_accumulation": {"from": 1, "to": 2},
     }
-    assert summary["recoveries"][0]["kind"] == "oom" and summary["recoveries"][0]["step"] == 5
-    assert summary["paths"]["best"] == str(tmp_path / "best")
-    assert summary["paths"]["last_checkpoint"] == str(checkpoint)
+    assert summary.recoveries[0]["kind"] == "oom" and summary.recoveries[0]["step"] == 5
+    assert summary.paths["best"] == str(tmp_path / "best")
+    assert summary.paths["last_checkpoint"] == str(checkpoint)
 
 
 def test_an_interrupted_run_reports_where_it_stopped(tmp_path):
     records = _two_attempts()[:6]
     _write_metrics(tmp_path, records)
     summary = build_summary(tmp_path, "interrupted", "interrupted")
-    assert summary["steps"] == 4 and summary["final_train_loss"] == 9.9
-    assert summary["best_val_loss"] == 2.9 and summary["paths"]["last_checkpoint"] is None
+    assert summary.steps == 4 and summary.final_train_loss == 9.9
+    assert summary.best_val_loss == 2.9 and summary.paths["last_checkpoint"] is None
 
 
 def test_write_summary_draws_the_loss_plot(tmp_path):
     _write_metrics(tmp_path, _two_attempts())
     summary = write_summary(tmp_path, "completed", "max_steps")
     plot = tmp_path / "loss.png"
-    assert summary["paths"]["loss_plot"] == str(plot)
+    assert summary.paths["loss_plot"] == str(plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
     assert json.loads((tmp_path / SUMMARY).read_text())["status"] == "completed"
 
 
 def test_a_run_without_metrics_has_no_plot(tmp_path):
     summary = write_summary(tmp_path, "failed", "config", "bad settings")
-    assert summary["paths"]["loss_plot"] is None and summary["steps"] is None
-    assert summary["message"] == "bad settings"
+    assert summary.paths["loss_plot"] is None and summary.steps is None
+    assert summary.message == "bad settings"

@@ -16,9 +16,10 @@ import pytest
 from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
-from forgellm.project import project_status
-from forgellm.training.protocol import TRAINER_STATE
-from forgellm.training.runs import TrainLock, checkpoints, latest_checkpoint, list_runs, new_run_id
+from forgellm.project.layout import TRAINER_STATE
+from forgellm.project.run_record import latest_checkpoint, list_checkpoints
+from forgellm.status import project_status
+from forgellm.training.runs import TrainLock, list_runs, new_run_id
 from forgellm.training.summary import read_metrics
 from forgellm.training.supervisor import run_training
 
@@ -47,7 +48,7 @@ def test_only_complete_checkpoints_count(tmp_path):
         folder.mkdir(parents=True)
         if complete:
             (folder / TRAINER_STATE).write_bytes(b"state")
-    assert [step for step, _ in checkpoints(tmp_path)] == [2, 10]  # numeric order, not text order
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 10]  # numeric order, not text order
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-10"
 
 
@@ -112,7 +113,7 @@ def test_out_of_memory_then_nan_are_healed(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(**FAST)
     monkeypatch.setenv("FORGE_FAULT", "oom@3,nan@6")
     result = run_training(root)
-    assert result.status == "completed" and result.summary["steps"] == 8
+    assert result.status == "completed" and result.summary.steps == 8
     oom, nan = _records(result.run_dir, "recovery")
     assert oom["kind"] == "oom" and oom["step"] == 3 and oom["resume_from"].endswith("step-2")
     assert oom["changes"]["training.micro_batch_size"] == {"from": 4, "to": 2}
@@ -125,8 +126,8 @@ def test_out_of_memory_then_nan_are_healed(tiny_train_project, monkeypatch):
     assert load_config(root).config.training.micro_batch_size == 4  # forge.yaml is the user's; untouched
     starts = _records(result.run_dir, "start")
     assert [s["step"] for s in starts] == [0, 2, 4] and starts[-1]["micro_batch_size"] == 2
-    assert result.summary["config_changes"]["training.learning_rate"]["to"] == 5e-4
-    assert len(result.summary["recoveries"]) == 2 and result.summary["attempts"] == 3
+    assert result.summary.config_changes["training.learning_rate"]["to"] == 5e-4
+    assert len(result.summary.recoveries) == 2 and result.summary.attempts == 3
     assert sorted(p.name for p in (result.run_dir / "logs").iterdir()) == [f"worker-{i}.log" for i in (1, 2, 3)]
     assert (result.run_dir / "loss.png").stat().st_size > 0
     runs = project_status(root)["runs"]
@@ -137,13 +138,13 @@ def test_crash_and_kill_restart_from_the_last_checkpoint(tiny_train_project, mon
     root, _ = tiny_train_project(**FAST)
     monkeypatch.setenv("FORGE_FAULT", "crash@3,kill@6")
     result = run_training(root)
-    assert result.status == "completed" and result.summary["steps"] == 8
+    assert result.status == "completed" and result.summary.steps == 8
     crash, kill = _records(result.run_dir, "recovery")
     assert (crash["kind"], crash["changes"], Path(crash["resume_from"]).name) == ("crash", {}, "step-2")
     assert (kill["kind"], kill["changes"], Path(kill["resume_from"]).name) == ("killed", {}, "step-4")
     assert [s["step"] for s in _records(result.run_dir, "start")] == [0, 2, 4]
     assert "SIGKILL" in (result.run_dir / "logs" / "worker-2.log").read_text()
-    assert result.summary["config_changes"] == {}
+    assert result.summary.config_changes == {}
 
 
 def test_max_recoveries_stops_then_resume_skips_a_corrupt_checkpoint(tiny_train_project, monkeypatch):
@@ -154,8 +155,8 @@ def test_max_recoveries_stops_then_resume_skips_a_corrupt_checkpoint(tiny_train_
     assert "training.max_recoveries (1)" in caught.value.message and "forge train --resume" in caught.value.fix
     (run_dir,) = list_runs(root)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and len(summary["recoveries"]) == 1
-    assert [step for step, _ in checkpoints(run_dir)] == [2, 4]
+    assert summary.status == "failed" and len(summary.recoveries) == 1
+    assert [step for step, _ in list_checkpoints(run_dir)] == [2, 4]
     (run_dir / "checkpoints" / "step-4" / TRAINER_STATE).write_bytes(b"damaged")  # e.g. a bad disk sector
     (run_dir / "checkpoints" / "step-6").mkdir()  # a folder someone made by hand: no trainer state
     result = run_training(root, resume=True)
@@ -210,7 +211,7 @@ def test_kill_9_of_forge_train_leaves_no_worker_and_resume_continues(tiny_train_
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert workers and not alive, "the worker must die with its supervisor"
     (run_dir,) = list_runs(root)
-    saved = max(step for step, _ in checkpoints(run_dir))
+    saved = max(step for step, _ in list_checkpoints(run_dir))
     result = run_training(root, resume=True, max_steps=saved + 2)
-    assert result.status == "completed" and result.summary["steps"] == saved + 2
+    assert result.status == "completed" and result.summary.steps == saved + 2
     assert _records(run_dir, "start")[-1]["step"] == saved

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from forgellm.cli.main import app
 from forgellm.config.io import save_config
 from forgellm.config.schema import ForgeConfig
-from forgellm.training.runs import checkpoints, list_runs
+from forgellm.project.run_record import list_checkpoints
+from forgellm.training.runs import list_runs
 from forgellm.training.summary import read_metrics
 
 runner = CliRunner()
@@ -93,7 +94,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_train_project):
     assert f"forge train --resume {run_dir.name}" in err
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     saved = [r for r in read_metrics(run_dir) if r.get("event") == "checkpoint" and r["reason"] == "signal"]
-    assert saved and checkpoints(run_dir)[-1][0] == saved[-1]["step"]
+    assert saved and list_checkpoints(run_dir)[-1][0] == saved[-1]["step"]
     step = saved[-1]["step"]
     resumed = runner.invoke(
         app, ["train", "-C", str(root), "--resume", run_dir.name, "--json", "--max-steps", str(step + 2)]
@@ -123,7 +124,7 @@ def test_a_full_disk_during_a_checkpoint_is_a_clear_error_and_resume_works(tiny_
     assert forge.returncode == 1, err[-3000:]
     assert "disk" in err and "--resume" in err and "Traceback" not in err
     (run_dir,) = list_runs(root)
-    assert checkpoints(run_dir) == []  # the half-written one does not count
+    assert list_checkpoints(run_dir) == []  # the half-written one does not count
     assert [p.name for p in (run_dir / "logs").iterdir()] == ["worker-1.log"], "a full disk is not retried"
     resumed = runner.invoke(app, ["train", "-C", str(root), "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output[-3000:]

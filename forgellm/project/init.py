@@ -1,4 +1,4 @@
-"""The project folder: creating it (`forge init`) and reading where it stands (`forge status`)."""
+"""`forge init`: the project folder, its .gitignore and a first forge.yaml."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ from forgellm.config.io import CONFIG_FILENAME, atomic_write_text, load_config, 
 from forgellm.config.schema import AdvisorSection, ForgeConfig, ModelSection, ProjectSection
 from forgellm.config.settings import store_api_key
 from forgellm.errors import ForgeError
+from forgellm.project.layout import ProjectLayout
 
-PROJECT_DIRS = ("data", "data/prepared", "runs", "exports", "reports", ".forge")
-GITIGNORE_LINES = (
-    "# Forge outputs: large and reproducible from forge.yaml",
-    "data/prepared/",
-    "runs/",
-    "exports/",
-    ".forge/",
-)
+PROJECT_DIRS = tuple(ProjectLayout(Path(".")).folders())
+GITIGNORE_LINES = ("# Forge outputs: large and reproducible from forge.yaml", *ProjectLayout(Path(".")).gitignored())
 DEFAULT_ADVISOR_MODELS = {"gemini": "gemini-2.5-flash", "openai": "gpt-4o-mini"}
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -71,8 +66,7 @@ def init_project(
         )
     result = InitResult(root)
     root.mkdir(parents=True, exist_ok=True)
-    for sub in PROJECT_DIRS:
-        folder = root / sub
+    for sub, folder in ProjectLayout(root).folders().items():
         (result.existed if folder.is_dir() else result.created).append(sub + "/")
         folder.mkdir(parents=True, exist_ok=True)
     _write_gitignore(root, result)
@@ -96,7 +90,7 @@ def _write_gitignore(root: Path, result: InitResult) -> None:
 
 
 def _write_config(root: Path, result: InitResult, name: str, model_ref: str | None, advisor: AdvisorSection) -> None:
-    path = root / CONFIG_FILENAME
+    path = ProjectLayout(root).config_file
     if not path.exists():
         config = ForgeConfig(
             project=ProjectSection(name=name),
@@ -120,32 +114,3 @@ def _write_config(root: Path, result: InitResult, name: str, model_ref: str | No
             f"{CONFIG_FILENAME} exists, so the advisor settings given were not applied "
             f"(it keeps provider '{existing.advisor.provider}'); edit the `advisor:` section to change them."
         )
-
-
-def find_project(start: str | Path = ".") -> Path | None:
-    """The nearest folder at or above `start` that holds a forge.yaml."""
-    here = Path(start).expanduser().resolve()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_FILENAME).is_file():
-            return folder
-    return None
-
-
-def require_project(start: str | Path = ".") -> Path:
-    """find_project for the commands that need a project: the folder, or a ForgeError saying how to make one."""
-    root = find_project(start)
-    if root is None:
-        raise ForgeError(
-            f"No Forge project ({CONFIG_FILENAME}) in {Path(start).expanduser().resolve()} or above.",
-            fix="Run this inside a project or pass --project DIR; to create one, run `forge init` "
-            '(or `forge ignite DATA "GOAL"` for every stage at once).',
-        )
-    return root
-
-
-def project_status(directory: str | Path = ".") -> dict[str, Any]:
-    """Where the project holding `directory` stands; see forgellm.status (imported here on use: it
-    reads every stage's records, and `forge init` needs none of that)."""
-    from forgellm.status import project_status as status_report
-
-    return status_report(directory)
