@@ -125,7 +125,7 @@ def run_advisor_script(
         script_path, workdir, [input_path], runtime=runtime, limits=limits, allow_unsandboxed=allow_unsandboxed
     )
     _check_finished(result, workdir, script_path)
-    target = project_dir / "data" / "scripted" / f"{input_path.stem}.jsonl"
+    target = ProjectLayout(project_dir).scripted_data(input_path.stem)
     written, invalid, problems = publish_conversations(workdir / OUTPUT_NAME, target, script_path)
     shutil.rmtree(workdir, ignore_errors=True)
     return ScriptRun(

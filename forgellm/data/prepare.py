@@ -390,6 +390,6 @@ def _nothing_left(manifest: Manifest, merge_reasons: Counter, work: Path) -> For
     top = "; ".join(f"{reason}: {count}" for reason, count in reasons.most_common(4)) or "the input has no rows"
     return ForgeError(
         f"No training examples are left after preparation ({top}). Nothing was published.",
-        fix=f"Check the rejected rows in {work / 'rejects.jsonl'} and relax the filters or fix data.recipe in "
+        fix=f"Check the rejected rows in {PreparedLayout(work).rejects} and relax the filters or fix data.recipe in "
         "forge.yaml, then run again.",
     )

@@ -24,6 +24,7 @@ from forgellm.config.schema import ForgeConfig
 from forgellm.data.records import reason_kind
 from forgellm.data.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
 from forgellm.errors import ForgeError
+from forgellm.project.layout import PreparedLayout
 
 TOKEN_SCHEMA = pa.schema(
     [
@@ -63,6 +64,12 @@ def chunk_paths(work: Path, number: int) -> dict[str, Path]:
         "tokens": stem.with_suffix(".parquet"),
         "rejects": Path(f"{stem}.rejects.jsonl"),
     }
+
+
+def _rejects_tmp(work: Path) -> Path:
+    """rejects.jsonl while the merge appends to it; renamed when complete."""
+    rejects = PreparedLayout(work).rejects
+    return rejects.with_name(rejects.name + ".tmp")
 
 
 def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], rejects: list[dict]) -> None:
@@ -225,7 +232,7 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
     writer.open()
     reasons: Counter = Counter()
     try:
-        with open(work / "rejects.jsonl.tmp", "wb") as rejects:
+        with open(_rejects_tmp(work), "wb") as rejects:
             for number in range(chunks):
                 paths = chunk_paths(work, number)
                 with open(paths["rejects"], "rb") as chunk_rejects:
@@ -246,7 +253,7 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
                     rejects.write(json_line(reject))
                 _route(writer, table, lines, splits)
         writer.close()
-        (work / "rejects.jsonl.tmp").replace(work / "rejects.jsonl")
+        _rejects_tmp(work).replace(PreparedLayout(work).rejects)
     except BaseException:
         writer.abort()
         raise

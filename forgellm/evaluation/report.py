@@ -37,11 +37,10 @@ _SCORES = (
 def write_reports(result: EvalResult) -> None:
     """Both files, each written atomically (temp file + rename); eval.json is the EvalRecord."""
     from forgellm.config.io import atomic_write_text
-    from forgellm.project.eval_record import EvalRecord
 
-    data = result.to_dict()
-    EvalRecord.from_dict(data).save(result.files["json"])
-    atomic_write_text(result.files["html"], render_html(data))
+    record = result.to_record()
+    record.save(result.files["json"])
+    atomic_write_text(result.files["html"], render_html(record.to_dict()))
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

@@ -14,13 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.evaluation.judge import JudgeOutcome
 from forgellm.evaluation.metrics import mean, perplexity
 from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+
+if TYPE_CHECKING:
+    from forgellm.project.eval_record import EvalRecord
 
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
@@ -50,23 +53,28 @@ class EvalResult:
     files: dict[str, Path]
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_record(self) -> EvalRecord:
         """What reports/eval.json holds."""
-        return {
-            "run_id": self.run_id,
-            "checkpoint": self.checkpoint,
-            "base_model": self.base_model,
-            "created_at": self.created_at,
-            "summary": self.summary,
-            "settings": self.settings,
-            "examples": [result.to_dict() for result in self.examples],
-            "example_losses": self.example_losses,
-            "judge": self.judge.to_dict() if self.judge is not None else None,
-            "warnings": self.warnings,
-            "notes": self.notes,
-            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
-            "files": {k: str(v) for k, v in self.files.items()},
-        }
+        from forgellm.project.eval_record import EvalRecord
+
+        return EvalRecord(
+            run_id=self.run_id,
+            checkpoint=self.checkpoint,
+            base_model=self.base_model,
+            created_at=self.created_at,
+            summary=self.summary,
+            settings=self.settings,
+            examples=[result.to_dict() for result in self.examples],
+            example_losses=self.example_losses,
+            judge=self.judge.to_dict() if self.judge is not None else None,
+            warnings=self.warnings,
+            notes=self.notes,
+            seconds={k: round(v, 2) for k, v in self.seconds.items()},
+            files={k: str(v) for k, v in self.files.items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_record().to_dict()
 
 
 def _as_progress(progress: EvalProgress | Callable[[str], None] | None) -> EvalProgress:

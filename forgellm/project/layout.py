@@ -25,6 +25,7 @@ from forgellm.config.io import CONFIG_FILENAME
 
 DATA_DIR = "data"
 PREPARED_DIR = "prepared"
+SCRIPTED_DIR = "scripted"  # conversations an advisor's script made from the input (forge prepare --script)
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 REPORTS_DIR = "reports"
@@ -223,6 +224,10 @@ class ProjectLayout:
 
     def prepared(self, fingerprint: str) -> PreparedLayout:
         return PreparedLayout(self.prepared_dir / fingerprint)
+
+    def scripted_data(self, stem: str) -> Path:
+        """data/scripted/<stem>.jsonl: what a `--script` made of the input file <stem>.*, prepared next."""
+        return self.data_dir / SCRIPTED_DIR / f"{stem}.jsonl"
 
     def partial_prepared(self, work_id: str) -> PreparedLayout:
         return PreparedLayout(self.prepared_dir / f"{PARTIAL_PREFIX}{work_id}")

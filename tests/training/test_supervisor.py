@@ -17,7 +17,7 @@ from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
 from forgellm.project.layout import TRAINER_STATE
-from forgellm.project.run_record import latest_checkpoint, list_checkpoints
+from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.status import project_status
 from forgellm.training.runs import TrainLock, list_runs, new_run_id
 from forgellm.training.summary import read_metrics
@@ -154,7 +154,7 @@ def test_max_recoveries_stops_then_resume_skips_a_corrupt_checkpoint(tiny_train_
         run_training(root)
     assert "training.max_recoveries (1)" in caught.value.message and "forge train --resume" in caught.value.fix
     (run_dir,) = list_runs(root)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunSummary.load(run_dir)
     assert summary.status == "failed" and len(summary.recoveries) == 1
     assert [step for step, _ in list_checkpoints(run_dir)] == [2, 4]
     (run_dir / "checkpoints" / "step-4" / TRAINER_STATE).write_bytes(b"damaged")  # e.g. a bad disk sector
