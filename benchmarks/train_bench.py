@@ -120,8 +120,9 @@ def build_project(work: Path, model_dir: Path, data: Path, steps: int) -> tuple[
 def make_run_dir(project: Path, prepared: Path, name: str, packing: bool) -> Path:
     """A run folder as the supervisor writes it: run.json + the config snapshot."""
     from forgellm.config.io import load_config, save_config
+    from forgellm.project.layout import RUN_CONFIG
+    from forgellm.project.run_record import RunSpec
     from forgellm.training.data import read_manifest_tokenizer
-    from forgellm.training.protocol import RUN_CONFIG, RunSpec
 
     config = load_config(project / "forge.yaml", environ={}).config
     config.training.packing = packing

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from forgellm.training.protocol import FAULT_ENV, FAULTS_FIRED, ExitCode, parse_event
+from forgellm.project.layout import FAULTS_FIRED
+from forgellm.training.protocol import FAULT_ENV, ExitCode, parse_event
 
 from .conftest import make_run_dir
 
