@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.export.card import (
@@ -30,6 +30,10 @@ from forgellm.export.card import (
     write_json,
 )
 from forgellm.export.source import ExportSource, find_export_source
+
+if TYPE_CHECKING:
+    from forgellm.models.loading import ChatSetup
+    from forgellm.templates.messages import ChatFormat
 
 EXPORTS_DIR = "exports"
 METADATA = "metadata.json"
@@ -156,7 +160,7 @@ def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quan
         )
 
 
-def _chat_setup(source: ExportSource) -> Any:
+def _chat_setup(source: ExportSource) -> ChatSetup:
     from forgellm.models.loading import chat_setup
 
     # The project folder is where a custom template's .jinja path is relative to.
@@ -281,7 +285,7 @@ def _build(
     gguf_files = _write_ggufs(partial, name, merged_dir, quants, chat_format, setup.tokenizer, timer, progress)
     stop = stop_strings(chat_format)
     num_ctx = _num_ctx(source.config, base_config)
-    system = project_config.export.system_prompt or getattr(chat_format, "system_prompt", None)
+    system = project_config.export.system_prompt or chat_format.system_prompt
     modelfile_name, template = _write_modelfile(partial, gguf_files, user_chose, chat_format, num_ctx, system, warnings)
     ref = source.config.model.ref
     spec, hub_id = catalog_entry(ref)
@@ -332,7 +336,7 @@ def _write_ggufs(
     name: str,
     merged_dir: Path,
     quants: list[str],
-    chat_format: Any,
+    chat_format: ChatFormat,
     tokenizer: Any,
     timer: _Timer,
     progress: ExportProgress,
@@ -342,8 +346,8 @@ def _write_ggufs(
 
     files: dict[str, str] = {}
     template = to_hf_jinja(chat_format)
-    eot = list(getattr(chat_format, "stop_markers", ()) or ())
-    add_bos = bool(getattr(chat_format, "bos_text", "")) if hasattr(chat_format, "bos_text") else None
+    eot = list(chat_format.stop_markers)
+    add_bos = chat_format.add_bos
 
     def convert(quant: str, path: Path) -> None:
         timer.run(
@@ -390,7 +394,7 @@ def _write_modelfile(
     partial: Path,
     gguf_files: dict[str, str],
     user_chose: bool,
-    chat_format: Any,
+    chat_format: ChatFormat,
     num_ctx: int,
     system: str | None,
     warnings: list[str],
