@@ -30,6 +30,8 @@ from forgellm.export.card import (
     write_json,
 )
 from forgellm.export.source import ExportSource, find_export_source
+from forgellm.hardware.disk import bytes_per_param, require_free_space
+from forgellm.models.dims import context_length_or_default
 
 if TYPE_CHECKING:
     from forgellm.models.loading import ChatSetup
@@ -40,20 +42,6 @@ METADATA = "metadata.json"
 MODELFILE = "Modelfile"
 DEFAULT_QUANTS = ("f16", "q8_0")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-# Bytes per parameter of each GGUF type, for the disk-space check before any work (K-quants ~ their bpw / 8).
-_BYTES_PER_PARAM = {
-    "f32": 4.0,
-    "bf16": 2.0,
-    "f16": 2.0,
-    "q8_0": 1.07,
-    "q6_k": 0.83,
-    "q5_k_m": 0.71,
-    "q5_0": 0.69,
-    "q4_k_m": 0.61,
-    "q4_0": 0.57,
-    "q3_k_m": 0.49,
-    "q2_k": 0.41,
-}
 _DISK_MARGIN = 1.1
 
 
@@ -142,22 +130,13 @@ def _weights_bytes(folder: Path) -> int:
 
 
 def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quants: list[str]) -> None:
-    itemsize = {"bfloat16": 2, "float16": 2}.get(str(base_config.get("dtype") or base_config.get("torch_dtype")), 4)
     base_bytes = _weights_bytes(base_dir)
-    params = base_bytes / itemsize
-    needed = base_bytes + sum(_BYTES_PER_PARAM.get(q, 2.0) * params for q in quants)
+    params = base_bytes / bytes_per_param(base_config.get("dtype") or base_config.get("torch_dtype"))
+    needed = base_bytes + sum(bytes_per_param(q, default="f16") * params for q in quants)
     if any(q not in ("f32", "f16", "bf16", "q8_0") for q in quants) and "f16" not in quants:
-        needed += 2.0 * params  # the temporary F16 the quantizer reads
-    needed *= _DISK_MARGIN
-    free = shutil.disk_usage(exports).free
-    if free < needed:
-        from forgellm.cli.output import human_bytes
-
-        raise ForgeError(
-            f"Not enough disk space for this export: it needs about {human_bytes(needed)}, "
-            f"{exports} has {human_bytes(free)} free.",
-            fix="Free some space, or export fewer GGUF types (e.g. --quant q8_0).",
-        )
+        needed += bytes_per_param("f16") * params  # the temporary F16 the quantizer reads
+    fix = "Free some space, or export fewer GGUF types (e.g. --quant q8_0)."
+    require_free_space(exports, needed * _DISK_MARGIN, "this export", fix)
 
 
 def _chat_setup(source: ExportSource) -> ChatSetup:
@@ -169,8 +148,8 @@ def _chat_setup(source: ExportSource) -> ChatSetup:
 
 
 def _num_ctx(config: Any, base_config: dict[str, Any]) -> int:
-    context = int(base_config.get("max_position_embeddings") or 2048)
-    return min(context, max(2048, config.model.max_length))
+    # Ollama's num_ctx: room for a conversation (at least 2048) within what the model was trained for.
+    return min(context_length_or_default(base_config), max(2048, config.model.max_length))
 
 
 def _modelfile_gguf(gguf_files: dict[str, str], user_chose: bool) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from forgellm.errors import ForgeError
+from forgellm.models.dims import context_length_of
 
 if TYPE_CHECKING:
     from forgellm.templates.messages import ChatFormat
@@ -239,7 +240,7 @@ class TransformersEngine:
         self.last: Generation | None = None
         generation_config = getattr(model, "generation_config", None)
         self.stop_ids = end_of_turn_ids(tokenizer, chat_format, getattr(generation_config, "eos_token_id", None))
-        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        self.context = context_length_of(model.config) or 0  # 0: unknown, so answers are not capped by it
 
     @classmethod
     def load(
