@@ -29,7 +29,7 @@ from forgellm.export.card import (
     prepared_stats,
     write_json,
 )
-from forgellm.export.source import ExportSource, find_export_source
+from forgellm.export.source import ExportSource, find_export_source, training_chat_setup
 
 EXPORTS_DIR = "exports"
 METADATA = "metadata.json"
@@ -156,14 +156,6 @@ def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quan
         )
 
 
-def _chat_setup(source: ExportSource) -> Any:
-    from forgellm.models.loading import chat_setup
-
-    # The project folder is where a custom template's .jinja path is relative to.
-    project_dir = source.run_dir.parent.parent
-    return chat_setup(str(source.base_model_dir), source.config.model.chat_template, base_dir=project_dir)
-
-
 def _num_ctx(config: Any, base_config: dict[str, Any]) -> int:
     context = int(base_config.get("max_position_embeddings") or 2048)
     return min(context, max(2048, config.model.max_length))
@@ -269,7 +261,8 @@ def _build(
     from forgellm.export.modelfile import stop_strings
 
     partial.mkdir(parents=True)
-    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: _chat_setup(source))
+    # The template the run's data was rendered with, never a since-edited one (see training_chat_setup).
+    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: training_chat_setup(source))
     chat_format = setup.chat_format
     merged_dir = partial / "merged"
     merged = timer.run(
