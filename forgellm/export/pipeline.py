@@ -29,12 +29,11 @@ from forgellm.export.card import (
     prepared_stats,
     write_json,
 )
-from forgellm.export.source import ExportSource, find_export_source
+from forgellm.export.source import ExportSource, find_export_source, training_chat_setup
 from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.models.dims import context_length_or_default
 
 if TYPE_CHECKING:
-    from forgellm.models.loading import ChatSetup
     from forgellm.templates.messages import ChatFormat
 
 EXPORTS_DIR = "exports"
@@ -137,14 +136,6 @@ def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quan
         needed += bytes_per_param("f16") * params  # the temporary F16 the quantizer reads
     fix = "Free some space, or export fewer GGUF types (e.g. --quant q8_0)."
     require_free_space(exports, needed * _DISK_MARGIN, "this export", fix)
-
-
-def _chat_setup(source: ExportSource) -> ChatSetup:
-    from forgellm.models.loading import chat_setup
-
-    # The project folder is where a custom template's .jinja path is relative to.
-    project_dir = source.run_dir.parent.parent
-    return chat_setup(str(source.base_model_dir), source.config.model.chat_template, base_dir=project_dir)
 
 
 def _num_ctx(config: Any, base_config: dict[str, Any]) -> int:
@@ -252,7 +243,8 @@ def _build(
     from forgellm.export.modelfile import stop_strings
 
     partial.mkdir(parents=True)
-    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: _chat_setup(source))
+    # The template the run's data was rendered with, never a since-edited one (see training_chat_setup).
+    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: training_chat_setup(source))
     chat_format = setup.chat_format
     merged_dir = partial / "merged"
     merged = timer.run(
