@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.project.layout import ProjectLayout
 
 STAGES = ("init", "study", "plan", "prepare", "train", "eval", "export")
@@ -155,16 +155,14 @@ def check_model_disk_space(config: Any) -> None:
     else:
         cache = model_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    # A hub model downloads in bf16 (2 bytes/param); a bundled GGUF converts to fp32 (4 bytes/param).
-    needed = spec.params * (4 if source.kind == "bundled" else 2) * 1.2
-    free = shutil.disk_usage(cache).free
-    if free < needed:
-        raise ForgeError(
-            f"{spec.key} needs about {needed / 1e9:.1f} GB of disk for its weights, "
-            f"but {cache} has only {free / 1e9:.1f} GB free.",
-            fix="Free some disk space, point FORGE_CACHE_DIR at a bigger disk, or use a smaller model "
-            "(--model smollm2-135m).",
-        )
+    # A hub model downloads in bf16; a bundled GGUF converts to fp32. 20% more for tokenizer and temporary files.
+    needed = spec.params * bytes_per_param("f32" if source.kind == "bundled" else "bf16") * 1.2
+    require_free_space(
+        cache,
+        needed,
+        f"the weights of {spec.key}",
+        "Free some disk space, point FORGE_CACHE_DIR at a bigger disk, or use a smaller model (--model smollm2-135m).",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ stages

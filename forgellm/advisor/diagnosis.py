@@ -18,10 +18,12 @@ from typing import Any
 from forgellm.advisor.schemas import ConfigChange, Fix
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import is_disk_full
+from forgellm.hardware.memory import MEMORY_LADDER, lighter_method
+from forgellm.models.lengths import shorter_max_length
 
 BUNDLED_MODEL = "smollm2-135m"
 MIN_LEARNING_RATE = 1e-6  # below this, halving again only stops learning
-MIN_MAX_LENGTH = 256  # shorter examples rarely hold a question and its answer
 MIN_CHUNK_ROWS = 100
 _LOG_CHARS = 20_000  # the end of the log is where the failure is
 _BF16_ARCHS = {"ampere", "ada", "hopper", "blackwell"}
@@ -62,44 +64,73 @@ _OOM = re.compile(
 )
 
 
-def _smaller_model(ref: str) -> str | None:
-    """The next smaller catalog model of the same family, else None."""
+def _fewer_at_once(config: ForgeConfig) -> tuple[dict[str, Any], str] | None:
+    t = config.training
+    if t.micro_batch_size <= 1:
+        return None
+    micro = t.micro_batch_size // 2
+    accumulation = math.ceil(t.gradient_accumulation * t.micro_batch_size / micro)
+    changes: dict[str, Any] = {"training.micro_batch_size": micro, "training.gradient_accumulation": accumulation}
+    how = (
+        f"process {micro} examples at a time instead of {t.micro_batch_size} and add up {accumulation} "
+        "such steps before each update, so every update still learns from as many examples"
+    )
+    if not t.gradient_checkpointing:  # the next rung too: one restart instead of two
+        changes["training.gradient_checkpointing"] = True
+        how += ", and recompute activations instead of storing them (gradient checkpointing)"
+    return changes, how
+
+
+def _recompute(config: ForgeConfig) -> tuple[dict[str, Any], str] | None:
+    if config.training.gradient_checkpointing:
+        return None
+    return {"training.gradient_checkpointing": True}, "recompute activations instead of storing them"
+
+
+def _shorter(config: ForgeConfig) -> tuple[dict[str, Any], str] | None:
+    length = config.model.max_length
+    if (new := shorter_max_length(length)) >= length:
+        return None
+    return {"model.max_length": new}, f"cut training examples to {new} tokens instead of {length}"
+
+
+_LIGHTER_HOW = {
+    "lora": "train small LoRA adapters instead of every weight of the model",
+    "qlora": "load the model in 4 bits and train LoRA adapters on it (QLoRA)",
+}
+
+
+def _lighter(config: ForgeConfig) -> tuple[dict[str, Any], str] | None:
+    method = lighter_method(config.training.method, "cuda" if _is_cuda(config) else "cpu")
+    return ({"training.method": method}, _LIGHTER_HOW[method]) if method else None
+
+
+def _smaller(config: ForgeConfig) -> tuple[dict[str, Any], str] | None:
+    """The next smaller catalog model of the same family."""
     from forgellm.models.catalog import catalog
 
-    spec = _catalog_spec(ref)
-    if spec is None:
+    spec = _catalog_spec(config.model.ref)
+    smaller = [s for s in catalog() if spec is not None and s.family == spec.family and s.params < spec.params]
+    if not smaller:
         return None
-    smaller = [s for s in catalog() if s.family == spec.family and s.params < spec.params]
-    return max(smaller, key=lambda s: s.params).key if smaller else None
+    key = max(smaller, key=lambda s: s.params).key
+    return {"model.ref": key}, f"fine-tune the smaller model {key}"
+
+
+_LADDER_MOVES = {
+    "micro_batch_size": _fewer_at_once,
+    "gradient_checkpointing": _recompute,
+    "max_length": _shorter,
+    "method": _lighter,
+    "model": _smaller,
+}
 
 
 def _memory_ladder(config: ForgeConfig) -> tuple[dict[str, Any], str]:
-    """The next memory-saving step for training and what it does, in plain words."""
-    t, length = config.training, config.model.max_length
-    if t.micro_batch_size > 1:
-        micro = t.micro_batch_size // 2
-        accumulation = math.ceil(t.gradient_accumulation * t.micro_batch_size / micro)
-        changes: dict[str, Any] = {"training.micro_batch_size": micro, "training.gradient_accumulation": accumulation}
-        how = (
-            f"process {micro} examples at a time instead of {t.micro_batch_size} and add up {accumulation} "
-            "such steps before each update, so every update still learns from as many examples"
-        )
-        if not t.gradient_checkpointing:
-            changes["training.gradient_checkpointing"] = True
-            how += ", and recompute activations instead of storing them (gradient checkpointing)"
-        return changes, how
-    if not t.gradient_checkpointing:
-        return {"training.gradient_checkpointing": True}, "recompute activations instead of storing them"
-    if length > MIN_MAX_LENGTH:
-        new = max(MIN_MAX_LENGTH, length // 2)
-        return {"model.max_length": new}, f"cut training examples to {new} tokens instead of {length}"
-    if t.method == "full":
-        return {"training.method": "lora"}, "train small LoRA adapters instead of every weight of the model"
-    if t.method == "lora" and _is_cuda(config):
-        return {"training.method": "qlora"}, "load the model in 4 bits and train LoRA adapters on it (QLoRA)"
-    smaller = _smaller_model(config.model.ref)
-    if smaller is not None:
-        return {"model.ref": smaller}, f"fine-tune the smaller model {smaller}"
+    """The next memory-saving step for training (the shared MEMORY_LADDER) and what it does, in plain words."""
+    for move in MEMORY_LADDER:
+        if (step := _LADDER_MOVES[move](config)) is not None:
+            return step
     return {}, ""
 
 
@@ -344,7 +375,6 @@ def _detect_export(stage: str, text: str, config: ForgeConfig) -> Fix | None:
 
 # ------------------------------------------------------------------------------------------------ disk, network
 
-_DISK = re.compile(r"No space left on device|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\bEDQUOT\b", re.I)
 _HUB_UNREACHABLE = re.compile(
     r"couldn't connect to '?https?://huggingface\.co|OfflineModeIsEnabled|LocalEntryNotFoundError"
     r"|cannot find the requested files in the (?:disk )?cache",
@@ -359,7 +389,7 @@ _HUB = re.compile(r"huggingface|hf\.co\b|hf_hub|snapshot_download|from_pretraine
 
 
 def _detect_disk(stage: str, text: str, config: ForgeConfig) -> Fix | None:
-    if not _DISK.search(text):
+    if not is_disk_full(text):
         return None
     changes: dict[str, Any] = {}
     if stage == "export" and len(config.export.quantizations) > 1:

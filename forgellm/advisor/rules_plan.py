@@ -19,7 +19,8 @@ the planned steps is raised (learning_rate_moves). LoRA dropout 0 (it costs ~15%
 short runs do not overfit) except on under 1,000 rows, seen several times. Micro-batch: the largest
 power of two up to 16 (4 on a CPU, which is compute-bound already) that fits with a 15% margin;
 accumulation up to an effective batch of ~16.
-max_length: the data's token p99 rounded up to a multiple of 64, capped by the model's context.
+max_length: models/lengths.py's rule (the token p99 rounded up to a multiple of 64, at least 256,
+capped by the model's context).
 Epochs from data size: 3 under 1,000 rows, 2 under 10,000, else 1.
 """
 
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgellm.advisor.schemas import PlanProposal, PlanRequest
-from forgellm.hardware.memory import GIB, TIGHT_ABOVE, ModelDims, estimate_training_memory
+from forgellm.hardware.memory import GIB, TIGHT_ABOVE, estimate_training_memory
+from forgellm.models.dims import ModelDims
+from forgellm.models.lengths import max_length_for
 
 BUNDLED_MODEL = "smollm2-135m"
 USER_CHOICE = "your choice (--model)"  # also marks, in forge.yaml's model rationale, a model to keep
@@ -48,9 +51,6 @@ EFFECTIVE_BATCH = 16
 MAX_MICRO_BATCH = 16
 # A CPU is compute-bound already at a few sequences: a bigger micro-batch costs memory, not time.
 MAX_MICRO_BATCH_CPU = 4
-DEFAULT_MAX_LENGTH = 1024  # no data to measure: a common conversation fits
-LENGTH_MULTIPLE = 64  # tensor-core and kernel friendly
-MIN_MAX_LENGTH = 64
 NON_COMMERCIAL_LICENCES = ("qwen-research",)
 SMALL_INTENT_MAX_PARAMS = 1_200_000_000  # "small / edge / testing" means at most TinyLlama's size
 
@@ -323,20 +323,6 @@ def lora_dropout_for(rows: int | None) -> float:
 
 def lora_rank_for(params: int) -> int:
     return 4 if params < SMALL_MODEL_PARAMS else 16
-
-
-def max_length_for(p99: float | None, context_length: int) -> tuple[int, str]:
-    """(max_length, why): the token p99 rounded up to a multiple of 64, capped by the context."""
-    if p99 is None:
-        value = min(DEFAULT_MAX_LENGTH, context_length)
-        return value, f"max_length {value}: no data was measured, so a common conversation length is assumed."
-    value = max(MIN_MAX_LENGTH, math.ceil(p99 / LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
-    if value > context_length:
-        return context_length, (
-            f"max_length {context_length}: the model's context; 1% of examples are longer than {p99:.0f} tokens "
-            "and longer ones are split or cut."
-        )
-    return value, f"max_length {value}: 99% of examples are at most {p99:.0f} tokens (rounded up to a multiple of 64)."
 
 
 def epochs_for(rows: int | None) -> tuple[float, str]:

@@ -6,13 +6,17 @@ import contextlib
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from forgellm.cli.main import app
 from forgellm.cli.output import console, err_console, progress_steps
+
+if TYPE_CHECKING:
+    from forgellm.serve.chat_session import ChatSession
+    from forgellm.serve.engines import Generation, InferenceEngine
 
 
 class EngineChoice(StrEnum):
@@ -68,7 +72,7 @@ def inference(
     _chat(engines, session, limits)
 
 
-def _chat(engines: list[Any], session: Any, limits: tuple[int, float]) -> None:
+def _chat(engines: list[InferenceEngine], session: ChatSession, limits: tuple[int, float]) -> None:
     from forgellm.errors import ForgeError
 
     with contextlib.suppress(ImportError):
@@ -103,7 +107,11 @@ def _chat(engines: list[Any], session: Any, limits: tuple[int, float]) -> None:
 
 
 def _answer(
-    engines: list[Any], messages: Any, text: str, limits: tuple[int, float], prefix: str = "[bold]Model>[/] "
+    engines: list[InferenceEngine],
+    messages: Any,
+    text: str,
+    limits: tuple[int, float],
+    prefix: str = "[bold]Model>[/] ",
 ) -> list[str]:
     """One answer per engine: streamed after `Model> ` for one model, side by side for --compare."""
     max_new_tokens, temperature = limits
@@ -116,8 +124,10 @@ def _answer(
             sys.stdout.flush()
         sys.stdout.write("\n")
         sys.stdout.flush()
-        err_console.print(_footer(engine.last), soft_wrap=True)
-        return [engine.last.text]
+        record = engine.last
+        assert record is not None, "a finished stream leaves its record"
+        err_console.print(_footer(record), soft_wrap=True)
+        return [record.text]
     from forgellm.serve.engines import generate
 
     records = []
@@ -128,14 +138,14 @@ def _answer(
     return [record.text for record in records]
 
 
-def _footer(record: Any) -> str:
+def _footer(record: Generation) -> str:
     line = f"[dim]{record.tokens} tokens · {record.tokens_per_second:.1f} tokens/s · {record.seconds:.1f} s[/]"
     if not record.stopped_at_end_of_turn:
         line += "  [yellow]stopped at the token limit (no end-of-turn); --max-new-tokens raises it[/]"
     return line
 
 
-def _side_by_side(engines: list[Any], records: list[Any]) -> None:
+def _side_by_side(engines: list[InferenceEngine], records: list[Generation]) -> None:
     from rich.table import Table
     from rich.text import Text
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from forgellm.config.io import atomic_write_text
-from forgellm.config.schema import ForgeConfig
+from forgellm.config.schema import ChatTemplateSection, ForgeConfig
+from forgellm.errors import ForgeError
 from forgellm.project.layout import MANIFEST
 
 _BLOCK = 1 << 20
@@ -52,16 +53,50 @@ def input_fingerprint(path: Path, progress: Callable[[int], None] | None = None)
     return {"sha256": digest.hexdigest(), "bytes": total, "path": str(path.resolve()), "stat": signature}
 
 
-def settings_fingerprint(config: ForgeConfig, tokenizer_id: str) -> str:
-    """Everything that changes the prepared output: recipe, preprocessing, model, template, stage."""
+def settings_fingerprint(config: ForgeConfig, tokenizer_id: str, *, base_dir: Path = Path(".")) -> str:
+    """Everything that changes the prepared output: recipe, preprocessing, model, template, stage.
+
+    ``base_dir`` is the project folder, against which a custom template's .jinja path is read: the
+    template's content counts, not its path, so editing the file makes the data stale."""
     relevant = {
         "data": config.data.model_dump(mode="json", exclude={"rationale", "source"}),
         "preprocessing": config.preprocessing.model_dump(mode="json", exclude={"rationale"}),
         "model": config.model.model_dump(mode="json", exclude={"rationale", "architecture"}),
+        "template": template_source_hash(config.model.chat_template, base_dir),
         "stage": config.training.stage,
         "tokenizer": tokenizer_id,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def template_source_hash(settings: ChatTemplateSection, base_dir: Path) -> str:
+    """SHA-256 of the template forge.yaml names, found without a tokenizer (`forge status` has none):
+    a custom template's text (a .jinja file's content), a builtin family's definition. 'auto' and
+    'tokenizer' depend on the model: the tokenizer id and the recorded template text cover them."""
+    from forgellm.models.loading import custom_jinja
+    from forgellm.templates.families import FAMILIES
+
+    if settings.name == "custom":
+        try:
+            text = custom_jinja(settings, base_dir) or ""
+        except ForgeError:  # the file is gone: nothing to compare, so nothing prepared can match
+            text = f"missing file: {settings.jinja}"
+    elif settings.name in FAMILIES:
+        spec = FAMILIES[settings.name]
+        definition = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "description"}
+        text = json.dumps(definition, sort_keys=True, default=dict)  # role_names is a mappingproxy
+    else:
+        text = settings.name
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def template_record(chat_format: Any, name: str) -> dict[str, str]:
+    """The exact template a preparation renders with, as a Hugging Face Jinja template (what export
+    writes into tokenizer_config.json and the GGUF), with its SHA-256: training and export compare it."""
+    from forgellm.templates import to_hf_jinja
+
+    text = to_hf_jinja(chat_format)
+    return {"name": name, "text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def short_hash(*parts: str) -> str:
@@ -80,6 +115,10 @@ class Manifest:
     chunks: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
     output_fingerprint: str | None = None
+    # model.max_length the examples were cut to; a run with a shorter one (after healing) cuts again.
+    max_length: int | None = None
+    # template_record(): the exact template the data was rendered with ({name, text, sha256}).
+    chat_template: dict[str, str] | None = None
 
     def save(self, folder: Path) -> None:
         atomic_write_text(folder / MANIFEST, json.dumps(self.__dict__, indent=2, ensure_ascii=False) + "\n")

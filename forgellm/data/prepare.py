@@ -25,7 +25,14 @@ import orjson
 from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.keyindex import KeyIndex
-from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint, short_hash, tokenizer_id
+from forgellm.data.manifest import (
+    Manifest,
+    input_fingerprint,
+    settings_fingerprint,
+    short_hash,
+    template_record,
+    tokenizer_id,
+)
 from forgellm.data.neardup import NearDuplicateIndex
 from forgellm.data.prepare_chunk import ChunkProcessor, StageTimer
 from forgellm.data.prepare_output import chunk_paths, merge_chunks, write_chunk
@@ -150,7 +157,7 @@ class _PrepareRun:
         self.hooks.step(f"Fingerprinting {self.input_path.name}")
         fingerprint = input_fingerprint(self.input_path)
         tokenizer = tokenizer_id(setup)
-        settings = settings_fingerprint(self.config, tokenizer)
+        settings = settings_fingerprint(self.config, tokenizer, base_dir=self.project_dir)
         final = self.layout.prepared(short_hash(settings, fingerprint["sha256"])).folder
         published = PreparedData.load(final)
         if published is not None and published.complete and published.stats is not None and not restart:
@@ -185,7 +192,13 @@ class _PrepareRun:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         manifest = Manifest(
-            fingerprint, settings, tokenizer_id, chunk_rows or default_chunk_rows(), self.config.data.format
+            fingerprint,
+            settings,
+            tokenizer_id,
+            chunk_rows or default_chunk_rows(),
+            self.config.data.format,
+            max_length=self.config.model.max_length,
+            chat_template=template_record(self.setup.chat_format, self.setup.template_name),
         )
         manifest.save(work)
         return manifest
@@ -339,6 +352,8 @@ class _PrepareRun:
             stage=self.config.training.stage,
             model=self.config.model.ref,
             template=self.setup.template_name,
+            template_sha256=(manifest.chat_template or {}).get("sha256"),
+            tokenizer=manifest.tokenizer,
             max_length=self.config.model.max_length,
             rows_read=sum(c["items"] for c in manifest.chunks),
             kept=sum(s["examples"] for s in split_stats.values()),

@@ -10,7 +10,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.config.schema import ForgeConfig, RecipeSection
 from forgellm.data.keyindex import KeyIndex
@@ -25,6 +25,9 @@ from forgellm.data.tokenize import (
     render_batch,
     tokenize_rendered,
 )
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 _EXCERPT = 160
 
@@ -79,7 +82,7 @@ class ChunkProcessor:
         self,
         config: ForgeConfig,
         fmt: str,
-        chat_format: Any,
+        chat_format: ChatFormat,
         tokenizer: Any,
         index: KeyIndex,
         assigner: SplitAssigner,

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -20,6 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forgellm.data.splits import SPLITS, content_key
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 SAMPLE_PER_SPLIT = 25
 _BATCH_ROWS = 4096  # rows per batch when scanning tokenized splits: bounded memory whatever their size
@@ -35,9 +38,9 @@ class Check:
         return asdict(self)
 
 
-def _stop_ids(chat_format: Any, tokenizer: Any) -> set[int]:
+def _stop_ids(chat_format: ChatFormat, tokenizer: Any) -> set[int]:
     ids = set()
-    for marker in getattr(chat_format, "stop_markers", ()):
+    for marker in chat_format.stop_markers:
         encoded = tokenizer(marker, add_special_tokens=False)["input_ids"]
         if len(encoded) == 1:
             ids.add(encoded[0])
@@ -46,7 +49,9 @@ def _stop_ids(chat_format: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def validate_outputs(folder: Path, *, cpt: bool, max_length: int, chat_format: Any, tokenizer: Any) -> list[Check]:
+def validate_outputs(
+    folder: Path, *, cpt: bool, max_length: int, chat_format: ChatFormat, tokenizer: Any
+) -> list[Check]:
     checks = _json_counts_and_leakage(folder)
     checks.insert(1, _trained_tokens(folder, cpt, max_length, _stop_ids(chat_format, tokenizer) if not cpt else set()))
     if not cpt:
@@ -139,7 +144,7 @@ def _trained_tokens(folder: Path, cpt: bool, max_length: int, stop_ids: set[int]
     return Check("every example trains, answers end with a trained stop token", ok, detail)
 
 
-def _rerender(folder: Path, chat_format: Any, tokenizer: Any) -> Check:
+def _rerender(folder: Path, chat_format: ChatFormat, tokenizer: Any) -> Check:
     mismatches = []
     for split in SPLITS:
         batches = _open_unbuffered(folder / f"{split}.parquet").iter_batches(SAMPLE_PER_SPLIT, columns=["input_ids"])

@@ -38,12 +38,12 @@ from forgellm.data import study_checks as checks
 from forgellm.data.cleaning import find_pii, find_placeholders
 from forgellm.data.records import BadRow, Example, RecipeError, Record
 from forgellm.data.study_stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter
+from forgellm.models.lengths import max_length_for
 
 REPORT_VERSION = 1
 MAX_COLUMNS = 200
 LABEL_MAX_DISTINCT = 50
 SHORT_CHARS = 5  # fewer non-space characters than this is "very short"
-LENGTH_STEPS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 _MAIN_NAMES = ("instruction", "prompt", "question", "query", "input", "user", "description", "text", "content")
 _LABEL_NAMES = ("label", "category", "intent", "class", "type", "kind", "topic", "tag")
 
@@ -471,9 +471,8 @@ def _shares(counter: Counter[str], top: int = 8) -> list[dict[str, Any]]:
 
 
 def _suggest_max_length(stats: checks.LengthStats) -> dict[str, Any] | None:
+    """The max_length `forge plan` would choose for these lengths (no model yet, so no context cap)."""
     if not stats.count:
         return None
-    for step in LENGTH_STEPS:
-        if stats.share_above(step) <= 0.01:
-            return {"value": step, "covers": round(1 - stats.share_above(step), 4)}
-    return {"value": LENGTH_STEPS[-1], "covers": round(1 - stats.share_above(LENGTH_STEPS[-1]), 4)}
+    value = max_length_for(stats.quantile(0.99))[0]
+    return {"value": value, "covers": round(1 - stats.share_above(value), 4)}

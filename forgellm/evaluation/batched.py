@@ -16,10 +16,13 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.serve.engines import cache_keyword
+
+if TYPE_CHECKING:
+    from forgellm.serve.engines import TransformersEngine
 
 # Conversations per forward pass: the weights are read once for all of them. Measured on 2 CPU cores with
 # SmolLM2-135M (32 support questions, <=128 tokens, 1 thread): 8 -> 61 s, 16 -> 38 s, 32 -> 31 s; 64 answers:
@@ -45,7 +48,7 @@ class _Row:
 
 
 def generate_batch(
-    engine: Any,
+    engine: TransformersEngine,
     conversations: Sequence[Sequence[dict[str, str]]],
     max_new_tokens: int,
     *,
@@ -80,7 +83,7 @@ def _chunks(lengths: list[int], max_new_tokens: int, batch_size: int, budget: in
     return chunks
 
 
-def _encode(engine: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
+def _encode(engine: TransformersEngine, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
     encoded = []
     for messages in conversations:
         prompt = engine.chat_format.render_text(messages, add_generation_prompt=True)
@@ -89,7 +92,7 @@ def _encode(engine: Any, conversations: Sequence[Sequence[dict[str, str]]]) -> l
     return encoded
 
 
-def _budget(engine: Any, prompt_tokens: int, max_new_tokens: int) -> int:
+def _budget(engine: TransformersEngine, prompt_tokens: int, max_new_tokens: int) -> int:
     context = engine.context
     if context and prompt_tokens >= context:
         raise ForgeError(
@@ -157,7 +160,7 @@ class _Batch:
 
 
 def _generate_chunk(
-    engine: Any, encoded: list[list[int]], max_new_tokens: int, on_done: Callable[[int], None]
+    engine: TransformersEngine, encoded: list[list[int]], max_new_tokens: int, on_done: Callable[[int], None]
 ) -> list[Any]:
     import torch
 

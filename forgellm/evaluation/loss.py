@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from forgellm.training.packing import IGNORE_INDEX, collate_padded
+
+if TYPE_CHECKING:
+    from forgellm.serve.engines import TransformersEngine
 
 BATCH_TOKENS = 1024  # tokens per forward pass: logits of 1024 x 50k vocabulary are ~200 MB in fp32
 
@@ -70,7 +73,7 @@ def _batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
 
 
 def score_losses(
-    engine: Any,
+    engine: TransformersEngine,
     split: Any,
     indices: np.ndarray,
     *,
@@ -85,7 +88,7 @@ def score_losses(
 
     model = engine.model
     device = next(model.parameters()).device
-    toggle = model.disable_adapter() if not getattr(engine, "adapter_enabled", True) else contextlib.nullcontext()
+    toggle = model.disable_adapter() if not engine.adapter_enabled else contextlib.nullcontext()
     lengths = split.lengths[indices]
     sums, counts = np.zeros(len(indices)), np.zeros(len(indices), dtype=np.int64)
     done = 0

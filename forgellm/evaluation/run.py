@@ -25,6 +25,9 @@ from forgellm.project.layout import PreparedLayout, ProjectLayout
 if TYPE_CHECKING:
     from forgellm.project.eval_record import EvalRecord
 
+if TYPE_CHECKING:
+    from forgellm.serve.engines import TransformersEngine
+
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
 
@@ -219,7 +222,9 @@ def evaluate_run(
     return result
 
 
-def _settings(asked: dict[str, Any], seed: int, target: _Target, usable: int, base: Any, tuned: Any) -> dict[str, Any]:
+def _settings(
+    asked: dict[str, Any], seed: int, target: _Target, usable: int, base: TransformersEngine, tuned: TransformersEngine
+) -> dict[str, Any]:
     """What was asked for and what was there: enough to reproduce the figures."""
     return {
         **asked,
@@ -246,7 +251,7 @@ def _paired(
     return results
 
 
-def _answer_limit(test_file: Path, engine: Any, asked: int | None, seed: int) -> tuple[int, str, str]:
+def _answer_limit(test_file: Path, engine: TransformersEngine, asked: int | None, seed: int) -> tuple[int, str, str]:
     """(max_new_tokens, who chose it: user | references, why), the limit every answer is generated under."""
     from forgellm.evaluation.samples import answer_token_limit, reference_answers
 
@@ -285,22 +290,28 @@ def _summary(
     return summary
 
 
-def _open_engines(project_dir: Path, run_id: str, report: EvalProgress) -> tuple[Any, Any]:
+def _open_engines(
+    project_dir: Path, run_id: str, report: EvalProgress
+) -> tuple[TransformersEngine, TransformersEngine]:
     """(base, fine-tuned) TransformersEngines, through the same code `forge inference --compare` uses."""
+    from forgellm.serve.engines import TransformersEngine
     from forgellm.serve.model_choice import open_compare_engines, run_choice
 
     report.stage(f"Loading run {run_id} and its base model")
     choice = run_choice(project_dir, "transformers", lambda _message: None, run=run_id)
-    return open_compare_engines(project_dir, choice, "transformers", lambda _message: None)
+    base, tuned = open_compare_engines(project_dir, choice, "transformers", lambda _message: None)
+    # Losses need the torch model itself, which only the transformers engine (asked for above) holds.
+    assert isinstance(base, TransformersEngine) and isinstance(tuned, TransformersEngine), "transformers was asked for"
+    return base, tuned
 
 
 @contextmanager
-def _merged(engine: Any) -> Iterator[None]:
+def _merged(engine: TransformersEngine) -> Iterator[None]:
     """The fine-tuned model with its LoRA merged into the weights: peft's extra matrix products on every call
     go away, so it runs at the base model's speed. Merged only after every base pass (the base view would
     unmerge it), and unmerged at the end, so the engine is left as it came."""
     model = engine.model
-    if not (getattr(engine, "has_adapter", False) and engine.adapter_enabled and hasattr(model, "merge_adapter")):
+    if not (engine.has_adapter and engine.adapter_enabled and hasattr(model, "merge_adapter")):
         yield
         return
     model.merge_adapter()
@@ -323,8 +334,8 @@ def _loss_examples(split: Any, max_examples: int, seed: int) -> Any:
 
 
 def _measure(
-    engine: Any, who: str, target: _Target, indices: Any, chosen: list[Sample], max_new_tokens: int, scorers: Any,
-    report: EvalProgress, seconds: dict[str, float],
+    engine: TransformersEngine, who: str, target: _Target, indices: Any, chosen: list[Sample], max_new_tokens: int,
+    scorers: Any, report: EvalProgress, seconds: dict[str, float],
 ) -> tuple[Any, list[Any]]:  # fmt: skip
     """One model's test losses and its answers to the chosen samples (their times added to ``seconds``)."""
     from forgellm.evaluation.loss import score_losses

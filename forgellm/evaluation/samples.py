@@ -9,7 +9,10 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forgellm.serve.engines import TransformersEngine
 
 Message = dict[str, str]
 # The answer token limit computed from the reference answers (see answer_token_limit).
@@ -157,7 +160,12 @@ def answer_token_limit(reference_tokens: list[int], context: int = 0) -> tuple[i
 
 
 def answer_samples(
-    engine: Any, samples: list[Sample], *, max_new_tokens: int, scorers: Any, advance: Callable[[int, int], None]
+    engine: TransformersEngine,
+    samples: list[Sample],
+    *,
+    max_new_tokens: int,
+    scorers: Any,
+    advance: Callable[[int, int], None],
 ) -> list[Answer]:
     """Greedy answers of one model to every sample, scored against the references; ``advance(done, total)``."""
     from forgellm.evaluation.batched import generate_batch

@@ -15,16 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgellm.errors import ForgeError
+from forgellm.models.architectures import GGUF_ARCHITECTURES  # the table planning warns from, too
+from forgellm.models.dims import IncompleteConfig, ModelDims, context_length_of, dims_from_config
 
-# HF `model_type` -> llama.cpp architecture name. Mistral runs as llama in llama.cpp.
-SUPPORTED_ARCHITECTURES: dict[str, str] = {
-    "llama": "llama",
-    "mistral": "llama",
-    "qwen2": "qwen2",
-    "gemma": "gemma",
-    "gemma2": "gemma2",
-    "phi3": "phi3",
-}
 _GENERIC_ROPE = ("default", "linear", "yarn")
 _ARCH_ROPE = {"llama": ("llama3",), "phi3": ("longrope", "su")}
 
@@ -35,20 +28,14 @@ class ArchConfig:
 
     model_type: str
     arch: str
-    n_layers: int
-    hidden: int
-    ffn: int
-    n_head: int
-    n_kv_head: int
-    head_dim: int
+    dims: ModelDims  # the one reader's sizes (models/dims.py)
     explicit_head_dim: bool
     rms_eps: float
     context_length: int
-    vocab_size: int
     rope_theta: float
     rope: Mapping[str, Any]
     rope_type: str
-    tied_embeddings: bool | None
+    tied_embeddings: bool | None  # as config.json states it; None (unstated) differs from False here
     raw: Mapping[str, Any]
 
     @property
@@ -63,17 +50,14 @@ class ArchConfig:
 
 
 def _supported_list() -> str:
-    return ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+    return ", ".join(sorted(GGUF_ARCHITECTURES))
 
 
-def _require(cfg: Mapping[str, Any], key: str, model_type: str) -> Any:
-    value = cfg.get(key)
-    if value is None:
-        raise ForgeError(
-            f"config.json of this {model_type} model has no `{key}`; cannot write a GGUF without it.",
-            fix="Export from a complete Hugging Face model folder (config.json as saved by transformers).",
-        )
-    return value
+def _missing(key: str, model_type: str) -> ForgeError:
+    return ForgeError(
+        f"config.json of this {model_type} model has no `{key}`; cannot write a GGUF without it.",
+        fix="Export from a complete Hugging Face model folder (config.json as saved by transformers).",
+    )
 
 
 def _rope_section(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +72,7 @@ def _rope_section(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def read_arch_config(cfg: Mapping[str, Any]) -> ArchConfig:
     """Parse and check an HF config.json dict; unsupported models raise ForgeError before any work."""
     model_type = str(cfg.get("model_type") or "")
-    arch = SUPPORTED_ARCHITECTURES.get(model_type)
+    arch = GGUF_ARCHITECTURES.get(model_type)
     if arch is None:
         named = f"'{model_type}'" if model_type else "an unknown architecture (config.json has no model_type)"
         raise ForgeError(
@@ -102,8 +86,13 @@ def read_arch_config(cfg: Mapping[str, Any]) -> ArchConfig:
             "plain float weights.",
             fix="Export from the merged full-precision folder (training with QLoRA merges into float weights).",
         )
-    n_head = int(_require(cfg, "num_attention_heads", model_type))
-    hidden = int(_require(cfg, "hidden_size", model_type))
+    try:
+        dims = dims_from_config(cfg)
+    except IncompleteConfig as exc:
+        raise _missing(exc.key, model_type) from None
+    context_length = context_length_of(cfg)
+    if context_length is None:
+        raise _missing("max_position_embeddings", model_type)
     rope = _rope_section(cfg)
     rope_type = str(rope.get("rope_type") or rope.get("type") or "default").lower()
     if rope_type not in _GENERIC_ROPE + _ARCH_ROPE.get(arch, ()):
@@ -111,23 +100,15 @@ def read_arch_config(cfg: Mapping[str, Any]) -> ArchConfig:
             f"RoPE scaling type '{rope_type}' of this {model_type} model is not supported by the GGUF converter.",
             fix=f"Supported for {model_type}: {', '.join(_GENERIC_ROPE + _ARCH_ROPE.get(arch, ()))}.",
         )
-    explicit_head_dim = cfg.get("head_dim") is not None
-    head_dim = int(cfg["head_dim"]) if explicit_head_dim else hidden // n_head
     if model_type == "gemma2":
-        _check_gemma2_query_scale(cfg, head_dim, hidden // n_head)
+        _check_gemma2_query_scale(cfg, dims.head_dim, dims.hidden_size // dims.n_heads)
     return ArchConfig(
         model_type=model_type,
         arch=arch,
-        n_layers=int(_require(cfg, "num_hidden_layers", model_type)),
-        hidden=hidden,
-        ffn=int(_require(cfg, "intermediate_size", model_type)),
-        n_head=n_head,
-        n_kv_head=int(cfg.get("num_key_value_heads") or n_head),
-        head_dim=head_dim,
-        explicit_head_dim=explicit_head_dim,
+        dims=dims,
+        explicit_head_dim=cfg.get("head_dim") is not None,
         rms_eps=float(cfg.get("rms_norm_eps") or 1e-6),
-        context_length=int(_require(cfg, "max_position_embeddings", model_type)),
-        vocab_size=int(_require(cfg, "vocab_size", model_type)),
+        context_length=context_length,
         rope_theta=float(rope.get("rope_theta") or cfg.get("rope_theta") or 10000.0),
         rope=rope,
         rope_type=rope_type,
@@ -156,7 +137,7 @@ def check_exportable(hf_config: Mapping[str, Any]) -> str:
 
 def _phi3_rope_dims(ac: ArchConfig) -> int:
     factor = ac.rope.get("partial_rotary_factor", ac.raw.get("partial_rotary_factor")) or 1.0
-    return int(float(factor) * ac.hidden) // ac.n_head
+    return int(float(factor) * ac.dims.hidden_size) // ac.dims.n_heads
 
 
 def _phi3_original_context(ac: ArchConfig) -> int:
@@ -172,19 +153,19 @@ def write_hparams(writer: Any, ac: ArchConfig) -> None:
     import gguf
 
     writer.add_context_length(ac.context_length)
-    writer.add_embedding_length(ac.hidden)
-    writer.add_feed_forward_length(ac.ffn)
-    writer.add_block_count(ac.n_layers)
-    writer.add_head_count(ac.n_head)
-    writer.add_head_count_kv(ac.n_kv_head)
+    writer.add_embedding_length(ac.dims.hidden_size)
+    writer.add_feed_forward_length(ac.dims.intermediate_size)
+    writer.add_block_count(ac.dims.n_layers)
+    writer.add_head_count(ac.dims.n_heads)
+    writer.add_head_count_kv(ac.dims.n_kv_heads)
     writer.add_layer_norm_rms_eps(ac.rms_eps)
     writer.add_rope_freq_base(ac.rope_theta)
     if ac.explicit_head_dim or ac.norm_plus_one:
-        writer.add_key_length(ac.head_dim)
-        writer.add_value_length(ac.head_dim)
+        writer.add_key_length(ac.dims.head_dim)
+        writer.add_value_length(ac.dims.head_dim)
     if ac.arch == "llama":
-        writer.add_vocab_size(ac.vocab_size)
-        writer.add_rope_dimension_count(ac.head_dim)
+        writer.add_vocab_size(ac.dims.vocab_size)
+        writer.add_rope_dimension_count(ac.dims.head_dim)
     factor = ac.rope.get("factor")
     if ac.rope_type == "linear" and factor:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -238,7 +219,7 @@ def _llama3_rope_factors(ac: ArchConfig) -> Any:
     low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
     old_context = float(rope.get("original_max_position_embeddings", 8192))
     low_wavelen, high_wavelen = old_context / low, old_context / high
-    inv_freq = 1.0 / (ac.rope_theta ** (np.arange(0, ac.head_dim, 2, dtype=np.float64) / ac.head_dim))
+    inv_freq = 1.0 / (ac.rope_theta ** (np.arange(0, ac.dims.head_dim, 2, dtype=np.float64) / ac.dims.head_dim))
     factors = []
     for freq in inv_freq:
         wavelen = 2 * math.pi / freq
@@ -269,9 +250,9 @@ def transform_tensor(ac: ArchConfig, hf_name: str, tensor: Any) -> Any:
     """Fix up one float32 torch tensor for llama.cpp's layout of this architecture."""
     if ac.arch == "llama":
         if hf_name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-            return _permute_rotary(tensor, ac.n_head)
+            return _permute_rotary(tensor, ac.dims.n_heads)
         if hf_name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-            return _permute_rotary(tensor, ac.n_kv_head)
+            return _permute_rotary(tensor, ac.dims.n_kv_heads)
     if ac.norm_plus_one and hf_name.endswith("norm.weight"):
         return tensor + 1
     return tensor
@@ -282,7 +263,7 @@ def tensor_name_map(ac: ArchConfig) -> Any:
     import gguf
 
     arch_enum = next(key for key, name in gguf.MODEL_ARCH_NAMES.items() if name == ac.arch)
-    return gguf.get_tensor_name_map(arch_enum, ac.n_layers)
+    return gguf.get_tensor_name_map(arch_enum, ac.dims.n_layers)
 
 
 def gguf_tensor_name(name_map: Any, ac: ArchConfig, hf_name: str) -> str:

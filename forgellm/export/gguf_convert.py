@@ -9,10 +9,8 @@ atomic rename when complete; a failure (disk full included) leaves nothing behin
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from forgellm.export.gguf_arch import (
     write_hparams,
 )
 from forgellm.export.gguf_vocab import read_vocab, write_vocab
+from forgellm.hardware.disk import is_disk_full, require_free_space
 
 __all__ = ["K_QUANTS", "NATIVE_QUANTS", "check_exportable", "convert_to_gguf", "parse_quants"]
 
@@ -219,15 +218,6 @@ def _embedding_rows(plans: Sequence[_TensorPlan], ac: ArchConfig) -> int:
     )
 
 
-def _check_free_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise ForgeError(
-            f"Not enough disk space in {folder}: the GGUF needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB are free.",
-            fix="Free some space (or export to another disk) and run the export again.",
-        )
-
-
 def _write_file(writer: Any, tmp: Path, ac: ArchConfig, plans: Sequence[_TensorPlan], progress: Progress) -> None:
     writer.write_header_to_file(path=tmp)
     writer.write_kv_data_to_file()
@@ -300,7 +290,9 @@ def convert_to_gguf(
             writer.add_tensor_info(plan.name, byte_shape, np.dtype(dtype), nbytes, raw_dtype=raw)
             total += nbytes
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        _check_free_space(out_path.parent, total)
+        require_free_space(
+            out_path.parent, total, "the GGUF", "Free some space (or export to another disk) and run the export again."
+        )
         tmp = out_path.parent / f".{out_path.name}.tmp-{os.getpid()}"
         try:
             _write_file(writer, tmp, ac, plans, progress or (lambda _done, _total: None))
@@ -316,7 +308,7 @@ def convert_to_gguf(
 
 
 def _write_error(exc: OSError, out_path: Path, size: int) -> ForgeError:
-    if exc.errno == errno.ENOSPC:
+    if is_disk_full(exc):
         return ForgeError(
             f"The disk filled up while writing {out_path.name} ({size / 1e9:.2f} GB needed); nothing was kept.",
             fix=f"Free some space in {out_path.parent} (or export to another disk) and run the export again.",

@@ -13,10 +13,13 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 # Above this many parameters the merge keeps the base's own dtype instead of fp32: the fp32 copy of an
 # 8B model alone would need 32 GB of RAM, and merging in bf16 is what peft users do anyway.
@@ -85,10 +88,10 @@ def load_merged_model(source: ExportSource):
     return merged.to(save_dtype)
 
 
-def end_of_turn_ids(tokenizer: Any, chat_format: Any) -> list[int]:
+def end_of_turn_ids(tokenizer: Any, chat_format: ChatFormat) -> list[int]:
     """Token ids that end an answer: the template's end-of-turn marker(s) and the tokenizer's EOS."""
     ids: list[int] = []
-    markers = list(getattr(chat_format, "stop_markers", ()) or ()) + [tokenizer.eos_token or ""]
+    markers = [*chat_format.stop_markers, tokenizer.eos_token or ""]
     for marker in markers:
         if not marker:
             continue
@@ -98,7 +101,7 @@ def end_of_turn_ids(tokenizer: Any, chat_format: Any) -> list[int]:
     return ids
 
 
-def write_merged(source: ExportSource, chat_format: Any, tokenizer: Any, folder: Path) -> MergedModel:
+def write_merged(source: ExportSource, chat_format: ChatFormat, tokenizer: Any, folder: Path) -> MergedModel:
     """Write the merged model, tokenizer (training chat template) and generation config into `folder`."""
     import time
 

@@ -9,9 +9,12 @@ so that the parser reads back exactly that text, or says that no quoting can.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING
 
 from forgellm.errors import ForgeError
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 _TRIM = " \t\r\n"  # the only whitespace left once unprintable characters are refused
 
@@ -37,9 +40,9 @@ def modelfile_value(text: str) -> str | None:
     return triple
 
 
-def stop_strings(chat_format: Any) -> list[str]:
+def stop_strings(chat_format: ChatFormat) -> list[str]:
     """Every string Ollama should stop at: the format's stop strings and its end-of-turn/EOS markers."""
-    stops = [*getattr(chat_format, "stop_strings", ()), *getattr(chat_format, "stop_markers", ())]
+    stops = [*chat_format.stop_strings, *chat_format.stop_markers]
     return list(dict.fromkeys(s for s in stops if s))
 
 
@@ -51,7 +54,7 @@ def _unwritable(what: str, text: str) -> ForgeError:
     )
 
 
-def build_modelfile(gguf_file: str, chat_format: Any, *, num_ctx: int, system_prompt: str | None = None) -> str:
+def build_modelfile(gguf_file: str, chat_format: ChatFormat, *, num_ctx: int, system_prompt: str | None = None) -> str:
     """The Modelfile text for ``ollama create NAME -f Modelfile`` next to ``gguf_file``.
 
     system_prompt: the SYSTEM of the model (None = the chat format's own system prompt, "" = none).
@@ -77,12 +80,12 @@ def build_modelfile(gguf_file: str, chat_format: Any, *, num_ctx: int, system_pr
             raise _unwritable("stop string", stop)
         lines.append(f"PARAMETER stop {value}")
     lines.append(f"PARAMETER num_ctx {int(num_ctx)}")
-    system = getattr(chat_format, "system_prompt", None) if system_prompt is None else system_prompt
+    system = chat_format.system_prompt if system_prompt is None else system_prompt
     if system:
         value = modelfile_value(system)
         if value is not None:
             lines.append(f"SYSTEM {value}")
-        elif system == getattr(chat_format, "system_prompt", None):
+        elif system == chat_format.system_prompt:
             # The TEMPLATE carries this prompt exactly (as escapes), so leaving SYSTEM out changes nothing.
             lines.append("# SYSTEM omitted: Modelfile quoting cannot hold this prompt; the TEMPLATE has it built in.")
         else:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.export.card import (
@@ -28,26 +28,17 @@ from forgellm.export.card import (
     eval_report,
     prepared_stats,
 )
-from forgellm.export.source import ExportSource, find_export_source
+from forgellm.export.source import ExportSource, find_export_source, training_chat_setup
+from forgellm.hardware.disk import bytes_per_param, require_free_space
+from forgellm.models.dims import context_length_or_default
 from forgellm.project.export_record import ExportMetadata, OllamaRecord
 from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
 
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
+
 DEFAULT_QUANTS = ("f16", "q8_0")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-# Bytes per parameter of each GGUF type, for the disk-space check before any work (K-quants ~ their bpw / 8).
-_BYTES_PER_PARAM = {
-    "f32": 4.0,
-    "bf16": 2.0,
-    "f16": 2.0,
-    "q8_0": 1.07,
-    "q6_k": 0.83,
-    "q5_k_m": 0.71,
-    "q5_0": 0.69,
-    "q4_k_m": 0.61,
-    "q4_0": 0.57,
-    "q3_k_m": 0.49,
-    "q2_k": 0.41,
-}
 _DISK_MARGIN = 1.1
 
 
@@ -151,35 +142,18 @@ def _weights_bytes(folder: Path) -> int:
 
 
 def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quants: list[str]) -> None:
-    itemsize = {"bfloat16": 2, "float16": 2}.get(str(base_config.get("dtype") or base_config.get("torch_dtype")), 4)
     base_bytes = _weights_bytes(base_dir)
-    params = base_bytes / itemsize
-    needed = base_bytes + sum(_BYTES_PER_PARAM.get(q, 2.0) * params for q in quants)
+    params = base_bytes / bytes_per_param(base_config.get("dtype") or base_config.get("torch_dtype"))
+    needed = base_bytes + sum(bytes_per_param(q, default="f16") * params for q in quants)
     if any(q not in ("f32", "f16", "bf16", "q8_0") for q in quants) and "f16" not in quants:
-        needed += 2.0 * params  # the temporary F16 the quantizer reads
-    needed *= _DISK_MARGIN
-    free = shutil.disk_usage(exports).free
-    if free < needed:
-        from forgellm.cli.output import human_bytes
-
-        raise ForgeError(
-            f"Not enough disk space for this export: it needs about {human_bytes(needed)}, "
-            f"{exports} has {human_bytes(free)} free.",
-            fix="Free some space, or export fewer GGUF types (e.g. --quant q8_0).",
-        )
-
-
-def _chat_setup(source: ExportSource) -> Any:
-    from forgellm.models.loading import chat_setup
-
-    # The project folder is where a custom template's .jinja path is relative to.
-    project_dir = source.run_dir.parent.parent
-    return chat_setup(str(source.base_model_dir), source.config.model.chat_template, base_dir=project_dir)
+        needed += bytes_per_param("f16") * params  # the temporary F16 the quantizer reads
+    fix = "Free some space, or export fewer GGUF types (e.g. --quant q8_0)."
+    require_free_space(exports, needed * _DISK_MARGIN, "this export", fix)
 
 
 def _num_ctx(config: Any, base_config: dict[str, Any]) -> int:
-    context = int(base_config.get("max_position_embeddings") or 2048)
-    return min(context, max(2048, config.model.max_length))
+    # Ollama's num_ctx: room for a conversation (at least 2048) within what the model was trained for.
+    return min(context_length_or_default(base_config), max(2048, config.model.max_length))
 
 
 def _modelfile_gguf(gguf_files: dict[str, str], user_chose: bool) -> str | None:
@@ -280,7 +254,8 @@ def _build(
     from forgellm.export.modelfile import stop_strings
 
     partial.mkdir(parents=True)
-    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: _chat_setup(source))
+    # The template the run's data was rendered with, never a since-edited one (see training_chat_setup).
+    setup = timer.run("load", "Loading the tokenizer and chat template", lambda: training_chat_setup(source))
     chat_format = setup.chat_format
     merged_dir = ExportLayout(partial).merged
     merged = timer.run(
@@ -292,7 +267,7 @@ def _build(
     gguf_files = _write_ggufs(partial, name, merged_dir, quants, chat_format, setup.tokenizer, timer, progress)
     stop = stop_strings(chat_format)
     num_ctx = _num_ctx(source.config, base_config)
-    system = project_config.export.system_prompt or getattr(chat_format, "system_prompt", None)
+    system = project_config.export.system_prompt or chat_format.system_prompt
     modelfile_name, template = _write_modelfile(partial, gguf_files, user_chose, chat_format, num_ctx, system, warnings)
     ref = source.config.model.ref
     spec, hub_id = catalog_entry(ref)
@@ -343,7 +318,7 @@ def _write_ggufs(
     name: str,
     merged_dir: Path,
     quants: list[str],
-    chat_format: Any,
+    chat_format: ChatFormat,
     tokenizer: Any,
     timer: _Timer,
     progress: ExportProgress,
@@ -353,8 +328,8 @@ def _write_ggufs(
 
     files: dict[str, str] = {}
     template = to_hf_jinja(chat_format)
-    eot = list(getattr(chat_format, "stop_markers", ()) or ())
-    add_bos = bool(getattr(chat_format, "bos_text", "")) if hasattr(chat_format, "bos_text") else None
+    eot = list(chat_format.stop_markers)
+    add_bos = chat_format.add_bos
 
     def convert(quant: str, path: Path) -> None:
         timer.run(
@@ -401,7 +376,7 @@ def _write_modelfile(
     partial: Path,
     gguf_files: dict[str, str],
     user_chose: bool,
-    chat_format: Any,
+    chat_format: ChatFormat,
     num_ctx: int,
     system: str | None,
     warnings: list[str],

@@ -11,17 +11,15 @@ import contextlib
 import ctypes
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import bytes_per_param, require_free_space
 
 # Portable build flags: a native (-march=native) build segfaulted at the first evaluation on our CI CPUs.
 LLAMA_CPP_INSTALL = "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=OFF\" pip install 'forgellm[llama]'"
-# Bits per weight of each K-quant mix (llama.cpp's figures for 7B models), to check free space first.
-_BITS_PER_WEIGHT = {"q4_k_m": 4.9, "q5_k_m": 5.7, "q6_k": 6.6, "q5_0": 5.5, "q4_0": 4.5, "q3_k_m": 3.9, "q2_k": 3.4}
 _FTYPE_NAMES = {
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
@@ -75,15 +73,11 @@ def _c_output_to(log: Path) -> Iterator[None]:
 
 
 def _check_free_space(source: Path, out_dir: Path, quant: str) -> None:
-    # The source is (mostly) 16-bit; the K-quant file is about bits/16 of it.
-    needed = int(source.stat().st_size * _BITS_PER_WEIGHT[quant] / 16)
-    free = shutil.disk_usage(out_dir).free
-    if free < needed:
-        raise ForgeError(
-            f"Not enough disk space in {out_dir} for the {quant} GGUF: about {needed / 1e9:.2f} GB needed, "
-            f"{free / 1e9:.2f} GB free.",
-            fix="Free some space (or export to another disk) and run the export again.",
-        )
+    # The source is (mostly) 16-bit: its parameter count times the quant's bytes per parameter.
+    needed = source.stat().st_size / bytes_per_param("f16") * bytes_per_param(quant)
+    require_free_space(
+        out_dir, needed, f"the {quant} GGUF", "Free some space (or export to another disk) and run the export again."
+    )
 
 
 def quantize_gguf(source_gguf: Path, out_path: Path, quant: str) -> Path:

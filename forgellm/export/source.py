@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ForgeConfig
@@ -126,3 +127,60 @@ def check_weights(source: ExportSource) -> None:
 
 def _modules_exist(tensor_names: list[str], modules: list[str]) -> bool:
     return any(f".{m}." in name for name in tensor_names for m in modules)
+
+
+def training_chat_setup(source: ExportSource) -> Any:
+    """The tokenizer and chat format to export: the template the run's data was rendered with.
+
+    forge.yaml's template settings are rebuilt and compared with the text recorded at preparation
+    (manifest.json). A Jinja template edited (or deleted) since is replaced by the recorded text;
+    a builtin family that renders differently now is refused: the export would teach a client
+    another format than the model learned.
+    """
+    from forgellm.models.loading import chat_setup
+
+    project_dir = source.run_dir.parent.parent  # a custom .jinja path is relative to the project
+    settings = source.config.model.chat_template
+    recorded = _recorded_template(source)
+    try:
+        setup = chat_setup(str(source.base_model_dir), settings, base_dir=project_dir)
+    except ForgeError:
+        if recorded is None or settings.name != "custom":
+            raise
+        setup = None  # the .jinja file is gone: the recorded text is what training used
+    if recorded is None or (setup is not None and _template_sha(setup) == recorded["sha256"]):
+        return setup
+    if settings.name not in ("custom", "tokenizer"):
+        raise ForgeError(
+            f"The '{setup.template_name}' chat template renders differently now than when run {source.run_id}'s "
+            "data was prepared (another Forge version?), so the export would ship a template the model was not "
+            "trained on.",
+            fix="Export with the Forge version the run was trained with, or prepare and train again.",
+        )
+    inline = settings.model_copy(update={"name": "custom", "jinja": recorded["text"]})
+    rebuilt = chat_setup(str(source.base_model_dir), inline, base_dir=project_dir)
+    if _template_sha(rebuilt) != recorded["sha256"]:
+        raise ForgeError(
+            f"The chat template recorded with run {source.run_id}'s prepared data cannot be rebuilt exactly.",
+            fix="Prepare and train again with the current template.",
+        )
+    rebuilt.warnings.append(
+        "model.chat_template changed since the training data was prepared; the export uses the template "
+        "training used (recorded in the prepared data's manifest.json), not the current one."
+    )
+    return rebuilt
+
+
+def _recorded_template(source: ExportSource) -> dict[str, str] | None:
+    """The template recorded with the run's prepared data; None for data prepared before it was recorded."""
+    from forgellm.project.prepared import PreparedData
+
+    data = PreparedData.load(Path(RunSpec.load(source.run_dir).prepared_dir))
+    recorded = data.chat_template if data is not None else None
+    return recorded if isinstance(recorded, dict) and recorded.get("text") and recorded.get("sha256") else None
+
+
+def _template_sha(setup: Any) -> str:
+    from forgellm.data.manifest import template_record
+
+    return template_record(setup.chat_format, setup.template_name)["sha256"]

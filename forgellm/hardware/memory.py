@@ -37,16 +37,22 @@ NVIDIA GPU is "needs GPU" (bitsandbytes 4-bit kernels are CUDA-only).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import BYTES_PER_PARAM, bytes_per_param
 from forgellm.hardware.probe import HardwareInfo
+from forgellm.models.dims import ModelDims
+
+if TYPE_CHECKING:
+    from forgellm.models.catalog import ModelSpec
 
 Method = Literal["lora", "qlora", "full"]
 Precision = Literal["bf16", "fp16", "fp32"]
 LoraTargets = Literal["all-linear", "attention"]
 Device = Literal["cuda", "cpu"]
 Verdict = Literal["fits", "tight", "no", "needs GPU"]
+SizedModel = Union[ModelDims, "ModelSpec"]  # what the estimator reads dims from
 
 METHODS = ("lora", "qlora", "full")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -54,7 +60,7 @@ LORA_TARGETS = ("all-linear", "attention")
 DEVICES = ("cuda", "cpu")
 
 GIB = 2**30
-NF4_BYTES_PER_PARAM = 4.127 / 8
+NF4_BYTES_PER_PARAM = BYTES_PER_PARAM["nf4"]
 ADAPTER_BYTES = 4
 GRAD_BYTES = 4
 ADAM_BYTES = 8
@@ -67,32 +73,17 @@ FRAGMENTATION = 0.10
 CUDA_CONTEXT_BYTES = int(0.75 * GIB)
 CPU_FRAMEWORK_BYTES = int(0.4 * GIB)
 TIGHT_ABOVE = 0.85
+# The moves that save training memory, cheapest loss first (the forge.yaml field each one changes):
+# fewer examples at once with more accumulation (same effective batch), recomputing activations,
+# shorter examples, a lighter method, a smaller model. The plan guards apply them until a proposal
+# fits; the failure diagnosis proposes the next one after an out-of-memory crash.
+MEMORY_LADDER = ("micro_batch_size", "gradient_checkpointing", "max_length", "method", "model")
+_LIGHTER_METHOD = {"full": "lora", "lora": "qlora"}
 
 
-class ArchDims(Protocol):
-    """What the estimator reads from a model: a catalog ``ModelSpec`` or a ``ModelDims``."""
-
-    n_layers: int
-    hidden_size: int
-    intermediate_size: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    tied_embeddings: bool
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """Dims of a model that is not in the catalog (read from its config.json)."""
-
-    n_layers: int
-    hidden_size: int
-    intermediate_size: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    tied_embeddings: bool
-    head_dim: int | None = None
+def dims_of(model: SizedModel) -> ModelDims:
+    """The ModelDims of a catalog ModelSpec, or the dims themselves."""
+    return getattr(model, "dims", model)
 
 
 @dataclass(frozen=True)
@@ -161,30 +152,33 @@ class _Linears:
     mlp: tuple[tuple[int, int], ...]
 
 
-def _linears(dims: ArchDims) -> _Linears:
+def _linears(model: SizedModel) -> _Linears:
+    dims = dims_of(model)
     h, i = dims.hidden_size, dims.intermediate_size
-    head_dim = getattr(dims, "head_dim", None) or h // dims.n_heads
+    head_dim = dims.head_dim or h // dims.n_heads
     q, kv = dims.n_heads * head_dim, dims.n_kv_heads * head_dim
     return _Linears(attention=((h, q), (h, kv), (h, kv), (q, h)), mlp=((h, i), (h, i), (i, h)))
 
 
-def count_params(dims: ArchDims) -> tuple[int, int]:
+def count_params(model: SizedModel) -> tuple[int, int]:
     """(total, embedding-side) parameters; embedding-side is embeddings plus an untied lm_head."""
+    dims = dims_of(model)
     layer = _linears(dims)
     per_layer = sum(a * b for a, b in (*layer.attention, *layer.mlp))
     embedding_side = dims.vocab_size * dims.hidden_size * (1 if dims.tied_embeddings else 2)
     return embedding_side + dims.n_layers * per_layer, embedding_side
 
 
-def lora_trainable_params(dims: ArchDims, r: int, targets: LoraTargets) -> int:
+def lora_trainable_params(model: SizedModel, r: int, targets: LoraTargets) -> int:
     """r * (d_in + d_out) per adapted linear (LoRA's A and B matrices), over all layers."""
+    dims = dims_of(model)
     layer = _linears(dims)
     modules = layer.attention + (layer.mlp if targets == "all-linear" else ())
     return dims.n_layers * sum(r * (a + b) for a, b in modules)
 
 
 def estimate_training_memory(
-    spec_or_dims: ArchDims,
+    spec_or_dims: SizedModel,
     *,
     method: Method,
     seq_len: int,
@@ -197,9 +191,9 @@ def estimate_training_memory(
 ) -> MemoryEstimate:
     """Peak training memory by the formula in this module's docstring."""
     _check_settings(method, precision, lora_targets, device, seq_len, micro_batch, lora_r)
-    dims = spec_or_dims
+    dims = dims_of(spec_or_dims)
     total, embedding_side = count_params(dims)
-    w = 4 if precision == "fp32" else 2
+    w = int(bytes_per_param(precision))
     if method == "full":
         trainable = total
         weights = total * w
@@ -258,7 +252,7 @@ def _check_settings(
 
 
 def fit_for(
-    spec: ArchDims,
+    spec: SizedModel,
     hardware: HardwareInfo,
     method: Method,
     *,
@@ -305,6 +299,12 @@ def fit_for(
     if gpu is not None and estimate.total_bytes > gpu.vram_free_bytes:
         reason += f"; only {_gib(gpu.vram_free_bytes)} free now (other processes use the GPU)"
     return fit("tight" if share > TIGHT_ABOVE else "fits", reason)
+
+
+def lighter_method(method: str, device: str) -> str | None:
+    """The next lighter method (full -> LoRA -> QLoRA), or None; QLoRA only where it runs (CUDA)."""
+    lighter = _LIGHTER_METHOD.get(method)
+    return None if lighter == "qlora" and device != "cuda" else lighter
 
 
 def _smaller_options(method: Method, *, has_gpu: bool) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
 from forgellm.models.resolve import ModelSource, materialize, resolve_model
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 
 @dataclass
@@ -20,7 +23,7 @@ class ChatSetup:
     source: ModelSource
     model_dir: Path
     tokenizer: Any
-    chat_format: Any  # forgellm.templates.ChatFormat
+    chat_format: ChatFormat
     template_name: str  # the family actually used ('auto' resolved)
     warnings: list[str] = field(default_factory=list)
 
@@ -65,7 +68,7 @@ def chat_format_for(
     base_dir: Path,
     model_name: str | None,
     model_config: dict[str, Any],
-) -> Any:
+) -> ChatFormat:
     """The chat format that forge.yaml's model.chat_template settings ask for, on this tokenizer."""
     from forgellm.templates import build_chat_format
 

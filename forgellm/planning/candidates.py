@@ -13,20 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ForgeError
-from forgellm.hardware.memory import GIB, METHODS, ModelDims, count_params, fit_for
+from forgellm.hardware.memory import GIB, METHODS, count_params, fit_for
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.models.catalog import ModelSpec, catalog
-
-# transformers' model_type per catalog family (Mistral's GGUF arch is "llama", its HF type is not).
-FAMILY_MODEL_TYPES = {
-    "smollm2": "llama",
-    "tinyllama": "llama",
-    "llama3": "llama",
-    "qwen2.5": "qwen2",
-    "phi3": "phi3",
-    "gemma2": "gemma2",
-    "mistral": "mistral",
-}
+from forgellm.models.dims import IncompleteConfig, ModelDims, context_length_or_default, dims_from_config, text_config
 
 
 @dataclass(frozen=True)
@@ -46,19 +36,11 @@ class ModelTarget:
     folder: Path | None = None  # local HF folder, to check its tokenizer's chat template
 
 
-def dims_of_spec(spec: ModelSpec) -> ModelDims:
-    return ModelDims(
-        n_layers=spec.n_layers, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads, vocab_size=spec.vocab_size,
-        tied_embeddings=spec.tied_embeddings, head_dim=spec.head_dim,
-    )  # fmt: skip
-
-
 def target_of_spec(spec: ModelSpec, ref: str | None = None) -> ModelTarget:
     return ModelTarget(
         ref=ref or spec.key, key=spec.key, display_name=spec.display_name, params=spec.params,
-        dims=dims_of_spec(spec), context_length=spec.context_length,
-        architecture=FAMILY_MODEL_TYPES.get(spec.family), chat_template=spec.chat_template,
+        dims=spec.dims, context_length=spec.context_length,
+        architecture=spec.model_type, chat_template=spec.chat_template,
         family=spec.family, spec=spec,
     )  # fmt: skip
 
@@ -156,22 +138,15 @@ def _hub_config(hub_id: str) -> dict[str, Any]:
 
 
 def _target_from_config(ref: str, config: dict[str, Any], folder: Path | None) -> ModelTarget:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     try:
-        heads = int(text["num_attention_heads"])
-        dims = ModelDims(
-            n_layers=int(text["num_hidden_layers"]), hidden_size=int(text["hidden_size"]),
-            intermediate_size=int(text["intermediate_size"]), n_heads=heads,
-            n_kv_heads=int(text.get("num_key_value_heads") or heads), vocab_size=int(text["vocab_size"]),
-            tied_embeddings=bool(text.get("tie_word_embeddings", False)), head_dim=text.get("head_dim"),
-        )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
+        dims = dims_from_config(config)
+    except (IncompleteConfig, TypeError, ValueError) as exc:
         raise ForgeError(
             f"The config.json of {ref} lacks the decoder sizes Forge needs ({exc}).",
             fix="Use a decoder-only language model (Llama, Qwen, Mistral, Phi, Gemma ...) or a catalog model.",
         ) from None
     return ModelTarget(
         ref=ref, key=ref, display_name=Path(ref).name or ref, params=count_params(dims)[0], dims=dims,
-        context_length=int(text.get("max_position_embeddings") or 2048), architecture=text.get("model_type"),
+        context_length=context_length_or_default(config), architecture=text_config(config).get("model_type"),
         chat_template=None, folder=folder,
     )  # fmt: skip

@@ -22,13 +22,11 @@ from pydantic import ValidationError
 from forgellm.advisor.rules_plan import MemoryBudget, learning_rate_for, learning_rate_range
 from forgellm.advisor.schemas import PlanProposal
 from forgellm.errors import ForgeError
-from forgellm.hardware.memory import GIB, MemoryEstimate, estimate_training_memory
+from forgellm.hardware.memory import GIB, MEMORY_LADDER, MemoryEstimate, estimate_training_memory, lighter_method
+from forgellm.models.architectures import gguf_exportable
+from forgellm.models.lengths import shorter_max_length
 from forgellm.planning.candidates import ModelTarget
 
-MIN_CUT_LENGTH = 256  # max_length is never cut below this to save memory
-# transformers model types whose weights llama.cpp's GGUF format (and Forge's export) can hold.
-GGUF_ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3"})
-LIGHTER_METHOD = {"full": "lora", "lora": "qlora"}
 # Proposal field -> forge.yaml key, for corrections and overrides.
 YAML_KEYS = {
     "model": "model.ref",
@@ -186,7 +184,8 @@ def _fit_memory(
     """Shrink what costs memory, cheapest loss first, until the estimate fits with margin."""
     budget = ctx.budget
     estimate = estimate_memory(values, target, budget)
-    steps = (_smaller_micro_batch, _checkpointing, _shorter_length, _lighter_method)
+    # The shared ladder's moves; the model itself is the advisor's choice, so "model" ends in an error.
+    steps = [_LADDER_STEPS[move] for move in MEMORY_LADDER if move in _LADDER_STEPS]
     for step in steps:
         if budget.fits(estimate.total_bytes):
             return estimate
@@ -228,13 +227,10 @@ def _checkpointing(values: dict[str, Any], ctx: GuardContext, estimate: MemoryEs
 
 
 def _shorter_length(values: dict[str, Any], ctx: GuardContext, estimate: MemoryEstimate, corr: list) -> None:
-    floor = MIN_CUT_LENGTH
-    if ctx.p90_tokens:  # never cut below what 90% of the examples need
-        floor = max(floor, math.ceil(ctx.p90_tokens / 64) * 64)
     length = values["max_length"]
     target = ctx.target_of(values["model"])
-    while length // 2 >= floor:
-        length = (length // 2) // 64 * 64
+    while (shorter := shorter_max_length(length, ctx.p90_tokens)) < length:
+        length = shorter
         if ctx.budget.fits(estimate_memory({**values, "max_length": length}, target, ctx.budget).total_bytes):
             break
     if length != values["max_length"]:
@@ -248,12 +244,20 @@ def _lighter_method(values: dict[str, Any], ctx: GuardContext, estimate: MemoryE
         return
     proposed, target = values["method"], ctx.target_of(values["model"])
     method = proposed
-    while (lighter := LIGHTER_METHOD.get(method)) and (lighter != "qlora" or ctx.budget.device == "cuda"):
+    while lighter := lighter_method(method, ctx.budget.device):
         method = lighter
         if ctx.budget.fits(estimate_memory({**values, "method": method}, target, ctx.budget).total_bytes):
             break
     if method != proposed:
         _correct(values, "method", method, f"{proposed} {_need(estimate, ctx.budget)}.", corr)
+
+
+_LADDER_STEPS = {
+    "micro_batch_size": _smaller_micro_batch,
+    "gradient_checkpointing": _checkpointing,
+    "max_length": _shorter_length,
+    "method": _lighter_method,
+}
 
 
 def _does_not_fit(
@@ -302,7 +306,8 @@ def _config_has_template(folder: Any) -> bool:
 
 
 def gguf_warnings(target: ModelTarget) -> list[str]:
-    if target.architecture in GGUF_ARCHITECTURES:
+    """A warning exactly when the GGUF converter cannot write this architecture."""
+    if gguf_exportable(target.architecture):
         return []
     return [
         f"GGUF export (llama.cpp, Ollama) does not support the architecture '{target.architecture or 'unknown'}' "

@@ -21,6 +21,7 @@ from forgellm.errors import ForgeError
 from forgellm.hardware.memory import GIB
 from forgellm.hardware.precision import rule_precision
 from forgellm.hardware.probe import HardwareInfo
+from forgellm.models.lengths import max_length_for
 from forgellm.planning.candidates import (
     ModelTarget,
     candidate_entry,
@@ -207,9 +208,10 @@ def _goal_from(profile: DataProfile | None) -> str:
 
 
 def _planning_length(profile: DataProfile | None) -> int:
-    """The sequence length candidates are sized for: the rules' max_length for the data (capped at 8k)."""
+    """The sequence length candidates are sized for: the one max_length rule for the data, capped at 8k
+    (no model is chosen yet, and few need more to be sized)."""
     p99 = profile.tokens.get("p99") if profile else None
-    return rules_plan.max_length_for(p99, 8192)[0]
+    return max_length_for(p99, 8192)[0]
 
 
 def _candidates(

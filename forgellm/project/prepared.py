@@ -46,6 +46,8 @@ class PreparedStats:
     stage: str | None = None
     model: str | None = None  # forge.yaml's model.ref
     template: str | None = None  # the chat template's resolved name
+    template_sha256: str | None = None  # of the exact template text (the manifest holds the text)
+    tokenizer: str | None = None  # the tokenizer id (as in the manifest)
     max_length: int | None = None
     rows_read: int = 0
     kept: int = 0
@@ -149,7 +151,16 @@ class PreparedData:
 
     @property
     def max_length(self) -> int | None:
+        """model.max_length the examples were cut to (stats.json holds it for data prepared before the
+        manifest did)."""
+        if self.manifest.max_length:
+            return int(self.manifest.max_length)
         return self.stats.max_length if self.stats else None
+
+    @property
+    def chat_template(self) -> dict[str, str] | None:
+        """The exact template the data was rendered with ({name, text, sha256}); None for older data."""
+        return self.manifest.chat_template
 
     @classmethod
     def load(cls, folder: Path | PreparedLayout) -> PreparedData | None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forgellm.serve.engines import InferenceEngine
+    from forgellm.templates.messages import ChatFormat
 
 HELP = """Commands:
   /system TEXT  set the system prompt (it applies to the whole conversation); /system alone shows it
@@ -95,14 +99,12 @@ class ChatSession:
             history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": answer.strip()}]
 
 
-def session_for(engines: Sequence[Any], system_prompt: str | None = None) -> ChatSession:
+def session_for(engines: Sequence[InferenceEngine], system_prompt: str | None = None) -> ChatSession:
     """A session for these engines (all render with the same chat format)."""
     chat_format = engines[-1].chat_format
-    forbidden = tuple(getattr(chat_format, "forbidden", ()) or ())
-    return ChatSession(len(engines), system_prompt, default_system_prompt(chat_format), forbidden=forbidden)
+    return ChatSession(len(engines), system_prompt, default_system_prompt(chat_format), forbidden=chat_format.forbidden)
 
 
-def default_system_prompt(chat_format: Any) -> str | None:
+def default_system_prompt(chat_format: ChatFormat) -> str | None:
     """The system prompt a format adds by itself (builtin families and forge.yaml's system_prompt)."""
-    value = getattr(chat_format, "system_prompt", None)
-    return value if isinstance(value, str) and value else None
+    return chat_format.system_prompt or None

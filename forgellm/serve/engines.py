@@ -13,9 +13,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from forgellm.errors import ForgeError
+from forgellm.models.dims import context_length_of
+
+if TYPE_CHECKING:
+    from forgellm.templates.messages import ChatFormat
 
 Message = dict[str, str]
 LLAMA_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF" pip install llama-cpp-python'
@@ -35,10 +39,31 @@ class Generation:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+@runtime_checkable
 class InferenceEngine(Protocol):
-    label: str  # what the user is talking to, e.g. "run 2026... (transformers, cpu fp32)"
-    chat_format: Any  # forgellm.templates.ChatFormat
-    last: Generation | None  # the record of the newest finished (or interrupted) generation
+    """What the chat and --compare ask of any engine (transformers or llama.cpp)."""
+
+    @property
+    def label(self) -> str:
+        """What the user is talking to, e.g. "run 2026... (transformers, cpu fp32)"."""
+        ...
+
+    @property
+    def chat_format(self) -> ChatFormat: ...
+
+    @property
+    def last(self) -> Generation | None:
+        """The record of the newest finished (or interrupted) generation."""
+        ...
+
+    @property
+    def has_adapter(self) -> bool:
+        """True when a LoRA adapter sits on top of base weights that can be shown without it."""
+        ...
+
+    def without_adapter(self, label: str) -> InferenceEngine:
+        """The base model under the adapter (only when ``has_adapter``)."""
+        ...
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
         """Yield the answer's text as it is generated; ``last`` is set when the iterator ends."""
@@ -185,7 +210,7 @@ def _adapter_key_mismatch(model: Any, weights: Path) -> tuple[set[str], set[str]
     return expected - found, found - expected
 
 
-def end_of_turn_ids(tokenizer: Any, chat_format: Any, generation_eos: Any = None) -> set[int]:
+def end_of_turn_ids(tokenizer: Any, chat_format: ChatFormat, generation_eos: Any = None) -> set[int]:
     """Token ids that end an answer: the format's stop and end-of-turn strings that are single tokens,
     the tokenizer's EOS and the model's generation_config EOS ids."""
     ids: set[int] = set()
@@ -204,7 +229,9 @@ class TransformersEngine:
     """A Hugging Face model (full or merged folder, or a base with a peft adapter), one token at a time
     with the KV cache, so each token is shown as soon as it exists and Ctrl-C stops at once."""
 
-    def __init__(self, model: Any, tokenizer: Any, chat_format: Any, label: str, *, adapter_enabled: bool = True):
+    def __init__(
+        self, model: Any, tokenizer: Any, chat_format: ChatFormat, label: str, *, adapter_enabled: bool = True
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.chat_format = chat_format
@@ -213,11 +240,11 @@ class TransformersEngine:
         self.last: Generation | None = None
         generation_config = getattr(model, "generation_config", None)
         self.stop_ids = end_of_turn_ids(tokenizer, chat_format, getattr(generation_config, "eos_token_id", None))
-        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        self.context = context_length_of(model.config) or 0  # 0: unknown, so answers are not capped by it
 
     @classmethod
     def load(
-        cls, model_dir: Path, tokenizer: Any, chat_format: Any, label: str, *, adapter_dir: Path | None = None
+        cls, model_dir: Path, tokenizer: Any, chat_format: ChatFormat, label: str, *, adapter_dir: Path | None = None
     ) -> TransformersEngine:
         device, precision = _device_and_dtype()
         model = _load_causal_lm(model_dir, precision)
@@ -315,14 +342,14 @@ class LlamaCppEngine:
     """A .gguf file through llama.cpp. The prompt is rendered by our chat format and passed as token ids
     (so a BOS in the text is not doubled); stop strings come from the same format."""
 
-    def __init__(self, llm: Any, chat_format: Any, label: str) -> None:
+    def __init__(self, llm: Any, chat_format: ChatFormat, label: str) -> None:
         self.llm = llm
         self.chat_format = chat_format
         self.label = label
         self.last: Generation | None = None
 
     @classmethod
-    def load(cls, gguf_path: Path, chat_format: Any, label: str, *, n_ctx: int = 4096) -> LlamaCppEngine:
+    def load(cls, gguf_path: Path, chat_format: ChatFormat, label: str, *, n_ctx: int = 4096) -> LlamaCppEngine:
         llama_cpp = import_llama_cpp()
         try:
             llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False)
@@ -333,6 +360,13 @@ class LlamaCppEngine:
                 "try --engine transformers, or export it again with `forge export`.",
             ) from None
         return cls(llm, chat_format, f"{label} (llama.cpp, n_ctx {n_ctx})")
+
+    @property
+    def has_adapter(self) -> bool:
+        return False  # a GGUF holds merged weights: there is no base under them to switch to
+
+    def without_adapter(self, label: str) -> LlamaCppEngine:
+        raise AssertionError("a GGUF has no adapter to switch off; check has_adapter first")
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
         prompt = self.chat_format.render_text(messages, add_generation_prompt=True)

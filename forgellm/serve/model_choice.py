@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
@@ -18,6 +18,10 @@ from forgellm.errors import ForgeError
 from forgellm.project.export_record import ExportMetadata
 from forgellm.project.export_record import newest_export as newest_export_layout
 from forgellm.project.layout import ExportLayout, ProjectLayout
+
+if TYPE_CHECKING:
+    from forgellm.serve.engines import InferenceEngine
+    from forgellm.templates.messages import ChatFormat
 
 KEYWORDS = ("export", "run", "base")
 ENGINES = ("auto", "transformers", "llama.cpp")
@@ -32,7 +36,7 @@ class ModelChoice:
 
     kind: str  # export | run | base | path
     name: str  # how the user sees it, e.g. "export support-bot"
-    chat_format: Any
+    chat_format: ChatFormat
     tokenizer: Any
     model_dir: Path | None = None  # a full HF folder, or the base under `adapter_dir`
     adapter_dir: Path | None = None  # a peft LoRA adapter folder
@@ -55,7 +59,7 @@ def _model_name(ref: str | None) -> str | None:
 
 def build_format(
     tokenizer_source: Path | Any, settings: ChatTemplateSection, *, base_dir: Path, model_name: str | None
-) -> tuple[Any, Any]:
+) -> tuple[Any, ChatFormat]:
     """(tokenizer, chat format) from a model folder (or a loaded tokenizer) and template settings."""
     from forgellm.models.loading import chat_format_for, load_tokenizer, read_model_config
 
@@ -373,8 +377,8 @@ def _llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def open_engine(choice: ModelChoice, engine: str = "auto", progress: Progress | None = None) -> Any:
-    """Load the chosen model into the engine asked for (an InferenceEngine)."""
+def open_engine(choice: ModelChoice, engine: str = "auto", progress: Progress | None = None) -> InferenceEngine:
+    """Load the chosen model into the engine asked for."""
     from forgellm.serve.engines import LlamaCppEngine, TransformersEngine
 
     step = progress or (lambda _message: None)
@@ -399,7 +403,7 @@ def open_engine(choice: ModelChoice, engine: str = "auto", progress: Progress | 
 
 def open_compare_engines(
     project_dir: Path | None, choice: ModelChoice, engine: str = "auto", progress: Progress | None = None
-) -> tuple[Any, Any]:
+) -> tuple[InferenceEngine, InferenceEngine]:
     """(base, fine-tuned) engines. When the fine-tuned model is base + adapter, the base is the same weights
     with the adapter switched off (one copy in memory); else forge.yaml's model is loaded beside it."""
     if project_dir is None:
@@ -416,7 +420,7 @@ def open_compare_engines(
     step = progress or (lambda _message: None)
     tuned = open_engine(choice, engine, step)
     ref = _project_config(project_dir).model.ref
-    if getattr(tuned, "has_adapter", False):
+    if tuned.has_adapter:
         return tuned.without_adapter(f"base {ref}"), tuned
     base = base_choice(project_dir, "auto", step)
     wanted = engine if engine != "llama.cpp" or base.gguf_path is not None else "transformers"

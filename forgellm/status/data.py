@@ -157,7 +157,7 @@ def _entry(
             problems.append(f"no {folder.manifest.name}: not a finished preparation")
         entry["state"] = "damaged" if folder.manifest.exists() and manifest is None else "incomplete"
         return entry
-    entry["settings_current"] = _settings_current(manifest, config)
+    entry["settings_current"] = _settings_current(manifest, config, root)
     if entry["settings_current"] is False:
         changed = _what_changed(stats, config)
         entry["reasons"].append(
@@ -178,7 +178,7 @@ def _entry(
     return entry
 
 
-def _settings_current(manifest: Manifest, config: ForgeConfig | None) -> bool | None:
+def _settings_current(manifest: Manifest, config: ForgeConfig | None, root: Path) -> bool | None:
     """Recompute the manifest's settings fingerprint with forge.yaml's settings and the manifest's own
     tokenizer id. Loading the tokenizer (transformers, seconds) to learn the current id is what status
     must not do; holding it fixed still catches every settings change, a new model included, since
@@ -187,7 +187,7 @@ def _settings_current(manifest: Manifest, config: ForgeConfig | None) -> bool | 
     tokenizer, recorded = manifest.tokenizer, manifest.settings_fingerprint
     if config is None or not isinstance(tokenizer, str) or not isinstance(recorded, str):
         return None
-    return settings_fingerprint(config, tokenizer) == recorded
+    return settings_fingerprint(config, tokenizer, base_dir=root) == recorded
 
 
 def _what_changed(stats: PreparedStats | None, config: ForgeConfig | None) -> str:

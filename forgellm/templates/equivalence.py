@@ -9,6 +9,7 @@ uses the builtin, under the name of the template it stands for.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -85,7 +86,7 @@ def equivalent_builtin(jinja: JinjaChatFormat, candidates: dict[str, BuiltinChat
     return None
 
 
-def family_candidates(tokenizer: Any, build: Any) -> dict[str, BuiltinChatFormat]:
+def family_candidates(tokenizer: Any, build: Callable[[str, Any], BuiltinChatFormat]) -> dict[str, BuiltinChatFormat]:
     """Every builtin family that fits this tokenizer, built with it (others are skipped)."""
     found = {}
     for name in FAMILIES:

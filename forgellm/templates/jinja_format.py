@@ -32,6 +32,10 @@ class JinjaChatFormat:
     forbidden: tuple[str, ...] = ()
 
     @property
+    def add_bos(self) -> None:
+        return None  # the template text may or may not hold a BOS: the tokenizer's own setting decides
+
+    @property
     def stop_markers(self) -> tuple[str, ...]:
         eos = getattr(self.tokenizer, "eos_token", None)
         used = [m for m in KNOWN_END_MARKERS if m in self.template]

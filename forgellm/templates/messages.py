@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from forgellm.errors import ForgeError
 
@@ -37,10 +37,30 @@ def merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]
     return tuple(merged)
 
 
+@runtime_checkable
 class ChatFormat(Protocol):
-    """What every format (builtin, tokenizer Jinja, custom Jinja) offers to the rest of Forge."""
+    """What every format (builtin, tokenizer Jinja, custom Jinja) offers to the rest of Forge.
 
-    name: str
+    Members are read-only properties so frozen dataclasses (and plain properties) satisfy them.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt added when a conversation has none; None = none (or the template's own)."""
+        ...
+
+    @property
+    def forbidden(self) -> tuple[str, ...]:
+        """Control-token strings refused inside message text (see validate_messages)."""
+        ...
+
+    @property
+    def add_bos(self) -> bool | None:
+        """Whether the rendered text starts with the BOS text; None = unknown (Jinja): the tokenizer decides."""
+        ...
 
     @property
     def stop_strings(self) -> tuple[str, ...]: ...

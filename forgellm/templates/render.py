@@ -63,6 +63,10 @@ class BuiltinChatFormat:
         return fill(fmt, values)
 
     @property
+    def add_bos(self) -> bool:
+        return bool(self.bos_text)
+
+    @property
     def stop_strings(self) -> tuple[str, ...]:
         resolved = (self._fill(s) for s in self.spec.stop)
         return tuple(dict.fromkeys(s for s in resolved if s))

@@ -7,10 +7,8 @@ the previous checkpoint when the newest cannot be read (a damaged disk, a hand-e
 
 from __future__ import annotations
 
-import errno
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,11 +18,10 @@ from typing import Any
 import numpy as np
 
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import is_disk_full
 from forgellm.project.layout import TRAINER_STATE, RunLayout
 from forgellm.project.run_record import checkpoint_step, list_checkpoints
 from forgellm.training.data import DataPosition
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -98,14 +95,6 @@ def _write_checkpoint(folder: Path, write_weights: Callable[[Path], None], train
     torch.save(trainer_state, folder / TRAINER_STATE)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    # safetensors reports OS errors as text, e.g. "No space left on device (os error 28)".
-    code = getattr(exc, "errno", None)
-    if code is None and (match := re.search(r"os error (\d+)", str(exc))):
-        code = int(match.group(1))
-    return code in _DISK_FULL
-
-
 def _atomic_folder(final: Path, fill: Callable[[Path], None]) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}")
@@ -125,7 +114,7 @@ def _atomic_folder(final: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             old.rename(final)
-        if _is_disk_full(exc):
+        if is_disk_full(exc):  # safetensors words OS errors: "... (os error 28)"
             raise ForgeError(
                 f"The disk is full while saving {final.name} of the run "
                 f"({getattr(exc, 'filename', None) or final.parent}).",

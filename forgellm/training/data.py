@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from forgellm.errors import ForgeError
-from forgellm.training.packing import Batch, arrange_rows, collate_packed, collate_padded
+from forgellm.training.packing import IGNORE_INDEX, Batch, arrange_rows, collate_packed, collate_padded
 
 SPLIT_COLUMNS = ["input_ids", "labels", "length"]
 
@@ -131,6 +131,99 @@ def load_training_data(prepared_dir: Path, tokenizer_id: str, vocab_size: int) -
             fix="Run `forge prepare FILE` again so the data is tokenized for this model.",
         )
     return train, val
+
+
+def prepared_max_length(prepared_dir: Path) -> int | None:
+    """The model.max_length the prepared examples were cut to, from the preparation's own record
+    (manifest.json; stats.json for data prepared before the manifest held it), never from forge.yaml."""
+    from forgellm.project.layout import PreparedLayout
+    from forgellm.project.prepared import PreparedData, PreparedStats
+
+    data = PreparedData.load(prepared_dir)
+    if data is not None:
+        return data.max_length
+    stats = PreparedStats.load(PreparedLayout(prepared_dir))  # no readable manifest: what stats.json says
+    return stats.max_length if stats else None
+
+
+@dataclass
+class LengthCut:
+    """What fitting prepared examples to a shorter max_length did (healing halves it after an OOM)."""
+
+    prepared_max_length: int | None
+    max_length: int
+    cut: int = 0  # examples longer than max_length
+    pieces_added: int = 0  # continued pre-training: extra examples from splitting long windows
+    lost_stop_token: int = 0  # cut answers whose trained end-of-turn token fell beyond the cut
+    dropped: int = 0  # examples (or pieces) left with no trained token
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dict(self.__dict__)
+
+    def message(self) -> str:
+        was = f"prepared at {self.prepared_max_length}" if self.prepared_max_length else "prepared longer"
+        text = f"Training examples are cut to model.max_length {self.max_length} ({was}): {self.cut} were longer"
+        if self.pieces_added:
+            text += f", split into {self.pieces_added} more pieces"
+        if self.lost_stop_token:
+            text += f"; {self.lost_stop_token} cut answers lost their end-of-turn token"
+        if self.dropped:
+            text += f"; {self.dropped} kept no answer token and were left out"
+        return text + "."
+
+
+def fit_to_length(split: TokenizedSplit, max_length: int, *, split_long: bool, cut: LengthCut) -> TokenizedSplit:
+    """Every example at most ``max_length`` tokens, the labels cut with the ids.
+
+    A chat example keeps its start (the prompt and the answer's beginning), as prepare's `truncate`
+    does; a continued-pre-training window (``split_long``) is split into pieces, so no text is lost.
+    Pieces left without a trained token (the model never predicts a piece's first token) are dropped.
+    """
+    lengths = split.lengths
+    long = lengths > max_length
+    if not long.any():
+        return split
+    counts = np.where(long, -(-lengths // max_length), 1) if split_long else np.ones(len(split), np.int64)
+    owner = np.repeat(np.arange(len(split)), counts)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    starts = split.offsets[owner] + within * max_length
+    ends = np.minimum(starts + max_length, split.offsets[owner + 1])
+    trained_so_far = np.concatenate([[0], np.cumsum(split.targets != IGNORE_INDEX)])
+    trained = trained_so_far[ends] - trained_so_far[np.minimum(starts + 1, ends)]
+    keep = (trained > 0) | ~long[owner]  # short examples stay exactly as prepared
+    cut.cut += int(long.sum())
+    cut.pieces_added += int(counts.sum() - len(split))
+    cut.dropped += int((~keep).sum())
+    if not split_long:  # as prepare counts it: a trained token (the answer's last) lay past the cut
+        ends_of = split.offsets[1:]
+        beyond = trained_so_far[ends_of] - trained_so_far[np.minimum(split.offsets[:-1] + max_length, ends_of)]
+        cut.lost_stop_token += int((long & (beyond > 0) & keep).sum())
+    starts, ends = starts[keep], ends[keep]
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    gather = np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1], ends - starts)
+    return TokenizedSplit(split.name, split.ids[gather], split.targets[gather], offsets)
+
+
+def fit_splits_to_length(
+    prepared_dir: Path, splits: tuple[TokenizedSplit, TokenizedSplit], max_length: int, *, cpt: bool
+) -> tuple[TokenizedSplit, TokenizedSplit, LengthCut | None]:
+    """(train, val) cut to the run's max_length when it is below the prepared one (healing's "cut
+    examples to N tokens"), with what was done; None when the prepared examples already fit."""
+    prepared = prepared_max_length(prepared_dir)
+    if prepared is not None and prepared <= max_length:
+        return (*splits, None)
+    cut = LengthCut(prepared, max_length)
+    train, val = (fit_to_length(s, max_length, split_long=cpt, cut=cut) for s in splits)
+    if cut.cut == 0:
+        return train, val, None
+    if len(train) == 0:
+        raise ForgeError(
+            f"Cut to model.max_length {max_length} tokens, no training example keeps any answer token.",
+            fix="Raise model.max_length in the run's config.yaml (or forge.yaml, then `forge prepare FILE`), "
+            "or free memory another way (smaller micro_batch_size, method: lora).",
+        )
+    return train, val, cut
 
 
 def epoch_order(split: TokenizedSplit, seed: int, epoch: int, max_length: int) -> list[np.ndarray]:

@@ -8,21 +8,17 @@ precision). The decision is pure: the supervisor runs attempts, this module only
 
 from __future__ import annotations
 
-import re
 import signal
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
+from forgellm.hardware.disk import is_disk_full
 from forgellm.training.protocol import ExitCode
 
 # Failures that another attempt cannot fix: the input is wrong or the disk is full.
 NO_RETRY = ("config", "data", "disk")
-# ENOSPC (28) and EFBIG (27, a file-size limit) as Python and safetensors' Rust I/O errors word them.
-_DISK_FULL = re.compile(
-    r"disk is full|No space left on device|File too large|\[Errno 2[78]\]|os error 2[78]\b", re.IGNORECASE
-)
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def plan_recovery(
 
     fix = diagnose_failure("train", _diagnosis_text(failure), log_tail, config)
     if failure.kind in ("crash", "config") and (
-        (fix is not None and fix.problem == "disk") or _DISK_FULL.search(failure.message)
+        (fix is not None and fix.problem == "disk") or is_disk_full(failure.message)
     ):
         failure = replace(failure, kind="disk")  # e.g. a checkpoint that did not fit: retrying fills it again
     resume = f"`forge train --resume {run_id}`"

@@ -25,7 +25,13 @@ from forgellm.errors import ForgeError
 from forgellm.project.layout import RunLayout
 from forgellm.project.run_record import RunSpec
 from forgellm.training import checkpoint as ckpt
-from forgellm.training.data import DataPosition, MicroBatches, evaluation_batches, load_training_data
+from forgellm.training.data import (
+    DataPosition,
+    MicroBatches,
+    evaluation_batches,
+    fit_splits_to_length,
+    load_training_data,
+)
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import batch_loss, forward_module
 from forgellm.training.packing import Batch
@@ -108,7 +114,11 @@ class TrainingLoop:
             self.warn("other", message)
         vocab = self.model.model.get_input_embeddings().num_embeddings
         prepared = Path(self.spec.prepared_dir)
-        self.train_split, val_split = load_training_data(prepared, self.spec.tokenizer_id, vocab)
+        splits = load_training_data(prepared, self.spec.tokenizer_id, vocab)
+        # After healing shortened max_length, the examples prepared longer must really be cut.
+        self.train_split, val_split, self.length_cut = fit_splits_to_length(
+            prepared, splits, self.config.model.max_length, cpt=t.stage == "cpt"
+        )
         self.val_split = val_split.subset(t.eval_max_examples, seed=t.seed)
         tokenizer = self.model.tokenizer
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
@@ -134,6 +144,9 @@ class TrainingLoop:
         self.started = True
         self.setup_seconds = time.perf_counter() - self.created_at
         self._emit_start(resumed_from)
+        if self.length_cut is not None:
+            self.emit(event("warning", kind="max_length", message=self.length_cut.message(),
+                            step=self.progress.step, cut=self.length_cut.to_dict()))
 
     def _emit_start(self, resumed_from: Path | None) -> None:
         t, m = self.settings, self.model
@@ -143,7 +156,8 @@ class TrainingLoop:
             device=str(m.device), precision=m.precision, method=t.method, stage=t.stage, packing=t.packing,
             trainable_params=m.trainable_params, total_params=m.total_params,
             train_examples=len(self.train_split), val_examples=len(self.val_split),
-            tokens_per_epoch=self.train_split.tokens, micro_batch_size=t.micro_batch_size,
+            tokens_per_epoch=self.train_split.tokens, max_length=self.config.model.max_length,
+            micro_batch_size=t.micro_batch_size,
             gradient_accumulation=t.gradient_accumulation, learning_rate=t.learning_rate,
             resumed_from=str(resumed_from) if resumed_from else None,
         ))

@@ -61,11 +61,13 @@ def parse_event(line: str) -> dict[str, Any] | None:
 # Fields of each event kind (all JSON numbers are plain floats/ints; missing values are null):
 #   start:      step (resumed from, 0 when fresh), total_steps, epochs, device, precision, method, stage,
 #               packing, trainable_params, total_params, train_examples, val_examples, tokens_per_epoch,
-#               micro_batch_size, gradient_accumulation, learning_rate, resumed_from (path or null)
+#               max_length, micro_batch_size, gradient_accumulation, learning_rate, resumed_from (path or null)
 #   step:       step, epoch (float), loss, lr, grad_norm, tokens (processed, padding included),
 #               real_tokens (non-padding), tokens_per_s (real), memory_bytes (peak so far), eta_s
 #   eval:       step, val_loss, best_val_loss, improved (bool), train_loss (recent mean)
 #   checkpoint: step, path, reason (interval | signal | end | best)
-#   warning:    kind (overfitting | grad_norm | time_budget | other), message, step
+#   warning:    kind (overfitting | grad_norm | time_budget | max_length | other), message, step;
+#               max_length also has cut: {prepared_max_length, max_length, cut, pieces_added,
+#               lost_stop_token, dropped} (examples cut to a run's max_length below the prepared one)
 #   error:      kind (ERROR_KINDS), message, step, traceback (last lines)
 #   end:        step, reason (END_REASONS), best_val_loss, best_step, final_train_loss, seconds

@@ -86,8 +86,8 @@ def list_runs(project_dir: Path) -> list[Path]:
 
 
 def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
-    """The newest data/prepared/<fp>/ made with forge.yaml's current data, preprocessing and model settings."""
-    from forgellm.data.manifest import settings_fingerprint, tokenizer_id
+    """The newest data/prepared/<fp>/ made with forge.yaml's current data, preprocessing, model and template."""
+    from forgellm.data.manifest import settings_fingerprint, template_record, tokenizer_id
     from forgellm.models.loading import chat_setup
 
     prepare_cmd = f"forge prepare {config.data.source or 'FILE'}"
@@ -102,9 +102,11 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
         )
     setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
     tokenizer = tokenizer_id(setup)
-    wanted = settings_fingerprint(config, tokenizer)
+    wanted = settings_fingerprint(config, tokenizer, base_dir=project_dir)
+    template = template_record(setup.chat_format, setup.template_name)
     for data in published:
         if data.settings_fingerprint == wanted:
+            _check_template(project_dir, data, template, prepare_cmd)
             return TrainingData(data, Path(setup.model_dir))
     newest = published[0]
     folder = newest.folder
@@ -115,10 +117,26 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
             "model mean nothing to another.",
             fix=f"Run `{prepare_cmd}` again to prepare the data for {config.model.ref}.",
         )
+    _check_template(project_dir, newest, template, prepare_cmd)
     raise ForgeError(
         "forge.yaml's data, preprocessing or model settings changed since the data was prepared "
         f"(newest: {folder.relative_to(project_dir)}), so no prepared data matches the plan.",
         fix=f"Run `{prepare_cmd}` again with the current forge.yaml.",
+    )
+
+
+def _check_template(project_dir: Path, data: PreparedData, current: dict[str, str], prepare_cmd: str) -> None:
+    """Refuse data rendered with another chat template than the one forge.yaml gives now (an edited
+    .jinja file, another tokenizer template): the model would learn one format and be served another."""
+    recorded = data.chat_template
+    if not isinstance(recorded, dict) or recorded.get("sha256") == current["sha256"]:
+        return
+    raise ForgeError(
+        f"The chat template changed since the data in {data.folder.relative_to(project_dir)} was prepared "
+        f"(template text sha256 {str(recorded.get('sha256'))[:12]} then, {current['sha256'][:12]} now), so the "
+        "prepared examples are stale.",
+        fix=f"Run `{prepare_cmd}` again to render the data with the current template (or restore the template "
+        "it was prepared with).",
     )
 
 

@@ -154,7 +154,8 @@ def test_token_fallback_is_labelled_and_max_length_suggested():
     report = study_dataset(records)
     assert report.token_counter == "estimate: chars/4"
     assert report.lengths["tokens"]["p50"] == 100
-    assert report.suggested_max_length == {"value": 128, "covers": 1.0}
+    # 100 tokens: the one max_length rule (models/lengths.py) gives its floor, 256, as `forge plan` would.
+    assert report.suggested_max_length == {"value": 256, "covers": 1.0}
     assert report.truncation is None
 
 

@@ -15,12 +15,13 @@ IDS = [s.key for s in catalog()]
 
 def params_from_dims(spec: ModelSpec) -> int:
     """Independent count: embeddings + per-layer q,k,v,o + 3 MLP matrices (+ lm_head when untied)."""
-    head_dim = spec.head_dim if spec.head_dim is not None else spec.hidden_size // spec.n_heads
-    h, q, kv = spec.hidden_size, spec.n_heads * head_dim, spec.n_kv_heads * head_dim
+    dims = spec.dims
+    head_dim = dims.head_dim if dims.head_dim is not None else dims.hidden_size // dims.n_heads
+    h, q, kv = dims.hidden_size, dims.n_heads * head_dim, dims.n_kv_heads * head_dim
     attention = h * q + 2 * h * kv + q * h
-    mlp = 3 * h * spec.intermediate_size
-    embeddings = spec.vocab_size * h * (1 if spec.tied_embeddings else 2)
-    return embeddings + spec.n_layers * (attention + mlp)
+    mlp = 3 * h * dims.intermediate_size
+    embeddings = dims.vocab_size * h * (1 if dims.tied_embeddings else 2)
+    return embeddings + dims.n_layers * (attention + mlp)
 
 
 @pytest.mark.parametrize("spec", catalog(), ids=IDS)
@@ -34,8 +35,8 @@ def test_entry_is_well_formed(spec: ModelSpec) -> None:
     assert spec.chat_template in TEMPLATES
     assert spec.instruct_id.count("/") == 1
     assert spec.base_id is None or spec.base_id.count("/") == 1
-    assert spec.hidden_size % spec.n_heads == 0 or spec.head_dim is not None
-    assert spec.n_heads % spec.n_kv_heads == 0  # grouped-query attention needs whole groups
+    assert spec.dims.hidden_size % spec.dims.n_heads == 0 or spec.dims.head_dim is not None
+    assert spec.dims.n_heads % spec.dims.n_kv_heads == 0  # grouped-query attention needs whole groups
     assert spec.context_length >= 2048
     assert get_spec(spec.key) is spec
     assert get_spec(spec.family).family == spec.family
@@ -110,8 +111,8 @@ def test_known_facts() -> None:
     assert not get_spec("qwen2.5-7b").gated
     assert get_spec("tinyllama-1.1b").chat_template == "zephyr"
     assert get_spec("phi-3.5-mini").base_id is None
-    assert get_spec("gemma-2-9b").head_dim == 256
-    assert get_spec("smollm2-135m").head_dim == 64
+    assert get_spec("gemma-2-9b").dims.head_dim == 256
+    assert get_spec("smollm2-135m").dims.head_dim == 64
 
 
 def test_spec_is_frozen() -> None:

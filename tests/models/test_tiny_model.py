@@ -8,7 +8,8 @@ from templates_support import make_tokenizer
 
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
-from forgellm.hardware.memory import ModelDims, count_params, lora_trainable_params
+from forgellm.hardware.memory import count_params, lora_trainable_params
+from forgellm.models.dims import dims_from_config
 from forgellm.models.loading import chat_setup
 from forgellm.models.resolve import resolve_model
 from forgellm.templates import IGNORE_INDEX, tokenize_conversation
@@ -46,23 +47,11 @@ def build_tiny_llama(folder, *, tied: bool):
     return model, config
 
 
-def dims_of(config) -> ModelDims:
-    return ModelDims(
-        n_layers=config.num_hidden_layers,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        n_heads=config.num_attention_heads,
-        n_kv_heads=config.num_key_value_heads,
-        vocab_size=config.vocab_size,
-        tied_embeddings=config.tie_word_embeddings,
-    )
-
-
 @pytest.mark.parametrize("tied", [True, False])
 def test_param_count_formula_matches_real_modules(tmp_path, tied):
     model, config = build_tiny_llama(tmp_path, tied=tied)
     real = sum(p.numel() for name, p in model.named_parameters() if "norm" not in name)
-    assert count_params(dims_of(config))[0] == real
+    assert count_params(dims_from_config(config))[0] == real
 
 
 def test_lora_trainable_params_match_real_linear_shapes(tmp_path):
@@ -72,7 +61,7 @@ def test_lora_trainable_params_match_real_linear_shapes(tmp_path):
     rank = 4
     linears = [m for name, m in model.model.layers.named_modules() if isinstance(m, torch.nn.Linear)]
     expected = sum(rank * (m.in_features + m.out_features) for m in linears)
-    assert lora_trainable_params(dims_of(config), rank, "all-linear") == expected
+    assert lora_trainable_params(dims_from_config(config), rank, "all-linear") == expected
 
 
 def test_local_tiny_model_chat_setup_detects_and_trains_on_answers(tmp_path):

@@ -11,9 +11,10 @@ from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanProposal
 from forgellm.errors import ForgeError
 from forgellm.hardware.memory import TIGHT_ABOVE
+from forgellm.models.architectures import GGUF_ARCHITECTURES
 from forgellm.planning import PlanOverrides, make_plan
 from forgellm.planning.candidates import resolve_target
-from forgellm.planning.guards import GGUF_ARCHITECTURES, gguf_warnings
+from forgellm.planning.guards import gguf_warnings
 
 GIB = 2**30
 

@@ -8,8 +8,10 @@ import pytest
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanRequest
-from forgellm.hardware.memory import TIGHT_ABOVE, ModelDims, estimate_training_memory
+from forgellm.hardware.memory import TIGHT_ABOVE, estimate_training_memory
+from forgellm.models import lengths
 from forgellm.models.catalog import get_spec
+from forgellm.models.dims import ModelDims
 from forgellm.planning.candidates import catalog_candidates
 
 BITEXT_LIKE = {"rows": 4500, "tokens": {"p50": 190.0, "p99": 299.0, "max": 350.0, "mean": 188.0}}
@@ -126,15 +128,17 @@ def test_every_candidate_gets_a_learning_rate_inside_the_guard_range(ampere_24gb
 
 @pytest.mark.parametrize("p99", [1.0, 63.0, 64.0, 65.0, 299.0, 1000.5, 4095.0])
 def test_max_length_covers_p99_in_multiples_of_64(p99):
-    value, why = rules_plan.max_length_for(p99, 8192)
-    assert value % 64 == 0 and value >= p99 and value - 64 < max(p99, 64)
+    value, why = lengths.max_length_for(p99, 8192)
+    # The smallest multiple of 64 that covers p99, but never below the one floor (MIN_MAX_LENGTH, 256).
+    assert value % 64 == 0 and value >= p99 and value - 64 < max(p99, lengths.MIN_MAX_LENGTH)
+    assert value == max(lengths.MIN_MAX_LENGTH, math.ceil(p99 / 64) * 64)
     assert f"{p99:.0f}" in why
 
 
 def test_max_length_is_capped_by_the_context_and_defaults_without_data():
-    assert rules_plan.max_length_for(5000.0, 2048)[0] == 2048
-    value, why = rules_plan.max_length_for(None, 8192)
-    assert value == rules_plan.DEFAULT_MAX_LENGTH and "no data" in why
+    assert lengths.max_length_for(5000.0, 2048)[0] == 2048
+    value, why = lengths.max_length_for(None, 8192)
+    assert value == lengths.DEFAULT_MAX_LENGTH and "no data" in why
 
 
 def test_fewer_epochs_for_more_data():
