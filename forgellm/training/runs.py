@@ -17,7 +17,7 @@ from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.prepared import PreparedData, published_data
-from forgellm.project.run_record import RunSpec, run_status
+from forgellm.project.run_record import RunSpec, run_folders, run_status
 
 
 @dataclass
@@ -77,8 +77,6 @@ def _run_order(run_dir: Path) -> tuple[str, float]:
 
 def list_runs(project_dir: Path) -> list[Path]:
     """Run folders (those with a run.json), oldest first."""
-    from forgellm.project.run_record import run_folders
-
     return sorted((run.folder for run in run_folders(ProjectLayout(project_dir))), key=_run_order)
 
 
