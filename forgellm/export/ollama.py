@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -139,4 +139,5 @@ def _failure(message: str, model_name: str, gguf_path: Path, host: str) -> Forge
         message,
         fix=f"The export's files are kept in {folder}/. Once Ollama runs (at {host}, or set OLLAMA_HOST), "
         f"create the model with: {command}",
+        code=ErrorCode.OLLAMA_FAILED,
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.export.card import (
     ExportFacts,
     build_card,
@@ -105,6 +105,7 @@ def export_name(config: Any, name: str | None) -> str:
         raise ForgeError(
             f"--name {name!r} is not a valid model name (lower-case letters, digits, '.', '_', '-').",
             fix=f"Use --name {slug or 'my-model'}.",
+            code=ErrorCode.USAGE_INVALID,
         )
     if not _NAME.match(slug):
         slug = "my-model"
@@ -119,7 +120,11 @@ def _resolve_quants(config: Any, quants: list[str] | None) -> tuple[list[str], b
     valid = (*NATIVE_QUANTS, *K_QUANTS)
     unknown = [q for q in chosen if q not in valid]
     if unknown:
-        raise ForgeError(f"Unknown GGUF type(s): {', '.join(unknown)}.", fix=f"Use some of: {', '.join(valid)}.")
+        raise ForgeError(
+            f"Unknown GGUF type(s): {', '.join(unknown)}.",
+            fix=f"Use some of: {', '.join(valid)}.",
+            code=ErrorCode.USAGE_INVALID,
+        )
     needs_llama = [q for q in chosen if q in K_QUANTS]
     if needs_llama and importlib.util.find_spec("llama_cpp") is None:
         from forgellm.export.quantize import LLAMA_CPP_INSTALL
@@ -129,6 +134,8 @@ def _resolve_quants(config: Any, quants: list[str] | None) -> tuple[list[str], b
             f"F16, BF16 and Q8_0 need nothing extra.",
             fix=f"Install it ({LLAMA_CPP_INSTALL}), or export with --quant f16,q8_0"
             + (" (and set export.quantizations in forge.yaml)." if quants is None else "."),
+            code=ErrorCode.DEPENDENCY_MISSING,
+            data={"package": "llama-cpp-python"},
         )
     return list(dict.fromkeys(chosen)), quants is not None
 
@@ -153,6 +160,8 @@ def _check_disk(exports: Path, base_dir: Path, base_config: dict[str, Any], quan
             f"Not enough disk space for this export: it needs about {human_bytes(needed)}, "
             f"{exports} has {human_bytes(free)} free.",
             fix="Free some space, or export fewer GGUF types (e.g. --quant q8_0).",
+            code=ErrorCode.DISK_FULL,
+            data={"path": str(exports)},
         )
 
 
@@ -436,8 +445,15 @@ def _os_error(exc: OSError, exports: Path) -> ForgeError:
         return ForgeError(
             f"The disk filled up during the export; nothing was left behind in {exports}.",
             fix="Free some disk space and run `forge export` again (or export fewer GGUF types with --quant).",
+            code=ErrorCode.DISK_FULL,
+            data={"path": str(exports), "cause": cause(exc)},
         )
-    return ForgeError(f"The export failed writing files: {exc}.", fix=f"Check that {exports} is writable.")
+    return ForgeError(
+        f"The export failed writing files: {exc}.",
+        fix=f"Check that {exports} is writable.",
+        code=ErrorCode.WRITE_FAILED,
+        data={"path": str(exports), "cause": cause(exc)},
+    )
 
 
 def _result(
@@ -488,6 +504,7 @@ def _register(result: ExportResult, built: dict[str, Any], environ: dict[str, st
         )
     except ForgeError as exc:
         record["error"] = f"{exc.message} {exc.fix or ''}".strip()
+        record["error_code"] = str(exc.code)
         return record
     record.update(registered=True, smoke_answer=answer.smoke_answer, seconds=round(answer.seconds, 2))
     return record

@@ -9,7 +9,7 @@ from typing import Any
 
 from forgellm.config.io import load_config, read_json_object
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -42,13 +42,19 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
         run_dir = candidate if (candidate / RUN_SPEC).is_file() else project_dir / RUNS_DIR / run
         if not (run_dir / RUN_SPEC).is_file():
             known = ", ".join(p.name for p in runs[-5:]) or "none yet"
-            raise ForgeError(f"There is no run '{run}' in {project_dir / RUNS_DIR}.", fix=f"Runs here: {known}.")
+            raise ForgeError(
+                f"There is no run '{run}' in {project_dir / RUNS_DIR}.",
+                fix=f"Runs here: {known}.",
+                code=ErrorCode.RUN_NOT_FOUND,
+                data={"run": run},
+            )
         return run_dir.resolve()
     if not runs:
         raise ForgeError(
             "There is nothing to export yet: this project has no training run.",
             fix="Train first: `forge train` (after `forge plan` and `forge prepare FILE`), or run everything "
             'with `forge ignite FILE "GOAL"`.',
+            code=ErrorCode.NO_TRAINING_RUN,
         )
     completed = [p for p in runs if run_status(p) == "completed"]
     if completed:
@@ -59,6 +65,7 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
         raise ForgeError(
             "No training run in this project has saved weights yet.",
             fix="Let `forge train` run to its first checkpoint, or continue one with `forge train --resume`.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     return usable[-1].resolve()
 
@@ -81,6 +88,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             f"Run {spec.run_id} has no saved weights (no best/ and no checkpoint).",
             fix="Train until a checkpoint is saved (`forge train --resume` continues it), or export another run "
             "with --run ID.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     base = Path(spec.model_dir)
     if not (base / "config.json").is_file():
@@ -88,6 +96,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             f"The base model of run {spec.run_id} is gone: {base} has no config.json.",
             fix="Restore the model folder, or re-create it with `forge models` / `forge plan` for "
             "the same model, then export again.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     config = load_config(run_dir / RUN_CONFIG, environ={}).config
     summary = read_json_object(run_dir / SUMMARY)
@@ -104,6 +113,7 @@ def check_weights(source: ExportSource) -> None:
             raise ForgeError(
                 f"{folder} holds neither a LoRA adapter nor a full model.",
                 fix="Use another run (forge export --run ID), or train again.",
+                code=ErrorCode.WEIGHTS_MISSING,
             )
         return
     adapter = read_json_object(folder / ADAPTER_CONFIG)
@@ -113,6 +123,7 @@ def check_weights(source: ExportSource) -> None:
             f"The LoRA adapter in {folder} is incomplete or damaged "
             f"({'adapter_config.json unreadable' if not adapter else 'adapter_model.safetensors missing'}).",
             fix="Use another run (forge export --run ID), or train again.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
         )
     try:
         from safetensors import safe_open
@@ -123,15 +134,22 @@ def check_weights(source: ExportSource) -> None:
         raise ForgeError(
             f"The adapter weights {weights} cannot be read ({type(exc).__name__}: {exc}).",
             fix="The file is damaged (an interrupted copy?). Use another run (forge export --run ID), or train again.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
+            data={"cause": cause(exc)},
         ) from None
     if not names:
-        raise ForgeError(f"The adapter weights {weights} are empty.", fix="Train again, or export another run.")
+        raise ForgeError(
+            f"The adapter weights {weights} are empty.",
+            fix="Train again, or export another run.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
+        )
     base_config = read_json_object(source.base_model_dir / "config.json")
     wanted = adapter.get("target_modules")
     if isinstance(wanted, list) and base_config.get("model_type") and not _modules_exist(names, wanted):
         raise ForgeError(
             f"The adapter in {folder} targets modules {wanted} that its tensors do not contain.",
             fix="The adapter and its config do not belong together; use another run or train again.",
+            code=ErrorCode.ADAPTER_MISMATCH,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from forgellm.config.io import atomic_write_text, load_config, read_json_object, save_config
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.training.protocol import CHECKPOINTS, LOGS, RUN_CONFIG, RUN_SPEC, SUMMARY, TRAINER_STATE, RunSpec
 
 RUNS_DIR = "runs"
@@ -144,6 +144,7 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> PreparedData:
             "There is no prepared data to train on"
             + (" (a preparation was interrupted before it finished)." if partial else "."),
             fix=f"Run `{prepare_cmd}` first; it turns your data into training examples for the model.",
+            code=ErrorCode.PREPARED_DATA_MISSING,
         )
     setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
     tokenizer = tokenizer_id(setup)
@@ -158,11 +159,13 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> PreparedData:
             f"but forge.yaml's model ({config.model.ref}) uses the tokenizer {tokenizer}: token ids of one "
             "model mean nothing to another.",
             fix=f"Run `{prepare_cmd}` again to prepare the data for {config.model.ref}.",
+            code=ErrorCode.PREPARED_DATA_STALE,
         )
     raise ForgeError(
         "forge.yaml's data, preprocessing or model settings changed since the data was prepared "
         f"(newest: {folder.relative_to(project_dir)}), so no prepared data matches the plan.",
         fix=f"Run `{prepare_cmd}` again with the current forge.yaml.",
+        code=ErrorCode.PREPARED_DATA_STALE,
     )
 
 
@@ -199,6 +202,7 @@ def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = No
             raise ForgeError(
                 f"Run {spec.run_id} cannot be resumed: its {what} {path} no longer exists.",
                 fix="Start a new run with `forge train` (after `forge prepare FILE` if the data is gone).",
+                code=ErrorCode.RUN_NOT_RESUMABLE, data={"run": spec.run_id, "path": str(path)},
             )
     run = Run(run_dir, spec, config)
     run.save_config(config)
@@ -217,11 +221,18 @@ def _named_run(project_dir: Path, name: str) -> Path:
     run_dir = candidate if (candidate / RUN_SPEC).is_file() else project_dir / RUNS_DIR / name
     if not (run_dir / RUN_SPEC).is_file():
         known = ", ".join(p.name for p in list_runs(project_dir)[-5:]) or "none yet"
-        raise ForgeError(f"There is no run '{name}' in {project_dir / RUNS_DIR}.", fix=f"Runs here: {known}.")
+        raise ForgeError(
+            f"There is no run '{name}' in {project_dir / RUNS_DIR}.",
+            fix=f"Runs here: {known}.",
+            code=ErrorCode.RUN_NOT_FOUND,
+            data={"run": name},
+        )
     if run_status(run_dir) == "completed":
         raise ForgeError(
             f"Run {run_dir.name} already completed; there is nothing to resume.",
             fix="Start a new run with `forge train` (add --max-steps N to train for longer).",
+            code=ErrorCode.NOTHING_TO_RESUME,
+            data={"run": run_dir.name},
         )
     return run_dir.resolve()
 
@@ -230,7 +241,9 @@ def _latest_unfinished(project_dir: Path) -> Path:
     unfinished = [p for p in list_runs(project_dir) if run_status(p) != "completed"]
     if not unfinished:
         raise ForgeError(
-            "There is no unfinished run to resume in this project.", fix="Start a new run with `forge train`."
+            "There is no unfinished run to resume in this project.",
+            fix="Start a new run with `forge train`.",
+            code=ErrorCode.RUN_NOT_FOUND,
         )
     return unfinished[-1].resolve()
 
@@ -291,6 +304,8 @@ class TrainLock:
             + ("." if alive else ", holding the lock from another machine or container."),
             fix=f"Wait for it to finish, or stop it with Ctrl-C in its terminal (or `kill -INT {pid}`); "
             "`forge train --resume` then continues it from its last checkpoint.",
+            code=ErrorCode.TRAIN_LOCKED,
+            data={"run": run_id, "pid": pid},
         )
 
     def release(self) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from forgellm.training.protocol import FAULT_ENV, FAULTS_FIRED, ExitCode, event
+from forgellm.errors import ErrorCode, ForgeError
+from forgellm.training.protocol import FAULT_ENV, FAULTS_FIRED, ExitCode, error_event
 
 FAULT_KINDS = ("oom", "nan", "crash", "kill")
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         faults = InjectedFaults(os.environ.get(FAULT_ENV, ""), args.run_dir)
     except ValueError as exc:
-        emit(event("error", kind="config", message=str(exc), step=None, traceback=None))
+        emit(error_event("config", ForgeError(str(exc), code=ErrorCode.USAGE_INVALID)))
         return ExitCode.CONFIG
     from transformers.utils import logging as hf_logging
 
