@@ -125,7 +125,7 @@ class ForgeError(Exception):
         return "\n".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-able values: what `--json` output and the worker's error event carry."""
+        """The fields as JSON-able values: what the worker's error event carries (protocol.error_event)."""
         return {
             "code": str(self.code),
             "message": self.message,

@@ -90,6 +90,7 @@ def test_the_worker_error_event_carries_code_fix_and_data_as_fields():
         "code": "prepared-data-missing",
         "message": "No prepared data.",  # the message alone: no "Fix:" to split off
         "fix": "Run `forge prepare FILE`.",
+        "details": [],
         "data": {"n": 1},
         "step": 3,
         "traceback": None,

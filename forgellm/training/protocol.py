@@ -79,19 +79,10 @@ def event(kind: str, /, **fields: Any) -> str:
 
 
 def error_event(kind: str, error: ForgeError, *, step: int | None = None, traceback: str | None = None) -> str:
-    """The `error` event of a ForgeError: its code, message, fix and data travel as fields of their own,
-    so the supervisor never has to take the error's text apart."""
+    """The `error` event of a ForgeError: its code, message, fix, details and data travel as fields of
+    their own, so the supervisor never has to take the error's text apart."""
     assert kind in ERROR_KINDS, kind
-    return event(
-        "error",
-        kind=kind,
-        code=str(error.code),
-        message=error.message,
-        fix=error.fix,
-        data=error.data,
-        step=step,
-        traceback=traceback,
-    )
+    return event("error", kind=kind, **error.to_dict(), step=step, traceback=traceback)
 
 
 def parse_event(line: str) -> dict[str, Any] | None:
@@ -115,6 +106,6 @@ def parse_event(line: str) -> dict[str, Any] | None:
 #   eval:       step, val_loss, best_val_loss, improved (bool), train_loss (recent mean)
 #   checkpoint: step, path, reason (interval | signal | end | best)
 #   warning:    kind (overfitting | grad_norm | time_budget | other), message, step
-#   error:      kind (ERROR_KINDS), code (forgellm.errors.ErrorCode), message, fix (or null), data (an object,
-#               e.g. {"cause": library error text}), step, traceback (last lines)
+#   error:      kind (ERROR_KINDS), code (forgellm.errors.ErrorCode), message, fix (or null), details (list),
+#               data (an object, e.g. {"cause": a library's error text}), step, traceback (last lines)
 #   end:        step, reason (END_REASONS), best_val_loss, best_step, final_train_loss, seconds
