@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.project.layout import ProjectLayout
 
@@ -125,12 +125,14 @@ def check_inputs(options: IgniteOptions) -> None:
         raise ForgeError(
             "ignite needs a goal: what the model should do, in plain words.",
             fix='forge ignite data.csv "Make a customer support bot"',
+            code=ErrorCode.USAGE_INVALID,
         )
     if not options.data.exists():
         raise ForgeError(
             f"The data {options.data} does not exist.",
             fix="Give the path of your data: a CSV, JSON/JSONL, Parquet, text file or folder "
             '(e.g. forge ignite examples/customer_support.csv "Make a customer support bot").',
+            code=ErrorCode.FILE_NOT_FOUND, data={"path": str(options.data)},
         )
 
 
@@ -234,6 +236,7 @@ def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, f
             raise ForgeError(
                 f"Kept the existing plan for {previous}; nothing was changed.",
                 fix=f"Run ignite in another folder, pass --model {previous} to keep the model, or --yes to replace it.",
+                code=ErrorCode.DECLINED,
             )
     result = plan(False)
     return StageOutcome("plan", "done", 0.0, _plan_decision(result), _plan_details(result), result)
@@ -292,7 +295,7 @@ def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, 
     try:
         result = run_training(project_dir, resume=resume, on_event=remember)
     except ForgeError as exc:
-        if resume and "nothing to resume" in exc.message:  # it finished just before the kill
+        if resume and exc.code == ErrorCode.NOTHING_TO_RESUME:  # it finished just before the kill
             result = None
         else:
             raise

@@ -1,8 +1,9 @@
 """Known failures -> a concrete forge.yaml change and a plain-language explanation (the rules backend).
 
-Each detector reads the error and the end of the log, recognises one kind of failure by the shape of
-the messages torch, transformers, the hub client, the OS and Forge itself print, and proposes the next
-step of a ladder (e.g. for memory: smaller micro-batches, then checkpointing, then shorter examples,
+A ForgeError is recognised by its code and the values in its data (``_BY_CODE``), never by its words.
+Failures of libraries and the OS are recognised by the shape of the messages torch, transformers, the
+hub client and the OS print (the text detectors read only such text and the end of the log). Each
+proposes the next step of a ladder (e.g. for memory: smaller micro-batches, then checkpointing, then shorter examples,
 then a lighter method or model). Every Fix is applied to a copy of the config and validated, so it
 never proposes a forge.yaml that would not load.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from forgellm.advisor.schemas import ConfigChange, Fix
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import is_disk_full
 from forgellm.hardware.memory import MEMORY_LADDER, lighter_method
 from forgellm.models.lengths import shorter_max_length
@@ -137,7 +138,11 @@ def _memory_ladder(config: ForgeConfig) -> tuple[dict[str, Any], str]:
 def _detect_oom(stage: str, text: str, config: ForgeConfig) -> Fix | None:
     if not _OOM.search(text):
         return None
-    where = "the GPU's memory" if re.search(r"CUDA|CUBLAS|MPS", text) else "the computer's memory (RAM)"
+    return _oom_fix(stage, "gpu" if re.search(r"CUDA|CUBLAS|MPS", text) else "cpu", config)
+
+
+def _oom_fix(stage: str, device: str, config: ForgeConfig) -> Fix:
+    where = "the GPU's memory" if device == "gpu" else "the computer's memory (RAM)"
     if stage == "prepare":
         rows = config.preprocessing.chunk_rows
         changes = (
@@ -172,8 +177,10 @@ _NAN = re.compile(
 
 
 def _detect_nan(stage: str, text: str, config: ForgeConfig) -> Fix | None:
-    if not _NAN.search(text):
-        return None
+    return _nan_fix(config) if _NAN.search(text) else None
+
+
+def _nan_fix(config: ForgeConfig) -> Fix:
     t, arch = config.training, config.hardware.gpu_arch
     changes: dict[str, Any] = {}
     steps = []
@@ -194,16 +201,9 @@ def _detect_nan(stage: str, text: str, config: ForgeConfig) -> Fix | None:
 
 # ------------------------------------------------------------------------------------------------ templates
 
-_NO_TEMPLATE = re.compile(
-    r"chat_template is not set|does not have a chat template|has no chat_template|no chat template", re.I
-)
-_NOT_FITTING = re.compile(r"does not fit .*?Use a template that fits this vocabulary: ([a-z0-9_]+)", re.I | re.S)
-_INCONSISTENT = re.compile(r"not prefix-consistent", re.I)
-_NO_TRAINED = re.compile(
-    r"no trained tokens|no tokens? (?:left )?to train|all labels are -100|every label is masked"
-    r"|no assistant tokens",
-    re.I,
-)
+# transformers' wording; Forge's own template errors have codes (TOKENIZER_NO_TEMPLATE, TEMPLATE_MISFIT...).
+_NO_TEMPLATE = re.compile(r"chat_template is not set|does not have a chat template|no chat template", re.I)
+_NO_TRAINED = re.compile(r"no tokens? (?:left )?to train|all labels are -100|no assistant tokens", re.I)
 _EOS = re.compile(
     r"end[- ]of[- ]turn (?:token )?(?:is )?(?:not|never) trained|eos (?:token )?(?:is )?(?:not|never) trained"
     r"|never stops|does not stop generating|until max_new_tokens",
@@ -224,34 +224,43 @@ def _template_change(config: ForgeConfig, fallback: str | None) -> dict[str, Any
     return {"model.chat_template.name": wanted}
 
 
+def _misfit_fix(config: ForgeConfig, fits: list[str]) -> Fix:
+    fitting = (fits[0] if fits else "alpaca").lower()
+    return _fix(
+        "template",
+        f"The chat template's special tokens are not in this model's vocabulary; '{fitting}' fits it.",
+        {"model.chat_template.name": fitting} if fitting != config.model.chat_template.name else {},
+    )
+
+
+def _unsplittable_fix(config: ForgeConfig, problem: str) -> Fix:
+    changes = _template_change(config, "alpaca")
+    return _fix(
+        "template",
+        f"The model's tokenizer {problem}, so Forge cannot tell the assistant's answers apart.",
+        changes,
+        "" if changes else "Set model.chat_template.name to a builtin template (see `forge models`).",
+    )
+
+
+def _untrained_fix(config: ForgeConfig) -> Fix:
+    changes = _template_change(config, None)
+    if config.preprocessing.truncation == "truncate":
+        changes["preprocessing.truncation"] = "split"
+    return _fix(
+        "template",
+        "No token of the assistant's answers was trained: either long examples were cut before the "
+        "answer, or the chat template did not mark where answers are.",
+        changes,
+        "" if changes else "Check data.recipe.columns.assistant and model.max_length in forge.yaml.",
+    )
+
+
 def _detect_template(stage: str, text: str, config: ForgeConfig) -> Fix | None:
-    if (m := _NOT_FITTING.search(text)) is not None:
-        fitting = m.group(1).lower()
-        return _fix(
-            "template",
-            f"The chat template's special tokens are not in this model's vocabulary; '{fitting}' fits it.",
-            {"model.chat_template.name": fitting} if fitting != config.model.chat_template.name else {},
-        )
-    if _NO_TEMPLATE.search(text) or _INCONSISTENT.search(text):
-        problem = "has no chat template" if _NO_TEMPLATE.search(text) else "has a chat template Forge cannot split"
-        changes = _template_change(config, "alpaca")
-        return _fix(
-            "template",
-            f"The model's tokenizer {problem}, so Forge cannot tell the assistant's answers apart.",
-            changes,
-            "" if changes else "Set model.chat_template.name to a builtin template (see `forge models`).",
-        )
+    if _NO_TEMPLATE.search(text):
+        return _unsplittable_fix(config, "has no chat template")
     if _NO_TRAINED.search(text):
-        changes = _template_change(config, None)
-        if config.preprocessing.truncation == "truncate":
-            changes["preprocessing.truncation"] = "split"
-        return _fix(
-            "template",
-            "No token of the assistant's answers was trained: either long examples were cut before the "
-            "answer, or the chat template did not mark where answers are.",
-            changes,
-            "" if changes else "Check data.recipe.columns.assistant and model.max_length in forge.yaml.",
-        )
+        return _untrained_fix(config)
     if _EOS.search(text):
         changes = _template_change(config, None)
         return _fix(
@@ -266,8 +275,8 @@ def _detect_template(stage: str, text: str, config: ForgeConfig) -> Fix | None:
 
 # ------------------------------------------------------------------------------------------------ dataset
 
+# Libraries' wording; Forge's recipe reports a missing column in data["missing_column"] instead.
 _MISSING_COLUMN = (
-    re.compile(r"column '([^']+)' \((\w+)\) is missing"),  # Forge's recipe
     re.compile(r"Column(?:\(s\))? \[?'([^']+)'\]? not (?:found|in the dataset)", re.I),  # datasets
     re.compile(r"no (?:column|field|key) (?:named |called )?'([^']+)'", re.I),
     re.compile(r"KeyError: '([^']+)'"),
@@ -308,12 +317,16 @@ def _detect_dataset(stage: str, text: str, config: ForgeConfig) -> Fix | None:
     if found is None:
         return None
     missing = found.group(1)
-    named = found.group(2) if found.re.groups >= 2 else None
-    field = _missing_field(config, missing, named)
-    if field is None and found.re is _MISSING_COLUMN[-1]:
+    if _missing_field(config, missing, None) is None and found.re is _MISSING_COLUMN[-1]:
         return None  # a bare KeyError of something that is not a data column
     listed = _AVAILABLE.search(text[found.start() :]) or _AVAILABLE.search(text)
     available = re.findall(r"'([^']+)'", listed.group(1)) if listed else []
+    return _dataset_fix(config, missing, None, available)
+
+
+def _dataset_fix(config: ForgeConfig, missing: str, named: str | None, available: list[str]) -> Fix:
+    """The recipe maps a column the data lacks: point it at the closest existing column, if any."""
+    field = _missing_field(config, missing, named)
     available = [c for c in available if c != missing]
     target = _closest(missing, field, available) if field else None
     explanation = f"The data has no column '{missing}', but the recipe in forge.yaml uses it"
@@ -389,8 +402,10 @@ _HUB = re.compile(r"huggingface|hf\.co\b|hf_hub|snapshot_download|from_pretraine
 
 
 def _detect_disk(stage: str, text: str, config: ForgeConfig) -> Fix | None:
-    if not is_disk_full(text):
-        return None
+    return _disk_fix(stage, config) if is_disk_full(text) else None
+
+
+def _disk_fix(stage: str, config: ForgeConfig) -> Fix:
     changes: dict[str, Any] = {}
     if stage == "export" and len(config.export.quantizations) > 1:
         changes["export.quantizations"] = config.export.quantizations[0]
@@ -430,8 +445,64 @@ _DETECTORS: tuple[Detector, ...] = (
 )
 
 
-def diagnose_failure(stage: str, error: str, log_tail: str, config: ForgeConfig) -> Fix | None:
-    """A validated Fix for a known failure of ``stage``, or None when the failure is not recognised."""
+# ------------------------------------------------------------------------------------------------ Forge's codes
+
+
+def _killed_fix(stage: str, data: dict[str, Any], config: ForgeConfig) -> Fix | None:
+    # SIGKILL out of nowhere is the kernel's OOM killer (other signals are someone stopping the run).
+    return _oom_fix(stage, "cpu", config) if data.get("signal") == "SIGKILL" else None
+
+
+def _rejected_rows_fix(stage: str, data: dict[str, Any], config: ForgeConfig) -> Fix | None:
+    # A cause of a quarter of the rejects or more is worth a change; a rare one is noise in the data.
+    rejected = max(1, int(data.get("rejected") or 0))
+    missing = data.get("missing_column")
+    if isinstance(missing, dict) and missing.get("column") and 4 * int(missing.get("count") or 0) >= rejected:
+        return _dataset_fix(config, str(missing["column"]), missing.get("role"), list(missing.get("available") or []))
+    if 4 * int(data.get("untrained") or 0) >= rejected:
+        return _untrained_fix(config)
+    # Rows rejected by a ForgeError of their own (e.g. a template that cannot split every conversation).
+    codes = dict(data.get("error_codes") or {})
+    common = max(codes, key=codes.get, default=None)
+    if common is None or 4 * codes[common] < rejected or (detector := _BY_CODE.get(common)) is None:
+        return None
+    return detector(stage, {}, config)
+
+
+CodeDetector = Callable[[str, dict[str, Any], ForgeConfig], "Fix | None"]
+_BY_CODE: dict[ErrorCode, CodeDetector] = {
+    ErrorCode.TRAIN_OUT_OF_MEMORY: lambda stage, data, config: _oom_fix(stage, data.get("device", "cpu"), config),
+    ErrorCode.TRAIN_KILLED: _killed_fix,
+    ErrorCode.TRAIN_NON_FINITE: lambda stage, data, config: _nan_fix(config),
+    ErrorCode.DISK_FULL: lambda stage, data, config: _disk_fix(stage, config),
+    ErrorCode.TEMPLATE_MISFIT: lambda stage, data, config: _misfit_fix(config, list(data.get("fits") or [])),
+    ErrorCode.TOKENIZER_NO_TEMPLATE: lambda stage, data, config: _unsplittable_fix(config, "has no chat template"),
+    ErrorCode.TEMPLATE_NOT_PREFIX_CONSISTENT: lambda stage, data, config: _unsplittable_fix(
+        config, "has a chat template Forge cannot split"
+    ),
+    ErrorCode.NO_TRAINED_TOKENS: lambda stage, data, config: _untrained_fix(config),
+    ErrorCode.DATA_ROWS_REJECTED: _rejected_rows_fix,
+    ErrorCode.DATA_NOTHING_LEFT: _rejected_rows_fix,
+}
+
+
+def diagnose_failure(
+    stage: str,
+    error: str,
+    log_tail: str,
+    config: ForgeConfig,
+    *,
+    code: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Fix | None:
+    """A validated Fix for a known failure of ``stage``, or None when the failure is not recognised.
+
+    ``code`` and ``data`` are a ForgeError's; ``error`` and ``log_tail`` are text of libraries and the OS
+    (a wrapped exception's ``data["cause"]``, a worker's stderr), never a ForgeError's message.
+    """
+    detector = _BY_CODE.get(ErrorCode(code)) if code else None
+    if detector is not None and (fix := detector(stage, dict(data or {}), config)) is not None:
+        return _validated(fix, config)
     text = f"{error}\n{log_tail[-_LOG_CHARS:]}"
     for detector in _DETECTORS:
         fix = detector(stage, text, config)
@@ -457,6 +528,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise ForgeError(
                 f"'{key}' is not a key of forge.yaml ('{'.'.join(parents[: i + 1])}' is not a section).",
                 fix="Use dotted keys of existing settings, e.g. training.micro_batch_size.",
+                code=ErrorCode.CONFIG_INVALID,
             )
         node = child
     node[last] = value
@@ -481,6 +553,7 @@ def apply_fix(config: ForgeConfig, fix: Fix) -> ForgeConfig:
     raise ForgeError(
         f"The proposed change ({keys}) would make forge.yaml invalid: {problems}.",
         fix="Edit forge.yaml by hand; `forge plan` can write a fresh one.",
+        code=ErrorCode.CONFIG_INVALID,
     )
 
 

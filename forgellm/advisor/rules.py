@@ -16,7 +16,7 @@ from forgellm.advisor.schemas import (
     ScriptProposal,
     ScriptRequest,
 )
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 # Word stems per task, in a few languages; the first task whose stem starts a word of the goal wins,
 # so the specific tasks come before the broad ones ("classify support tickets" is classification).
@@ -180,7 +180,13 @@ class RulesAdvisor:
             raise ForgeError(
                 f"Cannot diagnose the failure: the configuration is invalid ({exc.error_count()} problems).",
                 fix="Check forge.yaml with `forge status`.",
+                code=ErrorCode.CONFIG_INVALID,
             ) from None
+        if request.code is not None:  # a ForgeError: its code says what it is; only a wrapped cause is text
+            error = str(request.data.get("cause") or "")
+            return diagnose_failure(
+                request.stage, error, request.log_tail, config, code=request.code, data=request.data
+            )
         return diagnose_failure(request.stage, request.error, request.log_tail, config)
 
     def write_script(self, request: ScriptRequest) -> ScriptProposal:
@@ -188,4 +194,5 @@ class RulesAdvisor:
             "The offline rules advisor cannot write scripts.",
             fix="Set advisor.provider to gemini or openai in forge.yaml (`forge init --advisor gemini`), "
             "then store a key with `forge login --provider gemini`.",
+            code=ErrorCode.ADVISOR_CANNOT,
         )

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 Runtime = Literal["auto", "bubblewrap", "docker"]
 NOBODY = 65534
@@ -156,17 +156,20 @@ def choose_runtime(runtime: Runtime, *, allow_unsandboxed: bool = False) -> str:
             f"advisor.sandbox is `docker` in forge.yaml, but {problem}, so the script cannot run in a container.",
             fix="Start the Docker engine (e.g. `sudo systemctl start docker`), or set `advisor.sandbox: "
             f"bubblewrap` in forge.yaml and install it: {_BWRAP_INSTALL}.",
+            code=ErrorCode.SANDBOX_UNAVAILABLE,
         )
     if runtime == "bubblewrap":
         raise ForgeError(
             "advisor.sandbox is `bubblewrap` in forge.yaml, but `bwrap` is not installed.",
             fix=f"Install it: {_BWRAP_INSTALL}; or, if you trust the script, pass --allow-unsandboxed.",
+            code=ErrorCode.SANDBOX_UNAVAILABLE,
         )
     raise ForgeError(
         "Advisor-written scripts run only in a sandbox, and no sandbox is available here: bubblewrap is not "
         f"installed and {problem}.",
         fix=f"Install bubblewrap: {_BWRAP_INSTALL}, or start Docker; or, if you trust the script, pass "
         "--allow-unsandboxed to run it with resource limits only.",
+        code=ErrorCode.SANDBOX_UNAVAILABLE,
     )
 
 
@@ -295,6 +298,7 @@ def _check_names(inputs: list[Path]) -> None:
             raise ForgeError(
                 f"The input name {name!r} clashes inside the sandbox (with the script or another input).",
                 fix="Rename the input file and run the command again.",
+                code=ErrorCode.USAGE_INVALID,
             )
 
 

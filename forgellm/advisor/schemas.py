@@ -123,12 +123,16 @@ class PlanProposal(Answer):
 
 @dataclass
 class DiagnosisRequest:
-    """A failure to explain: the stage that failed, its error text and the end of its log."""
+    """A failure to explain: the stage that failed, its error text and the end of its log.
+
+    For a ForgeError, ``code`` and ``data`` are what the rules read; its text is for an LLM advisor."""
 
     stage: str  # "prepare" | "train" | "eval" | "export" | "inference" | ...
     error: str
     log_tail: str
     config: dict[str, Any]  # ForgeConfig.model_dump(mode="json")
+    code: str | None = None  # forgellm.errors.ErrorCode of a ForgeError
+    data: dict[str, Any] = field(default_factory=dict)  # its ForgeError.data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

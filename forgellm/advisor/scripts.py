@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from forgellm.advisor.sandbox import Runtime, SandboxLimits, SandboxResult, run_sandboxed
 from forgellm.config.io import atomic_write_text
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout
 
 if TYPE_CHECKING:
@@ -113,7 +113,11 @@ def run_advisor_script(
 
     project_dir, input_path = project_dir.resolve(), input_path.resolve()
     if not instructions.strip():
-        raise ForgeError("--script needs instructions in plain words.", fix='e.g. --script "Make each thread a chat".')
+        raise ForgeError(
+            "--script needs instructions in plain words.",
+            fix='e.g. --script "Make each thread a chat".',
+            code=ErrorCode.USAGE_INVALID,
+        )
     # Refuse before asking a remote advisor: no point paying for a script that cannot run.
     choose_runtime(runtime, allow_unsandboxed=allow_unsandboxed)
     proposal = advisor.write_script(_script_request(input_path, instructions, sample_rows, redact_pii))
@@ -185,6 +189,7 @@ def _check_finished(result: SandboxResult, workdir: Path, script_path: Path) -> 
         raise ForgeError(
             f"The advisor's script made {OUTPUT_NAME} a link instead of writing it; it was not read.",
             fix=f"Read the script at {script_path}; it must write {OUTPUT_NAME} in its own folder.",
+            code=ErrorCode.SCRIPT_FAILED,
         )
     if result.ok and output.is_file() and output.stat().st_size > 0:
         return
@@ -201,6 +206,7 @@ def _check_finished(result: SandboxResult, workdir: Path, script_path: Path) -> 
         details=tail,
         fix=f"Read the script at {script_path} (its working folder is kept at {workdir}); describe the "
         "transformation more precisely in --script and run the command again.",
+        code=ErrorCode.SCRIPT_FAILED,
     )
 
 
@@ -236,6 +242,7 @@ def publish_conversations(source: Path, target: Path, script_path: Path) -> tupl
             fix=f"Read the script at {script_path}: each line of {OUTPUT_NAME} must be "
             '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}. '
             "Describe the output more precisely in --script and run again.",
+            code=ErrorCode.SCRIPT_FAILED,
         )
     partial.replace(target)
     return written, invalid, problems

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from forgellm.advisor.errors import AdvisorAnswerError, AdvisorAuthError, AdvisorError, AdvisorUnavailable
 from forgellm.advisor.rules import RulesAdvisor
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 if TYPE_CHECKING:
     from forgellm.advisor.protocol import Advisor, JsonClient
@@ -83,7 +83,8 @@ class FallbackAdvisor:
             raise self._auth_error(exc) from None
         except AdvisorError as exc:
             # The rules cannot write scripts: there is nothing to fall back to.
-            raise type(exc)(self._masked(exc.message), fix=self._masked(exc.fix or "") or None) from None
+            masked_fix = self._masked(exc.fix or "") or None
+            raise type(exc)(self._masked(exc.message), fix=masked_fix, data=exc.data) from None
 
     def _masked(self, text: str) -> str:
         return text.replace(self._secret, _MASK) if self._secret else text
@@ -117,7 +118,9 @@ def make_advisor(section: AdvisorSection, project_dir: Path | None, *, provider:
     if chosen == "rules":
         return RulesAdvisor()
     if chosen not in ("gemini", "openai"):
-        raise ForgeError(f"Unknown advisor '{chosen}'.", fix="Use one of: rules, gemini, openai.")
+        raise ForgeError(
+            f"Unknown advisor '{chosen}'.", fix="Use one of: rules, gemini, openai.", code=ErrorCode.ADVISOR_UNKNOWN
+        )
     from forgellm.advisor.cache import AdvisorCache, default_cache_dir
     from forgellm.advisor.llm import LLMAdvisor
     from forgellm.config.settings import api_key
@@ -134,6 +137,7 @@ def make_advisor(section: AdvisorSection, project_dir: Path | None, *, provider:
                 "The Gemini advisor needs an API key, and none is stored.",
                 fix="Run `forge login --provider gemini` (or set GEMINI_API_KEY), "
                 "or use the offline advisor: --advisor rules.",
+                code=ErrorCode.ADVISOR_KEY_MISSING,
             )
         from forgellm.advisor.gemini import GeminiClient
 

@@ -49,7 +49,7 @@ def validate(
     except ForgeError as exc:
         if not as_json:
             raise
-        print_json({"valid": False, "problems": exc.details or [exc.message], "fix": exc.fix})
+        print_json({"valid": False, "code": exc.code, "problems": exc.details or [exc.message], "fix": exc.fix})
         raise typer.Exit(1) from None
     if as_json:
         print_json(
@@ -80,11 +80,12 @@ def upgrade(path: Path = PATH_OPTION) -> None:
         console.print(f"{loaded.path} is already in the current layout; nothing to do.")
         return
     if loaded.env_overrides:
-        from forgellm.errors import ForgeError
+        from forgellm.errors import ErrorCode, ForgeError
 
         raise ForgeError(
             "FORGE_* overrides are set; upgrading now would write them into forge.yaml.",
             fix="Unset " + ", ".join(loaded.env_overrides.values()) + " and run the upgrade again.",
+            code=ErrorCode.USAGE_INVALID,
         )
     assert loaded.path is not None  # load_config always sets it
     backup = loaded.path.with_name(f"{loaded.path.name}.v{loaded.file_version}.bak")

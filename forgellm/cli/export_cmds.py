@@ -31,7 +31,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained run: merged Hugging Face weights, GGUF, Ollama Modelfile, model card."""
-    from forgellm.errors import ForgeError
+    from forgellm.errors import ErrorCode, ForgeError
     from forgellm.export.gguf_convert import parse_quants
     from forgellm.export.pipeline import export_model
     from forgellm.project import require_project
@@ -57,6 +57,7 @@ def export(
         raise ForgeError(
             f"Ollama refused to create the model: {result.ollama.error}",
             fix=f"The export is complete in {result.folder}; fix the cause, then run: {result.ollama.command}",
+            code=ErrorCode.OLLAMA_FAILED,
         )
 
 

@@ -14,6 +14,11 @@ from typing import Any
 from forgellm.errors import ForgeError
 
 
+def error_label(exc: ForgeError) -> str:
+    """``Error [code]:`` in rich markup: the code is what to search for or report, the words may change."""
+    return f"[bold red]Error \\[{exc.code}]:[/]"
+
+
 def diagnose(stage: str, exc: BaseException) -> Any | None:
     """The rules advisor's Fix for ``exc`` raised by command ``stage``, or None."""
     try:
@@ -21,9 +26,15 @@ def diagnose(stage: str, exc: BaseException) -> Any | None:
         from forgellm.config.schema import ForgeConfig
 
         config = _project_config() or ForgeConfig()
-        message = exc.message if isinstance(exc, ForgeError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ForgeError):
+            # Its code and data say what it is; only a library exception it wraps is text to classify.
+            wrapped = exc.__cause__ or exc.__context__
+            wrapped = None if isinstance(wrapped, ForgeError) else wrapped
+            tail = "".join(traceback.format_exception(wrapped)[-20:]) if wrapped is not None else ""
+            cause = str(exc.data.get("cause") or "")
+            return diagnose_failure(stage, cause, tail, config, code=exc.code, data=exc.data)
         tail = "".join(traceback.format_exception(exc)[-20:])
-        return diagnose_failure(stage, message, tail, config)
+        return diagnose_failure(stage, f"{type(exc).__name__}: {exc}", tail, config)
     except Exception:  # a diagnosis is a bonus; it never hides the original error
         return None
 

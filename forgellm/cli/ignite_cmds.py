@@ -41,13 +41,17 @@ def ignite(
     as_json: bool = typer.Option(False, "--json", help="Print the stages' results as JSON at the end."),
 ) -> None:
     """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
-    from forgellm.errors import ForgeError
+    from forgellm.errors import ErrorCode, ForgeError
     from forgellm.pipeline import IgniteInterrupted, IgniteOptions
     from forgellm.pipeline import ignite as run_ignite
     from forgellm.project import find_project
 
     if advisor is not None and advisor not in ("rules", "gemini", "openai"):
-        raise ForgeError(f"Unknown advisor {advisor!r}.", fix="Use --advisor rules, gemini or openai.")
+        raise ForgeError(
+            f"Unknown advisor {advisor!r}.",
+            fix="Use --advisor rules, gemini or openai.",
+            code=ErrorCode.ADVISOR_UNKNOWN,
+        )
     root = find_project(project) or project
     options = IgniteOptions(
         data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes, time_budget=time_budget
@@ -176,11 +180,12 @@ class _IgniteDisplay:
 
 
 def _no_terminal(question: str) -> Exception:
-    from forgellm.errors import ForgeError
+    from forgellm.errors import ErrorCode, ForgeError
 
     return ForgeError(
         f"ignite would ask: {question} — but there is no terminal to answer in.",
         fix="Add --yes to go on without asking (or --dry-run to only see the plan).",
+        code=ErrorCode.CONFIRMATION_NEEDED,
     )
 
 

@@ -45,13 +45,15 @@ def inference(
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
 ) -> None:
     """Talk to your model: an interactive chat (/help inside), or one answer with --prompt."""
-    from forgellm.errors import ForgeError
+    from forgellm.errors import ErrorCode, ForgeError
     from forgellm.project import find_project
     from forgellm.serve.chat_session import session_for
     from forgellm.serve.model_choice import choose_model, open_compare_engines, open_engine
 
     if prompt is not None and not prompt.strip():
-        raise ForgeError("--prompt is empty.", fix='Give the message to answer, e.g. --prompt "Hello".')
+        raise ForgeError(
+            "--prompt is empty.", fix='Give the message to answer, e.g. --prompt "Hello".', code=ErrorCode.USAGE_INVALID
+        )
     root = find_project(project)
     with progress_steps() as step:
         choice = choose_model(root, model, engine=engine.value, progress=step)
@@ -73,6 +75,7 @@ def inference(
 
 
 def _chat(engines: list[InferenceEngine], session: ChatSession, limits: tuple[int, float]) -> None:
+    from forgellm.cli.failure import error_label
     from forgellm.errors import ForgeError
 
     with contextlib.suppress(ImportError):
@@ -96,7 +99,7 @@ def _chat(engines: list[InferenceEngine], session: ChatSession, limits: tuple[in
         try:
             answers = _answer(engines, session.messages, text, limits)
         except ForgeError as exc:  # e.g. a conversation longer than the context: say so, keep chatting
-            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", soft_wrap=True)
+            err_console.print(f"{error_label(exc)} {escape(exc.message)}", soft_wrap=True)
             if exc.fix:
                 err_console.print(f"[bold]Fix:[/] {escape(exc.fix)}", soft_wrap=True)
             continue

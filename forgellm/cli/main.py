@@ -10,7 +10,7 @@ from forgellm import __version__
 
 
 class ForgeGroup(TyperGroup):
-    """Turns ForgeError into a clear message and exit code 1 — a user never sees a traceback for it."""
+    """Turns ForgeError into its code, a clear message and exit code 1 — a user never sees a traceback for it."""
 
     def invoke(self, ctx):  # type: ignore[override]
         from forgellm.errors import ForgeError
@@ -18,9 +18,10 @@ class ForgeGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except ForgeError as exc:
+            from forgellm.cli.failure import error_label
             from forgellm.cli.output import err_console
 
-            err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+            err_console.print(f"{error_label(exc)} {exc.message}", soft_wrap=True)
             for detail in exc.details:
                 err_console.print(f"  [red]•[/] {detail}", soft_wrap=True)
             if exc.fix:

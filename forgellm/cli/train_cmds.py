@@ -26,12 +26,16 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON (no live display)."),
 ) -> None:
     """Train on the prepared data; recovers from out-of-memory, NaN loss and crashes on its own."""
-    from forgellm.errors import ForgeError
+    from forgellm.errors import ErrorCode, ForgeError
     from forgellm.project import find_project
     from forgellm.training.supervisor import run_training
 
     if run is not None and not resume:
-        raise ForgeError(f"'{run}' names a run, which only --resume takes.", fix=f"forge train --resume {run}")
+        raise ForgeError(
+            f"'{run}' names a run, which only --resume takes.",
+            fix=f"forge train --resume {run}",
+            code=ErrorCode.USAGE_INVALID,
+        )
     root = find_project(project) or project
     which: str | bool | None = (run or True) if resume else None
     if as_json:

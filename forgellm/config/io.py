@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from forgellm.config.migrate import migrate
 from forgellm.config.schema import SCHEMA_VERSION, ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 CONFIG_FILENAME = "forge.yaml"
 ENV_PREFIX = "FORGE_"
@@ -84,6 +84,7 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
                         f"forge.yaml has the key `{'.'.join(sub)}` twice (lines {lines[sub]} and "
                         f"{key.start_mark.line + 1}); the first would be ignored.",
                         fix="Merge the two into one entry.",
+                        code=ErrorCode.CONFIG_SYNTAX,
                     )
                 lines[sub] = key.start_mark.line + 1
                 walk(value, sub)
@@ -102,6 +103,7 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
         raise ForgeError(
             f"{source} is not valid YAML{where}: {problem}.",
             fix="Check indentation (spaces, not tabs) and that every `key: value` pair has a colon and a space.",
+            code=ErrorCode.CONFIG_SYNTAX,
         ) from None
     if raw is None:
         return {}
@@ -110,6 +112,7 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
             f"{source} must be a mapping of sections (project:, model:, training: ...), "
             f"but it holds a {type(raw).__name__}.",
             fix="Start from `forge init`, which writes a complete forge.yaml.",
+            code=ErrorCode.CONFIG_SYNTAX,
         )
     return raw
 
@@ -212,6 +215,7 @@ def config_from_mapping(
             details=problems,
             fix="Correct the keys above (see `forge config show` for a complete valid file) and run "
             "`forge config validate` again.",
+            code=ErrorCode.CONFIG_INVALID,
         ) from None
     names = {".".join(path): variable for path, (variable, _) in overrides.items()}
     return LoadedConfig(config, None, file_version, notes, names)
@@ -226,12 +230,16 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ForgeError(
             f"No {path.name} at {path.parent.resolve()}.",
             fix="Run `forge init` to create a project here, or change to your project folder.",
+            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(path.parent.resolve())},
         )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ForgeError(
-            f"Cannot read {path}: {exc}.", fix="Check the file's permissions and encoding (UTF-8)."
+            f"Cannot read {path}: {exc}.",
+            fix="Check the file's permissions and encoding (UTF-8).",
+            code=ErrorCode.FILE_UNREADABLE,
+            data={"path": str(path), "cause": cause(exc)},
         ) from None
     raw = parse_yaml(text, str(path))
     _key_lines(text)  # refuses duplicate keys before anything else

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from forgellm.config.schema import SCHEMA_VERSION
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 Raw = dict[str, Any]
 
@@ -58,12 +58,14 @@ def migrate(raw: Raw) -> tuple[Raw, list[str]]:
         raise ForgeError(
             f"forge.yaml: `version` must be a whole number from 1 to {SCHEMA_VERSION}, got {version!r}.",
             fix=f"Set `version: {SCHEMA_VERSION}` at the top of forge.yaml.",
+            code=ErrorCode.CONFIG_INVALID,
         )
     if version > SCHEMA_VERSION:
         raise ForgeError(
             f"forge.yaml is schema version {version}, but this Forge understands versions up to {SCHEMA_VERSION}: "
             "it was written by a newer Forge.",
             fix="Upgrade Forge (`pip install -U forgellm`) to use this project; nothing was changed.",
+            code=ErrorCode.CONFIG_TOO_NEW, data={"version": version},
         )
     raw = copy.deepcopy(raw)
     notes: list[str] = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 Provider = Literal["gemini", "openai"]
 PROVIDERS: tuple[str, ...] = ("gemini", "openai")
@@ -51,7 +51,11 @@ def credentials_path() -> Path:
 
 def _check_provider(provider: str) -> None:
     if provider not in PROVIDERS:
-        raise ForgeError(f"Unknown provider '{provider}'.", fix=f"Use one of: {', '.join(PROVIDERS)}.")
+        raise ForgeError(
+            f"Unknown provider '{provider}'.",
+            fix=f"Use one of: {', '.join(PROVIDERS)}.",
+            code=ErrorCode.ADVISOR_UNKNOWN,
+        )
 
 
 def _read_credentials() -> dict[str, str]:
@@ -67,6 +71,7 @@ def _read_credentials() -> dict[str, str]:
         raise ForgeError(
             f"The credentials file {path} is unreadable ({exc}).",
             fix=f"Delete it and store your key again with `forge login`: rm {path}",
+            code=ErrorCode.CREDENTIALS_INVALID,
         ) from None
     return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
@@ -85,9 +90,17 @@ def store_api_key(provider: str, key: str) -> Path:
     _check_provider(provider)
     key = key.strip()
     if not key:
-        raise ForgeError("The API key is empty.", fix="Paste the whole key when asked, or pass --api-key KEY.")
+        raise ForgeError(
+            "The API key is empty.",
+            fix="Paste the whole key when asked, or pass --api-key KEY.",
+            code=ErrorCode.CREDENTIALS_INVALID,
+        )
     if any(ch.isspace() for ch in key):
-        raise ForgeError("The API key contains spaces or line breaks.", fix="Copy the key again, without spaces.")
+        raise ForgeError(
+            "The API key contains spaces or line breaks.",
+            fix="Copy the key again, without spaces.",
+            code=ErrorCode.CREDENTIALS_INVALID,
+        )
     data = _read_credentials()
     data[provider] = key
     return _write_credentials(data)

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from charset_normalizer import CharsetMatch
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 SAMPLE_BYTES = 256 * 1024  # head sample for encoding and format sniffing
 _PROBE_BYTES = 64 * 1024  # extra probes spread over large uncompressed files
@@ -95,6 +95,7 @@ def read_sample(path: Path, compression: str | None, size: int = SAMPLE_BYTES) -
         raise ForgeError(
             f"{path.name} is not a valid {name} file ({e}).",
             fix=f"Check the file is complete and really {name}-compressed, or decompress it yourself first.",
+            code=ErrorCode.DATA_FORMAT_INVALID,
         ) from e
     return data[:size], len(data) <= size
 
@@ -193,6 +194,7 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
         f"Could not tell the text encoding of {name} (tried: {_TRIED}).",
         fix="Convert it to UTF-8, e.g. `iconv -f SHIFT_JIS -t UTF-8 input.csv > output.csv` (use the file's real "
         "encoding in place of SHIFT_JIS; `file -i input.csv` may name it), or pass the encoding explicitly.",
+        code=ErrorCode.DATA_ENCODING_UNKNOWN,
     )
 
 
@@ -234,6 +236,7 @@ def check_encoding_name(encoding: str) -> str:
         raise ForgeError(
             f"Unknown text encoding {encoding!r}.",
             fix="Use a Python codec name such as 'utf-8', 'utf-16', 'cp1252', 'latin-1' or 'shift_jis'.",
+            code=ErrorCode.DATA_ENCODING_UNKNOWN,
         ) from e
 
 

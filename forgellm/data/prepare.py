@@ -39,7 +39,7 @@ from forgellm.data.prepare_output import chunk_paths, merge_chunks, write_chunk
 from forgellm.data.prepare_validate import validate_outputs
 from forgellm.data.records import BadRow, Record
 from forgellm.data.splits import SplitAssigner
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import PreparedLayout, ProjectLayout
 from forgellm.project.prepared import PreparedData, PreparedStats, SplitCounts
 
@@ -90,6 +90,7 @@ def load_project_config(project_dir: Path) -> ForgeConfig:
             f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
             fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
             "another), then `forge prepare FILE` again.",
+            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(project_dir)},
         )
     return load_config(project_dir).config
 
@@ -148,7 +149,12 @@ class _PrepareRun:
         from forgellm.models.loading import chat_setup
 
         if not self.input_path.exists():
-            raise ForgeError(f"No such file or folder: {self.input_path}.", fix="Check the path of your data.")
+            raise ForgeError(
+                f"No such file or folder: {self.input_path}.",
+                fix="Check the path of your data.",
+                code=ErrorCode.FILE_NOT_FOUND,
+                data={"path": str(self.input_path)},
+            )
         self.hooks.step(f"Loading the tokenizer and chat template of {self.config.model.ref}")
         setup = chat_setup(
             self.config.model.ref, self.config.model.chat_template, base_dir=self.project_dir, progress=self.hooks.step
@@ -172,6 +178,8 @@ class _PrepareRun:
                     f"The disk is full (or a file-size limit was hit) while writing {exc.filename or work}.",
                     fix="Free some space and run the same command again: finished chunks are kept and the run "
                     "resumes; no final output was written.",
+                    code=ErrorCode.DISK_FULL,
+                    data={"path": str(exc.filename or work), "cause": cause(exc)},
                 ) from None
             raise
 
@@ -186,6 +194,7 @@ class _PrepareRun:
                     f"({existing.input['bytes']:,} bytes then, {fingerprint['bytes']:,} now; content differs), "
                     "so it cannot be resumed.",
                     fix="Run `forge prepare FILE --restart` to start over with the current file.",
+                    code=ErrorCode.DATA_INPUT_CHANGED,
                 )
             self.hooks.step(f"Resuming: {len(existing.chunks)} chunks already done")
             return existing
@@ -299,6 +308,8 @@ class _PrepareRun:
                 fix=f"Look at the rejected rows with their line numbers in {work / 'chunks'} (*.rejects.jsonl); "
                 "fix the data or data.recipe in forge.yaml (`forge prepare FILE --show-recipe`), then run again "
                 "with --restart.",
+                code=ErrorCode.DATA_ROWS_REJECTED,
+                data=_rejects_data(manifest, reasons),
             )
 
     def _finish(self, work: Path, final: Path, manifest: Manifest) -> PrepareResult:
@@ -326,6 +337,7 @@ class _PrepareRun:
                 "The prepared data failed its own checks, so it was not published:",
                 details=[f"{c.name}: {c.detail}" for c in failed],
                 fix=f"This is a Forge bug; please report it with the files in {work}.",
+                code=ErrorCode.DATA_CHECKS_FAILED,
             )
         stats = self._stats(manifest, split_stats, merge_reasons, checks)
         stats.save(PreparedLayout(work))
@@ -393,6 +405,9 @@ def _chunk_summary(number: int, items: int, out: Any, assigner: SplitAssigner) -
         "reasons": dict(out.reasons),
         "truncated": out.truncated,
         "truncated_lost_stop": out.truncated_lost_stop,
+        "missing_columns": list(out.missing_columns.values()),
+        "untrained": out.untrained,
+        "error_codes": dict(out.error_codes),
         "split_state": assigner.state(),
     }
 
@@ -407,4 +422,27 @@ def _nothing_left(manifest: Manifest, merge_reasons: Counter, work: Path) -> For
         f"No training examples are left after preparation ({top}). Nothing was published.",
         fix=f"Check the rejected rows in {PreparedLayout(work).rejects} and relax the filters or fix data.recipe in "
         "forge.yaml, then run again.",
+        code=ErrorCode.DATA_NOTHING_LEFT,
+        data=_rejects_data(manifest, reasons),
     )
+
+
+def _rejects_data(manifest: Manifest, reasons: Counter) -> dict[str, Any]:
+    """What the rejects tell a program (diagnosis): the most often missing recipe column, and how many
+    examples kept no trained token. Chunks of a preparation begun by an older Forge lack both."""
+    missing: dict[tuple[str, str], dict[str, Any]] = {}
+    for chunk in manifest.chunks:
+        for entry in chunk.get("missing_columns", []):
+            seen = missing.setdefault((entry["role"], entry["column"]), {**entry, "count": 0})
+            seen["count"] += entry["count"]
+    top = max(missing.values(), key=lambda entry: entry["count"], default=None)
+    codes: Counter = Counter()
+    for chunk in manifest.chunks:
+        codes.update(chunk.get("error_codes", {}))
+    return {
+        "rejected": sum(reasons.values()),
+        "reasons": dict(reasons.most_common(10)),
+        "missing_column": top,  # role, column, available, count
+        "untrained": sum(chunk.get("untrained", 0) for chunk in manifest.chunks),
+        "error_codes": dict(codes),  # the codes of ForgeErrors that rejected rows (a template that fails)
+    }

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 from forgellm.config.schema import ForgeConfig, RecipeSection
 from forgellm.data.keyindex import KeyIndex
 from forgellm.data.neardup import NearDuplicateIndex, content_text, row_id
-from forgellm.data.records import BadRow, EmptyTextError, Example, RecipeError, Record, reason_kind
+from forgellm.data.records import (
+    BadRow,
+    EmptyTextError,
+    Example,
+    MissingColumnError,
+    RecipeError,
+    Record,
+    reason_kind,
+)
 from forgellm.data.splits import SplitAssigner, content_key, parse_date
 from forgellm.data.tokenize import (
     Encoded,
@@ -25,6 +33,7 @@ from forgellm.data.tokenize import (
     render_batch,
     tokenize_rendered,
 )
+from forgellm.errors import ForgeError
 
 if TYPE_CHECKING:
     from forgellm.templates.messages import ChatFormat
@@ -41,6 +50,10 @@ class ChunkOutput:
     format_errors: int = 0  # unreadable rows and rows that don't fit the recipe (count toward the error rate)
     truncated: int = 0
     truncated_lost_stop: int = 0
+    # What diagnosis needs of the rejects (ForgeError data), as fields, not as the reasons' words:
+    missing_columns: dict[str, dict[str, Any]] = field(default_factory=dict)  # "role:column" -> column, role...
+    untrained: int = 0  # examples with no trained token left
+    error_codes: Counter = field(default_factory=Counter)  # ForgeError code -> rows it rejected (e.g. rendering)
 
 
 @dataclass
@@ -108,6 +121,8 @@ class ChunkProcessor:
             except RecipeError as exc:
                 # Empty answers are a quality drop; only rows that don't fit the format count as errors.
                 format_error = not isinstance(exc, EmptyTextError)
+                if isinstance(exc, MissingColumnError):
+                    _count_missing(out, exc)
                 self._reject(out, item.line, item.source, str(exc), _excerpt(item), format_error=format_error)
                 continue
             cleaned = self._filter(example, out)
@@ -182,8 +197,9 @@ class ChunkProcessor:
             return pending
         rendered = render_batch(self.chat_format, [e.messages or [] for e in examples])
         for example, item in zip(examples, rendered, strict=True):
-            if isinstance(item, str):
-                self._reject(pending.out, example.line, example.source, item, _excerpt(example))
+            if isinstance(item, ForgeError):
+                pending.out.error_codes[str(item.code)] += 1
+                self._reject(pending.out, example.line, example.source, item.message, _excerpt(example))
             else:
                 pending.examples.append(example)
                 pending.rendered.append(item)
@@ -267,6 +283,7 @@ class ChunkProcessor:
             ids, labels = ids[:limit], labels[:limit]
             trained = sum(label != -100 for label in labels)
         if trained == 0:
+            out.untrained += 1
             self._reject(
                 out, example.line, example.source, "no trained tokens (nothing of the answer fits)", _excerpt(example)
             )
@@ -380,3 +397,10 @@ def _row(example: Example, text: str, split: str | None, tokens: int, trained: i
             row[marker] = example.extra[marker]
     row.update(text=text, tokens=tokens, trained_tokens=trained)
     return row
+
+
+def _count_missing(out: ChunkOutput, exc: MissingColumnError) -> None:
+    entry = out.missing_columns.setdefault(
+        f"{exc.role}:{exc.column}", {"role": exc.role, "column": exc.column, "available": exc.available, "count": 0}
+    )
+    entry["count"] += 1

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.records import reason_kind
 from forgellm.data.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import PreparedLayout
 
 TOKEN_SCHEMA = pa.schema(
@@ -140,6 +140,7 @@ def plan_splits(work: Path, chunks: int, config: ForgeConfig) -> SplitPlan:
             raise ForgeError(
                 "preprocessing.balance needs a label column with at least two labels.",
                 fix="Set data.recipe.columns.label to the category column, or set preprocessing.balance: false.",
+                code=ErrorCode.CONFIG_INVALID,
             )
         cap = statistics.median(labelled.values())
         plan.label_keep = {label: min(1.0, cap / n) for label, n in labelled.items()}

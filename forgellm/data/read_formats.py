@@ -11,7 +11,7 @@ from typing import IO
 
 from forgellm.data import encoding as enc
 from forgellm.data.records import BadRow, Record
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 _DELIMITERS = ",;\t|"
 _SNIFF_CHARS = 8 * 1024  # csv.Sniffer turns quadratic on some inputs: 1 s for 32 KB of multi-line cells
@@ -104,9 +104,14 @@ def parquet_footer(path: Path) -> tuple[tuple[str, ...], int]:
         raise ForgeError(
             f"{path.name} is not a readable Parquet file ({e}).",
             fix="Check the file is complete; re-export it, or save the data as CSV or JSONL.",
+            code=ErrorCode.DATA_FORMAT_INVALID,
         ) from e
     if meta.metadata.num_rows == 0:
-        raise ForgeError(f"{path.name} is a Parquet file with no rows.", fix="Check that the right data was exported.")
+        raise ForgeError(
+            f"{path.name} is a Parquet file with no rows.",
+            fix="Check that the right data was exported.",
+            code=ErrorCode.DATA_EMPTY,
+        )
     return tuple(meta.schema_arrow.names), meta.metadata.num_rows
 
 

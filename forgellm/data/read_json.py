@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from forgellm.data.records import BadRow, Record
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 # Keys under which a top-level JSON object commonly holds its list of records ({"data": [...]}).
 RECORD_KEYS = ("data", "rows", "records", "examples", "items", "instances", "samples", "train", "entries")
@@ -113,6 +113,7 @@ class JsonScanner:
         raise ForgeError(
             f"{self._name} is not valid JSON at line {line}, column {column}: {message}.",
             fix="Correct the file at that place (`python -m json.tool FILE` shows the first error).",
+            code=ErrorCode.DATA_FORMAT_INVALID,
         )
 
 
@@ -193,7 +194,11 @@ def sniff_json(text: str, whole: bool, name: str) -> tuple[str, str | None, list
         after = _WS.match(text, start + 1).end()
         first = text[after : after + 1]
         if first == "]":
-            raise ForgeError(f"{name} is an empty JSON array: there are no records.", fix="Check you exported data.")
+            raise ForgeError(
+                f"{name} is an empty JSON array: there are no records.",
+                fix="Check you exported data.",
+                code=ErrorCode.DATA_EMPTY,
+            )
         if first and first != "{" and (after < len(text) or whole):
             raise _not_records(name, f"an array of {_first_char_kind(first)} values, not of objects")
         return "json", None, _columns_of(decoder, text, after)
@@ -241,4 +246,5 @@ def _not_records(name: str, found: str) -> ForgeError:
         f"{name} does not hold a list of records: its top level is {found}.",
         fix='Make the top level an array of objects, one per record ([{"text": ...}, ...]), '
         "or save one JSON object per line as .jsonl.",
+        code=ErrorCode.DATA_FORMAT_INVALID,
     )

@@ -22,7 +22,7 @@ from forgellm.data.encoding import count_lines_fast
 from forgellm.data.read_formats import iter_csv, iter_parquet, iter_texts, parquet_footer, sniff_dialect
 from forgellm.data.read_json import iter_json, iter_jsonl, jsonl_columns, sniff_json
 from forgellm.data.records import BadRow, Record
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 __all__ = ["Dataset", "DatasetInfo", "count_lines_fast", "estimate_rows", "open_dataset", "sample_records"]
 
@@ -82,7 +82,11 @@ class Dataset:
 
     def __init__(self, info: DatasetInfo, batch_rows: int) -> None:
         if batch_rows < 1:
-            raise ForgeError(f"batch_rows must be at least 1, got {batch_rows}.", fix="Use a positive batch size.")
+            raise ForgeError(
+                f"batch_rows must be at least 1, got {batch_rows}.",
+                fix="Use a positive batch size.",
+                code=ErrorCode.USAGE_INVALID,
+            )
         self.info = info
         self.batch_rows = batch_rows
         self._replacements = enc.ReplacementCounter()
@@ -136,12 +140,16 @@ def open_dataset(path: str | os.PathLike[str], *, batch_rows: int = 2000, encodi
         raise ForgeError(
             f"No such file or folder: {p}",
             fix=f"Check the path (relative paths start from {Path.cwd()}).",
+            code=ErrorCode.FILE_NOT_FOUND,
+            data={"path": str(p)},
         )
     try:
         info = _folder_info(p, encoding) if p.is_dir() else _file_info(p, encoding)
     except PermissionError as e:
         raise ForgeError(
-            f"Cannot read {e.filename or p}: permission denied.", fix="Check the file's permissions."
+            f"Cannot read {e.filename or p}: permission denied.",
+            fix="Check the file's permissions.",
+            code=ErrorCode.FILE_UNREADABLE,
         ) from e
     return Dataset(info, batch_rows)
 
@@ -190,6 +198,7 @@ def _file_info(p: Path, encoding: str | None) -> DatasetInfo:
         raise ForgeError(
             f"{p.name} is a compressed Parquet file; Parquet compresses inside the file already.",
             fix=f"Decompress it first (e.g. `gunzip {p.name}`).",
+            code=ErrorCode.DATA_FORMAT_INVALID,
         )
     sample, whole = enc.read_sample(p, compression)
     if kind is None and compression is None and sample.startswith(b"PAR1"):
@@ -212,7 +221,11 @@ def _file_info(p: Path, encoding: str | None) -> DatasetInfo:
     what = enc.binary_kind(sample)
     if what:
         hint = "rename it to .parquet" if what == "a Parquet file" else "export the data as CSV (UTF-8) or JSONL"
-        raise ForgeError(f"{p.name} looks like a binary file, not text: it is {what}.", fix=f"Check the file; {hint}.")
+        raise ForgeError(
+            f"{p.name} looks like a binary file, not text: it is {what}.",
+            fix=f"Check the file; {hint}.",
+            code=ErrorCode.DATA_FORMAT_INVALID,
+        )
     guess = (
         enc.given_encoding(encoding, sample)
         if encoding
@@ -255,13 +268,18 @@ def _csv_info(base: DatasetInfo, text: str, whole: bool, name: str) -> DatasetIn
         header = next(row for row in reader if row)
         has_rows = any(any(cell.strip() for cell in row) for row in islice(reader, 50))
     except csv.Error as e:
-        raise ForgeError(f"{name}: cannot read the CSV header: {e}.", fix="Check the first line of the file.") from e
+        raise ForgeError(
+            f"{name}: cannot read the CSV header: {e}.",
+            fix="Check the first line of the file.",
+            code=ErrorCode.DATA_FORMAT_INVALID,
+        ) from e
     except StopIteration:
         header, has_rows = [], False
     if whole and not has_rows:
         raise ForgeError(
             f"{name} has a header but no rows (columns: {', '.join(header)}).",
             fix="Add data rows below the header line, or check that the right file or sheet was exported.",
+            code=ErrorCode.DATA_EMPTY,
         )
     return replace(base, delimiter=delimiter, quotechar=quotechar, columns=tuple(unique_columns(header)))
 
@@ -310,6 +328,7 @@ def _folder_info(p: Path, encoding: str | None) -> DatasetInfo:
             fix="Put the documents in that folder as .txt or .md files, or give the path of a data file "
             "(CSV, JSON, JSONL or Parquet) instead of the folder.",
             details=[f"{name}: {reason}" for name, reason in skipped[:10]],
+            code=ErrorCode.DATA_EMPTY,
         )
     how = "detected per file"
     if encoding:
@@ -351,4 +370,8 @@ def _tuple(columns: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _empty(p: Path, what: str) -> ForgeError:
-    return ForgeError(f"{p.name} {what}: there is nothing to read.", fix="Check that the right file was exported.")
+    return ForgeError(
+        f"{p.name} {what}: there is nothing to read.",
+        fix="Check that the right file was exported.",
+        code=ErrorCode.DATA_EMPTY,
+    )

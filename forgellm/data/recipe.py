@@ -22,9 +22,9 @@ from typing import Any
 
 from forgellm.config.schema import RecipeSection
 from forgellm.data.cleaning import clean_text
-from forgellm.data.records import EmptyTextError, Example, Message, RecipeError, Record
+from forgellm.data.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
 from forgellm.data.transcripts import split_transcript
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 BUILTIN_ROLES: dict[str, str] = {
     "system": "system",
@@ -89,7 +89,9 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
         try:
             split = split_transcript(get.text("text"), recipe.transcript, _role_lookup(recipe))
         except ValueError as exc:  # a configuration problem, the same for every record: stop, don't reject
-            raise ForgeError(str(exc), fix="edit data.recipe.transcript in forge.yaml") from exc
+            raise ForgeError(
+                str(exc), fix="edit data.recipe.transcript in forge.yaml", code=ErrorCode.DATA_RECIPE_MISMATCH
+            ) from exc
         turns = [(t["role"], t["content"]) for t in split.turns]
         if split.dropped:
             extra["dropped_text_chars"] = sum(len(d) for d in split.dropped)
@@ -120,7 +122,10 @@ class _Columns:
     def _missing(self, key: str, name: str) -> RecipeError:
         available = ", ".join(repr(k) for k in self.fields) or "none"
         where = "data.recipe.columns." + key
-        return RecipeError(f"column {name!r} ({key}) is missing; available columns: {available}. Set {where}")
+        return MissingColumnError(
+            f"column {name!r} ({key}) is missing; available columns: {available}. Set {where}",
+            column=name, role=key, available=[str(k) for k in self.fields],
+        )
 
     def value(self, key: str) -> Any:
         name = self.column(key)

@@ -49,6 +49,14 @@ class EmptyTextError(RecipeError):
     """The record fits the recipe but a turn is empty: a data-quality drop, not a format error."""
 
 
+class MissingColumnError(RecipeError):
+    """The recipe names a column the record lacks; the fields let diagnosis propose the right column."""
+
+    def __init__(self, message: str, *, column: str, role: str, available: list[str]) -> None:
+        super().__init__(message)
+        self.column, self.role, self.available = column, role, available
+
+
 def reason_kind(reason: str) -> str:
     """A reject reason with its numbers generalised, to count reasons by kind ("duplicate of line N")."""
     return re.sub(r"\d+", "N", reason)[:160]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from forgellm.config.schema import SplitSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 SPLITS = ("train", "val", "test")
 
@@ -109,6 +109,7 @@ def temporal_cutoffs(dates: list[float], ratios: tuple[float, float, float]) -> 
         raise ForgeError(
             "A temporal split needs dates, but no row had a readable date.",
             fix="Set preprocessing.split.column to a column with ISO dates (2024-05-31), or use method: random.",
+            code=ErrorCode.DATA_RECIPE_MISMATCH,
         )
     ordered = sorted(dates)
     last = len(ordered) - 1

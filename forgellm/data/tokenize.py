@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.templates import IGNORE_INDEX
 from forgellm.templates.messages import ChatFormat, Message
 
@@ -25,13 +25,14 @@ class Encoded:
 
 
 def render_batch(chat_format: ChatFormat, conversations: Sequence[Sequence[Message]]) -> list[Any]:
-    """RenderedConversation per conversation, or the error reason (str) where it can't be rendered."""
+    """RenderedConversation per conversation, or the ForgeError where it can't be rendered (its message
+    is the reject reason; its code is what diagnosis reads when every row fails the same way)."""
     rendered: list[Any] = []
     for messages in conversations:
         try:
             rendered.append(chat_format.render(messages))
         except ForgeError as exc:
-            rendered.append(exc.message)
+            rendered.append(exc)
     return rendered
 
 
@@ -114,8 +115,8 @@ def encode_conversations(
 ) -> list[Encoded | str]:
     """Render + tokenize a batch; an entry is an error reason (str) where the conversation can't be rendered."""
     rendered = render_batch(chat_format, conversations)
-    encoded = iter(tokenize_rendered(tokenizer, [r for r in rendered if not isinstance(r, str)]))
-    return [r if isinstance(r, str) else next(encoded) for r in rendered]
+    encoded = iter(tokenize_rendered(tokenizer, [r for r in rendered if not isinstance(r, ForgeError)]))
+    return [r.message if isinstance(r, ForgeError) else next(encoded) for r in rendered]
 
 
 def encode_documents(tokenizer: Any, texts: Sequence[str], max_length: int, overlap: int) -> list[list[list[int]]]:
@@ -124,6 +125,7 @@ def encode_documents(tokenizer: Any, texts: Sequence[str], max_length: int, over
         raise ForgeError(
             f"preprocessing.cpt_overlap ({overlap}) must be smaller than model.max_length ({max_length}).",
             fix="Lower preprocessing.cpt_overlap, e.g. to max_length // 8.",
+            code=ErrorCode.CONFIG_INVALID,
         )
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]

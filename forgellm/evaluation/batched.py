@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.serve.engines import cache_keyword
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def _budget(engine: TransformersEngine, prompt_tokens: int, max_new_tokens: int)
         raise ForgeError(
             f"A test conversation ({prompt_tokens} tokens) is longer than the model's context ({context}).",
             fix="Prepare the data with a model.max_length below the model's context, then train again.",
+            code=ErrorCode.CONTEXT_EXCEEDED,
         )
     return min(max_new_tokens, context - prompt_tokens) if context else max_new_tokens
 

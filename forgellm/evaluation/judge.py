@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.evaluation.samples import SampleResult
 
 MAX_TEXT_CHARS = 4000  # of each message and answer sent: enough to judge, bounded cost per sample
@@ -81,6 +81,7 @@ def make_judge(project_dir: Path, section: Any, *, required: bool) -> tuple[Judg
             raise ForgeError(
                 f"--judge needs an LLM advisor, and {reason}.",
                 fix="Set advisor.provider to gemini or openai in forge.yaml (with `forge login`), or drop --judge.",
+                code=ErrorCode.ADVISOR_CANNOT,
             )
         return None, None  # nothing configured: no judge, and nothing to warn about
     try:

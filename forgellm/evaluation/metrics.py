@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 _METRICS_FIX = "Install them with: pip install rouge-score sacrebleu"
 # Scripts written without spaces between words: one token per character, as ROUGE does for Chinese.
@@ -56,6 +56,7 @@ class Scorers:
             raise ForgeError(
                 f"`forge eval` scores answers with the rouge-score and sacrebleu packages; {exc.name} is missing.",
                 fix=_METRICS_FIX,
+                code=ErrorCode.DEPENDENCY_MISSING, data={"package": exc.name},
             ) from None
         return cls(rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeTokenizer()), CHRF())
 

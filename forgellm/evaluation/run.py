@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.evaluation.judge import JudgeOutcome
 from forgellm.evaluation.metrics import mean, perplexity
 from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
@@ -98,12 +98,21 @@ def _test_split(prepared: Path, run_id: str) -> Any:
         raise ForgeError(
             f"The prepared data run {run_id} trained on is gone ({prepared}).",
             fix="Run `forge prepare FILE` again with the same forge.yaml and data (it writes the same folder).",
+            code=ErrorCode.PREPARED_DATA_MISSING,
         )
     if not PreparedLayout(prepared).split_parquet("test").is_file():
-        raise ForgeError(f"The data run {run_id} trained on has no test split ({prepared}).", fix=fix)
+        raise ForgeError(
+            f"The data run {run_id} trained on has no test split ({prepared}).",
+            fix=fix,
+            code=ErrorCode.PREPARED_DATA_MISSING,
+        )
     split = load_split(prepared, "test")
     if len(split) == 0:
-        raise ForgeError(f"The test split of the data run {run_id} trained on is empty ({prepared}).", fix=fix)
+        raise ForgeError(
+            f"The test split of the data run {run_id} trained on is empty ({prepared}).",
+            fix=fix,
+            code=ErrorCode.PREPARED_DATA_MISSING,
+        )
     return split
 
 
@@ -142,6 +151,7 @@ def _locate(project_dir: Path, run: str | None) -> _Target:
             "This project has no training run to evaluate.",
             fix="Train one with `forge train` (after `forge plan` and `forge prepare FILE`), or run everything "
             'with `forge ignite FILE "GOAL"`.',
+            code=ErrorCode.NO_TRAINING_RUN,
         )
     source = find_export_source(project_dir, run)  # the run, its weights (best/ or last checkpoint), checked
     prepared = Path(RunSpec.load(source.run_dir).prepared_dir)  # the data the run trained on
@@ -329,6 +339,8 @@ def _loss_examples(split: Any, max_examples: int, seed: int) -> Any:
         raise ForgeError(
             "No example of the test split has a token the model learns from (every label is masked).",
             fix="Check the chat template and the data (`forge template`), then `forge prepare FILE` again.",
+            code=ErrorCode.NO_TRAINED_TOKENS,
+            data={"split": "test"},
         )
     return indices
 

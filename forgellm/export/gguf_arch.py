@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.models.architectures import GGUF_ARCHITECTURES  # the table planning warns from, too
 from forgellm.models.dims import IncompleteConfig, ModelDims, context_length_of, dims_from_config
 
@@ -57,6 +57,7 @@ def _missing(key: str, model_type: str) -> ForgeError:
     return ForgeError(
         f"config.json of this {model_type} model has no `{key}`; cannot write a GGUF without it.",
         fix="Export from a complete Hugging Face model folder (config.json as saved by transformers).",
+        code=ErrorCode.MODEL_UNSUPPORTED,
     )
 
 
@@ -79,12 +80,14 @@ def read_arch_config(cfg: Mapping[str, Any]) -> ArchConfig:
             f"Cannot export {named} to GGUF: Forge's converter supports {_supported_list()}.",
             fix="Fine-tune one of the supported architectures, or convert the merged folder with llama.cpp's "
             "convert_hf_to_gguf.py yourself.",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
     if cfg.get("quantization_config"):
         raise ForgeError(
             "This model's weights are quantized (config.json has `quantization_config`); GGUF export needs "
             "plain float weights.",
             fix="Export from the merged full-precision folder (training with QLoRA merges into float weights).",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
     try:
         dims = dims_from_config(cfg)
@@ -99,6 +102,7 @@ def read_arch_config(cfg: Mapping[str, Any]) -> ArchConfig:
         raise ForgeError(
             f"RoPE scaling type '{rope_type}' of this {model_type} model is not supported by the GGUF converter.",
             fix=f"Supported for {model_type}: {', '.join(_GENERIC_ROPE + _ARCH_ROPE.get(arch, ()))}.",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
     if model_type == "gemma2":
         _check_gemma2_query_scale(cfg, dims.head_dim, dims.hidden_size // dims.n_heads)
@@ -127,6 +131,7 @@ def _check_gemma2_query_scale(cfg: Mapping[str, Any], head_dim: int, hidden_per_
             f"This Gemma 2 model scales queries by query_pre_attn_scalar={scalar}, which llama.cpp does not "
             f"support (it uses head_dim={head_dim}).",
             fix="Export a Gemma 2 model with the standard configuration (2B, 9B or 27B).",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
 
 
@@ -202,6 +207,7 @@ def extra_tensors(ac: ArchConfig) -> list[tuple[str, Any]]:
             raise ForgeError(
                 f"Long-rope factors in config.json must be two lists of {dims // 2} numbers.",
                 fix="Export from an unmodified Phi-3 config.json.",
+                code=ErrorCode.EXPORT_UNSUPPORTED,
             )
         return [
             ("rope_factors_long.weight", np.asarray(long_f, dtype=np.float32)),
@@ -273,5 +279,6 @@ def gguf_tensor_name(name_map: Any, ac: ArchConfig, hf_name: str) -> str:
             f"Tensor '{hf_name}' of this {ac.model_type} model has no GGUF counterpart.",
             fix="The checkpoint holds weights a standard model of this architecture does not have; export the "
             "merged model saved by Forge, or convert it with llama.cpp's tools.",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
     return name

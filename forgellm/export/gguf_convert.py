@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.export.gguf_arch import (
     ArchConfig,
     check_exportable,
@@ -49,7 +49,11 @@ def parse_quants(text: str) -> list[str]:
         what = (
             f"Unknown GGUF quantization {', '.join(repr(n) for n in unknown)}." if unknown else "No quantization given."
         )
-        raise ForgeError(what, fix=f"Use a comma-separated list of: {', '.join(valid)} (e.g. 'f16,q8_0').")
+        raise ForgeError(
+            what,
+            fix=f"Use a comma-separated list of: {', '.join(valid)} (e.g. 'f16,q8_0').",
+            code=ErrorCode.USAGE_INVALID,
+        )
     return list(dict.fromkeys(names))
 
 
@@ -104,6 +108,7 @@ def _safetensors_files(hf_dir: Path) -> list[Path]:
             f"No model weights (*.safetensors) in {hf_dir}.",
             fix="Export from a Hugging Face folder saved with safetensors (save_pretrained does by default); "
             "a LoRA adapter must be merged into its base model first.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     return files
 
@@ -121,6 +126,8 @@ def _corrupt(path: Path, exc: BaseException) -> ForgeError:
     return ForgeError(
         f"{path.name} in {path.parent} is not a readable safetensors file ({type(exc).__name__}: {exc}).",
         fix="The weights are damaged or incomplete: export the model again (or re-download it).",
+        code=ErrorCode.WEIGHTS_DAMAGED,
+        data={"cause": cause(exc)},
     )
 
 
@@ -143,6 +150,7 @@ def _plan_tensors(ac: ArchConfig, handles: dict[Path, Any], target: Any) -> list
                 raise ForgeError(
                     f"Tensor '{hf_name}' is stored as {dtype}; GGUF export needs float weights (F32/F16/BF16).",
                     fix="Export from the merged full-precision model, not a quantized checkpoint.",
+                    code=ErrorCode.EXPORT_UNSUPPORTED,
                 )
             name = gguf_tensor_name(name_map, ac, hf_name)
             plans.append(_TensorPlan(name, shape, _tensor_qtype(name, shape, target), hf_name=hf_name, source=handle))
@@ -184,6 +192,8 @@ def _tensor_data(ac: ArchConfig, plan: _TensorPlan) -> Any:
             raise ForgeError(
                 f"Could not read tensor '{plan.hf_name}' ({type(exc).__name__}: {exc}).",
                 fix="The weights are damaged or incomplete: export the model again (or re-download it).",
+                code=ErrorCode.WEIGHTS_DAMAGED,
+                data={"cause": cause(exc)},
             ) from None
         tensor = transform_tensor(ac, plan.hf_name, tensor.to(torch.float32))
         if plan.qtype == gguf.GGMLQuantizationType.F16:  # torch rounds the same way (to nearest even), faster
@@ -215,6 +225,7 @@ def _embedding_rows(plans: Sequence[_TensorPlan], ac: ArchConfig) -> int:
     raise ForgeError(
         f"The checkpoint has no token embedding matrix (model.embed_tokens) for this {ac.model_type} model.",
         fix="Export from a complete model folder.",
+        code=ErrorCode.WEIGHTS_MISSING,
     )
 
 
@@ -252,10 +263,15 @@ def convert_to_gguf(
         raise ForgeError(
             f"convert_to_gguf writes {', '.join(NATIVE_QUANTS)}, not '{quant}'.{hint}",
             fix=f"Pass one of {', '.join(NATIVE_QUANTS)}.",
+            code=ErrorCode.USAGE_INVALID,
         )
     config_file = hf_dir / "config.json"
     if not config_file.is_file():
-        raise ForgeError(f"No config.json in {hf_dir}.", fix="Pass a Hugging Face model folder (save_pretrained).")
+        raise ForgeError(
+            f"No config.json in {hf_dir}.",
+            fix="Pass a Hugging Face model folder (save_pretrained).",
+            code=ErrorCode.MODEL_PATH_INVALID,
+        )
     config = json.loads(config_file.read_text(encoding="utf-8"))
     ac = read_arch_config(config)  # unsupported architectures stop here, before anything is read or written
     import gguf
@@ -312,8 +328,12 @@ def _write_error(exc: OSError, out_path: Path, size: int) -> ForgeError:
         return ForgeError(
             f"The disk filled up while writing {out_path.name} ({size / 1e9:.2f} GB needed); nothing was kept.",
             fix=f"Free some space in {out_path.parent} (or export to another disk) and run the export again.",
+            code=ErrorCode.DISK_FULL,
+            data={"path": str(out_path), "cause": cause(exc)},
         )
     return ForgeError(
         f"Could not write {out_path} ({exc.strerror or exc}).",
         fix="Check that the folder is writable and the disk is healthy, then run the export again.",
+        code=ErrorCode.WRITE_FAILED,
+        data={"path": str(out_path), "cause": cause(exc)},
     )

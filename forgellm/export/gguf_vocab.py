@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 # gguf.TokenType values, spelled out so this module imports without gguf.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -65,11 +65,13 @@ def _load_tokenizer(hf_dir: Path) -> Any:
             f"Could not load the tokenizer in {hf_dir} ({type(exc).__name__}: {exc}).",
             fix="The folder needs tokenizer.json (or tokenizer.model plus `pip install sentencepiece`) and "
             "tokenizer_config.json as transformers saves them.",
+            code=ErrorCode.TOKENIZER_UNREADABLE, data={"cause": cause(exc)},
         ) from None
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ForgeError(
             f"The tokenizer in {hf_dir} is not a fast (tokenizers) tokenizer; GGUF export reads tokenizer.json.",
             fix="Save the tokenizer with a recent transformers so that tokenizer.json is written.",
+            code=ErrorCode.TOKENIZER_UNSUPPORTED,
         )
     return tokenizer
 
@@ -117,6 +119,7 @@ def _check_id(idx: int, n_vocab: int, text: str) -> None:
             f"Token {text!r} has id {idx}, but the model's embedding matrix has only {n_vocab} rows.",
             fix="Resize the model's token embeddings to the tokenizer (model.resize_token_embeddings) before "
             "exporting.",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
 
 
@@ -222,6 +225,7 @@ def _base_vocab(hf_dir: Path, spec: Mapping[str, Any], n_vocab: int) -> GGUFVoca
         f"The tokenizer in {hf_dir} is a {kind or 'unknown'} model that the GGUF converter cannot write.",
         fix="Supported: byte-level BPE (GPT-2/Llama 3/Qwen2 style) and SentencePiece BPE with byte fallback "
         "(tokenizer.model needs `pip install sentencepiece`).",
+        code=ErrorCode.TOKENIZER_UNSUPPORTED,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 _REPO = r"^[A-Za-z0-9][\w.-]*/[\w.-]+$"
 
@@ -21,13 +21,16 @@ def push_export(folder: Path, repo: str, *, environ: dict[str, str] | None = Non
     environ = dict(os.environ) if environ is None else environ
     if not re.match(_REPO, repo):
         raise ForgeError(
-            f"{repo!r} is not a Hub repository id.", fix="Use the form OWNER/NAME, e.g. alice/support-bot."
+            f"{repo!r} is not a Hub repository id.",
+            fix="Use the form OWNER/NAME, e.g. alice/support-bot.",
+            code=ErrorCode.USAGE_INVALID,
         )
     if environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ForgeError(
             "Cannot push to the Hugging Face Hub: HF_HUB_OFFLINE is set, so no network request is allowed.",
             fix=f"Unset HF_HUB_OFFLINE on a machine with internet access and run `forge export --push-to-hub {repo}` "
             f"again; the export itself is complete in {folder}.",
+            code=ErrorCode.HUB_PUSH_FAILED,
         )
     token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
@@ -35,6 +38,7 @@ def push_export(folder: Path, repo: str, *, environ: dict[str, str] | None = Non
             "Cannot push to the Hugging Face Hub: no token (HF_TOKEN is not set).",
             fix="Create a write token at https://huggingface.co/settings/tokens and run "
             f"`HF_TOKEN=... forge export --push-to-hub {repo}`.",
+            code=ErrorCode.HUB_PUSH_FAILED,
         )
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -56,6 +60,8 @@ def push_export(folder: Path, repo: str, *, environ: dict[str, str] | None = Non
         raise ForgeError(
             f"The Hugging Face Hub refused the upload to {repo}" + (f": {hint}" if hint else "") + f" ({exc}).",
             fix="Check HF_TOKEN (a write token) and the repository name; the export is complete locally.",
+            code=ErrorCode.HUB_PUSH_FAILED,
+            data={"cause": cause(exc)},
         ) from None
     except Exception as exc:
         if not _is_network_error(exc):
@@ -63,6 +69,8 @@ def push_export(folder: Path, repo: str, *, environ: dict[str, str] | None = Non
         raise ForgeError(
             f"Cannot reach the Hugging Face Hub ({type(exc).__name__}: {exc}).",
             fix=f"Check the network connection and try again; the export is complete locally in {folder}.",
+            code=ErrorCode.HUB_PUSH_FAILED,
+            data={"cause": cause(exc)},
         ) from None
     return str(url)
 

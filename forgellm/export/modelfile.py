@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 if TYPE_CHECKING:
     from forgellm.templates.messages import ChatFormat
@@ -51,6 +51,7 @@ def _unwritable(what: str, text: str) -> ForgeError:
         f"The {what} {text!r:.80} cannot be written into a Modelfile: Ollama's Modelfile parser would change it "
         '(it drops invisible control characters, and a line ending in """ ends a value early).',
         fix=f"Remove control characters and lines ending in three double quotes from the {what}.",
+        code=ErrorCode.EXPORT_UNSUPPORTED,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ExportLayout
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -140,4 +140,5 @@ def _failure(message: str, model_name: str, gguf_path: Path, host: str) -> Forge
         message,
         fix=f"The export's files are kept in {folder}/. Once Ollama runs (at {host}, or set OLLAMA_HOST), "
         f"create the model with: {command}",
+        code=ErrorCode.OLLAMA_FAILED,
     )

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.export.card import (
     ExportFacts,
     build_card,
@@ -109,6 +109,7 @@ def export_name(config: Any, name: str | None) -> str:
         raise ForgeError(
             f"--name {name!r} is not a valid model name (lower-case letters, digits, '.', '_', '-').",
             fix=f"Use --name {slug or 'my-model'}.",
+            code=ErrorCode.USAGE_INVALID,
         )
     if not _NAME.match(slug):
         slug = "my-model"
@@ -123,7 +124,11 @@ def _resolve_quants(config: Any, quants: list[str] | None) -> tuple[list[str], b
     valid = (*NATIVE_QUANTS, *K_QUANTS)
     unknown = [q for q in chosen if q not in valid]
     if unknown:
-        raise ForgeError(f"Unknown GGUF type(s): {', '.join(unknown)}.", fix=f"Use some of: {', '.join(valid)}.")
+        raise ForgeError(
+            f"Unknown GGUF type(s): {', '.join(unknown)}.",
+            fix=f"Use some of: {', '.join(valid)}.",
+            code=ErrorCode.USAGE_INVALID,
+        )
     needs_llama = [q for q in chosen if q in K_QUANTS]
     if needs_llama and importlib.util.find_spec("llama_cpp") is None:
         from forgellm.export.quantize import LLAMA_CPP_INSTALL
@@ -133,6 +138,8 @@ def _resolve_quants(config: Any, quants: list[str] | None) -> tuple[list[str], b
             f"F16, BF16 and Q8_0 need nothing extra.",
             fix=f"Install it ({LLAMA_CPP_INSTALL}), or export with --quant f16,q8_0"
             + (" (and set export.quantizations in forge.yaml)." if quants is None else "."),
+            code=ErrorCode.DEPENDENCY_MISSING,
+            data={"package": "llama-cpp-python"},
         )
     return list(dict.fromkeys(chosen)), quants is not None
 
@@ -424,8 +431,15 @@ def _os_error(exc: OSError, exports: Path) -> ForgeError:
         return ForgeError(
             f"The disk filled up during the export; nothing was left behind in {exports}.",
             fix="Free some disk space and run `forge export` again (or export fewer GGUF types with --quant).",
+            code=ErrorCode.DISK_FULL,
+            data={"path": str(exports), "cause": cause(exc)},
         )
-    return ForgeError(f"The export failed writing files: {exc}.", fix=f"Check that {exports} is writable.")
+    return ForgeError(
+        f"The export failed writing files: {exc}.",
+        fix=f"Check that {exports} is writable.",
+        code=ErrorCode.WRITE_FAILED,
+        data={"path": str(exports), "cause": cause(exc)},
+    )
 
 
 def _result(
@@ -474,6 +488,7 @@ def _register(result: ExportResult, built: BuiltExport, environ: dict[str, str],
         )
     except ForgeError as exc:
         record.error = f"{exc.message} {exc.fix or ''}".strip()
+        record.error_code = str(exc.code)
         return record
     record.registered, record.smoke_answer, record.seconds = True, answer.smoke_answer, round(answer.seconds, 2)
     return record

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.hardware.disk import bytes_per_param, require_free_space
 
 # Portable build flags: a native (-march=native) build segfaulted at the first evaluation on our CI CPUs.
@@ -39,6 +39,7 @@ def require_llama_cpp(purpose: str = "This") -> Any:
         raise ForgeError(
             f"{purpose} needs llama-cpp-python, which is not installed.",
             fix=f"Install it (it compiles llama.cpp, a few minutes): {LLAMA_CPP_INSTALL}",
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": "llama-cpp-python"},
         ) from None
     return llama_cpp
 
@@ -87,9 +88,15 @@ def quantize_gguf(source_gguf: Path, out_path: Path, quant: str) -> Path:
         raise ForgeError(
             f"quantize_gguf makes {', '.join(_FTYPE_NAMES)}, not '{quant}'.",
             fix="f32/f16/bf16/q8_0 are written directly by convert_to_gguf.",
+            code=ErrorCode.USAGE_INVALID,
         )
     if not source_gguf.is_file():
-        raise ForgeError(f"GGUF file not found: {source_gguf}.", fix="Convert the model to an f16 GGUF first.")
+        raise ForgeError(
+            f"GGUF file not found: {source_gguf}.",
+            fix="Convert the model to an f16 GGUF first.",
+            code=ErrorCode.FILE_NOT_FOUND,
+            data={"path": str(source_gguf)},
+        )
     llama_cpp = require_llama_cpp(f"The {quant} quantization")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _check_free_space(source_gguf, out_path.parent, quant)
@@ -107,12 +114,15 @@ def quantize_gguf(source_gguf: Path, out_path: Path, quant: str) -> Path:
                 + (f": {' / '.join(said)}" if said else "")
                 + ").",
                 fix="Check that the source GGUF loads in llama.cpp and that the disk has room, then export again.",
+                code=ErrorCode.QUANTIZE_FAILED,
             )
         os.replace(tmp, out_path)
     except OSError as exc:
         raise ForgeError(
             f"Could not write {out_path} ({exc.strerror or exc}).",
             fix="Check that the folder is writable and has free space, then run the export again.",
+            code=ErrorCode.WRITE_FAILED,
+            data={"path": str(out_path), "cause": cause(exc)},
         ) from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.run_record import RunRecord, RunSpec, RunSummary, run_status
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -44,6 +44,7 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
             "There is nothing to export yet: this project has no training run.",
             fix="Train first: `forge train` (after `forge plan` and `forge prepare FILE`), or run everything "
             'with `forge ignite FILE "GOAL"`.',
+            code=ErrorCode.NO_TRAINING_RUN,
         )
     completed = [p for p in runs if run_status(p) == "completed"]
     if completed:
@@ -54,6 +55,7 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
         raise ForgeError(
             "No training run in this project has saved weights yet.",
             fix="Let `forge train` run to its first checkpoint, or continue one with `forge train --resume`.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     return usable[-1].resolve()
 
@@ -73,6 +75,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             f"Run {spec.run_id} has no saved weights (no best/ and no checkpoint).",
             fix="Train until a checkpoint is saved (`forge train --resume` continues it), or export another run "
             "with --run ID.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     base = Path(spec.model_dir)
     if not (base / "config.json").is_file():
@@ -80,6 +83,7 @@ def find_export_source(project_dir: Path, run: str | None = None) -> ExportSourc
             f"The base model of run {spec.run_id} is gone: {base} has no config.json.",
             fix="Restore the model folder, or re-create it with `forge models` / `forge plan` for "
             "the same model, then export again.",
+            code=ErrorCode.WEIGHTS_MISSING,
         )
     source = ExportSource(spec.run_id, run_dir, weights_dir, checkpoint, base, record.load_config(), record.summary)
     check_weights(source)
@@ -94,6 +98,7 @@ def check_weights(source: ExportSource) -> None:
             raise ForgeError(
                 f"{folder} holds neither a LoRA adapter nor a full model.",
                 fix="Use another run (forge export --run ID), or train again.",
+                code=ErrorCode.WEIGHTS_MISSING,
             )
         return
     adapter = read_json_object(folder / ADAPTER_CONFIG)
@@ -103,6 +108,7 @@ def check_weights(source: ExportSource) -> None:
             f"The LoRA adapter in {folder} is incomplete or damaged "
             f"({'adapter_config.json unreadable' if not adapter else 'adapter_model.safetensors missing'}).",
             fix="Use another run (forge export --run ID), or train again.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
         )
     try:
         from safetensors import safe_open
@@ -113,15 +119,22 @@ def check_weights(source: ExportSource) -> None:
         raise ForgeError(
             f"The adapter weights {weights} cannot be read ({type(exc).__name__}: {exc}).",
             fix="The file is damaged (an interrupted copy?). Use another run (forge export --run ID), or train again.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
+            data={"cause": cause(exc)},
         ) from None
     if not names:
-        raise ForgeError(f"The adapter weights {weights} are empty.", fix="Train again, or export another run.")
+        raise ForgeError(
+            f"The adapter weights {weights} are empty.",
+            fix="Train again, or export another run.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
+        )
     base_config = read_json_object(source.base_model_dir / "config.json")
     wanted = adapter.get("target_modules")
     if isinstance(wanted, list) and base_config.get("model_type") and not _modules_exist(names, wanted):
         raise ForgeError(
             f"The adapter in {folder} targets modules {wanted} that its tensors do not contain.",
             fix="The adapter and its config do not belong together; use another run or train again.",
+            code=ErrorCode.ADAPTER_MISMATCH,
         )
 
 
@@ -156,6 +169,8 @@ def training_chat_setup(source: ExportSource) -> Any:
             "data was prepared (another Forge version?), so the export would ship a template the model was not "
             "trained on.",
             fix="Export with the Forge version the run was trained with, or prepare and train again.",
+            code=ErrorCode.PREPARED_DATA_STALE,
+            data={"run": source.run_id, "template": setup.template_name},
         )
     inline = settings.model_copy(update={"name": "custom", "jinja": recorded["text"]})
     rebuilt = chat_setup(str(source.base_model_dir), inline, base_dir=project_dir)
@@ -163,6 +178,8 @@ def training_chat_setup(source: ExportSource) -> Any:
         raise ForgeError(
             f"The chat template recorded with run {source.run_id}'s prepared data cannot be rebuilt exactly.",
             fix="Prepare and train again with the current template.",
+            code=ErrorCode.PREPARED_DATA_STALE,
+            data={"run": source.run_id},
         )
     rebuilt.warnings.append(
         "model.chat_template changed since the training data was prepared; the export uses the template "

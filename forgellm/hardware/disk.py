@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 # Bytes per parameter of each way of storing weights: exact for f32/f16/bf16 and llama.cpp's block
 # types q8_0 (34 bytes per 32 weights), q5_0 (22/32) and q4_0 (18/32); llama.cpp's average bits per
@@ -71,4 +71,6 @@ def require_free_space(folder: Path, needed: float, what: str, fix: str) -> None
         raise ForgeError(
             f"Not enough disk space in {folder} for {what}: it needs about {_size(needed)}, {_size(free)} are free.",
             fix=fix,
+            code=ErrorCode.DISK_FULL,
+            data={"path": str(folder), "needed": int(needed), "free": free},
         )

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import BYTES_PER_PARAM, bytes_per_param
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.models.dims import ModelDims
@@ -245,10 +245,14 @@ def _check_settings(
         ("device", device, DEVICES),
     ):
         if value not in allowed:
-            raise ForgeError(f"Unknown {name} {value!r}.", fix=f"Use one of: {', '.join(allowed)}.")
+            raise ForgeError(
+                f"Unknown {name} {value!r}.", fix=f"Use one of: {', '.join(allowed)}.", code=ErrorCode.USAGE_INVALID
+            )
     for name, number in (("seq_len", seq_len), ("micro_batch", micro_batch), ("lora_r", lora_r)):
         if not isinstance(number, int) or number < 1:
-            raise ForgeError(f"{name} must be a whole number of at least 1, got {number!r}.")
+            raise ForgeError(
+                f"{name} must be a whole number of at least 1, got {number!r}.", code=ErrorCode.USAGE_INVALID
+            )
 
 
 def fit_for(

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 if TYPE_CHECKING:
     from forgellm.hardware.probe import HardwareInfo
@@ -103,18 +103,21 @@ def check_requested(requested: str, hardware: HardwareInfo) -> None:
         raise ForgeError(
             "training.precision is fp16, but this machine has no NVIDIA GPU: fp16 training needs CUDA.",
             fix="Set training.precision to auto (Forge measures fp32 against bf16 on this CPU) or fp32.",
+            code=ErrorCode.HARDWARE_UNSUPPORTED,
         )
     if requested == "bf16" and hardware.gpus and not hardware.bf16.gpu:
         raise ForgeError(
             f"training.precision is bf16, but this GPU ({hardware.gpus[0].name}) has no bf16 "
             "(it needs Ampere or newer).",
             fix="Set training.precision to auto (fp16 on this GPU).",
+            code=ErrorCode.HARDWARE_UNSUPPORTED,
         )
     if requested == "bf16" and not hardware.gpus and hardware.bf16.cpu != "native":
         raise ForgeError(
             "training.precision is bf16, but this CPU has no bf16 instructions (AVX512-BF16 or AMX): PyTorch would "
             "emulate it, several times slower than fp32.",
             fix="Set training.precision to auto or fp32.",
+            code=ErrorCode.HARDWARE_UNSUPPORTED,
         )
 
 
@@ -140,8 +143,11 @@ def choose_measured(measurements: list[Measurement], shape: str) -> PrecisionDec
     figures = ", ".join(f"{m.precision} {m.tokens_per_second:,.0f}" for m in measurements)
     measured = f"measured on this machine ({shape}): {figures} real tokens/s"
     if fp32 is None or fp32.loss is None:
-        raise ForgeError(f"Training {shape} in fp32 gave no finite loss on this machine.",
-                         fix="Check the model's weights (`forge template check`, or another --model).")  # fmt: skip
+        raise ForgeError(
+            f"Training {shape} in fp32 gave no finite loss on this machine.",
+            fix="Check the model's weights (`forge template check`, or another --model).",
+            code=ErrorCode.PRECISION_PROBE_FAILED,
+        )
     if bf16 is None:
         return PrecisionDecision("fp32", f"fp32: {measured}.", "measured", tuple(measurements), shape)
     if bf16.loss is None or abs(bf16.loss - fp32.loss) > BF16_MAX_LOSS_GAP * abs(fp32.loss):

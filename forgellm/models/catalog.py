@@ -14,7 +14,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.models.dims import ModelDims
 
 ChatTemplateName = Literal["chatml", "llama2", "llama3", "alpaca", "gemma", "mistral", "phi3", "zephyr"]
@@ -222,6 +222,7 @@ def get_spec(alias: str) -> ModelSpec:
     raise ForgeError(
         f"Unknown model '{alias}'.",
         fix=f"{hint}See `forge models` for the catalog, or pass a hub id, a local folder or a .gguf file.",
+        code=ErrorCode.MODEL_UNKNOWN, data={"model": alias},
     )
 
 

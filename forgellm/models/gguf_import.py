@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 Progress = Callable[[str], None]
 SOURCE_FILE = "forge_source.json"
@@ -25,7 +25,12 @@ SOURCE_FILE = "forge_source.json"
 def check_gguf(path: Path) -> dict[str, object]:
     """Read the GGUF header and tensor table; raise a clear error for anything unreadable."""
     if not path.is_file():
-        raise ForgeError(f"GGUF file not found: {path}.", fix="Check the path; it must point to a .gguf file.")
+        raise ForgeError(
+            f"GGUF file not found: {path}.",
+            fix="Check the path; it must point to a .gguf file.",
+            code=ErrorCode.FILE_NOT_FOUND,
+            data={"path": str(path)},
+        )
     try:
         from gguf import GGUFReader
 
@@ -43,9 +48,15 @@ def check_gguf(path: Path) -> dict[str, object]:
         raise ForgeError(
             f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}).",
             fix="The file is damaged or incomplete: download it again, or pass another model.",
+            code=ErrorCode.WEIGHTS_DAMAGED,
+            data={"cause": cause(exc)},
         ) from None
     if not arch:
-        raise ForgeError(f"{path} has no `general.architecture` entry.", fix="Use a GGUF written by llama.cpp tools.")
+        raise ForgeError(
+            f"{path} has no `general.architecture` entry.",
+            fix="Use a GGUF written by llama.cpp tools.",
+            code=ErrorCode.MODEL_PATH_INVALID,
+        )
     return {"architecture": arch, "tensors": len(reader.tensors), "bytes": size}
 
 
@@ -119,6 +130,8 @@ def import_gguf(gguf_path: str | Path, dest: str | Path, progress: Progress | No
                 f"Could not convert {gguf_path.name} to a Hugging Face model ({type(exc).__name__}: {exc}).",
                 fix="transformers reads GGUF files of common architectures (llama, qwen2, mistral, phi3, "
                 "gemma2...); for others, pass the original Hugging Face folder or hub id instead.",
+                code=ErrorCode.MODEL_LOAD_FAILED,
+                data={"cause": cause(exc)},
             ) from None
     progress(f"Model ready in {dest}")
     return dest

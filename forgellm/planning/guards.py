@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from forgellm.advisor.rules_plan import MemoryBudget, learning_rate_for, learning_rate_range
 from forgellm.advisor.schemas import PlanProposal
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.memory import GIB, MEMORY_LADDER, MemoryEstimate, estimate_training_memory, lighter_method
 from forgellm.models.architectures import gguf_exportable
 from forgellm.models.lengths import shorter_max_length
@@ -149,6 +149,7 @@ def _check_method(values: dict[str, Any], ctx: GuardContext, corrections: list[C
         raise ForgeError(
             "QLoRA needs an NVIDIA GPU with CUDA (bitsandbytes 4-bit kernels); this machine has none.",
             fix="Use --method lora (or leave --method out and let the plan choose).",
+            code=ErrorCode.HARDWARE_UNSUPPORTED,
         )
     _correct(values, "method", "lora", "QLoRA needs an NVIDIA GPU with CUDA; this machine has none.", corrections)
 
@@ -269,6 +270,7 @@ def _does_not_fit(
         f"Training {target.key} with {values['method']} {_need(estimate, ctx.budget)} even with micro-batch "
         f"{values['micro_batch_size']}, gradient checkpointing and max_length {values['max_length']}.",
         fix=f"{hint} a smaller model (see `forge models`), or free memory.",
+        code=ErrorCode.MEMORY_INSUFFICIENT,
     )
 
 

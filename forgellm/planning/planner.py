@@ -17,7 +17,7 @@ from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanProposal, PlanRequest
 from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
 from forgellm.config.schema import ForgeConfig, ModelSection, TrainingSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.memory import GIB
 from forgellm.hardware.precision import rule_precision
 from forgellm.hardware.probe import HardwareInfo
@@ -83,6 +83,7 @@ def make_plan(
         raise ForgeError(
             "Nothing to plan for: give the goal in plain words, the data, or both.",
             fix='forge plan "Make a customer support bot" --data tickets.csv',
+            code=ErrorCode.USAGE_INVALID,
         )
     step = progress or (lambda _message: None)
     root = Path(project_dir).expanduser().resolve()
@@ -230,6 +231,7 @@ def _candidates(
             f"No model{where} fits this machine's memory for training at {seq_len} tokens.",
             fix="Free memory (close other programs), or train on a machine with more memory or a GPU"
             + ("; or go online so hub models can be downloaded." if offline else "."),
+            code=ErrorCode.MEMORY_INSUFFICIENT,
         )
     return found
 
@@ -243,6 +245,7 @@ def _user_model_too_big(target: ModelTarget, entry: dict[str, Any], hardware: Ha
         f"{target.key} cannot be trained on this machine with any method: it needs at least ~{need:.1f} GiB "
         f"and {budget:.1f} GiB is available ({hardware.accelerator}).",
         fix=f"Use a smaller model or a machine with more memory.{suggestion}",
+        code=ErrorCode.MEMORY_INSUFFICIENT,
     )
 
 

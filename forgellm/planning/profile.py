@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.config.schema import AdvisorSection, DataSection, RecipeSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 SAMPLE_ROWS = 2000
 LANGUAGE_SAMPLE = 300  # examples whose language is detected (the detector reads 400 characters each)
@@ -89,7 +89,9 @@ def profile_data(
     records = sample_records(dataset, SAMPLE_ROWS)
     if not records:
         raise ForgeError(
-            f"{path.name} has no readable records.", fix=f"Run `forge study {path}` to see what is wrong with it."
+            f"{path.name} has no readable records.",
+            fix=f"Run `forge study {path}` to see what is wrong with it.",
+            code=ErrorCode.DATA_EMPTY,
         )
     rows = estimate_rows(dataset) or len(records)
     profile = DataProfile(path, dataset.info.kind, rows, len(records), "text", RecipeSection(), "other", "", "",
@@ -178,6 +180,7 @@ def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str],
             f"None of the {len(records):,} sampled records of {profile.path.name} could be read as "
             f"{profile.format} with the recipe {profile.recipe.columns}.",
             fix="Run `forge study` on the file, then set data.format and data.recipe in forge.yaml.",
+            code=ErrorCode.DATA_RECIPE_MISMATCH,
         )
     stats = counter.stats
     profile.token_counter = f"model:{TOKEN_COUNTER_MODEL}" if tokenizer is not None else counter.name

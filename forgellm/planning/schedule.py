@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from forgellm.advisor import rules_plan
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.precision import PrecisionDecision
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.estimate import (
@@ -160,6 +160,7 @@ def _budget_too_small(budget: float, time: TimeEstimate) -> ForgeError:
         f"~{STARTUP_SECONDS:.0f} s to start and ~{time.seconds_per_eval:.0f} s per evaluation.",
         fix=f"Give training at least {minutes:g} minutes: --time-budget {minutes:g} (or training.time_budget_minutes "
         "in forge.yaml).",
+        code=ErrorCode.TIME_BUDGET_TOO_SMALL,
     )
 
 

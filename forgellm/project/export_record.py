@@ -39,6 +39,7 @@ class OllamaRecord:
     host: str | None = None
     reachable: bool | None = None
     error: str | None = None
+    error_code: str | None = None  # forgellm.errors.ErrorCode of the failure
     smoke_answer: str | None = None
     seconds: float | None = None
 

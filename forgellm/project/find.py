@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forgellm.config.io import CONFIG_FILENAME
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 
 def find_project(start: str | Path = ".") -> Path | None:
@@ -25,5 +25,7 @@ def require_project(start: str | Path = ".") -> Path:
             f"No Forge project ({CONFIG_FILENAME}) in {Path(start).expanduser().resolve()} or above.",
             fix="Run this inside a project or pass --project DIR; to create one, run `forge init` "
             '(or `forge ignite DATA "GOAL"` for every stage at once).',
+            code=ErrorCode.PROJECT_NOT_FOUND,
+            data={"path": str(Path(start).expanduser().resolve())},
         )
     return root

@@ -9,7 +9,7 @@ from typing import Any
 from forgellm.config.io import CONFIG_FILENAME, atomic_write_text, load_config, save_config
 from forgellm.config.schema import AdvisorSection, ForgeConfig, ModelSection, ProjectSection
 from forgellm.config.settings import store_api_key
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout
 
 PROJECT_DIRS = tuple(ProjectLayout(Path(".")).folders())
@@ -40,6 +40,7 @@ def advisor_settings(provider: str, model: str | None = None, base_url: str | No
             raise ForgeError(
                 "The offline `rules` advisor takes no model or base URL.",
                 fix="Drop --advisor-model/--base-url, or choose --advisor gemini or --advisor openai.",
+                code=ErrorCode.USAGE_INVALID,
             )
         return AdvisorSection(provider="rules")
     # For gemini a base URL points at a proxy or a compatible test server; None = Google's endpoint.
@@ -58,11 +59,17 @@ def init_project(
     """Create the project layout; never overwrites an existing file."""
     root = Path(directory).expanduser().resolve()
     if root.exists() and not root.is_dir():
-        raise ForgeError(f"{root} exists and is a file, not a folder.", fix="Choose another project folder.")
+        raise ForgeError(
+            f"{root} exists and is a file, not a folder.",
+            fix="Choose another project folder.",
+            code=ErrorCode.USAGE_INVALID,
+        )
     advisor = advisor or AdvisorSection()
     if api_key is not None and advisor.provider == "rules":
         raise ForgeError(
-            "The offline `rules` advisor needs no API key.", fix="Add --advisor gemini or --advisor openai."
+            "The offline `rules` advisor needs no API key.",
+            fix="Add --advisor gemini or --advisor openai.",
+            code=ErrorCode.USAGE_INVALID,
         )
     result = InitResult(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -46,12 +46,14 @@ class RunSpec:
         """The run's spec; ForgeError when run.json is missing or damaged (the run cannot be used)."""
         spec = cls.read(run)
         if spec is None or not all((spec.run_id, spec.project_dir, spec.prepared_dir, spec.model_dir)):
-            from forgellm.errors import ForgeError
+            from forgellm.errors import ErrorCode, ForgeError
 
             path = _run(run).spec
             raise ForgeError(
                 f"{path} is missing or damaged, so run {path.parent.name} cannot be used.",
                 fix="Start a new run with `forge train`.",
+                code=ErrorCode.RUN_NOT_RESUMABLE,
+                data={"run": path.parent.name, "path": str(path)},
             )
         return spec
 

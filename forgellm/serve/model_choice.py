@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.export_record import ExportMetadata
 from forgellm.project.export_record import newest_export as newest_export_layout
 from forgellm.project.layout import ExportLayout, ProjectLayout
@@ -92,6 +92,7 @@ def choose_model(
                 + (f"'{model}' model to load." if model else "fine-tuned or base model to pick."),
                 fix="Run this inside your project (or pass --project DIR), or name a model: "
                 "--model PATH (a model folder, LoRA adapter or .gguf) or a name from `forge models`.",
+                code=ErrorCode.PROJECT_NOT_FOUND,
             )
         if model is None:
             return _default_choice(project_dir, engine, step)
@@ -128,6 +129,7 @@ def export_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice
             f"This project has no export yet ({ProjectLayout(project_dir).exports_dir} holds no finished export).",
             fix="Export your trained model with `forge export` (after `forge train`), or talk to the training "
             "run directly with --model run.",
+            code=ErrorCode.EXPORT_MISSING,
         )
     return _export_folder_choice(folder, engine, step, project_dir)
 
@@ -142,6 +144,7 @@ def _export_folder_choice(
         raise ForgeError(
             f"{ExportLayout(folder).metadata} has an invalid chat_template section ({exc}).",
             fix="The export is damaged: export again with `forge export`.",
+            code=ErrorCode.EXPORT_MISSING,
         ) from None
     merged = folder / meta.files.merged
     merged = merged if (merged / "config.json").is_file() else None
@@ -160,6 +163,7 @@ def _preferred_gguf(ggufs: list[Path], folder: Path) -> Path:
         raise ForgeError(
             f"Export {folder.name} has no GGUF file, which the llama.cpp engine needs.",
             fix="Export again with GGUF files (`forge export`), or use --engine transformers.",
+            code=ErrorCode.EXPORT_MISSING,
         )
     q8 = [p for p in ggufs if p.stem.lower().endswith("q8_0")]  # what the Modelfile uses by default
     return (q8 or ggufs)[0]
@@ -175,6 +179,7 @@ def run_choice(project_dir: Path, engine: str, step: Progress, run: str | None =
             "This project has no training run yet, so there is no fine-tuned model to talk to.",
             fix="Train one with `forge train` (after `forge plan` and `forge prepare FILE`), or talk to the "
             "base model with --model base.",
+            code=ErrorCode.NO_TRAINING_RUN,
         )
     _refuse_llama_cpp(engine, "A training run's weights are a Hugging Face model")
     source = find_export_source(project_dir, run)  # best/, else the run's last checkpoint
@@ -195,6 +200,7 @@ def _refuse_llama_cpp(engine: str, what: str) -> None:
             f"{what}; the llama.cpp engine needs a .gguf file.",
             fix="Export it first (`forge export` writes GGUF files), then use --model export; "
             "or use --engine transformers.",
+            code=ErrorCode.EXPORT_MISSING,
         )
 
 
@@ -224,6 +230,7 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
             raise ForgeError(
                 f"No such file or folder: {ref}.",
                 fix="Check the path, or use --model export|run|base in a project.",
+                code=ErrorCode.FILE_NOT_FOUND, data={"path": ref},
             )
         return _named_model_choice(ref, engine, step)
     path = path.absolute()  # not resolve(): merged/ of an export may be a link, and its parent matters
@@ -233,6 +240,7 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
                 f"{ref} is a file but not a .gguf model.",
                 fix="Pass a .gguf file, a model folder (config.json), a LoRA adapter folder (adapter_config.json) "
                 "or an export folder.",
+                code=ErrorCode.MODEL_PATH_INVALID,
             )
         return _gguf_choice(project_dir, path, engine, step)
     export = ExportLayout(path)
@@ -246,6 +254,7 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
         f"{ref} is a folder but not a model: it has no config.json (a model), adapter_config.json "
         "(a LoRA adapter) or metadata.json (a Forge export).",
         fix="Point to the folder that holds the model's files, e.g. runs/<id>/best or exports/<name>.",
+        code=ErrorCode.MODEL_PATH_INVALID,
     )
 
 
@@ -284,6 +293,7 @@ def _adapter_choice(project_dir: Path | None, path: Path, engine: str, step: Pro
         raise ForgeError(
             f"The adapter in {path} was trained on {named or 'an unnamed model'}, which is not on this machine.",
             fix="Run it inside the Forge project it was trained in (--project DIR), or use the exported model.",
+            code=ErrorCode.MODEL_UNAVAILABLE,
         )
     settings, model_name = _settings_here(project_dir)
     step(f"Loading the tokenizer of {base.name}")  # type: ignore[union-attr]
@@ -296,7 +306,9 @@ def _check_adapter_files(path: Path, adapter: dict[str, Any]) -> None:
     fix = "Point to a complete adapter folder (e.g. runs/<id>/best), or train again with `forge train`."
     if not adapter or not weights.is_file():
         missing = "adapter_config.json unreadable" if not adapter else "no adapter_model.safetensors"
-        raise ForgeError(f"The LoRA adapter in {path} is incomplete or damaged ({missing}).", fix=fix)
+        raise ForgeError(
+            f"The LoRA adapter in {path} is incomplete or damaged ({missing}).", fix=fix, code=ErrorCode.WEIGHTS_DAMAGED
+        )
     try:
         from safetensors import safe_open
 
@@ -306,9 +318,11 @@ def _check_adapter_files(path: Path, adapter: dict[str, Any]) -> None:
         raise ForgeError(
             f"The adapter weights {weights} cannot be read ({type(exc).__name__}: {exc}); the file is damaged.",
             fix=fix,
+            code=ErrorCode.WEIGHTS_DAMAGED,
+            data={"cause": cause(exc)},
         ) from None
     if empty:
-        raise ForgeError(f"The adapter weights {weights} hold no tensors.", fix=fix)
+        raise ForgeError(f"The adapter weights {weights} hold no tensors.", fix=fix, code=ErrorCode.WEIGHTS_DAMAGED)
 
 
 def _gguf_tokenizer(gguf: Path) -> Any:
@@ -327,6 +341,8 @@ def _gguf_tokenizer(gguf: Path) -> Any:
         raise ForgeError(
             f"Cannot read the tokenizer stored in {gguf} ({type(exc).__name__}: {str(exc)[:200]}).",
             fix="Use a GGUF written by llama.cpp tools or `forge export`, or an exported model folder.",
+            code=ErrorCode.TOKENIZER_UNREADABLE,
+            data={"cause": cause(exc)},
         ) from None
 
 
@@ -363,7 +379,9 @@ def _named_model_choice(ref: str, engine: str, step: Progress) -> ModelChoice:
 def engine_kind(choice: ModelChoice, engine: str) -> str:
     """auto: transformers where there is a Hugging Face folder, else llama.cpp (when installed) for a GGUF."""
     if engine not in ENGINES:
-        raise ForgeError(f"Unknown engine {engine!r}.", fix=f"Use one of: {', '.join(ENGINES)}.")
+        raise ForgeError(
+            f"Unknown engine {engine!r}.", fix=f"Use one of: {', '.join(ENGINES)}.", code=ErrorCode.USAGE_INVALID
+        )
     if engine != "auto":
         return engine
     if choice.model_dir is not None:
@@ -410,12 +428,14 @@ def open_compare_engines(
         raise ForgeError(
             "--compare needs a Forge project: the base model is forge.yaml's model.",
             fix="Run it inside your project (or pass --project DIR).",
+            code=ErrorCode.PROJECT_NOT_FOUND,
         )
     if choice.kind == "base":
         raise ForgeError(
             "--compare shows the base model beside a fine-tuned one, and this project has no fine-tuned "
             "model yet (no export and no training run).",
             fix="Fine-tune first with `forge train`, or drop --compare to talk to the base model.",
+            code=ErrorCode.NO_TRAINING_RUN,
         )
     step = progress or (lambda _message: None)
     tuned = open_engine(choice, engine, step)

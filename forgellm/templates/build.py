@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 from .detect import detect_template, fitting_templates, missing_tokens, tokenizer_chat_template
 from .equivalence import equivalent_builtin, family_candidates
@@ -33,9 +33,14 @@ def _role_names(spec: TemplateSpec, role_names: Mapping[str, str] | None) -> dic
             raise ForgeError(
                 f"Unknown role {role!r} in role_names.",
                 fix=f"Rename only the canonical roles: {', '.join(CANONICAL_ROLES)}.",
+                code=ErrorCode.TEMPLATE_INVALID,
             )
         if not isinstance(display, str) or not display:
-            raise ForgeError(f"The display name for role {role!r} must be non-empty text.", fix="Set a name.")
+            raise ForgeError(
+                f"The display name for role {role!r} must be non-empty text.",
+                fix="Set a name.",
+                code=ErrorCode.TEMPLATE_INVALID,
+            )
         names[role] = display
     return names
 
@@ -71,6 +76,8 @@ def _builtin(
                 f"{', '.join(missing)} are not single tokens of the model's vocabulary.",
                 fix=f"Use a template that fits this vocabulary: {', '.join(fits) or 'alpaca'}"
                 " (or 'auto' to detect it).",
+                code=ErrorCode.TEMPLATE_MISFIT,
+                data={"template": spec.name, "model": model, "missing": list(missing), "fits": list(fits)},
             )
     system = spec.default_system if system_prompt is None else system_prompt
     return BuiltinChatFormat(
@@ -104,13 +111,20 @@ def build_chat_format(
     if name in FAMILIES:
         return _builtin(FAMILIES[name], tokenizer, model_name, system_prompt, add_bos, role_names)
     if name not in ("custom", "tokenizer"):
-        raise ForgeError(f"Unknown chat template {name!r}.", fix=f"Use one of: {', '.join(TEMPLATE_NAMES)}.")
+        raise ForgeError(
+            f"Unknown chat template {name!r}.",
+            fix=f"Use one of: {', '.join(TEMPLATE_NAMES)}.",
+            code=ErrorCode.TEMPLATE_UNKNOWN,
+            data={"template": name},
+        )
     if name == "custom":
         template = jinja_template
         if not template or not template.strip():
             raise ForgeError(
                 "The 'custom' chat template needs a Jinja template.",
                 fix="Set model.chat_template.jinja in forge.yaml: a Jinja template, inline or a .jinja file's path.",
+                code=ErrorCode.TEMPLATE_MISSING,
+                data={"template": name},
             )
     else:
         template = tokenizer_chat_template(tokenizer)
@@ -118,16 +132,22 @@ def build_chat_format(
             raise ForgeError(
                 "The 'tokenizer' chat template was asked for, but the tokenizer has no chat_template.",
                 fix=f"Use a builtin template ({', '.join(BUILTIN_NAMES)}) or 'auto'.",
+                code=ErrorCode.TOKENIZER_NO_TEMPLATE,
+                data={"template": name},
             )
     if tokenizer is None:
         raise ForgeError(
             f"The '{name}' chat template is rendered through the model's tokenizer; none given.",
             fix="Load the model's tokenizer first.",
+            code=ErrorCode.TEMPLATE_MISSING,
+            data={"template": name},
         )
     if role_names or add_bos is not None:
         raise ForgeError(
             f"role_names and add_bos apply to builtin templates only, not '{name}'.",
             fix="Edit the Jinja template itself, or use a builtin template.",
+            code=ErrorCode.TEMPLATE_INVALID,
+            data={"template": name},
         )
     jinja = JinjaChatFormat(
         name=name,

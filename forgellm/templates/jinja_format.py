@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 from .families import BUILTIN_NAMES
 from .messages import Message, RenderedConversation, merge_spans, validate_messages
@@ -60,9 +60,15 @@ class JinjaChatFormat:
             raise ForgeError(
                 f"The {self.name} chat template failed to render this conversation: {exc}",
                 fix=f"Fix the template, or use a builtin one ({', '.join(BUILTIN_NAMES)}).",
+                code=ErrorCode.TEMPLATE_INVALID, data={"template": self.name, "cause": cause(exc)},
             ) from exc
         if not isinstance(text, str):  # a list when transformers thinks it got a batch
-            raise ForgeError(f"The {self.name} chat template did not render to text.", fix="Check the template.")
+            raise ForgeError(
+                f"The {self.name} chat template did not render to text.",
+                fix="Check the template.",
+                code=ErrorCode.TEMPLATE_INVALID,
+                data={"template": self.name},
+            )
         return text
 
     def render_text(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
@@ -83,6 +89,8 @@ class JinjaChatFormat:
                     "up to an assistant turn does not give the start of the full rendering, so Forge "
                     "cannot tell which characters are the assistant's answer.",
                     fix=f"Use a builtin template instead (templates.name in forge.yaml: {', '.join(BUILTIN_NAMES)}).",
+                    code=ErrorCode.TEMPLATE_NOT_PREFIX_CONSISTENT,
+                    data={"template": self.name},
                 )
             spans.append((len(before), self._answer_end(upto, len(before))))
         return RenderedConversation(full, merge_spans(spans))

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 from .families import CANONICAL_ROLES
 
@@ -85,6 +85,7 @@ def validate_messages(messages: Sequence[Message], *, forbidden: Sequence[str] =
         raise ForgeError(
             "The conversation is empty (or not a list of messages).",
             fix='Give a list like [{"role": "user", "content": "..."}, {"role": "assistant", ...}].',
+            code=ErrorCode.CONVERSATION_INVALID,
         )
     clean: list[dict[str, str]] = []
     for i, msg in enumerate(messages):
@@ -92,22 +93,26 @@ def validate_messages(messages: Sequence[Message], *, forbidden: Sequence[str] =
             raise ForgeError(
                 f"Message {i} is not a mapping with 'role' and 'content' keys: {msg!r:.80}",
                 fix="Map your data columns to role/content in the recipe of forge.yaml.",
+                code=ErrorCode.CONVERSATION_INVALID,
             )
         role, content = msg["role"], msg["content"]
         if role not in CANONICAL_ROLES:
             raise ForgeError(
                 f"Message {i} has role {role!r}; chat templates know only system, user and assistant.",
                 fix="Map other roles (e.g. 'human'/'gpt', 'tool') to user/assistant in the recipe of forge.yaml.",
+                code=ErrorCode.CONVERSATION_INVALID,
             )
         if not isinstance(content, str):
             raise ForgeError(
                 f"Message {i} ({role}) has non-text content of type {type(content).__name__}.",
                 fix="Convert the content to a string (multimodal content is not supported).",
+                code=ErrorCode.CONVERSATION_INVALID,
             )
         if role == "system" and i != 0:
             raise ForgeError(
                 f"Message {i} is a system message, but a system message may only come first.",
                 fix="Move the system message to the start of the conversation, or merge it into a user turn.",
+                code=ErrorCode.CONVERSATION_INVALID,
             )
         for marker in forbidden:
             if marker and marker in content:
@@ -115,12 +120,14 @@ def validate_messages(messages: Sequence[Message], *, forbidden: Sequence[str] =
                     f"Message {i} ({role}) contains the control token {marker!r}, which the tokenizer "
                     "would read as a real turn marker.",
                     fix="Remove or escape control tokens such as this one in your data.",
+                    code=ErrorCode.CONVERSATION_INVALID,
                 )
         clean.append({"role": role, "content": content})
     if all(m["role"] == "system" for m in clean):
         raise ForgeError(
             "The conversation holds only a system message.",
             fix="Add at least one user (and, for training, one assistant) message.",
+            code=ErrorCode.CONVERSATION_INVALID,
         )
     return clean
 
@@ -131,4 +138,5 @@ def require_assistant(messages: Sequence[Message]) -> None:
         raise ForgeError(
             "The conversation has no assistant message, so there is nothing to train on.",
             fix="Drop prompt-only rows for training, or map the answer column to the assistant role.",
+            code=ErrorCode.CONVERSATION_INVALID,
         )

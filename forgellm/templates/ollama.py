@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 from .families import BUILTIN_NAMES
 from .jinja_format import JinjaChatFormat
@@ -133,6 +133,7 @@ def _check_exportable(chat_format: ChatFormat) -> BuiltinChatFormat:
             "templates, and Ollama needs a Go template: Forge cannot translate it, so no Modelfile was written.",
             fix=f"Train with a builtin template (model.chat_template.name in forge.yaml: {', '.join(BUILTIN_NAMES)}) "
             "to run the model in Ollama, or use the GGUF with llama.cpp, which reads the Jinja template inside it.",
+            code=ErrorCode.EXPORT_UNSUPPORTED,
         )
     if not isinstance(chat_format, BuiltinChatFormat):
         raise TypeError(f"cannot export {type(chat_format).__name__} as an Ollama template")

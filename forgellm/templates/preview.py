@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 from .messages import ChatFormat, Message
 from .tokens import IGNORE_INDEX, tokenize_conversation
@@ -57,11 +57,20 @@ def read_conversation(path: str | Path, row: int = 1) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ForgeError(f"Cannot read {path}: {exc}.", fix="Check the path and that it is UTF-8 text.") from None
+        raise ForgeError(
+            f"Cannot read {path}: {exc}.",
+            fix="Check the path and that it is UTF-8 text.",
+            code=ErrorCode.FILE_UNREADABLE,
+            data={"path": str(path), "cause": cause(exc)},
+        ) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if path.suffix.lower() == ".jsonl":
         if not 1 <= row <= len(lines):
-            raise ForgeError(f"{path} has {len(lines)} rows; there is no row {row}.", fix=f"Use --row 1..{len(lines)}.")
+            raise ForgeError(
+                f"{path} has {len(lines)} rows; there is no row {row}.",
+                fix=f"Use --row 1..{len(lines)}.",
+                code=ErrorCode.USAGE_INVALID,
+            )
         chosen, where = lines[row - 1], f"{path}, row {row}"
     else:
         chosen, where = text, str(path)
@@ -71,11 +80,13 @@ def read_conversation(path: str | Path, row: int = 1) -> list[dict[str, Any]]:
         raise ForgeError(
             f"{where} is not valid JSON: {exc.msg} (column {exc.colno}).",
             fix="Each row must be one JSON object on one line.",
+            code=ErrorCode.DATA_FORMAT_INVALID,
         ) from None
     messages = record.get("messages") if isinstance(record, dict) else record
     if not isinstance(messages, list):
         raise ForgeError(
             f"{where} holds no `messages` list.",
             fix='Use the OpenAI chat layout: {"messages": [{"role": "user", "content": "..."}, ...]}.',
+            code=ErrorCode.DATA_FORMAT_INVALID,
         )
     return messages

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 from .families import TemplateSpec
 from .messages import Message, RenderedConversation, merge_spans, validate_messages
@@ -106,6 +106,7 @@ class BuiltinChatFormat:
                 f"The {spec.name} template folds the system prompt into the first user turn, "
                 "but the conversation starts with an assistant turn.",
                 fix="Start the conversation with a user message, or drop the system prompt.",
+                code=ErrorCode.CONVERSATION_INVALID,
             )
         parts: list[tuple[str, bool]] = [(self._fill(spec.conversation_prefix), False)]
         if system is not None and not fold:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 from .messages import ChatFormat, Message, require_assistant
 
@@ -35,6 +35,7 @@ def _require_fast(tokenizer: Any) -> None:
             f"The tokenizer {type(tokenizer).__name__} is not a fast tokenizer, so Forge cannot map tokens "
             "back to characters to build the loss mask.",
             fix="Load the tokenizer with use_fast=True (it needs a tokenizer.json, or the 'tokenizers' package).",
+            code=ErrorCode.TOKENIZER_UNSUPPORTED,
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.hardware.disk import is_disk_full
 from forgellm.project.layout import TRAINER_STATE, RunLayout
 from forgellm.project.run_record import checkpoint_step, list_checkpoints
@@ -119,6 +119,8 @@ def _atomic_folder(final: Path, fill: Callable[[Path], None]) -> None:
                 f"The disk is full while saving {final.name} of the run "
                 f"({getattr(exc, 'filename', None) or final.parent}).",
                 fix="Free some space and run `forge train --resume`: the previous checkpoint is intact.",
+                code=ErrorCode.DISK_FULL,
+                data={"path": str(getattr(exc, "filename", None) or final.parent), "cause": cause(exc)},
             ) from None
         raise
 
@@ -139,9 +141,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
-def load_checkpoint(
-    wanted: Path, restore: Callable[[Path, dict[str, Any]], None], warn: Callable[[str], None]
-) -> Path:
+def load_checkpoint(wanted: Path, restore: Callable[[Path, dict[str, Any]], None], warn: Callable[[str], None]) -> Path:
     """Restore ``wanted``; when it cannot be read, the newest older checkpoint of the same run.
 
     ``restore(folder, trainer_state)`` puts weights and state back; any error it raises marks the
@@ -163,4 +163,5 @@ def load_checkpoint(
     raise ForgeError(
         f"No usable checkpoint at or before {wanted}.",
         fix="Start the run again without --resume.",
+        code=ErrorCode.CHECKPOINT_MISSING,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.training.packing import IGNORE_INDEX, Batch, arrange_rows, collate_packed, collate_padded
 
 SPLIT_COLUMNS = ["input_ids", "labels", "length"]
@@ -83,15 +83,20 @@ def check_prepared(prepared_dir: Path, tokenizer_id: str) -> None:
     """Refuse data that is missing or was tokenized for another model."""
     prepare_fix = "Run `forge prepare FILE` (your data file) first; it writes data/prepared/."
     if not (prepared_dir / "train.parquet").is_file():
-        raise ForgeError(f"No prepared training data at {prepared_dir}.", fix=prepare_fix)
+        raise ForgeError(
+            f"No prepared training data at {prepared_dir}.", fix=prepare_fix, code=ErrorCode.PREPARED_DATA_MISSING
+        )
     prepared_with = read_manifest_tokenizer(prepared_dir)
     if prepared_with is None:
-        raise ForgeError(f"{prepared_dir} has no readable manifest.json.", fix=prepare_fix)
+        raise ForgeError(
+            f"{prepared_dir} has no readable manifest.json.", fix=prepare_fix, code=ErrorCode.PREPARED_DATA_MISSING
+        )
     if prepared_with != tokenizer_id:
         raise ForgeError(
             f"The data at {prepared_dir} was prepared with another tokenizer ({prepared_with}) than the model "
             f"being trained uses ({tokenizer_id}).",
             fix="Run `forge prepare FILE` again so the data is tokenized for this model.",
+            code=ErrorCode.PREPARED_DATA_STALE,
         )
 
 
@@ -123,12 +128,14 @@ def load_training_data(prepared_dir: Path, tokenizer_id: str, vocab_size: int) -
         raise ForgeError(
             f"The prepared training split at {prepared_dir} is empty.",
             fix="Check the data and the filters of forge.yaml, then run `forge prepare FILE` again.",
+            code=ErrorCode.PREPARED_DATA_MISSING,
         )
     highest = max(int(train.ids.max()), int(val.ids.max()) if len(val) else 0)
     if highest >= vocab_size:
         raise ForgeError(
             f"The prepared data holds token id {highest}, but the model knows only {vocab_size} tokens.",
             fix="Run `forge prepare FILE` again so the data is tokenized for this model.",
+            code=ErrorCode.PREPARED_DATA_STALE,
         )
     return train, val
 
@@ -222,6 +229,8 @@ def fit_splits_to_length(
             f"Cut to model.max_length {max_length} tokens, no training example keeps any answer token.",
             fix="Raise model.max_length in the run's config.yaml (or forge.yaml, then `forge prepare FILE`), "
             "or free memory another way (smaller micro_batch_size, method: lora).",
+            code=ErrorCode.NO_TRAINED_TOKENS,
+            data={"split": "train", "max_length": max_length},
         )
     return train, val, cut
 
@@ -240,8 +249,15 @@ class MicroBatches:
     """An endless stream of micro-batches starting at a data position, epoch after epoch."""
 
     def __init__(
-        self, split: TokenizedSplit, *, seed: int, max_length: int, micro_batch_size: int,
-        packing: bool, pad_id: int, mask_dtype=None,
+        self,
+        split: TokenizedSplit,
+        *,
+        seed: int,
+        max_length: int,
+        micro_batch_size: int,
+        packing: bool,
+        pad_id: int,
+        mask_dtype=None,
     ) -> None:
         self.split, self.seed, self.max_length = split, seed, max_length
         self.micro_batch_size, self.packing, self.pad_id = micro_batch_size, packing, pad_id
@@ -296,8 +312,15 @@ def evaluation_batches(
     """Every validation example once (seeded order, so each evaluation sees the same batches)."""
     if len(split) == 0:
         return
-    stream = MicroBatches(split, seed=0, max_length=max_length, micro_batch_size=micro_batch_size,
-                          packing=packing, pad_id=pad_id, mask_dtype=mask_dtype)
+    stream = MicroBatches(
+        split,
+        seed=0,
+        max_length=max_length,
+        micro_batch_size=micro_batch_size,
+        packing=packing,
+        pad_id=pad_id,
+        mask_dtype=mask_dtype,
+    )
     for batch, position in stream.stream(DataPosition()):
         yield batch
         if position.epoch > 0 or position.index >= len(split):

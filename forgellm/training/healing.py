@@ -13,12 +13,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import is_disk_full
 from forgellm.training.protocol import ExitCode
 
 # Failures that another attempt cannot fix: the input is wrong or the disk is full.
 NO_RETRY = ("config", "data", "disk")
+# The exit code already says what happened when the worker could not send an error event.
+_KIND_CODES = {
+    "oom": ErrorCode.TRAIN_OUT_OF_MEMORY,
+    "nan": ErrorCode.TRAIN_NON_FINITE,
+    "killed": ErrorCode.TRAIN_KILLED,
+    "crash": ErrorCode.TRAIN_CRASHED,
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,21 @@ class Failure:
     exit_code: int
     step: int | None = None
     checkpoint_step: int | None = None  # the newest complete checkpoint when it failed
+    code: str | None = None  # the worker's ErrorCode (its error event's `code` field)
+    fix: str | None = None  # the worker's own fix for its ForgeError
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_code(self) -> ErrorCode | None:
+        return ErrorCode(self.code) if self.code else _KIND_CODES.get(self.kind)
+
+    @property
+    def cause(self) -> str:
+        """Library or OS text the failure carries, which diagnosis may classify; never Forge's own words."""
+        if "cause" in self.data:
+            return str(self.data["cause"])
+        # An event without a code (an older worker) only ever carried a library's text for these kinds.
+        return self.message if self.code is None and self.kind in ("oom", "crash") else ""
 
 
 @dataclass
@@ -66,14 +88,16 @@ def _signal_name(number: int) -> str:
 
 def classify(exit_code: int, error: dict[str, Any] | None, ended: bool, checkpoint_step: int | None) -> Failure | None:
     """The failure an attempt ended with; None when it finished (exit 0 with an `end` event)."""
-    message = str((error or {}).get("message") or "").strip()
-    step = (error or {}).get("step")
-    reported = (error or {}).get("kind")
+    error = error or {}
+    message = str(error.get("message") or "").strip()
+    step, reported, code = error.get("step"), error.get("kind"), error.get("code")
+    data = dict(error.get("data") or {})
     if exit_code == ExitCode.OK and ended:
         return None
     if exit_code < 0:
-        kind = "killed"
-        message = f"the training process was killed by {_signal_name(-exit_code)} (exit code {exit_code})"
+        kind, code = "killed", ErrorCode.TRAIN_KILLED
+        data = {"signal": _signal_name(-exit_code), "exit_code": exit_code}
+        message = f"the training process was killed by {data['signal']} (exit code {exit_code})"
     elif exit_code == ExitCode.OOM:
         kind = "oom"
     elif exit_code == ExitCode.NAN:
@@ -85,16 +109,7 @@ def classify(exit_code: int, error: dict[str, Any] | None, ended: bool, checkpoi
     else:
         kind = "crash"
         message = message or f"the training process stopped with exit code {exit_code} before finishing"
-    return Failure(kind, message or kind, exit_code, step, checkpoint_step)
-
-
-def _diagnosis_text(failure: Failure) -> str:
-    """The message with the words the diagnosis rules look for: the exit code already classified it."""
-    if failure.kind == "oom" and "OutOfMemoryError" not in failure.message:
-        return f"torch.OutOfMemoryError: {failure.message}"
-    if failure.kind == "nan" and "non-finite" not in failure.message:
-        return f"non-finite loss: {failure.message}"
-    return failure.message
+    return Failure(kind, message or kind, exit_code, step, checkpoint_step, code, error.get("fix"), data)
 
 
 def _changes(before: ForgeConfig, after: ForgeConfig, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -120,10 +135,10 @@ def plan_recovery(
     """The next attempt's config and explanation; ForgeError when the run should stop instead."""
     from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
 
-    fix = diagnose_failure("train", _diagnosis_text(failure), log_tail, config)
-    if failure.kind in ("crash", "config") and (
-        (fix is not None and fix.problem == "disk") or is_disk_full(failure.message)
-    ):
+    fix = diagnose_failure("train", failure.cause, log_tail, config, code=failure.error_code, data=failure.data)
+    # A library's disk-full text (a crash's cause) or Forge's own code for it.
+    disk_full = failure.error_code == ErrorCode.DISK_FULL or is_disk_full(failure.cause)
+    if failure.kind in ("crash", "config") and ((fix is not None and fix.problem == "disk") or disk_full):
         failure = replace(failure, kind="disk")  # e.g. a checkpoint that did not fit: retrying fills it again
     resume = f"`forge train --resume {run_id}`"
     if failure.kind in NO_RETRY:
@@ -181,24 +196,24 @@ def _stop(
     if fix is not None:
         message += f" {fix.explanation}"
     details = [f"recovery {i + 1} ({r['kind']}): {r['explanation']}" for i, r in enumerate(recoveries)]
+    # The worker's code survives the supervisor: whoever catches this error can still react to it.
+    code, data = failure.error_code or ErrorCode.TRAIN_CRASHED, {**failure.data, "step": failure.step}
     if failure.kind == "disk":
         advice = "Free disk space (old runs/ and exports/ folders are safe to delete); the last complete checkpoint "
-        return ForgeError(message, details=details, fix=f"{advice}is intact, so {resume} continues from it.")
+        fix_text = f"{advice}is intact, so {resume} continues from it."
+        return ForgeError(message, code=ErrorCode.DISK_FULL, details=details, fix=fix_text, data=data)
     if failure.kind in ("config", "data"):
-        # The worker's ForgeError text carries its own fix ("...\nFix: ..."): it knows best.
-        text, _, own_fix = failure.message.partition("\nFix: ")
-        message = message.replace(failure.message, text)
+        # The worker's ForgeError carries its own fix (the event's `fix` field): it knows best.
         changes = _fix_changes(fix, "forge.yaml")
-        advice = own_fix or (fix.advice if fix is not None and fix.advice else "") or "Correct forge.yaml or the data"
-        return ForgeError(
-            message, details=details, fix=f"{changes or advice.rstrip('.')}; then run `forge train` again."
-        )
+        advice = failure.fix or (fix.advice if fix is not None else "") or "Correct forge.yaml or the data"
+        fix_text = f"{changes or advice.rstrip('.')}; then run `forge train` again."
+        return ForgeError(message, code=code, details=details, fix=fix_text, data=data)
     changes = _fix_changes(fix, "the run's config.yaml")
     advice = (fix.advice if fix is not None else "") or "See the worker logs in the run folder for the details."
     fix_text = f"{changes}, then run {resume}." if changes else f"{advice} Then run {resume}."
     if limit is not None and changes:
         fix_text += f" Or raise training.max_recoveries (now {limit}) to let Forge keep adjusting."
-    return ForgeError(message, details=details, fix=fix_text)
+    return ForgeError(message, code=code, details=details, fix=fix_text, data=data)
 
 
 def _fix_changes(fix: Any, where: str) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from forgellm.config.io import load_config
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import RunLayout
 from forgellm.project.run_record import RunSpec
 from forgellm.training import checkpoint as ckpt
@@ -35,7 +35,7 @@ from forgellm.training.data import (
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import batch_loss, forward_module
 from forgellm.training.packing import Batch
-from forgellm.training.protocol import ExitCode, event
+from forgellm.training.protocol import ExitCode, error_event, event
 
 Emit = Callable[[str], None]
 _CPU_OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory")
@@ -68,27 +68,46 @@ def train(
         loop.setup(resume)
         return loop.run()
     except ForgeError as exc:
-        return _fail(emit, loop, "config", str(exc), ExitCode.CONFIG, with_trace=False)
+        return _fail(emit, loop, "config", exc, ExitCode.CONFIG, with_trace=False)
     except NonFiniteError as exc:
-        return _fail(emit, loop, "nan", str(exc), ExitCode.NAN, with_trace=False)
+        error = ForgeError(str(exc), code=ErrorCode.TRAIN_NON_FINITE)
+        return _fail(emit, loop, "nan", error, ExitCode.NAN, with_trace=False)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        return _fail(emit, loop, "oom", f"Out of memory: {exc}", ExitCode.OOM)
+        return _fail(emit, loop, "oom", _out_of_memory(exc, loop), ExitCode.OOM)
     except RuntimeError as exc:
+        # torch words a failed CPU allocation as a plain RuntimeError: the library's text is all there is.
         if any(text in str(exc).lower() for text in _CPU_OOM_TEXT):
-            return _fail(emit, loop, "oom", f"Out of memory: {exc}", ExitCode.OOM)
-        return _fail(emit, loop, "crash", f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+            return _fail(emit, loop, "oom", _out_of_memory(exc, loop), ExitCode.OOM)
+        return _fail(emit, loop, "crash", _crashed(exc), ExitCode.FAILED)
     except Exception as exc:
-        return _fail(emit, loop, "crash", f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+        return _fail(emit, loop, "crash", _crashed(exc), ExitCode.FAILED)
 
 
-def _fail(emit: Emit, loop: TrainingLoop | None, kind: str, message: str, code: ExitCode, with_trace=True) -> ExitCode:
+def _out_of_memory(exc: BaseException, loop: TrainingLoop | None) -> ForgeError:
+    # Which memory ran out: the accelerator's when the model lives there and torch says so, else RAM.
+    model = getattr(loop, "model", None)  # None when the failure came before the model was loaded
+    on_gpu = model is not None and model.device.type != "cpu"
+    device = "gpu" if on_gpu and isinstance(exc, torch.OutOfMemoryError) else "cpu"
+    return ForgeError(
+        f"Out of memory: {exc}", code=ErrorCode.TRAIN_OUT_OF_MEMORY, data={"device": device, "cause": cause(exc)}
+    )
+
+
+def _crashed(exc: BaseException) -> ForgeError:
+    return ForgeError(cause(exc), code=ErrorCode.TRAIN_CRASHED, data={"cause": cause(exc)})
+
+
+def _fail(
+    emit: Emit, loop: TrainingLoop | None, kind: str, error: ForgeError, code: ExitCode, with_trace=True
+) -> ExitCode:
+    """One `error` event: the error's code, message, fix and data as fields of their own (protocol.py)."""
     step = loop.progress.step + 1 if loop is not None and loop.started else None
     trace = traceback.format_exc(limit=-8) if with_trace else None
     if with_trace:
         import sys
 
         print(traceback.format_exc(), file=sys.stderr)
-    emit(event("error", kind=kind, message=message, step=step, traceback=trace))
+    emit(error_event(kind, error, step=step, traceback=trace))
     return code
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.config.schema import TrainingSection
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError, cause
 
 
 @dataclass
@@ -95,6 +95,7 @@ def load_trainable_model(
         raise ForgeError(
             "training.method is qlora, which needs a CUDA GPU (bitsandbytes 4-bit); none is available.",
             fix="Use `--method lora` (or set training.method: lora in forge.yaml) on this machine.",
+            code=ErrorCode.HARDWARE_UNSUPPORTED,
         )
     # Frozen weights may live in the low precision; weights that train must stay fp32.
     storage = torch.float32 if training.method == "full" else _torch_dtype(precision)
@@ -109,6 +110,7 @@ def load_trainable_model(
         raise ForgeError(
             f"Cannot load the model at {model_dir} ({type(exc).__name__}: {exc}).",
             fix="Check that the folder holds config.json and the weights (*.safetensors).",
+            code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
         ) from None
     if training.method != "qlora":
         model.to(device)
@@ -127,6 +129,7 @@ def _four_bit_config(precision: str):
         raise ForgeError(
             "training.method is qlora, which needs the bitsandbytes package; it is not installed.",
             fix="Install it (`pip install bitsandbytes`) or use `--method lora`.",
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": "bitsandbytes"},
         )
     from transformers import BitsAndBytesConfig
 

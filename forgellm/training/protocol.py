@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forgellm.errors import ForgeError
 
 FAULT_ENV = "FORGE_FAULT"  # e.g. "oom@3", "nan@5", "crash@4", "kill@4"; comma-separated for several
 
@@ -44,6 +47,13 @@ def event(kind: str, /, **fields: Any) -> str:
     """One event line as the worker prints it."""
     assert kind in EVENT_KINDS, kind
     return json.dumps({"event": kind, **fields}, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def error_event(kind: str, error: ForgeError, *, step: int | None = None, traceback: str | None = None) -> str:
+    """The `error` event of a ForgeError: its code, message, fix, details and data travel as fields of
+    their own, so the supervisor never has to take the error's text apart."""
+    assert kind in ERROR_KINDS, kind
+    return event("error", kind=kind, **error.to_dict(), step=step, traceback=traceback)
 
 
 def parse_event(line: str) -> dict[str, Any] | None:
@@ -69,5 +79,6 @@ def parse_event(line: str) -> dict[str, Any] | None:
 #   warning:    kind (overfitting | grad_norm | time_budget | max_length | other), message, step;
 #               max_length also has cut: {prepared_max_length, max_length, cut, pieces_added,
 #               lost_stop_token, dropped} (examples cut to a run's max_length below the prepared one)
-#   error:      kind (ERROR_KINDS), message, step, traceback (last lines)
+#   error:      kind (ERROR_KINDS), code (forgellm.errors.ErrorCode), message, fix (or null), details (list),
+#               data (an object, e.g. {"cause": a library's error text}), step, traceback (last lines)
 #   end:        step, reason (END_REASONS), best_val_loss, best_step, final_train_loss, seconds

@@ -14,7 +14,7 @@ from typing import Any
 
 from forgellm.config.io import load_config, read_json_object, save_config
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.prepared import PreparedData, published_data
 from forgellm.project.run_record import RunSpec, run_folders, run_status
@@ -97,6 +97,7 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
             "There is no prepared data to train on"
             + (" (a preparation was interrupted before it finished)." if partial else "."),
             fix=f"Run `{prepare_cmd}` first; it turns your data into training examples for the model.",
+            code=ErrorCode.PREPARED_DATA_MISSING,
         )
     setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
     tokenizer = tokenizer_id(setup)
@@ -114,12 +115,14 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
             f"but forge.yaml's model ({config.model.ref}) uses the tokenizer {tokenizer}: token ids of one "
             "model mean nothing to another.",
             fix=f"Run `{prepare_cmd}` again to prepare the data for {config.model.ref}.",
+            code=ErrorCode.PREPARED_DATA_STALE,
         )
     _check_template(project_dir, newest, template, prepare_cmd)
     raise ForgeError(
         "forge.yaml's data, preprocessing or model settings changed since the data was prepared "
         f"(newest: {folder.relative_to(project_dir)}), so no prepared data matches the plan.",
         fix=f"Run `{prepare_cmd}` again with the current forge.yaml.",
+        code=ErrorCode.PREPARED_DATA_STALE,
     )
 
 
@@ -135,6 +138,8 @@ def _check_template(project_dir: Path, data: PreparedData, current: dict[str, st
         "prepared examples are stale.",
         fix=f"Run `{prepare_cmd}` again to render the data with the current template (or restore the template "
         "it was prepared with).",
+        code=ErrorCode.PREPARED_DATA_STALE,
+        data={"prepared": str(data.folder), "recorded_sha256": recorded.get("sha256"), "sha256": current["sha256"]},
     )
 
 
@@ -171,6 +176,7 @@ def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = No
             raise ForgeError(
                 f"Run {spec.run_id} cannot be resumed: its {what} {path} no longer exists.",
                 fix="Start a new run with `forge train` (after `forge prepare FILE` if the data is gone).",
+                code=ErrorCode.RUN_NOT_RESUMABLE, data={"run": spec.run_id, "path": str(path)},
             )
     run = Run(run_dir, spec, config)
     run.save_config(config)
@@ -190,6 +196,8 @@ def _named_run(project_dir: Path, name: str) -> Path:
         raise ForgeError(
             f"Run {run_dir.name} already completed; there is nothing to resume.",
             fix="Start a new run with `forge train` (add --max-steps N to train for longer).",
+            code=ErrorCode.NOTHING_TO_RESUME,
+            data={"run": run_dir.name},
         )
     return run_dir.resolve()
 
@@ -201,7 +209,12 @@ def named_run_dir(project_dir: Path, name: str) -> Path:
     run = RunLayout(candidate) if RunLayout(candidate).spec.is_file() else layout.run(name)
     if not run.spec.is_file():
         known = ", ".join(p.name for p in list_runs(project_dir)[-5:]) or "none yet"
-        raise ForgeError(f"There is no run '{name}' in {layout.runs_dir}.", fix=f"Runs here: {known}.")
+        raise ForgeError(
+            f"There is no run '{name}' in {layout.runs_dir}.",
+            fix=f"Runs here: {known}.",
+            code=ErrorCode.RUN_NOT_FOUND,
+            data={"run": name},
+        )
     return run.folder
 
 
@@ -209,7 +222,9 @@ def _latest_unfinished(project_dir: Path) -> Path:
     unfinished = [p for p in list_runs(project_dir) if run_status(p) != "completed"]
     if not unfinished:
         raise ForgeError(
-            "There is no unfinished run to resume in this project.", fix="Start a new run with `forge train`."
+            "There is no unfinished run to resume in this project.",
+            fix="Start a new run with `forge train`.",
+            code=ErrorCode.RUN_NOT_FOUND,
         )
     return unfinished[-1].resolve()
 
@@ -270,6 +285,8 @@ class TrainLock:
             + ("." if alive else ", holding the lock from another machine or container."),
             fix=f"Wait for it to finish, or stop it with Ctrl-C in its terminal (or `kill -INT {pid}`); "
             "`forge train --resume` then continues it from its last checkpoint.",
+            code=ErrorCode.TRAIN_LOCKED,
+            data={"run": run_id, "pid": pid},
         )
 
     def release(self) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
@@ -289,6 +289,7 @@ def run_training(
         raise ForgeError(
             f"{project_dir} has no forge.yaml, so there is no plan to train.",
             fix="Run `forge init` (and `forge plan`, `forge prepare FILE`) first, or pass --project DIR.",
+            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(project_dir)},
         )
     on_event = on_event or (lambda _event: None)
     with TrainLock(project_dir) as lock:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import RunLayout
-from forgellm.training.protocol import FAULT_ENV, ExitCode, event
+from forgellm.training.protocol import FAULT_ENV, ExitCode, error_event
 
 FAULT_KINDS = ("oom", "nan", "crash", "kill")
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         faults = InjectedFaults(os.environ.get(FAULT_ENV, ""), args.run_dir)
     except ValueError as exc:
-        emit(event("error", kind="config", message=str(exc), step=None, traceback=None))
+        emit(error_event("config", ForgeError(str(exc), code=ErrorCode.USAGE_INVALID)))
         return ExitCode.CONFIG
     from transformers.utils import logging as hf_logging
 

@@ -7,7 +7,7 @@ import pytest
 from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
 from forgellm.advisor.schemas import ConfigChange, Fix
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.models.catalog import get_spec
 
 CUDA_OOM = """\
@@ -36,11 +36,9 @@ NO_TEMPLATE = (
     "argument was passed! For information about writing templates and setting the tokenizer.chat_template "
     "attribute, please see the documentation at https://huggingface.co/docs/transformers/main/en/chat_templating"
 )
-NOT_FITTING = (
-    "Error: The 'chatml' chat template does not fit my-org/base-model: its tokens <|im_start|>, <|im_end|> are not "
-    "single tokens of the model's vocabulary.\nFix: Use a template that fits this vocabulary: zephyr, alpaca "
-    "(or 'auto' to detect it)."
-)
+# templates/build.py's error for a template whose special tokens the vocabulary lacks: what a program
+# needs is in its data; the words (here reworded on purpose) are for people and are never read.
+NOT_FITTING = {"template": "chatml", "missing": ["<|im_start|>", "<|im_end|>"], "fits": ["zephyr", "alpaca"]}
 HUB_OFFLINE = (
     "OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the "
     "cached files.\nCheck your internet connection or see how to run the library in offline mode at "
@@ -142,14 +140,35 @@ def test_a_missing_chat_template_switches_to_the_family_template():
 
 def test_a_template_that_does_not_fit_the_vocabulary_takes_the_first_that_does():
     config = _config(model={"ref": "my-org/base-model", "chat_template.name": "chatml"})
-    assert _changes(diagnose_failure("prepare", NOT_FITTING, "", config)) == {"model.chat_template.name": "zephyr"}
+    fix = diagnose_failure("prepare", "", "", config, code=ErrorCode.TEMPLATE_MISFIT, data=NOT_FITTING)
+    assert _changes(fix) == {"model.chat_template.name": "zephyr"}
+
+
+def test_forges_own_errors_are_diagnosed_by_code_not_by_wording():
+    """The message of each is reworded so that no text rule could match it: only the code can."""
+    from forgellm.cli.failure import diagnose
+
+    config = _config(model={"ref": "my-org/base-model", "chat_template.name": "chatml"})
+    misfit = ForgeError("Reworded: pick another template.", code=ErrorCode.TEMPLATE_MISFIT, data=NOT_FITTING)
+    assert _changes(diagnose_failure("prepare", "", "", config, code=misfit.code, data=misfit.data)) == {
+        "model.chat_template.name": "zephyr"
+    }
+    no_template = ForgeError("Reworded.", code=ErrorCode.TOKENIZER_NO_TEMPLATE, data={"template": "tokenizer"})
+    assert diagnose("prepare", no_template).problem == "template"
+    unsplittable = ForgeError("Reworded.", code=ErrorCode.TEMPLATE_NOT_PREFIX_CONSISTENT, data={"template": "x"})
+    assert "cannot split" in diagnose("prepare", unsplittable).explanation
+    # The old wording in a message, without the code, is not diagnosed any more.
+    old_words = "The 'chatml' chat template does not fit m. Use a template that fits this vocabulary: zephyr"
+    assert diagnose_failure("prepare", old_words, "", config) is None
 
 
 def test_untrained_answers_and_endless_generations_are_template_problems():
     config = _config(
         model={"ref": "llama-3.2-1b", "chat_template.name": "auto"}, preprocessing={"truncation": "truncate"}
     )
-    fix = diagnose_failure("train", "ForgeError: no trained tokens in 1,204 of 1,204 examples", "", config)
+    # Every example was rejected with no trained token (data/prepare.py's DATA_NOTHING_LEFT).
+    nothing_left = {"rejected": 1204, "untrained": 1204, "missing_column": None}
+    fix = diagnose_failure("train", "", "", config, code=ErrorCode.DATA_NOTHING_LEFT, data=nothing_left)
     assert fix.problem == "template"
     assert _changes(fix) == {"model.chat_template.name": "llama3", "preprocessing.truncation": "split"}
     fix = diagnose_failure(
@@ -162,12 +181,10 @@ def test_untrained_answers_and_endless_generations_are_template_problems():
 
 
 def test_a_missing_column_in_forges_recipe_maps_the_closest_existing_one():
-    error = (
-        "line 2: column 'instruction' (user) is missing; available columns: 'question', 'answer', 'category'. "
-        "Set data.recipe.columns.user"
-    )
+    missing = {"column": "instruction", "role": "user", "available": ["question", "answer", "category"], "count": 9}
+    rejected = {"rejected": 10, "missing_column": missing, "untrained": 0}
     config = _config(data={"format": "qa", "recipe.columns": {"user": "instruction", "assistant": "answer"}})
-    fix = diagnose_failure("prepare", error, "", config)
+    fix = diagnose_failure("prepare", "", "", config, code=ErrorCode.DATA_ROWS_REJECTED, data=rejected)
     assert fix.problem == "dataset"
     assert _changes(fix) == {"data.recipe.columns.user": "question"}
     assert apply_fix(config, fix).data.recipe.columns == {"user": "question", "assistant": "answer"}
@@ -246,3 +263,14 @@ def test_look_alike_errors_of_other_causes_are_not_misread():
     hub = "requests.exceptions.ConnectionError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries "
     hub += "exceeded with url: /api/models/Qwen/Qwen2.5-0.5B-Instruct (Caused by NameResolutionError)"
     assert _changes(diagnose_failure("train", hub, "", config)) == {"model.ref": "smollm2-135m"}
+
+
+def test_rows_rejected_by_a_forge_error_of_their_own_are_diagnosed_by_its_code():
+    # Every conversation failed to render with the same ForgeError: prepare reports its code, not its words.
+    config = _config(model={"ref": "qwen2.5-0.5b", "chat_template.name": "custom", "chat_template.jinja": "{{ x }}"})
+    codes = {"template-not-prefix-consistent": 40}
+    data = {"rejected": 40, "untrained": 0, "missing_column": None, "error_codes": codes}
+    fix = diagnose_failure("prepare", "", "", config, code=ErrorCode.DATA_NOTHING_LEFT, data=data)
+    assert fix.problem == "template" and _changes(fix) == {"model.chat_template.name": "chatml"}
+    rare = {**data, "error_codes": {"template-not-prefix-consistent": 2}}  # 2 of 40: noise, not the cause
+    assert diagnose_failure("prepare", "", "", config, code=ErrorCode.DATA_NOTHING_LEFT, data=rare) is None

@@ -217,7 +217,7 @@ def test_cli_refuses_without_a_sandbox(project, tickets, monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     result = invoke("prepare", str(tickets), "-C", str(project), "--script", "Turn each row into a chat")
     assert result.exit_code == 1
-    assert "Error:" in result.output and "no sandbox is available" in result.output
+    assert "Error [sandbox-unavailable]:" in result.output and "no sandbox is available" in result.output
     assert "Fix:" in result.output and "--allow-unsandboxed" in result.output
 
 

@@ -97,8 +97,21 @@ def test_init_with_api_key_never_writes_it_into_project(tmp_path):
 def test_user_error_is_a_message_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["init", str(tmp_path), "--advisor", "rules", "--api-key", "k"])
     assert result.exit_code == 1
-    assert "Error:" in result.output and "Fix:" in result.output
+    assert "Error [usage-invalid]:" in result.output and "Fix:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_installed_command_prints_the_error_code(tmp_path):
+    # What a user sees from the console script, not only the in-process runner: the code with the message.
+    forge = os.path.join(os.path.dirname(sys.executable), "forge")
+    if not os.path.exists(forge):
+        pytest.skip("console script not installed in this environment")
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run(
+        [forge, "train", "--project", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 1
+    assert "Error [project-not-found]:" in out.stderr and "Fix:" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_login_hidden_prompt_and_logout():
@@ -135,11 +148,12 @@ def test_config_validate_reports_every_problem(tmp_path):
     (tmp_path / "forge.yaml").write_text("training:\n  method: lorax\n  epochs: -1\nexport:\n  quantizations: [q9]\n")
     result = runner.invoke(app, ["config", "validate", "--path", str(tmp_path)])
     assert result.exit_code == 1
-    assert "3 problems" in result.output
+    assert "3 problems" in result.output and "Error [config-invalid]:" in result.output
     for key in ("training.method", "training.epochs", "export.quantizations.0"):
         assert key in result.output
     as_json = runner.invoke(app, ["config", "validate", "--path", str(tmp_path), "--json"])
-    assert as_json.exit_code == 1 and len(json.loads(as_json.output)["problems"]) == 3
+    verdict = json.loads(as_json.output)
+    assert as_json.exit_code == 1 and len(verdict["problems"]) == 3 and verdict["code"] == "config-invalid"
 
 
 def test_config_env_override_shown(tmp_path, monkeypatch):

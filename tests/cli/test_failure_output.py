@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from forgellm.cli.main import ForgeGroup
 from forgellm.config.io import save_config
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 runner = CliRunner()
 
@@ -52,16 +52,35 @@ def test_disk_full_is_an_environment_failure(tmp_path, monkeypatch):
     assert "No space left on device" in result.output and "Likely cause:" in result.output
 
 
-def test_forge_error_without_fix_gets_a_diagnosis(tmp_path, monkeypatch):
-    error = ForgeError("Training failed: CUDA out of memory. Tried to allocate 2.00 GiB")
+def test_forge_error_without_fix_gets_a_diagnosis_from_its_code(tmp_path, monkeypatch):
+    # No word of the message names memory: the diagnosis must come from the code and data.
+    error = ForgeError("Training stopped.", code=ErrorCode.TRAIN_OUT_OF_MEMORY, data={"device": "gpu"})
     result = _run(error, tmp_path, monkeypatch, ForgeConfig())
     assert result.exit_code == 1
+    assert "Error [train-out-of-memory]: Training stopped." in result.output
     assert "Likely cause:" in result.output and "micro_batch_size" in result.output
+    assert "GPU's memory" in result.output
+
+
+def test_the_words_of_a_forge_error_are_not_diagnosed(tmp_path, monkeypatch):
+    # Text that the rules would classify as a library's OOM, in a ForgeError that is not about memory.
+    error = ForgeError("CUDA out of memory (this is only a message)", code=ErrorCode.USAGE_INVALID)
+    result = _run(error, tmp_path, monkeypatch, ForgeConfig())
+    assert "Error [usage-invalid]:" in result.output and "Likely cause:" not in result.output
+
+
+def test_a_library_error_a_forge_error_wraps_is_still_classified(tmp_path, monkeypatch):
+    # The cause is a library's text (data["cause"]), which the text rules may read.
+    cause = "OSError: [Errno 28] No space left on device"
+    error = ForgeError("Cannot load the model.", code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause})
+    result = _run(error, tmp_path, monkeypatch, ForgeConfig())
+    assert "Likely cause:" in result.output and "disk is full" in result.output
 
 
 def test_forge_error_with_its_own_fix_is_left_alone(tmp_path, monkeypatch):
-    error = ForgeError("CUDA out of memory", fix="Use a smaller model.")
+    error = ForgeError("CUDA out of memory", code=ErrorCode.TRAIN_OUT_OF_MEMORY, fix="Use a smaller model.")
     result = _run(error, tmp_path, monkeypatch, ForgeConfig())
+    assert "Error [train-out-of-memory]: CUDA out of memory" in result.output
     assert "Fix: Use a smaller model." in result.output
     assert "Likely cause:" not in result.output
 

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forgellm.advisor.diagnosis import diagnose_failure
 from forgellm.config.io import load_config
 from forgellm.data.prepare import prepare_dataset
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 
 OUTPUTS = [f"{s}.{ext}" for s in ("train", "val", "test") for ext in ("jsonl", "parquet")] + ["rejects.jsonl"]
 
@@ -320,6 +321,14 @@ def test_missing_mapped_column_is_named(make_project, tmp_path):
     with pytest.raises(ForgeError) as caught:
         prepare_dataset(project, data)
     assert "'answer'" in caught.value.message and "max_error_rate" in caught.value.message
+    # What diagnosis needs travels as data, so it never reads the reasons' words.
+    assert caught.value.code == ErrorCode.DATA_ROWS_REJECTED
+    missing = caught.value.data["missing_column"]
+    assert missing["column"] == "answer" and missing["role"] == "assistant" and missing["count"] == 60
+    assert missing["available"] == ["question", "reply"]
+    config = load_config(project).config
+    fix = diagnose_failure("prepare", "", "", config, code=caught.value.code, data=caught.value.data)
+    assert [(c.key, c.value) for c in fix.changes] == [("data.recipe.columns.assistant", "reply")]
 
 
 def test_detected_recipe_is_saved_without_environment_overrides(make_project, tmp_path, monkeypatch):

@@ -95,7 +95,7 @@ def test_overridden_flags_are_listed(tmp_path):
 def test_no_goal_and_no_data_is_an_error_with_a_fix(tmp_path):
     result = runner.invoke(app, ["plan", "--project", str(tmp_path)])
     assert result.exit_code == 1
-    assert "Error:" in result.output and "Fix:" in result.output and "Traceback" not in result.output
+    assert "Error [usage-invalid]:" in result.output and "Fix:" in result.output and "Traceback" not in result.output
 
 
 def test_unknown_model_lists_suggestions(tmp_path):

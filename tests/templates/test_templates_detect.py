@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from templates_support import family_tokenizer, make_tokenizer
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.templates import build_chat_format, detect_template, fitting_templates, pad_token_warning
 
 CHATML_ONLY = ("<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -83,6 +83,10 @@ def test_incompatible_template_is_refused(chatml_tok):
     assert "<|start_header_id|>" in message and "<|eot_id|>" in message
     assert "chatml" in err.value.fix and "alpaca" in err.value.fix
     assert "gemma" not in err.value.fix
+    # What diagnosis reads: the code and the fitting templates as data, not the words above.
+    assert err.value.code == ErrorCode.TEMPLATE_MISFIT
+    assert err.value.data["template"] == "llama3" and err.value.data["fits"][0] == fitting_templates(chatml_tok)[0]
+    assert "<|eot_id|>" in err.value.data["missing"]
 
 
 def test_fitting_templates(chatml_tok, plain_tok):

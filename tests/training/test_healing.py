@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from forgellm.config.schema import ForgeConfig
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.training.healing import Failure, classify, plan_recovery
 from forgellm.training.protocol import ExitCode
 
@@ -132,19 +132,36 @@ def test_max_recoveries_ends_the_run_with_the_history():
     assert "training.micro_batch_size: 2" in error.fix and "max_recoveries" in error.fix
 
 
-def test_config_errors_are_not_retried_and_keep_the_workers_fix():
-    message = "The prepared data was tokenized for another model.\nFix: Run `forge prepare FILE` again."
+def test_config_errors_are_not_retried_and_keep_the_workers_fix_and_code():
+    # The worker's error event carries code, message and fix as fields of their own.
+    event = {
+        "kind": "config",
+        "code": "prepared-data-stale",
+        "message": "The prepared data was tokenized for another model.",
+        "fix": "Run `forge prepare FILE` again.",
+        "data": {},
+    }
+    failure = classify(ExitCode.CONFIG, event, False, checkpoint_step=None)
+    assert failure.code == "prepared-data-stale" and failure.fix == "Run `forge prepare FILE` again."
     with pytest.raises(ForgeError) as caught:
-        _plan(Failure("config", message, ExitCode.CONFIG), _config())
+        _plan(failure, _config())
     assert "tokenized for another model" in caught.value.message and "Fix:" not in caught.value.message
     assert caught.value.fix.startswith("Run `forge prepare FILE` again")
+    assert caught.value.code == ErrorCode.PREPARED_DATA_STALE  # the worker's code survives the supervisor
+
+
+def test_a_worker_fix_in_the_message_is_not_taken_apart():
+    # A fix is only ever read from the event's field: text after "Fix:" in a message stays message.
+    failure = Failure("config", "Odd.\nFix: not a field", ExitCode.CONFIG, code="config-invalid")
+    with pytest.raises(ForgeError) as caught:
+        _plan(failure, _config())
+    assert "Fix: not a field" in caught.value.message and "not a field" not in caught.value.fix
 
 
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
         ("crash", "OSError: [Errno 28] No space left on device: 'checkpoints/.tmp-step-10'"),
-        ("config", "The disk is full while saving step-10 of the run.\nFix: Free some space."),
         ("crash", "SafetensorError: Error while serializing: I/O error: File too large (os error 27)"),
     ],
 )
@@ -153,6 +170,32 @@ def test_disk_full_stops_and_says_the_checkpoint_is_intact(kind, message):
         _plan(Failure(kind, message, 1, step=10, checkpoint_step=5), _config())
     assert "ran out of disk space" in caught.value.message
     assert "intact" in caught.value.fix and "forge train --resume r1" in caught.value.fix
+    assert caught.value.code == ErrorCode.DISK_FULL
+
+
+def test_a_disk_full_forge_error_is_recognised_by_its_code_whatever_its_words():
+    # training/checkpoint.py's error, reworded: no disk words at all, only the code says it.
+    event = {"kind": "config", "code": "disk-full", "message": "Saving step-10 failed.", "fix": "Free space."}
+    failure = classify(ExitCode.CONFIG, {**event, "step": 10}, False, checkpoint_step=5)
+    with pytest.raises(ForgeError) as caught:
+        _plan(failure, _config())
+    assert "ran out of disk space" in caught.value.message and "intact" in caught.value.fix
+    # ... and the old words without the code are a plain configuration error.
+    words = "The disk is full while saving step-10 of the run."
+    worded = Failure("config", words, ExitCode.CONFIG, code="usage-invalid")
+    with pytest.raises(ForgeError) as caught:
+        _plan(worded, _config())
+    assert "ran out of disk space" not in caught.value.message
+
+
+def test_oom_and_nan_are_diagnosed_from_the_code_not_from_the_message():
+    oom = {"kind": "oom", "code": "train-out-of-memory", "message": "step failed", "data": {"device": "gpu"}}
+    recovery = _plan(classify(ExitCode.OOM, oom, False, checkpoint_step=2), _config())
+    assert recovery.changes["training.micro_batch_size"] == {"from": 4, "to": 2}
+    assert "GPU's memory" in recovery.explanation
+    nan = {"kind": "nan", "code": "train-non-finite", "message": "step 5 went wrong", "step": 5}
+    recovery = _plan(classify(ExitCode.NAN, nan, False, checkpoint_step=2), _config())
+    assert "training.learning_rate" in recovery.changes
 
 
 @pytest.fixture

@@ -137,7 +137,9 @@ def test_data_prepared_for_another_tokenizer_is_refused(tiny_train_project):
     code, events = run_training(run_dir)
     assert code == ExitCode.CONFIG
     error = of_kind(events, "error")[0]
-    assert error["kind"] == "config" and "another tokenizer" in error["message"] and "forge prepare" in error["message"]
+    # code, message, fix and data are fields of their own: nobody has to take the text apart.
+    assert error["kind"] == "config" and "another tokenizer" in error["message"] and "forge prepare" in error["fix"]
+    assert error["code"] == "prepared-data-stale" and "Fix:" not in error["message"] and error["data"] == {}
 
 
 def test_missing_prepared_data_is_a_config_error(tiny_train_project):
@@ -145,11 +147,13 @@ def test_missing_prepared_data_is_a_config_error(tiny_train_project):
     run_dir = make_run_dir(root, prepared)
     (prepared / "train.parquet").unlink()
     code, events = run_training(run_dir)
-    assert code == ExitCode.CONFIG and "forge prepare FILE" in of_kind(events, "error")[0]["message"]
+    error = of_kind(events, "error")[0]
+    assert code == ExitCode.CONFIG and "forge prepare FILE" in error["fix"] and error["code"] == "prepared-data-missing"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
 def test_qlora_without_a_gpu_names_the_alternative(tiny_train_project):
     root, prepared = tiny_train_project(method="qlora", max_steps=2)
     code, events = run_training(make_run_dir(root, prepared))
-    assert code == ExitCode.CONFIG and "--method lora" in of_kind(events, "error")[0]["message"]
+    error = of_kind(events, "error")[0]
+    assert code == ExitCode.CONFIG and "--method lora" in error["fix"] and error["code"] == "hardware-unsupported"

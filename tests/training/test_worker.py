@@ -74,6 +74,8 @@ def test_every_injected_fault_fails_for_real_and_the_resumed_run_ends_like_an_un
             assert errors == []
         else:
             assert [(e["kind"], e["step"]) for e in errors] == [(kind, last_step + 1)]
+            codes = {"oom": "train-out-of-memory", "nan": "train-non-finite"}
+            assert errors[0]["code"] == codes[kind] and "fix" in errors[0] and isinstance(errors[0]["data"], dict)
         assert not (run_dir / "checkpoints" / f"step-{last_step + 1}").exists()  # nothing after the failure
         assert len((run_dir / FAULTS_FIRED).read_text().split()) == attempt  # each fault fires once
         resume = latest_checkpoint(run_dir)
