@@ -68,6 +68,7 @@ def worker_forge(data: Path, work: Path) -> dict:
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
     from forgellm.data.prepare import prepare_dataset
+    from forgellm.project import load_project
 
     project = Path(tempfile.mkdtemp(dir=work))
     config = ForgeConfig.model_validate({"model": {"max_length": 1024}})
@@ -79,7 +80,7 @@ def worker_forge(data: Path, work: Path) -> dict:
 
     pa.table({"warm": [1]})  # pyarrow imports pandas (when installed) on first use: an import, not work
     start = time.perf_counter()
-    result = prepare_dataset(project, data)
+    result = prepare_dataset(*load_project(project), data)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": result.stats["rows_read"], "stages": result.stats["seconds_by_stage"]}
 

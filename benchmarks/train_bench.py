@@ -99,6 +99,7 @@ def build_project(work: Path, model_dir: Path, data: Path, steps: int) -> tuple[
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
     from forgellm.data.prepare import prepare_dataset
+    from forgellm.project import load_project
 
     project = work / "project"
     project.mkdir()
@@ -113,7 +114,7 @@ def build_project(work: Path, model_dir: Path, data: Path, steps: int) -> tuple[
         },
     })
     save_config(config, project / "forge.yaml")
-    result = prepare_dataset(project, data)
+    result = prepare_dataset(*load_project(project), data)
     return project, result.output_dir
 
 

@@ -51,6 +51,7 @@ def build_project(work: Path, steps: int, precision: str) -> tuple[Path, Path, P
     from forgellm.config.schema import ForgeConfig
     from forgellm.data.prepare import prepare_dataset
     from forgellm.models.loading import chat_setup
+    from forgellm.project import load_project
 
     model_dir = chat_setup("smollm2-135m").model_dir
     project = work / f"project-{precision}"
@@ -65,7 +66,7 @@ def build_project(work: Path, steps: int, precision: str) -> tuple[Path, Path, P
         },
     })
     save_config(config, project / "forge.yaml")
-    result = prepare_dataset(project, DEMO_CSV)
+    result = prepare_dataset(*load_project(project), DEMO_CSV)
     return project, result.output_dir, Path(model_dir)
 
 

@@ -101,6 +101,32 @@ class IgniteResult:
         }
 
 
+@dataclass
+class Carried:
+    """What each stage hands the next inside one ignite: records, never a folder to search again.
+    forge.yaml is read at most once per ignite (by init, or when init was reused); plan's and prepare's
+    changes to it are carried on from what they return."""
+
+    layout: ProjectLayout
+    written: Any = None  # ForgeConfig: forge.yaml as written (plan starts from it and rewrites it)
+    config: Any = None  # ForgeConfig: the same with FORGE_* overrides, what the later stages take
+    prepared: Any = None  # PreparedData that prepare published
+    run: Any = None  # RunRecord of the run train finished
+
+    def set_written(self, written: Any) -> None:
+        from forgellm.config.io import with_environment
+
+        self.written, self.config = written, with_environment(written)
+
+    def read_written(self) -> Any:
+        """forge.yaml from disk: the one read of an ignite whose init did not just write it."""
+        from forgellm.config.io import load_config
+
+        if self.written is None and self.layout.config_file.is_file():
+            self.set_written(load_config(self.layout.config_file, environ={}).config)
+        return self.written
+
+
 # ------------------------------------------------------------------------------------------------ state
 
 
@@ -170,21 +196,26 @@ def check_model_disk_space(config: Any) -> None:
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def _stage_init(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
+def _stage_init(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
     from forgellm.project import advisor_settings, init_project
 
     # The project's name names its exports and Ollama model: the folder's name, as `forge init` does.
     advisor = advisor_settings(options.advisor) if options.advisor else None
-    result = init_project(project_dir, advisor=advisor)
+    result = init_project(carried.layout.root, advisor=advisor)
+    if result.config is not None:  # what init wrote or found: nothing to read again
+        carried.set_written(result.config)
+    else:  # an invalid forge.yaml: reading it says what is wrong
+        carried.read_written()
     created = list(result.created)
     decision = "created the project folder" if created else "project folder already set up"
     return StageOutcome("init", "done", 0.0, decision, {"created": created})
 
 
-def _stage_study(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
+def _stage_study(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
     from forgellm.data.study_run import study_file
 
-    run = study_file(options.data, project_dir, step=hooks.step, rows=hooks.rows)
+    project_dir = carried.layout.root
+    run = study_file(carried.layout, carried.config, options.data, step=hooks.step, rows=hooks.rows)
     findings = run.report.to_dict().get("findings", [])
     serious = [f for f in findings if f.get("severity") in ("error", "warning")]
     report = run.html_path.relative_to(project_dir) if run.html_path.is_relative_to(project_dir) else run.html_path
@@ -193,26 +224,18 @@ def _stage_study(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) 
     return StageOutcome("study", "done", 0.0, decision, details, run)
 
 
-def _planned_model(project_dir: Path) -> str | None:
-    from forgellm.config.io import load_config
-
-    try:
-        config = load_config(project_dir).config
-    except ForgeError:
-        return None
-    return config.model.ref if config.data.source else None
-
-
-def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, fresh_key: bool) -> StageOutcome:
+def _stage_plan(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, fresh_key: bool) -> StageOutcome:
     from forgellm.planning import PlanOverrides, make_plan
 
     flags = PlanOverrides(
         options.model, None, options.epochs, options.batch_size, options.max_steps, options.time_budget
     )
+    written = carried.read_written()
 
     def plan(dry_run: bool):
         return make_plan(
-            project_dir,
+            carried.layout,
+            written,
             options.goal,
             data=options.data,
             overrides=flags,
@@ -221,7 +244,7 @@ def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, f
             progress=hooks.step,
         )
 
-    previous = _planned_model(project_dir)
+    previous = written.model.ref if written is not None and written.data.source else None  # an earlier plan's
     if options.dry_run:
         result = plan(True)
         return StageOutcome("plan", "done", 0.0, _plan_decision(result), _plan_details(result), result)
@@ -239,6 +262,7 @@ def _stage_plan(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, f
                 code=ErrorCode.DECLINED,
             )
     result = plan(False)
+    carried.set_written(result.config)  # the plan it wrote, carried on rather than read back
     return StageOutcome("plan", "done", 0.0, _plan_decision(result), _plan_details(result), result)
 
 
@@ -265,12 +289,13 @@ def _plan_details(result: Any) -> dict[str, Any]:
     }
 
 
-def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
-    from forgellm.config.io import load_config
+def _stage_prepare(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
     from forgellm.data.prepare import PrepareHooks, prepare_dataset
 
-    check_model_disk_space(load_config(project_dir).config)
-    result = prepare_dataset(project_dir, options.data, hooks=PrepareHooks(step=hooks.step, rows=hooks.rows))
+    check_model_disk_space(carried.config)
+    progress = PrepareHooks(step=hooks.step, rows=hooks.rows)
+    result = prepare_dataset(carried.layout, carried.config, options.data, hooks=progress)
+    carried.prepared, carried.config = result.prepared, result.config  # detection may have filled data.format
     counts = ", ".join(f"{name} {examples:,}" for name, examples in result.stats.examples().items())
     rejected = result.stats.rejected
     decision = f"{counts} examples" + (f"; {rejected:,} rows rejected (see rejects.jsonl)" if rejected else "")
@@ -279,12 +304,13 @@ def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks
     return StageOutcome("prepare", "done", 0.0, decision, {"output_dir": str(result.output_dir)}, result)
 
 
-def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
-    from forgellm.project.run_record import run_status
+def _stage_train(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+    from forgellm.project.run_record import RunRecord, run_status
     from forgellm.training.supervisor import run_training
 
+    project_dir = carried.layout.root
     run_id = state.get("train_run")
-    resume = run_id if run_id and run_status(ProjectLayout(project_dir).run(run_id)) != "completed" else None
+    resume = run_id if run_id and run_status(carried.layout.run(run_id)) != "completed" else None
 
     def remember(event: dict[str, Any]) -> None:
         if event.get("event") == "run" and event.get("run_id"):  # record it at once: a kill must find it
@@ -293,7 +319,9 @@ def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, 
         hooks.train_event(event)
 
     try:
-        result = run_training(project_dir, resume=resume, on_event=remember)
+        result = run_training(
+            carried.layout, carried.config, prepared=carried.prepared, resume=resume, on_event=remember
+        )  # a resumed run trains with its own snapshot, not with forge.yaml
     except ForgeError as exc:
         if resume and exc.code == ErrorCode.NOTHING_TO_RESUME:  # it finished just before the kill
             result = None
@@ -301,6 +329,7 @@ def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, 
             raise
     if result is not None and result.status != "completed":
         raise IgniteInterrupted("train", f"forge ignite resumes run {result.run_id} from its last checkpoint")
+    carried.run = result.record if result is not None else RunRecord.load(carried.layout.run(state["train_run"]))
     summary = result.summary if result is not None else None
     best = summary.best_val_loss if summary else None
     steps = summary.steps if summary and summary.steps is not None else "?"
@@ -315,12 +344,13 @@ def _stage_train(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, 
     return StageOutcome("train", "done", 0.0, decision, {"run_id": state.get("train_run")}, result)
 
 
-def _stage_eval(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+def _stage_eval(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
     from forgellm.evaluation import evaluate_run
 
     result = evaluate_run(
-        project_dir,
-        state.get("train_run"),
+        carried.layout,
+        carried.config,
+        carried.run,
         samples=EVAL_SAMPLES,
         max_examples=EVAL_MAX_EXAMPLES,
         max_new_tokens=EVAL_MAX_NEW_TOKENS,
@@ -345,10 +375,10 @@ def _stage_eval(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, s
     return StageOutcome("eval", "done", 0.0, decision, {"summary": summary}, result)
 
 
-def _stage_export(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
+def _stage_export(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
     from forgellm.export.pipeline import export_model
 
-    result = export_model(project_dir, run=state.get("train_run"), progress=hooks.export_progress)
+    result = export_model(carried.layout, carried.config, run=carried.run, progress=hooks.export_progress)
     files = ", ".join(p.name for p in result.gguf_files.values())
     ollama = result.ollama
     registered = f"; created {ollama.model} in Ollama" if ollama.registered else ""
@@ -372,11 +402,12 @@ def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None 
     hooks = hooks or IgniteHooks()
     check_inputs(options)
     project_dir = Path(project_dir).expanduser().resolve()
+    carried = Carried(ProjectLayout(project_dir))
     options = IgniteOptions(**{**options.__dict__, "data": options.data.expanduser().resolve()})
     if options.dry_run:  # the plan, computed without writing anything, and nothing else
         hooks.stage_started("plan")
         started = time.perf_counter()
-        outcome = _stage_plan(project_dir, options, hooks, fresh_key=False)
+        outcome = _stage_plan(carried, options, hooks, fresh_key=False)
         outcome.seconds = time.perf_counter() - started
         hooks.stage_finished(outcome)
         return IgniteResult(project_dir, [outcome], stopped_after="plan")
@@ -389,6 +420,7 @@ def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None 
     for stage in (s for s in STAGES if options.export or s != "export"):
         if stage in state["done"]:
             record = state["done"][stage]
+            _reload(stage, carried, record.get("details", {}), state)
             result.outcomes.append(StageOutcome(stage, "reused", 0.0, record["decision"], record.get("details", {})))
             continue
         if stage == "train" and not options.yes and not hooks.confirm("Start training with this plan?"):
@@ -396,7 +428,7 @@ def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None 
             break
         hooks.stage_started(stage)
         started = time.perf_counter()
-        outcome = _run_stage(stage, project_dir, options, hooks, state, fresh)
+        outcome = _run_stage(stage, carried, options, hooks, state, fresh)
         outcome.seconds = time.perf_counter() - started
         result.outcomes.append(outcome)
         hooks.stage_finished(outcome)
@@ -409,19 +441,32 @@ def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None 
     return result
 
 
+def _reload(stage: str, carried: Carried, details: dict[str, Any], state: dict[str, Any]) -> None:
+    """A stage finished by an earlier ignite: its record, read from disk by the record's own reader."""
+    from forgellm.project.prepared import PreparedData
+    from forgellm.project.run_record import RunRecord
+
+    if stage == "init":
+        carried.read_written()
+    elif stage == "prepare" and details.get("output_dir"):
+        carried.prepared = PreparedData.load(Path(details["output_dir"]))
+    elif stage == "train" and state.get("train_run"):
+        carried.run = RunRecord.load(carried.layout.run(state["train_run"]))
+
+
 def _run_stage(
-    stage: str, project_dir: Path, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any], fresh: bool
+    stage: str, carried: Carried, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any], fresh: bool
 ) -> StageOutcome:
     if stage == "init":
-        return _stage_init(project_dir, options, hooks)
+        return _stage_init(carried, options, hooks)
     if stage == "study":
-        return _stage_study(project_dir, options, hooks)
+        return _stage_study(carried, options, hooks)
     if stage == "plan":
-        return _stage_plan(project_dir, options, hooks, fresh)
+        return _stage_plan(carried, options, hooks, fresh)
     if stage == "prepare":
-        return _stage_prepare(project_dir, options, hooks)
+        return _stage_prepare(carried, options, hooks)
     if stage == "train":
-        return _stage_train(project_dir, options, hooks, state)
+        return _stage_train(carried, options, hooks, state)
     if stage == "eval":
-        return _stage_eval(project_dir, options, hooks, state)
-    return _stage_export(project_dir, options, hooks, state)
+        return _stage_eval(carried, options, hooks, state)
+    return _stage_export(carried, options, hooks, state)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 from templates_support import make_tokenizer
 
 from forgellm.config.io import save_config
@@ -108,7 +109,7 @@ def tiny_train_project(tmp_path, tiny_causal_lm_dir, _support_csv):
         }
         data["model"].update(model or {})
         save_config(ForgeConfig.model_validate(data), root / "forge.yaml")
-        result = prepare_dataset(root, _support_csv)
+        result = prepare_dataset(*staged(root), _support_csv)
         return root, result.output_dir
 
     return build

@@ -23,6 +23,7 @@ from forgellm.project.layout import ProjectLayout
 
 if TYPE_CHECKING:
     from forgellm.advisor.protocol import Advisor
+    from forgellm.config.schema import ForgeConfig
     from forgellm.data.prepare import PrepareHooks, PrepareResult
 
 OUTPUT_NAME = "output.jsonl"
@@ -59,7 +60,8 @@ class ScriptRun:
 
 
 def prepare_with_script(
-    project_dir: Path,
+    layout: ProjectLayout,
+    config: ForgeConfig,
     input_path: Path,
     instructions: str,
     *,
@@ -70,10 +72,9 @@ def prepare_with_script(
 ) -> tuple[ScriptRun, PrepareResult]:
     """What `forge prepare FILE --script TEXT` does: advisor script, sandboxed run, normal prepare."""
     from forgellm.advisor.select import make_advisor
-    from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
+    from forgellm.data.prepare import detect_recipe, prepare_dataset
 
-    project_dir = project_dir.resolve()
-    config = load_project_config(project_dir)
+    project_dir = layout.root.resolve()
     advisor = make_advisor(config.advisor, project_dir)
     run = run_advisor_script(
         project_dir,
@@ -87,12 +88,12 @@ def prepare_with_script(
     )
     if config.data.format not in ("auto", "messages"):
         # forge.yaml's recipe describes the raw input; the script's output is conversations.
-        detect_recipe(project_dir, run.output_path, config)
+        config, _ = detect_recipe(layout, run.output_path, config)
         run.warnings.append(
             f"forge.yaml said data.format: {config.data.format}; the script writes conversations, "
             "so data.format and data.recipe were detected again from its output."
         )
-    result = prepare_dataset(project_dir, run.output_path, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
+    result = prepare_dataset(layout, config, run.output_path, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
     return run, result
 
 

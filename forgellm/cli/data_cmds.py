@@ -29,16 +29,16 @@ def prepare(
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
     from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
-    from forgellm.project import find_project
+    from forgellm.project import ProjectLayout, find_project
 
-    root = find_project(project) or project
+    layout = ProjectLayout((find_project(project) or project).resolve())
+    config = load_project_config(layout.root)
     if script is not None:
-        _prepare_scripted(root, file, script, allow_unsandboxed, restart, chunk_rows, as_json)
+        _prepare_scripted(layout, config, file, script, allow_unsandboxed, restart, chunk_rows, as_json)
         return
     if show_recipe:
-        config = load_project_config(root)
         if config.data.format == "auto":
-            config, detection = detect_recipe(root, file.resolve(), config)
+            config, detection = detect_recipe(layout, file.resolve(), config)
             if not as_json:
                 console.print(
                     f"Detected [bold]{detection.format}[/] (confidence {detection.confidence:.0%}); "
@@ -47,29 +47,31 @@ def prepare(
         _show_recipe(config, as_json)
         return
     if as_json:
-        result = prepare_dataset(root, file, restart=restart, chunk_rows=chunk_rows)
+        result = prepare_dataset(layout, config, file, restart=restart, chunk_rows=chunk_rows)
         print_json(result.to_dict())
         return
     with _progress() as hooks:
-        result = prepare_dataset(root, file, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
+        result = prepare_dataset(layout, config, file, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
     _render_result(result)
 
 
 def _prepare_scripted(
-    root: Path, file: Path, script: str, allow_unsandboxed: bool, restart: bool, chunk_rows: int | None, as_json: bool
-) -> None:
+    layout: Any, config: Any, file: Path, script: str, allow_unsandboxed: bool, restart: bool,
+    chunk_rows: int | None, as_json: bool,
+) -> None:  # fmt: skip
     from forgellm.advisor.scripts import prepare_with_script
 
     if as_json:
         run, result = prepare_with_script(
-            root, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart, chunk_rows=chunk_rows
+            layout, config, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart, chunk_rows=chunk_rows
         )
         print_json({"script": run.to_dict(), **result.to_dict()})
         return
     with _progress() as hooks:
         run, result = prepare_with_script(
-            root, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart, chunk_rows=chunk_rows, hooks=hooks
-        )
+            layout, config, file, script, allow_unsandboxed=allow_unsandboxed, restart=restart,
+            chunk_rows=chunk_rows, hooks=hooks,
+        )  # fmt: skip
     for note in run.notes:
         console.print(f"[dim]{note}[/]")
     for warning in run.warnings:
@@ -94,15 +96,16 @@ def study(
     """A data quality report: duplicates, encoding, placeholders, PII, lengths, labels — with fixes."""
     from forgellm.data.study_report import render_study_terminal
     from forgellm.data.study_run import study_file
-    from forgellm.project import find_project
+    from forgellm.project import find_project, load_project
 
-    root = find_project(project)
+    # Inside a project the study counts the target model's tokens; outside one it estimates them.
+    layout, config = load_project(project) if find_project(project) else (None, None)
     if as_json:
-        run = study_file(file, root, full=full, sample_rows=sample_rows)
+        run = study_file(layout, config, file, full=full, sample_rows=sample_rows)
         print_json(run.to_dict())
         return
     with _progress() as hooks:
-        run = study_file(file, root, full=full, sample_rows=sample_rows, step=hooks.step, rows=hooks.rows)
+        run = study_file(layout, config, file, full=full, sample_rows=sample_rows, step=hooks.step, rows=hooks.rows)
     render_study_terminal(run.report, console)
     console.print(f"Format: [bold]{run.detection['format']}[/] — " + "; ".join(run.detection["reasons"][:2]))
     console.print(f"Reports: {run.html_path} (open in a browser) and {run.json_path}")

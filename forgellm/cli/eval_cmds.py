@@ -29,16 +29,16 @@ def eval_command(
 ) -> None:
     """Base vs fine-tuned on the test split: loss, perplexity, answers side by side, ROUGE-L, chrF, stop rate."""
     from forgellm.evaluation import evaluate_run
-    from forgellm.project import require_project
+    from forgellm.project import load_project
 
-    root = require_project(project)
+    layout, config = load_project(project)
     options = {"samples": samples, "max_new_tokens": max_new_tokens, "max_examples": max_examples, "judge": judge}
     if as_json:
-        print_json(evaluate_run(root, run, **options).to_dict())
+        print_json(evaluate_run(layout, config, run, **options).to_dict())
         return
     with _EvalDisplay() as display:
-        result = evaluate_run(root, run, progress=display.progress(), **options)
-    _render(result.to_dict(), root)
+        result = evaluate_run(layout, config, run, progress=display.progress(), **options)
+    _render(result.to_dict(), layout.root)
 
 
 class _EvalDisplay(StageBar):

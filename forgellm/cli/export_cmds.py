@@ -34,17 +34,21 @@ def export(
     from forgellm.errors import ErrorCode, ForgeError
     from forgellm.export.gguf_convert import parse_quants
     from forgellm.export.pipeline import export_model
-    from forgellm.project import require_project
+    from forgellm.project import load_project
 
-    root = require_project(project)
+    layout, config = load_project(project)
+    root = layout.root
     quants = parse_quants(quant) if quant is not None else None
     if as_json:
-        result = export_model(root, run=run, quants=quants, name=name, ollama=not no_ollama, push_to_hub=push_to_hub)
+        result = export_model(
+            layout, config, run=run, quants=quants, name=name, ollama=not no_ollama, push_to_hub=push_to_hub
+        )
         print_json(result.to_dict())
     else:
         with _ExportDisplay() as display:
             result = export_model(
-                root,
+                layout,
+                config,
                 run=run,
                 quants=quants,
                 name=name,

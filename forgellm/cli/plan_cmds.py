@@ -52,14 +52,14 @@ def plan(
     Without a forge.yaml here (or above), the project is created in --project, as `forge init` would.
     """
     from forgellm.planning import PlanOverrides, make_plan
-    from forgellm.project import find_project
+    from forgellm.project import ProjectLayout, find_project, written_config
 
-    root = find_project(project) or project
+    layout = ProjectLayout((find_project(project) or project).expanduser().resolve())
     flags = PlanOverrides(model, method.value if method else None, epochs, batch_size, max_steps, time_budget)
     with progress_steps(enabled=not as_json) as step:
         result = make_plan(
-            root, goal, data=data, overrides=flags, provider=advisor.value if advisor else None,
-            dry_run=dry_run, progress=step,
+            layout, written_config(layout), goal, data=data, overrides=flags,
+            provider=advisor.value if advisor else None, dry_run=dry_run, progress=step,
         )  # fmt: skip
     if as_json:
         print_json(result.to_dict())

@@ -27,7 +27,7 @@ def train(
 ) -> None:
     """Train on the prepared data; recovers from out-of-memory, NaN loss and crashes on its own."""
     from forgellm.errors import ErrorCode, ForgeError
-    from forgellm.project import find_project
+    from forgellm.project import load_project
     from forgellm.training.supervisor import run_training
 
     if run is not None and not resume:
@@ -36,14 +36,14 @@ def train(
             fix=f"forge train --resume {run}",
             code=ErrorCode.USAGE_INVALID,
         )
-    root = find_project(project) or project
+    layout, config = load_project(project)
     which: str | bool | None = (run or True) if resume else None
     if as_json:
-        result = run_training(root, resume=which, max_steps=max_steps)
+        result = run_training(layout, config, resume=which, max_steps=max_steps)
         print_json(result.to_dict())
     else:
         with _LiveDisplay() as display:
-            result = run_training(root, resume=which, max_steps=max_steps, on_event=display.update)
+            result = run_training(layout, config, resume=which, max_steps=max_steps, on_event=display.update)
         _render_summary(result.summary)
     if result.status == "interrupted":
         if not as_json:

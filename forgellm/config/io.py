@@ -304,3 +304,9 @@ def save_config(config: ForgeConfig, path: str | Path) -> Path:
         path = path / CONFIG_FILENAME
     atomic_write_text(path, dump_config(config))
     return path
+
+
+def with_environment(config: ForgeConfig, environ: Mapping[str, str] | None = None) -> ForgeConfig:
+    """forge.yaml's settings as written (a plan just made, say) with the FORGE_* overrides applied, as
+    `load_config` gives them, without reading the file again."""
+    return config_from_mapping(config.model_dump(mode="json"), environ=environ).config

@@ -48,11 +48,23 @@ _MIN_ROWS_FOR_ERROR_RATE = 50
 
 @dataclass
 class PrepareResult:
-    output_dir: Path
-    stats: PreparedStats
+    """What `prepare_dataset` hands on: the published record (train takes it) and the config it prepared
+    with (data.format and data.recipe filled in when they were detected)."""
+
+    prepared: PreparedData
+    config: ForgeConfig
     checks: list[dict[str, Any]] = field(default_factory=list)
     resumed_chunks: int = 0
     already_prepared: bool = False
+
+    @property
+    def output_dir(self) -> Path:
+        return self.prepared.folder
+
+    @property
+    def stats(self) -> PreparedStats:
+        assert self.prepared.stats is not None, "a published preparation has its stats.json"
+        return self.prepared.stats
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +97,7 @@ def default_chunk_rows() -> int:
 
 
 def load_project_config(project_dir: Path) -> ForgeConfig:
+    """forge.yaml of the project `forge prepare` runs in (read once, by the command)."""
     if not ProjectLayout(project_dir).config_file.is_file():
         raise ForgeError(
             f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
@@ -107,41 +120,43 @@ def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> Fo
     return updated
 
 
-def detect_recipe(project_dir: Path, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
+def detect_recipe(layout: ProjectLayout, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
     """Fill data.format and data.recipe from the data (forge.yaml says `format: auto`) and save them in
-    forge.yaml, where the user can edit them. FORGE_* overrides apply to the result but are not saved."""
+    forge.yaml, where the user can edit them; returns the updated config, which the caller carries on.
+    The file is read back as written (a read-modify-write) so FORGE_* overrides are not baked into it."""
     from forgellm.data.formats import detect_format
     from forgellm.data.readers import open_dataset, sample_records
 
     dataset = open_dataset(input_path)
     detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
-    on_disk = load_config(project_dir, environ={}).config
-    save_config(_with_detection(on_disk, input_path, detection), ProjectLayout(project_dir).config_file)
+    on_disk = load_config(layout.config_file, environ={}).config
+    save_config(_with_detection(on_disk, input_path, detection), layout.config_file)
     return _with_detection(config, input_path, detection), detection
 
 
 def prepare_dataset(
-    project_dir: Path,
+    layout: ProjectLayout,
+    config: ForgeConfig,
     input_path: Path,
     *,
     restart: bool = False,
     chunk_rows: int | None = None,
     hooks: PrepareHooks | None = None,
 ) -> PrepareResult:
-    project_dir, input_path = project_dir.resolve(), input_path.resolve()
+    """Prepare `input_path` for the project with `config` (its forge.yaml, loaded by the caller)."""
+    layout, input_path = ProjectLayout(layout.root.resolve()), input_path.resolve()
     hooks = hooks or PrepareHooks()
-    config = load_project_config(project_dir)
     if config.data.format == "auto":
         hooks.step("Detecting the data format")
-        config, _ = detect_recipe(project_dir, input_path, config)
-    run = _PrepareRun(project_dir, input_path, config, hooks)
+        config, _ = detect_recipe(layout, input_path, config)
+    run = _PrepareRun(layout, input_path, config, hooks)
     return run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
 
 
 class _PrepareRun:
-    def __init__(self, project_dir: Path, input_path: Path, config: ForgeConfig, hooks: PrepareHooks) -> None:
-        self.project_dir, self.input_path, self.config, self.hooks = project_dir, input_path, config, hooks
-        self.layout = ProjectLayout(project_dir)
+    def __init__(self, layout: ProjectLayout, input_path: Path, config: ForgeConfig, hooks: PrepareHooks) -> None:
+        self.project_dir, self.input_path, self.config, self.hooks = layout.root, input_path, config, hooks
+        self.layout = layout
         self.timer = StageTimer()
         self.started = time.perf_counter()
 
@@ -167,7 +182,7 @@ class _PrepareRun:
         final = self.layout.prepared(short_hash(settings, fingerprint["sha256"])).folder
         published = PreparedData.load(final)
         if published is not None and published.complete and published.stats is not None and not restart:
-            return PrepareResult(final, published.stats, already_prepared=True)
+            return PrepareResult(published, self.config, already_prepared=True)
         work = self.layout.partial_prepared(short_hash(settings, fingerprint["path"])).folder
         manifest = self._open_work(work, fingerprint, settings, tokenizer, chunk_rows, restart)
         try:
@@ -349,7 +364,9 @@ class _PrepareRun:
         if final.exists():
             shutil.rmtree(final)
         work.replace(final)
-        return PrepareResult(final, stats, [c.to_dict() for c in checks], resumed_chunks=self.resumed)
+        prepared = PreparedData.load(final)  # the record just published, read by its one reader
+        assert prepared is not None, "the published folder holds its manifest"
+        return PrepareResult(prepared, self.config, [c.to_dict() for c in checks], resumed_chunks=self.resumed)
 
     def _stats(self, manifest: Manifest, split_stats: dict, merge_reasons: Counter, checks: list) -> PreparedStats:
         reasons: Counter = Counter()

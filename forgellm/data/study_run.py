@@ -38,29 +38,30 @@ def _spread(items: Iterator[Record | BadRow], every: int) -> Iterator[Record | B
     return itertools.islice(items, 0, None, every) if every > 1 else items
 
 
-def _plan_context(project_dir: Path | None, progress_step: Callable[[str], None]) -> tuple[Any, Any, int | None]:
-    """(config, tokenizer, max_length) from forge.yaml when there is one; tokens are then the model's."""
-    if project_dir is None or not ProjectLayout(project_dir).config_file.is_file():
-        return None, None, None
-    from forgellm.config.io import load_config
+def _plan_context(config: Any, progress_step: Callable[[str], None]) -> tuple[Any, int | None]:
+    """(tokenizer, max_length) from the project's forge.yaml when there is one; tokens are then the model's."""
+    if config is None:
+        return None, None
     from forgellm.models.loading import load_tokenizer
     from forgellm.models.resolve import materialize, resolve_model
 
-    config = load_config(project_dir).config
     progress_step(f"Loading the tokenizer of {config.model.ref} for token counts")
     tokenizer = load_tokenizer(materialize(resolve_model(config.model.ref), progress_step))
-    return config, tokenizer, config.model.max_length
+    return tokenizer, config.model.max_length
 
 
 def study_file(
+    layout: ProjectLayout | None,
+    config: Any,
     path: Path,
-    project_dir: Path | None,
     *,
     full: bool = False,
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
     step: Callable[[str], None] | None = None,
     rows: Callable[[int, int | None], None] | None = None,
 ) -> StudyRun:
+    """Study `path` for the project (`layout` None: the current folder; `config` None: no forge.yaml yet, so
+    the format is detected and tokens are estimated)."""
     from forgellm.data.formats import detect_format
     from forgellm.data.readers import estimate_rows, open_dataset, sample_records
     from forgellm.data.study import study_dataset
@@ -68,7 +69,7 @@ def study_file(
 
     step = step or (lambda _message: None)
     dataset = open_dataset(path)
-    config, tokenizer, max_length = _plan_context(project_dir, step)
+    tokenizer, max_length = _plan_context(config, step)
     if config is not None and config.data.format != "auto":
         from forgellm.data.formats import Detection
 
@@ -93,7 +94,7 @@ def study_file(
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,
     )
-    layout = ProjectLayout(project_dir or Path("."))
+    layout = layout or ProjectLayout(Path("."))
     html_path, json_path = layout.study_html, layout.study_json
     write_study_json(report, json_path)
     write_study_html(report, html_path, title=f"Data study: {path.name}")

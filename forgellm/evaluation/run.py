@@ -23,7 +23,9 @@ from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
 from forgellm.project.layout import PreparedLayout, ProjectLayout
 
 if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
     from forgellm.project.eval_record import EvalRecord
+    from forgellm.project.run_record import RunRecord
 
 if TYPE_CHECKING:
     from forgellm.serve.engines import TransformersEngine
@@ -116,14 +118,6 @@ def _test_split(prepared: Path, run_id: str) -> Any:
     return split
 
 
-def _project_config(project_dir: Path, fallback: Any) -> Any:
-    """forge.yaml's settings (the advisor is the project's, not the run's); the run's snapshot without one."""
-    from forgellm.config.io import load_config
-
-    path = ProjectLayout(project_dir).config_file
-    return load_config(path).config if path.is_file() else fallback
-
-
 def _timed(seconds: dict[str, float], key: str, started: float) -> float:
     now = time.perf_counter()
     seconds[key] = seconds.get(key, 0.0) + now - started
@@ -141,7 +135,7 @@ class _Target:
     warnings: list[str]
 
 
-def _locate(project_dir: Path, run: str | None) -> _Target:
+def _locate(project_dir: Path, config: Any, run: str | RunRecord | None) -> _Target:
     from forgellm.export.source import find_export_source
     from forgellm.project.run_record import RunSpec, run_status
     from forgellm.training.runs import list_runs
@@ -153,18 +147,19 @@ def _locate(project_dir: Path, run: str | None) -> _Target:
             'with `forge ignite FILE "GOAL"`.',
             code=ErrorCode.NO_TRAINING_RUN,
         )
-    source = find_export_source(project_dir, run)  # the run, its weights (best/ or last checkpoint), checked
+    source = find_export_source(project_dir, run)  # the run (as handed), its weights (best/ or last checkpoint)
     prepared = Path(RunSpec.load(source.run_dir).prepared_dir)  # the data the run trained on
     split = _test_split(prepared, source.run_id)
     warnings = []
     if run_status(source.run_dir) != "completed":
         warnings.append(f"Run {source.run_id} did not complete; its {source.checkpoint} weights were evaluated.")
-    return _Target(source, prepared, split, _project_config(project_dir, source.config), warnings)
+    return _Target(source, prepared, split, config, warnings)
 
 
 def evaluate_run(
-    project_dir: Path,
-    run: str | None = None,
+    layout: ProjectLayout,
+    config: ForgeConfig,
+    run: str | RunRecord | None = None,
     *,
     samples: int = 64,
     max_new_tokens: int | None = None,
@@ -172,7 +167,8 @@ def evaluate_run(
     judge: bool | None = None,
     progress: EvalProgress | Callable[[str], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``run`` (id or folder; default the newest completed run) against its base model and write
+    """Evaluate ``run`` (its record as training handed it, its id or folder; default the newest completed run)
+    against its base model and write
     reports/eval.json and reports/eval.html. ``judge``: None = when the advisor is an LLM, True = required.
     ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`)."""
     from forgellm.evaluation.judge import make_judge
@@ -180,18 +176,18 @@ def evaluate_run(
     from forgellm.evaluation.quiet import quiet_libraries
     from forgellm.evaluation.report import write_reports
 
-    project_dir = Path(project_dir).resolve()
+    project_dir = layout.root.resolve()
     report = _as_progress(progress)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    target = _locate(project_dir, run)
+    target = _locate(project_dir, config, run)  # config: forge.yaml's (the advisor is the project's, not the run's)
     warnings = target.warnings
     judged_by, why_not = (
         (None, None) if judge is False else make_judge(project_dir, target.config.advisor, required=bool(judge))
     )
     warnings += [why_not] if why_not else []
     scorers = Scorers.load()  # before the models: a missing package fails in a second, not after minutes
-    base, tuned = _open_engines(project_dir, target.source.run_id, report)
+    base, tuned = _open_engines(project_dir, target, report)
     clock = _timed(seconds, "load", started)
 
     seed = target.source.config.training.seed
@@ -301,15 +297,16 @@ def _summary(
 
 
 def _open_engines(
-    project_dir: Path, run_id: str, report: EvalProgress
+    project_dir: Path, target: _Target, report: EvalProgress
 ) -> tuple[TransformersEngine, TransformersEngine]:
     """(base, fine-tuned) TransformersEngines, through the same code `forge inference --compare` uses."""
     from forgellm.serve.engines import TransformersEngine
-    from forgellm.serve.model_choice import open_compare_engines, run_choice
+    from forgellm.serve.model_choice import open_compare_engines, source_choice
 
-    report.stage(f"Loading run {run_id} and its base model")
-    choice = run_choice(project_dir, "transformers", lambda _message: None, run=run_id)
-    base, tuned = open_compare_engines(project_dir, choice, "transformers", lambda _message: None)
+    report.stage(f"Loading run {target.source.run_id} and its base model")
+    quiet = lambda _message: None  # noqa: E731
+    choice = source_choice(target.source, project_dir, quiet)
+    base, tuned = open_compare_engines(project_dir, choice, "transformers", quiet, config=target.config)
     # Losses need the torch model itself, which only the transformers engine (asked for above) holds.
     assert isinstance(base, TransformersEngine) and isinstance(tuned, TransformersEngine), "transformers was asked for"
     return base, tuned

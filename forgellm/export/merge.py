@@ -105,12 +105,14 @@ def end_of_turn_ids(tokenizer: Any, chat_format: ChatFormat) -> list[int]:
 
 def write_merged(source: ExportSource, chat_format: ChatFormat, tokenizer: Any, folder: Path) -> MergedModel:
     """Write the merged model, tokenizer (training chat template) and generation config into `folder`."""
+    import copy
     import time
 
     from forgellm.templates import to_hf_jinja
 
     started = time.perf_counter()
     model = load_merged_model(source)
+    tokenizer = copy.deepcopy(tokenizer)  # the process shares the loaded one (models.loading): a copy is changed
     tokenizer.chat_template = to_hf_jinja(chat_format)
     eos_ids = end_of_turn_ids(tokenizer, chat_format)
     generation = model.generation_config

@@ -35,6 +35,8 @@ from forgellm.project.export_record import ExportMetadata, OllamaRecord
 from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
 
 if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
+    from forgellm.project.run_record import RunRecord
     from forgellm.templates.messages import ChatFormat
 
 DEFAULT_QUANTS = ("f16", "q8_0")
@@ -186,9 +188,10 @@ class _Timer:
 
 
 def export_model(
-    project_dir: Path,
+    layout: ProjectLayout,
+    config: ForgeConfig,
     *,
-    run: str | None = None,
+    run: str | RunRecord | None = None,
     quants: list[str] | None = None,
     name: str | None = None,
     ollama: bool = True,
@@ -196,14 +199,14 @@ def export_model(
     progress: ExportProgress | None = None,
     environ: dict[str, str] | None = None,
 ) -> ExportResult:
-    """Export a run of the project at `project_dir` (see the module docstring)."""
-    from forgellm.config.io import load_config
+    """Export a run of the project (`run`: its record as training handed it, its id or folder; default the
+    newest completed run) with `config`, forge.yaml as the caller loaded it (see the module docstring)."""
     from forgellm.export.gguf_convert import check_exportable
     from forgellm.models.loading import read_model_config
 
     progress = progress or ExportProgress()
     environ = dict(os.environ) if environ is None else environ
-    project_config = load_config(project_dir).config
+    project_dir, project_config = layout.root.resolve(), config
     source = find_export_source(project_dir, run)
     name = export_name(project_config, name)
     chosen, user_chose = _resolve_quants(project_config, quants)

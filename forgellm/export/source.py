@@ -60,11 +60,15 @@ def _pick_run(project_dir: Path, run: str | None) -> Path:
     return usable[-1].resolve()
 
 
-def find_export_source(project_dir: Path, run: str | None = None) -> ExportSource:
-    """The run to export (`run` = id or folder; default the newest completed run) and its weights."""
-    run_dir = _pick_run(project_dir, run)
+def find_export_source(project_dir: Path, run: str | RunRecord | None = None) -> ExportSource:
+    """The run to export (`run` = its record as training handed it, its id or folder; default the newest
+    completed run) and its weights."""
+    if isinstance(run, RunRecord):
+        run_dir, record = run.layout.folder.resolve(), run
+    else:
+        run_dir = _pick_run(project_dir, run)
+        record = RunRecord.load(run_dir)
     spec = RunSpec.load(run_dir)
-    record = RunRecord.load(run_dir)
     last = record.last_checkpoint
     if record.best is not None:
         weights_dir, checkpoint = record.best, record.best.name

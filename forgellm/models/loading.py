@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,28 @@ class ChatSetup:
     warnings: list[str] = field(default_factory=list)
 
 
+# One tokenizer and one ChatSetup per model folder (and template settings) per process: inside one
+# `forge ignite`, prepare, eval and export share them instead of loading the same files three times.
+# Callers treat them as read-only (export copies the tokenizer before it changes its template).
+_TOKENIZERS: dict[Path, Any] = {}
+_SETUPS: dict[tuple[Path, str, Path], ChatSetup] = {}
+
+
+def clear_caches() -> None:
+    """Forget the shared tokenizers and chat setups (a model folder rewritten in place)."""
+    _TOKENIZERS.clear()
+    _SETUPS.clear()
+
+
 def load_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer of a model folder, loaded once per process (see _TOKENIZERS)."""
+    key = Path(model_dir).resolve()
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _read_tokenizer(key)
+    return _TOKENIZERS[key]
+
+
+def _read_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -93,12 +114,22 @@ def chat_setup(
     base_dir: Path = Path("."),
     progress: Callable[[str], None] | None = None,
 ) -> ChatSetup:
-    """Resolve the model, load its tokenizer, and build the chat format forge.yaml asks for."""
-    from forgellm.templates import pad_token_warning
-
+    """Resolve the model, load its tokenizer, and build the chat format forge.yaml asks for; built once
+    per process for a model folder, settings and base folder (a copy with its own `warnings` list)."""
     settings = settings or ChatTemplateSection()
     source = resolve_model(model_ref)
     model_dir = materialize(source, progress)
+    key = (Path(model_dir).resolve(), settings.model_dump_json(), Path(base_dir).resolve())
+    if key not in _SETUPS:
+        _SETUPS[key] = _build_setup(source, model_ref, model_dir, settings, base_dir)
+    return replace(_SETUPS[key], warnings=list(_SETUPS[key].warnings))
+
+
+def _build_setup(
+    source: ModelSource, model_ref: str, model_dir: Path, settings: ChatTemplateSection, base_dir: Path
+) -> ChatSetup:
+    from forgellm.templates import pad_token_warning
+
     tokenizer = load_tokenizer(model_dir)
     chat_format = chat_format_for(
         settings,

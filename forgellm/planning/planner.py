@@ -15,7 +15,7 @@ from typing import Any
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanProposal, PlanRequest
-from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
+from forgellm.config.io import CONFIG_FILENAME, save_config
 from forgellm.config.schema import ForgeConfig, ModelSection, TrainingSection
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.memory import GIB
@@ -35,6 +35,7 @@ from forgellm.planning.profile import DataProfile, profile_data
 from forgellm.planning.report import Override, PlanResult
 from forgellm.planning.schedule import Schedule, check_lr_moves, schedule_plan
 from forgellm.planning.writer import build_config
+from forgellm.project.layout import ProjectLayout
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class PlanOverrides:
 
 
 def make_plan(
-    project_dir: str | Path,
+    layout: ProjectLayout,
+    config: ForgeConfig | None,
     goal: str | None,
     *,
     data: Path | None = None,
@@ -73,7 +75,10 @@ def make_plan(
     offline: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PlanResult:
-    """Plan a fine-tuning run; writes forge.yaml (creating the project if needed) unless ``dry_run``.
+    """Plan a fine-tuning run; writes forge.yaml (creating the project if needed) unless ``dry_run``, and
+    returns the config it wrote (``result.config``), which the caller carries on instead of reading it back.
+
+    ``config``: forge.yaml as written (no FORGE_* overrides: `project.written_config`), None when there is none.
 
     ``advisor`` defaults to the one forge.yaml's advisor section names (``provider`` overrides it);
     ``offline`` defaults to FORGE_OFFLINE / HF_HUB_OFFLINE (then only models on disk are candidates).
@@ -86,8 +91,8 @@ def make_plan(
             code=ErrorCode.USAGE_INVALID,
         )
     step = progress or (lambda _message: None)
-    root = Path(project_dir).expanduser().resolve()
-    existing, exists = _existing_config(root)
+    root = layout.root.expanduser().resolve()
+    existing, exists = (config, True) if config is not None else (ForgeConfig(), False)
     overrides = _with_model_from_config(overrides or PlanOverrides(), existing)
     user_target = resolve_target(overrides.model) if overrides.model else None  # a misspelt name fails first
     advisor = advisor or _make_advisor(existing, root, provider)
@@ -141,13 +146,6 @@ def _precision(hardware: HardwareInfo, checked: CheckedPlan, dry_run: bool, step
                                gradient_checkpointing=plan.gradient_checkpointing)  # fmt: skip
     return plan_precision(hardware, checked.target, training, seq_len=plan.max_length,
                           micro_batch=plan.micro_batch_size, measure=not dry_run, step=step)  # fmt: skip
-
-
-def _existing_config(root: Path) -> tuple[ForgeConfig, bool]:
-    """forge.yaml as the user wrote it (FORGE_* variables are not baked into the file), or defaults."""
-    if not (root / CONFIG_FILENAME).is_file():
-        return ForgeConfig(), False
-    return load_config(root, environ={}).config, True
 
 
 def _with_model_from_config(overrides: PlanOverrides, existing: ForgeConfig) -> PlanOverrides:

@@ -2,7 +2,7 @@
 creating it (`forge init`) and finding it. `forge status` (forgellm.status) reads it; nothing here
 imports status."""
 
-from forgellm.project.find import find_project, require_project
+from forgellm.project.find import find_project, load_project, require_project, written_config
 from forgellm.project.init import (
     DEFAULT_ADVISOR_MODELS,
     DEFAULT_OPENAI_BASE_URL,
@@ -27,5 +27,7 @@ __all__ = [
     "advisor_settings",
     "find_project",
     "init_project",
+    "load_project",
     "require_project",
+    "written_config",
 ]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forgellm.config.io import CONFIG_FILENAME
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.project.layout import ProjectLayout
+
+if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
 
 
 def find_project(start: str | Path = ".") -> Path | None:
@@ -29,3 +35,23 @@ def require_project(start: str | Path = ".") -> Path:
             data={"path": str(Path(start).expanduser().resolve())},
         )
     return root
+
+
+def load_project(
+    start: str | Path = ".", *, environ: Mapping[str, str] | None = None
+) -> tuple[ProjectLayout, ForgeConfig]:
+    """The project at or above `start` and its forge.yaml, read once: what a command hands its stage."""
+    from forgellm.config.io import load_config
+
+    layout = ProjectLayout(require_project(start))
+    return layout, load_config(layout.config_file, environ=environ).config
+
+
+def written_config(layout: ProjectLayout) -> ForgeConfig | None:
+    """forge.yaml as the user wrote it (no FORGE_* overrides baked in), or None before there is one:
+    what `forge plan` starts from and rewrites."""
+    from forgellm.config.io import load_config
+
+    if not layout.config_file.is_file():
+        return None
+    return load_config(layout.config_file, environ={}).config

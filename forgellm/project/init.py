@@ -25,9 +25,12 @@ class InitResult:
     existed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     credentials_file: Path | None = None
+    # forge.yaml as written (created now, or read once if it was there); None when it is not valid.
+    config: ForgeConfig | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("config")
         data["project_dir"] = str(self.project_dir)
         data["credentials_file"] = str(self.credentials_file) if self.credentials_file else None
         return data
@@ -106,10 +109,11 @@ def _write_config(root: Path, result: InitResult, name: str, model_ref: str | No
         )
         save_config(config, path)
         result.created.append(CONFIG_FILENAME)
+        result.config = config
         return
     result.existed.append(CONFIG_FILENAME)
     try:
-        existing = load_config(path).config
+        existing = result.config = load_config(path, environ={}).config
     except ForgeError as exc:
         result.warnings.append(
             f"{CONFIG_FILENAME} already exists but is not a valid Forge plan ({exc.message.rstrip(':')}); "

@@ -20,6 +20,7 @@ from forgellm.project.export_record import newest_export as newest_export_layout
 from forgellm.project.layout import ExportLayout, ProjectLayout
 
 if TYPE_CHECKING:
+    from forgellm.export.source import ExportSource
     from forgellm.serve.engines import InferenceEngine
     from forgellm.templates.messages import ChatFormat
 
@@ -72,6 +73,7 @@ def build_format(
 
 
 def _project_config(project_dir: Path) -> Any:
+    """forge.yaml for `forge inference`, which resolves its model choice here (eval hands its config)."""
     from forgellm.config.io import load_config
 
     return load_config(project_dir).config
@@ -182,7 +184,11 @@ def run_choice(project_dir: Path, engine: str, step: Progress, run: str | None =
             code=ErrorCode.NO_TRAINING_RUN,
         )
     _refuse_llama_cpp(engine, "A training run's weights are a Hugging Face model")
-    source = find_export_source(project_dir, run)  # best/, else the run's last checkpoint
+    return source_choice(find_export_source(project_dir, run), project_dir, step)  # best/, else its last checkpoint
+
+
+def source_choice(source: ExportSource, project_dir: Path, step: Progress) -> ModelChoice:
+    """A run's weights, found already (eval hands the run training recorded), and its chat format."""
     step(f"Loading the tokenizer of run {source.run_id}")
     settings = source.config.model.chat_template  # what this run trained with
     tokenizer, chat_format = build_format(
@@ -204,10 +210,11 @@ def _refuse_llama_cpp(engine: str, what: str) -> None:
         )
 
 
-def base_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice:
+def base_choice(project_dir: Path, engine: str, step: Progress, config: Any = None) -> ModelChoice:
+    """forge.yaml's model (`config`: forge.yaml as the caller loaded it; None reads it)."""
     from forgellm.models.loading import chat_setup
 
-    config = _project_config(project_dir)
+    config = config if config is not None else _project_config(project_dir)
     step(f"Preparing the base model {config.model.ref}")
     setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir, progress=step)
     gguf = setup.source.path if setup.source.kind in ("bundled", "gguf") else None
@@ -420,7 +427,11 @@ def open_engine(choice: ModelChoice, engine: str = "auto", progress: Progress | 
 
 
 def open_compare_engines(
-    project_dir: Path | None, choice: ModelChoice, engine: str = "auto", progress: Progress | None = None
+    project_dir: Path | None,
+    choice: ModelChoice,
+    engine: str = "auto",
+    progress: Progress | None = None,
+    config: Any = None,
 ) -> tuple[InferenceEngine, InferenceEngine]:
     """(base, fine-tuned) engines. When the fine-tuned model is base + adapter, the base is the same weights
     with the adapter switched off (one copy in memory); else forge.yaml's model is loaded beside it."""
@@ -439,9 +450,10 @@ def open_compare_engines(
         )
     step = progress or (lambda _message: None)
     tuned = open_engine(choice, engine, step)
-    ref = _project_config(project_dir).model.ref
+    config = config if config is not None else _project_config(project_dir)  # eval hands its own
+    ref = config.model.ref
     if tuned.has_adapter:
         return tuned.without_adapter(f"base {ref}"), tuned
-    base = base_choice(project_dir, "auto", step)
+    base = base_choice(project_dir, "auto", step, config)
     wanted = engine if engine != "llama.cpp" or base.gguf_path is not None else "transformers"
     return open_engine(base, wanted, step), tuned

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import load_config, read_json_object, save_config
+from forgellm.config.io import load_config, read_json_object, save_config  # load_config: run snapshots
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
@@ -146,25 +146,42 @@ def _check_template(project_dir: Path, data: PreparedData, current: dict[str, st
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def create_run(project_dir: Path, *, max_steps: int | None = None) -> Run:
-    """A new run folder: run.json and the config snapshot from forge.yaml."""
-    config = load_config(project_dir).config
+def create_run(
+    layout: ProjectLayout, config: ForgeConfig, *, prepared: PreparedData | None = None, max_steps: int | None = None
+) -> Run:
+    """A new run folder: run.json and the config snapshot from `config` (forge.yaml, loaded by the caller).
+    `prepared`: the data `forge prepare` just published (ignite hands it on); None finds the data that
+    matches the config."""
     if max_steps is not None:
         config = _with_max_steps(config, max_steps)
-    chosen = find_prepared(project_dir, config)
-    layout = ProjectLayout(project_dir)
+    chosen = find_prepared(layout.root, config) if prepared is None else _handed(prepared, config)
     layout.runs_dir.mkdir(parents=True, exist_ok=True)
     run = layout.run(new_run_id(config, layout.runs_dir))
     run.logs.mkdir(parents=True)
     data = chosen.prepared
-    spec = RunSpec(run.run_id, str(project_dir), str(data.folder), str(chosen.model_dir), data.tokenizer_id)
+    spec = RunSpec(run.run_id, str(layout.root), str(data.folder), str(chosen.model_dir), data.tokenizer_id)
     spec.save(run)
     run = Run(run.folder, spec, config)
     run.save_config(config)
     return run
 
 
+def _handed(prepared: PreparedData, config: ForgeConfig) -> TrainingData:
+    """The data prepare handed on, for the model folder of the config (already on disk: prepare used it)."""
+    from forgellm.models.resolve import materialize, resolve_model
+
+    if prepared.model is not None and prepared.model != config.model.ref:
+        raise ForgeError(
+            f"The prepared data in {prepared.folder} was made for {prepared.model}, not {config.model.ref}.",
+            fix=f"Run `forge prepare {config.data.source or 'FILE'}` again for {config.model.ref}.",
+            code=ErrorCode.PREPARED_DATA_STALE,
+            data={"prepared": str(prepared.folder), "model": prepared.model},
+        )
+    return TrainingData(prepared, Path(materialize(resolve_model(config.model.ref))))
+
+
 def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = None) -> Run:
+    # The run's own snapshot (runs/<id>/config.yaml, with healing's changes) is its config, not forge.yaml.
     """An existing run to resume: `which` is a run id (or its folder), or True for the newest unfinished one."""
     run_dir = _latest_unfinished(project_dir) if which is True else _named_run(project_dir, str(which))
     spec = RunSpec.load(run_dir)

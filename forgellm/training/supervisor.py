@@ -18,14 +18,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from forgellm.errors import ErrorCode, ForgeError
+from forgellm.errors import ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
 from forgellm.training.protocol import ExitCode, parse_event
 from forgellm.training.runs import Run, TrainLock, create_run, open_run
+
+if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
+    from forgellm.project.prepared import PreparedData
+    from forgellm.project.run_record import RunRecord
 
 EventHandler = Callable[[dict[str, Any]], None]
 _LOG_TAIL_CHARS = 20_000
@@ -64,6 +69,13 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "status": self.status, **self.summary.to_dict()}
+
+    @property
+    def record(self) -> RunRecord:
+        """The run's record (run.json, summary, checkpoints): what eval and export take."""
+        from forgellm.project.run_record import RunRecord
+
+        return RunRecord.load(self.run_dir)
 
 
 class MetricsLog:
@@ -274,30 +286,29 @@ def _tracked(on_event: EventHandler, tracker: Any) -> EventHandler:
 
 
 def run_training(
-    project_dir: Path,
+    layout: ProjectLayout,
+    config: ForgeConfig,
     *,
+    prepared: PreparedData | None = None,
     resume: str | bool | None = None,
     max_steps: int | None = None,
     on_event: EventHandler | None = None,
 ) -> RunResult:
-    """Train the project's plan in a new run, or resume one (`resume`: a run id, or True for the newest
-    unfinished run). Returns when the run completed or was interrupted; ForgeError when it failed."""
+    """Train `config` (the project's forge.yaml, loaded by the caller) in a new run on `prepared` (None: the
+    prepared data matching it), or resume one (`resume`: a run id, or True for the newest unfinished run;
+    it trains with its own snapshot). Returns when the run completed or was interrupted; ForgeError when
+    it failed."""
     from forgellm.training.summary import write_summary
 
-    project_dir = Path(project_dir).expanduser().resolve()
-    if not ProjectLayout(project_dir).config_file.is_file():
-        raise ForgeError(
-            f"{project_dir} has no forge.yaml, so there is no plan to train.",
-            fix="Run `forge init` (and `forge plan`, `forge prepare FILE`) first, or pass --project DIR.",
-            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(project_dir)},
-        )
+    project_dir = layout.root.expanduser().resolve()
+    layout = ProjectLayout(project_dir)
     on_event = on_event or (lambda _event: None)
     with TrainLock(project_dir) as lock:
         lock.acquire()
         run = (
             open_run(project_dir, resume, max_steps=max_steps)
             if resume
-            else create_run(project_dir, max_steps=max_steps)
+            else create_run(layout, config, prepared=prepared, max_steps=max_steps)
         )
         lock.record(run.run_id)
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})

@@ -231,8 +231,9 @@ def test_cli_rules_advisor_cannot_write_scripts(project, tickets):
 def test_cli_script_then_prepare_end_to_end(project, tickets, prepared_before):
     if prepared_before:  # forge.yaml already holds the recipe of the raw CSV (question/answer columns)
         from forgellm.data.prepare import detect_recipe, load_project_config
+        from forgellm.project import ProjectLayout
 
-        detect_recipe(project, tickets, load_project_config(project))
+        detect_recipe(ProjectLayout(project), tickets, load_project_config(project))
         assert load_config(project).config.data.format != "messages"
     proposal = ScriptProposal(code=textwrap.dedent(CONVERT), explanation="Pairs questions and answers.")
     with openai_server([Reply.json(proposal)]) as server:

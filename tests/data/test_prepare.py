@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stage_support import staged
 
 from forgellm.advisor.diagnosis import diagnose_failure
 from forgellm.config.io import load_config
-from forgellm.data.prepare import prepare_dataset
+from forgellm.data.prepare import load_project_config, prepare_dataset
 from forgellm.errors import ErrorCode, ForgeError
 
 OUTPUTS = [f"{s}.{ext}" for s in ("train", "val", "test") for ext in ("jsonl", "parquet")] + ["rejects.jsonl"]
@@ -59,7 +60,7 @@ def placed_lines(folder: Path) -> Counter:
 
 def test_openai_jsonl_with_bad_rows(make_project, shared_data):
     project = make_project()
-    result = prepare_dataset(project, shared_data / "openai_messages_toy.jsonl")
+    result = prepare_dataset(*staged(project), shared_data / "openai_messages_toy.jsonl")
     out = result.output_dir
     assert out.parent == project / "data" / "prepared" and not out.name.startswith(".")
     for name in OUTPUTS + ["stats.json", "manifest.json"]:
@@ -83,7 +84,7 @@ def test_rows_end_in_one_place_and_labels_train_only_answers(make_project, tmp_p
     rows[20] = chat("dup?", "same")
     rows[21] = chat("dup?", "same")
     project = make_project()
-    result = prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows), chunk_rows=7)
+    result = prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", rows), chunk_rows=7)
     out = result.output_dir
     assert sorted(placed_lines(out).elements()) == list(range(1, 61))
     reasons = {r["line"]: r["reason"] for r in read_rows(out, "rejects.jsonl")}
@@ -100,14 +101,14 @@ def test_rows_end_in_one_place_and_labels_train_only_answers(make_project, tmp_p
 def test_second_run_reuses_published_output(make_project, tmp_path):
     project = make_project()
     data = jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
-    first = prepare_dataset(project, data)
-    again = prepare_dataset(project, data)
+    first = prepare_dataset(*staged(project), data)
+    again = prepare_dataset(*staged(project), data)
     assert again.already_prepared and again.output_dir == first.output_dir
 
 
 def test_no_forge_yaml_is_a_clear_message(tmp_path):
-    with pytest.raises(ForgeError) as caught:
-        prepare_dataset(tmp_path, tmp_path)
+    with pytest.raises(ForgeError) as caught:  # `forge prepare` reads forge.yaml once, with this message
+        load_project_config(tmp_path)
     assert "needs a plan with a target model" in caught.value.message and "forge init" in caught.value.fix
 
 
@@ -115,7 +116,7 @@ def test_everything_filtered_is_an_error_not_an_empty_success(make_project, tmp_
     project = make_project(preprocessing={"filters": {"min_chars": 1000}})
     data = jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", "short") for i in range(20)])
     with pytest.raises(ForgeError) as caught:
-        prepare_dataset(project, data)
+        prepare_dataset(*staged(project), data)
     assert "No training examples are left" in caught.value.message and "min_chars" in caught.value.message
     assert not [p for p in (project / "data" / "prepared").iterdir() if not p.name.startswith(".")]
 
@@ -124,7 +125,7 @@ def test_error_rate_stops_the_run_without_output(make_project, tmp_path):
     rows = [chat(f"q{i}", f"a{i}") if i % 2 else "{broken" for i in range(100)]
     project = make_project(preprocessing={"max_error_rate": 0.1})
     with pytest.raises(ForgeError) as caught:
-        prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows))
+        prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", rows))
     assert "50 of" in caught.value.message and "max_error_rate" in caught.value.message
     assert not [p for p in (project / "data" / "prepared").iterdir() if not p.name.startswith(".")]
 
@@ -147,11 +148,11 @@ def test_disk_full_leaves_no_final_output_and_resumes(make_project, tmp_path, mo
 
     monkeypatch.setattr(prepare_module, "write_chunk", failing_write)
     with pytest.raises(ForgeError) as caught:
-        prepare_dataset(project, data, chunk_rows=10)
+        prepare_dataset(*staged(project), data, chunk_rows=10)
     assert "disk is full" in caught.value.message and "resumes" in caught.value.fix
     assert not [p for p in (project / "data" / "prepared").iterdir() if not p.name.startswith(".")]
     monkeypatch.setattr(prepare_module, "write_chunk", real_write)
-    result = prepare_dataset(project, data, chunk_rows=10)
+    result = prepare_dataset(*staged(project), data, chunk_rows=10)
     assert result.resumed_chunks == 2 and sorted(placed_lines(result.output_dir)) == list(range(1, 41))
 
 
@@ -161,13 +162,13 @@ def test_changed_input_refuses_to_resume(make_project, tmp_path, monkeypatch):
     data = jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
     restore_writes = interrupt_before_chunk(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(project, data, chunk_rows=10)
+        prepare_dataset(*staged(project), data, chunk_rows=10)
     restore_writes()
     jsonl(data, [chat(f"q{i}", f"changed {i}") for i in range(30)])
     with pytest.raises(ForgeError) as caught:
-        prepare_dataset(project, data, chunk_rows=10)
+        prepare_dataset(*staged(project), data, chunk_rows=10)
     assert "changed since the interrupted preparation" in caught.value.message and "--restart" in caught.value.fix
-    assert prepare_dataset(project, data, chunk_rows=10, restart=True).stats.kept == 30
+    assert prepare_dataset(*staged(project), data, chunk_rows=10, restart=True).stats.kept == 30
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -186,10 +187,10 @@ def test_splits_do_not_depend_on_chunk_size(make_project, tmp_path_factory, answ
     )
     data = jsonl(folder / "d.jsonl", rows)
     try:
-        single = prepare_dataset(project, data, chunk_rows=len(rows) + 1, restart=True).output_dir
+        single = prepare_dataset(*staged(project), data, chunk_rows=len(rows) + 1, restart=True).output_dir
     except ForgeError as exc:  # every row filtered (e.g. all empty answers): same verdict whatever the chunking
         with pytest.raises(ForgeError) as again:
-            prepare_dataset(project, data, chunk_rows=chunk, restart=True)
+            prepare_dataset(*staged(project), data, chunk_rows=chunk, restart=True)
         assert again.value.message == exc.message
         return
     snapshot = {name: (single / name).read_bytes() for name in OUTPUTS}
@@ -198,7 +199,7 @@ def test_splits_do_not_depend_on_chunk_size(make_project, tmp_path_factory, answ
     other = make_project(
         name=f"q{chunk}", preprocessing={"split": split}, data={"format": "messages", "recipe": recipe}
     )
-    chunked = prepare_dataset(other, data, chunk_rows=chunk).output_dir
+    chunked = prepare_dataset(*staged(other), data, chunk_rows=chunk).output_dir
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl"):
         assert (chunked / name).read_bytes() == snapshot[name], name
 
@@ -206,7 +207,8 @@ def test_splits_do_not_depend_on_chunk_size(make_project, tmp_path_factory, answ
 def _run_in_subprocess(project: Path, data: Path, chunk_rows: int) -> subprocess.Popen:
     code = (
         "import sys; from pathlib import Path; from forgellm.data.prepare import prepare_dataset; "
-        f"prepare_dataset(Path({str(project)!r}), Path({str(data)!r}), chunk_rows={chunk_rows})"
+        "from forgellm.project import load_project; "
+        f"prepare_dataset(*load_project(Path({str(project)!r})), Path({str(data)!r}), chunk_rows={chunk_rows})"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
 
@@ -214,7 +216,7 @@ def _run_in_subprocess(project: Path, data: Path, chunk_rows: int) -> subprocess
 def test_kill_minus_nine_then_resume_is_byte_identical(make_project, tmp_path):
     rows = [chat(f"question {i} " + "x" * (i % 50), f"answer {i} " + "y" * (i % 70)) for i in range(3000)]
     data = jsonl(tmp_path / "big.jsonl", rows)
-    reference = prepare_dataset(make_project("reference"), data, chunk_rows=100).output_dir
+    reference = prepare_dataset(*staged(make_project("reference")), data, chunk_rows=100).output_dir
     project = make_project("crashed")
     process = _run_in_subprocess(project, data, 100)
     prepared = project / "data" / "prepared"
@@ -228,7 +230,7 @@ def test_kill_minus_nine_then_resume_is_byte_identical(make_project, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    result = prepare_dataset(project, data, chunk_rows=100)
+    result = prepare_dataset(*staged(project), data, chunk_rows=100)
     assert result.resumed_chunks >= 3
     for name in OUTPUTS:
         assert (result.output_dir / name).read_bytes() == (reference / name).read_bytes(), name
@@ -253,7 +255,7 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
     rows += [chat(f"Tell me about {topic}?", f"Here is what we know about {topic}.") for topic in topics]
     data = jsonl(tmp_path / "d.jsonl", rows)
     filters = {"drop_near_duplicates": True, "near_duplicate_threshold": 0.8}
-    whole = prepare_dataset(make_project("whole", preprocessing={"filters": filters}), data, chunk_rows=8)
+    whole = prepare_dataset(*staged(make_project("whole", preprocessing={"filters": filters})), data, chunk_rows=8)
     reasons = [r["reason"] for r in read_rows(whole.output_dir, "rejects.jsonl")]
     assert sum(r.startswith("near-duplicate of line 1") for r in reasons) >= 20
     assert whole.stats.kept >= 11
@@ -261,9 +263,9 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
     project = make_project("resumed", preprocessing={"filters": filters})
     restore_writes = interrupt_before_chunk(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(project, data, chunk_rows=8)
+        prepare_dataset(*staged(project), data, chunk_rows=8)
     restore_writes()
-    resumed = prepare_dataset(project, data, chunk_rows=8)
+    resumed = prepare_dataset(*staged(project), data, chunk_rows=8)
     assert resumed.resumed_chunks == 2
     for name in OUTPUTS:
         assert (resumed.output_dir / name).read_bytes() == (whole.output_dir / name).read_bytes(), name
@@ -272,10 +274,10 @@ def test_near_duplicates_are_dropped_and_resume_rebuilds_the_index(make_project,
 def test_pii_mask_and_drop(make_project, tmp_path):
     rows = [chat("My email is jane.doe@example.com, help!", "We will write to you."), chat("Plain question?", "Yes.")]
     data = jsonl(tmp_path / "d.jsonl", rows)
-    masked = prepare_dataset(make_project("mask", preprocessing={"pii": "mask"}), data).output_dir
+    masked = prepare_dataset(*staged(make_project("mask", preprocessing={"pii": "mask"})), data).output_dir
     texts = [r["text"] for name in ("train.jsonl", "val.jsonl", "test.jsonl") for r in read_rows(masked, name)]
     assert any("[EMAIL]" in t for t in texts) and not any("jane.doe" in t for t in texts)
-    dropped = prepare_dataset(make_project("drop", preprocessing={"pii": "drop"}), data).output_dir
+    dropped = prepare_dataset(*staged(make_project("drop", preprocessing={"pii": "drop"})), data).output_dir
     reasons = [r["reason"] for r in read_rows(dropped, "rejects.jsonl")]
     assert reasons == ["contains personal data (email); preprocessing.pii is 'drop'"]
 
@@ -289,7 +291,7 @@ def test_balanced_sampling_caps_big_labels_in_train(make_project, tmp_path):
         preprocessing={"balance": True, "split": {"method": "stratified", "column": "label"}},
         data={"format": "messages", "recipe": recipe},
     )
-    out = prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows)).output_dir
+    out = prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", rows)).output_dir
     train = Counter(r["label"] for r in read_rows(out, "train.jsonl"))
     assert train["small"] == 54 and train["mid"] == 90  # at or below the median: kept whole
     assert 70 <= train["big"] <= 110  # capped near the median label (90)
@@ -305,7 +307,7 @@ def test_temporal_split_puts_the_newest_rows_in_test(make_project, tmp_path):
         preprocessing={"split": {"method": "temporal", "column": "day", "train": 0.5, "val": 0.25, "test": 0.25}},
         data={"format": "messages", "recipe": recipe},
     )
-    out = prepare_dataset(project, jsonl(tmp_path / "d.jsonl", rows)).output_dir
+    out = prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", rows)).output_dir
     days = {
         s: sorted(int(r["text"].split("q")[1].split("<")[0]) % 28 + 1 for r in read_rows(out, f"{s}.jsonl"))
         for s in ("train", "val", "test")
@@ -319,7 +321,7 @@ def test_missing_mapped_column_is_named(make_project, tmp_path):
     project = make_project(data={"format": "qa", "recipe": recipe})
     data = jsonl(tmp_path / "d.jsonl", [{"question": f"q{i}", "reply": f"a{i}"} for i in range(60)])
     with pytest.raises(ForgeError) as caught:
-        prepare_dataset(project, data)
+        prepare_dataset(*staged(project), data)
     assert "'answer'" in caught.value.message and "max_error_rate" in caught.value.message
     # What diagnosis needs travels as data, so it never reads the reasons' words.
     assert caught.value.code == ErrorCode.DATA_ROWS_REJECTED
@@ -334,6 +336,6 @@ def test_missing_mapped_column_is_named(make_project, tmp_path):
 def test_detected_recipe_is_saved_without_environment_overrides(make_project, tmp_path, monkeypatch):
     project = make_project()
     monkeypatch.setenv("FORGE_PREPROCESSING__SEED", "7")
-    prepare_dataset(project, jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)]))
+    prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)]))
     on_disk = load_config(project, environ={}).config
     assert on_disk.data.format == "messages" and on_disk.preprocessing.seed == 42

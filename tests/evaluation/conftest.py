@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from evaluation.eval_support import SMALL, build_project
+from stage_support import staged
 
 
 @contextmanager
@@ -44,7 +45,7 @@ def evaluated(eval_project):
     from forgellm.evaluation import evaluate_run
 
     with _one_torch_thread():
-        return eval_project, evaluate_run(eval_project, **SMALL)
+        return eval_project, evaluate_run(*staged(eval_project), **SMALL)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from export.export_support import make_finished_run, write_adapter
+from stage_support import staged
 from tiny_project_support import TRAIN_DEFAULTS
 
 from forgellm.config.io import save_config
@@ -27,7 +28,7 @@ def build_project(root: Path, model_dir: Path, data_csv: Path, *, strong_adapter
         **sections,
     }
     save_config(ForgeConfig.model_validate(data), root / "forge.yaml")
-    prepared = prepare_dataset(root, data_csv).output_dir
+    prepared = prepare_dataset(*staged(root), data_csv).output_dir
     run_dir = make_finished_run(root, prepared, model_dir, RUN_ID)
     if strong_adapter:  # a fresh 0.05-scale adapter barely changes what the tiny model writes; this one does
         shutil.rmtree(run_dir / "best")

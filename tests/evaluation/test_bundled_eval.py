@@ -7,6 +7,7 @@ import time
 
 import pytest
 from evaluation.eval_support import RUN_ID, build_project
+from stage_support import staged
 
 from forgellm.pipeline import EVAL_MAX_EXAMPLES, EVAL_MAX_NEW_TOKENS, EVAL_SAMPLES
 
@@ -27,7 +28,7 @@ def test_ignite_sized_evaluation_of_the_bundled_model(tmp_path, bundled_model_di
         preprocessing={"split": {"train": 0.6, "val": 0.1, "test": 0.3}},  # enough test examples to fill the limit
     )
     started = time.perf_counter()
-    result = evaluate_run(root, **IGNITE_LIMITS)
+    result = evaluate_run(*staged(root), **IGNITE_LIMITS)
     seconds = time.perf_counter() - started
     print(f"bundled model, ignite limits: {seconds:.1f} s ({result.seconds})")
     summary, settings = result.summary, result.settings

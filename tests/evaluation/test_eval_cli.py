@@ -8,6 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from evaluation.eval_support import RUN_ID, build_project
+from stage_support import staged
 from typer.testing import CliRunner
 
 from forgellm.cli.main import app
@@ -59,19 +60,19 @@ def test_errors_name_the_command_that_fixes_them(tmp_path, tiny_train_project):
 
 def test_an_unknown_run_or_a_run_without_weights_is_refused(eval_project, tmp_path):
     with pytest.raises(ForgeError) as unknown:
-        evaluate_run(eval_project, "nope")
+        evaluate_run(*staged(eval_project), "nope")
     assert "There is no run 'nope'" in unknown.value.message and RUN_ID in unknown.value.fix
     root = tmp_path / "project"
     shutil.copytree(eval_project, root)
     shutil.rmtree(root / "runs" / RUN_ID / "best")
     with pytest.raises(ForgeError) as no_weights:
-        evaluate_run(root)
+        evaluate_run(*staged(root))
     assert "has no saved weights" in no_weights.value.message
 
 
 def test_judge_asked_for_without_an_llm_advisor_fails_before_any_model_loads(eval_project):
     with pytest.raises(ForgeError) as error:
-        evaluate_run(eval_project, judge=True)
+        evaluate_run(*staged(eval_project), judge=True)
     assert "--judge needs an LLM advisor" in error.value.message and "advisor.provider" in error.value.fix
 
 
@@ -85,14 +86,14 @@ def test_no_or_an_empty_test_split_says_how_to_hold_one_out(tmp_path, tiny_causa
     if test_file.is_file():  # prepare wrote an empty test split: the empty case first, then the missing one
         assert pq.read_metadata(test_file).num_rows == 0
         with pytest.raises(ForgeError) as empty:
-            evaluate_run(root)
+            evaluate_run(*staged(root))
         assert "test split" in empty.value.message and "is empty" in empty.value.message
         test_file.unlink()
     else:  # no file: make the empty one from the val split's schema
         table = pq.read_table(prepared / "val.parquet")
         pq.write_table(table.slice(0, 0), test_file)
         with pytest.raises(ForgeError) as empty:
-            evaluate_run(root)
+            evaluate_run(*staged(root))
         assert "is empty" in empty.value.message
         test_file.unlink()
     result = runner.invoke(app, ["eval", "-C", str(root)])

@@ -9,6 +9,7 @@ from html import escape
 import numpy as np
 import pytest
 from evaluation.eval_support import RUN_ID, SMALL, build_project
+from stage_support import staged
 
 from forgellm.evaluation import evaluate_run
 from forgellm.evaluation.report import render_html
@@ -105,7 +106,7 @@ def test_stop_rate_counts_answers_that_end_their_turn(evaluated, tmp_path, stopp
         assert summary[side]["stop_rate"] == 0.0
     # A model that ends its turn at once: every real generation stops after one token.
     root = build_project(tmp_path / "stopper", stopper_model_dir, _support_csv, strong_adapter=False)
-    stopped = evaluate_run(root, samples=2, max_new_tokens=8, max_examples=2)
+    stopped = evaluate_run(*staged(root), samples=2, max_new_tokens=8, max_examples=2)
     for side in ("base", "tuned"):
         assert all(getattr(r, side).stopped and getattr(r, side).tokens == 1 for r in stopped.examples)
         assert stopped.summary[side]["stop_rate"] == 1.0
@@ -179,7 +180,7 @@ def test_the_answer_limit_is_sized_by_the_reference_answers_and_nothing_warns(ev
     expected = min(512, max(64, math.ceil(p95 * 1.25 / 16) * 16))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_run(root, samples=2, max_examples=2)  # max_new_tokens left to the references
+        result = evaluate_run(*staged(root), samples=2, max_examples=2)  # max_new_tokens left to the references
     assert [str(w.message) for w in caught] == []  # loading, loss and generation: no library note reaches the user
     settings = result.settings
     assert settings["max_new_tokens"] == expected and settings["max_new_tokens_source"] == "references"

@@ -10,6 +10,7 @@ import shutil
 import pytest
 from advisor.servers import Reply, fast_retries, openai_server  # noqa: F401 - fast_retries is a fixture
 from evaluation.eval_support import RUN_ID
+from stage_support import staged
 from typer.testing import CliRunner
 
 from forgellm.advisor.cache import AdvisorCache
@@ -136,7 +137,7 @@ def test_forge_eval_json_reports_the_judge_win_rate(eval_project, tmp_path, fast
 def test_a_judge_that_rejects_the_key_is_skipped_with_a_warning(eval_project, tmp_path, fast_retries):  # noqa: F811
     with openai_server([Reply.key_invalid()]) as server:
         root = _with_openai_advisor(eval_project, tmp_path, server.url)
-        result = evaluate_run(root, samples=2, max_new_tokens=6, max_examples=2)
+        result = evaluate_run(*staged(root), samples=2, max_new_tokens=6, max_examples=2)
     assert result.run_id == RUN_ID and result.summary["judge_win_rate"] is None
     assert result.summary["tuned"]["loss"] is not None  # everything else was measured
     assert any(w.startswith("The LLM judge was skipped") and "HTTP 401" in w for w in result.warnings)

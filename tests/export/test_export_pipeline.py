@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 
 from forgellm.errors import ForgeError
 from forgellm.export.pipeline import export_model
@@ -22,7 +23,7 @@ MESSAGES = [
 def _export(root, **kwargs):
     kwargs.setdefault("ollama", False)
     kwargs.setdefault("environ", {})
-    return export_model(root, **kwargs)
+    return export_model(*staged(root), **kwargs)
 
 
 def _no_leftovers(root) -> list[str]:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from export.export_support import make_finished_run
+from stage_support import staged
 from tiny_project_support import CHATML
 
 from forgellm.errors import ForgeError
@@ -18,7 +19,7 @@ EDITED = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}<|im_end
 
 
 def _export(root, **kwargs):
-    return export_model(root, ollama=False, environ={}, quants=["f16"], **kwargs)
+    return export_model(*staged(root), ollama=False, environ={}, quants=["f16"], **kwargs)
 
 
 @pytest.fixture

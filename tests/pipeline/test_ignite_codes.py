@@ -6,6 +6,7 @@ import pytest
 
 from forgellm import pipeline
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.project import ProjectLayout
 from forgellm.training import runs, supervisor
 
 
@@ -13,12 +14,13 @@ def _train_stage_failing_with(error: ForgeError, tmp_path, monkeypatch):
     # The run ignite remembers looked unfinished, but by the time training resumed it had completed.
     monkeypatch.setattr(runs, "run_status", lambda run_dir: "interrupted")
 
-    def run_training(project_dir, resume=None, on_event=None):
+    def run_training(layout, config, *, prepared=None, resume=None, on_event=None):
         raise error
 
     monkeypatch.setattr(supervisor, "run_training", run_training)
     options = pipeline.IgniteOptions(data=tmp_path / "d.csv", goal="a goal")
-    return pipeline._stage_train(tmp_path, options, pipeline.IgniteHooks(), {"train_run": "r1"})
+    carried = pipeline.Carried(ProjectLayout(tmp_path))
+    return pipeline._stage_train(carried, options, pipeline.IgniteHooks(), {"train_run": "r1"})
 
 
 def test_a_run_that_finished_before_the_resume_counts_as_trained(tmp_path, monkeypatch):

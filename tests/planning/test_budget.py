@@ -4,6 +4,7 @@ in those steps are raised; a budget too small for one step is refused with the s
 from __future__ import annotations
 
 import pytest
+from stage_support import planned
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.rules import RulesAdvisor
@@ -17,8 +18,8 @@ GOAL = "Make a customer support bot"
 
 
 def _plan(root, hardware, data, *, dry_run=False, advisor=None, **flags):
-    return make_plan(root, GOAL, data=data, hardware=hardware, advisor=advisor or RulesAdvisor(), offline=False,
-                     overrides=PlanOverrides(**flags), dry_run=dry_run)  # fmt: skip
+    return make_plan(*planned(root), GOAL, data=data, hardware=hardware, advisor=advisor or RulesAdvisor(),
+                     offline=False, overrides=PlanOverrides(**flags), dry_run=dry_run)  # fmt: skip
 
 
 def _measure(root, hardware, data, tokens_per_second: float, **flags) -> None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from stage_support import planned
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.schemas import PlanProposal
@@ -28,7 +29,7 @@ def hostile(request, **changes) -> PlanProposal:
 def plan_with(scripted, tmp_path, hardware, goal="Make a customer support bot", overrides=None, **changes):
     advisor = scripted(lambda request: hostile(request, **changes))
     return make_plan(
-        tmp_path, goal, advisor=advisor, hardware=hardware, overrides=overrides, dry_run=True, offline=False
+        *planned(tmp_path), goal, advisor=advisor, hardware=hardware, overrides=overrides, dry_run=True, offline=False
     )
 
 
@@ -152,7 +153,7 @@ def test_model_without_template_or_gguf_support_gets_warnings(tmp_path, cpu_mach
     folder = write_model_folder(tmp_path / "tiny-neox", "gpt_neox", with_template=False)
     assert "gpt_neox" not in GGUF_ARCHITECTURES
     result = make_plan(
-        tmp_path / "project",
+        *planned(tmp_path / "project"),
         "Make a chat bot",
         advisor=None,
         provider="rules",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from stage_support import planned
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.rules import RulesAdvisor
@@ -22,7 +23,7 @@ GOAL = "Make a customer support bot"
 def plan(root, hardware, goal=GOAL, **kwargs):
     kwargs.setdefault("advisor", RulesAdvisor())
     kwargs.setdefault("offline", False)
-    return make_plan(root, goal, hardware=hardware, **kwargs)
+    return make_plan(*planned(root), goal, hardware=hardware, **kwargs)
 
 
 def test_plan_writes_a_valid_forge_yaml_and_keeps_the_user_sections(tmp_path, cpu_machine, shared_data):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 
 from forgellm.data.manifest import Manifest
 from forgellm.errors import ForgeError
@@ -228,7 +229,7 @@ def test_status_reads_the_records_of_a_real_prepared_project(tiny_train_project)
     (entry,) = report["data"]["prepared"]
     assert entry["examples"] == data.examples() and entry["rejected"] == data.rejected
     assert entry["tokenizer"] == data.tokenizer_id and entry["problems"] == []
-    run = create_run(root, max_steps=2)
+    run = create_run(*staged(root), max_steps=2)
     (run_entry,) = project_status(root)["runs"]
     assert run_entry["id"] == run.run_id and run_entry["prepared"] == data.fingerprint
     assert run_entry["on_current_data"] is True and run_entry["state"] == "incomplete"

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from stage_support import staged
 
 from forgellm.config.io import load_config, save_config
 from forgellm.project.layout import RUN_CONFIG
@@ -145,10 +146,10 @@ def test_an_out_of_memory_heal_to_a_shorter_max_length_really_trains_shorter(
                 "save_every_steps": 2, "eval_every_steps": 6}
     model = {"ref": str(tiny_causal_lm_dir), "max_length": 512, "chat_template": {"name": "chatml"}}
     save_config(ForgeConfig.model_validate({"model": model, "training": training}), root / "forge.yaml")
-    prepared = prepare_dataset(root, _long_answers_csv(tmp_path / "long.csv")).output_dir
+    prepared = prepare_dataset(*staged(root), _long_answers_csv(tmp_path / "long.csv")).output_dir
     assert load_split(prepared, "train").lengths.min() > 256
     monkeypatch.setenv("FORGE_FAULT", "oom@3")
-    result = run_training(root)
+    result = run_training(*staged(root))
     assert result.status == "completed"
     records = read_metrics(result.run_dir)
     (recovery,) = [r for r in records if r.get("event") == "recovery"]

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 from tiny_project_support import CHATML
 
 from forgellm.errors import ForgeError
@@ -53,11 +54,11 @@ def test_an_edited_custom_template_makes_the_data_stale(tiny_train_project, tmp_
     jinja.write_text(EDITED)  # same path, other content
 
     with pytest.raises(ForgeError) as caught:
-        run_training(root)
+        run_training(*staged(root))
     assert "chat template changed" in caught.value.message and "forge prepare" in caught.value.fix
     assert list_runs(root) == []
 
-    again = prepare_dataset(root, data)
+    again = prepare_dataset(*staged(root), data)
     assert not again.already_prepared and again.output_dir != prepared  # a new fingerprint: prepared anew
     assert json.loads((again.output_dir / "manifest.json").read_text())["chat_template"]["text"] == EDITED
 

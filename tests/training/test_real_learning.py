@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 
 from .conftest import SHARED_DATA
 
@@ -119,7 +120,7 @@ def test_forge_train_makes_smollm2_better_on_held_out_support_chats(tmp_path, bu
 
     root = tmp_path / "project"
     write_project(root)
-    prepared = prepare_dataset(root, write_varied_support_csv(tmp_path / "support.csv")).output_dir
+    prepared = prepare_dataset(*staged(root), write_varied_support_csv(tmp_path / "support.csv")).output_dir
     monkeypatch.chdir(root)
     result = CliRunner().invoke(app, ["train", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

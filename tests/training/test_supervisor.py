@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from stage_support import staged
 
 from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
@@ -81,11 +82,11 @@ def test_a_second_training_is_refused_with_the_running_run_and_pid(tmp_path):
 
 
 def test_training_needs_a_plan_and_prepared_data(tmp_path):
-    with pytest.raises(ForgeError, match="no forge.yaml"):
-        run_training(tmp_path)
+    with pytest.raises(ForgeError, match="(?i)no forge.yaml"):  # the caller's one read of it
+        run_training(*staged(tmp_path))
     save_config(ForgeConfig.model_validate({"data": {"source": "tickets.csv"}}), tmp_path / "forge.yaml")
     with pytest.raises(ForgeError) as caught:
-        run_training(tmp_path)
+        run_training(*staged(tmp_path))
     assert "no prepared data" in caught.value.message and "forge prepare tickets.csv" in caught.value.fix
     assert not (TrainLock(tmp_path).holder()), "the lock is released after a refusal"
 
@@ -99,7 +100,7 @@ def test_data_prepared_for_another_model_is_refused(tiny_train_project, tiny_cau
     config.model.ref = str(other)
     save_config(config, root / "forge.yaml")
     with pytest.raises(ForgeError) as caught:
-        run_training(root)
+        run_training(*staged(root))
     message = caught.value.message
     assert f"tokenized for {tiny_causal_lm_dir}" in message and str(other) in message
     assert "forge prepare" in caught.value.fix
@@ -112,7 +113,7 @@ def test_data_prepared_for_another_model_is_refused(tiny_train_project, tiny_cau
 def test_out_of_memory_then_nan_are_healed(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(**FAST)
     monkeypatch.setenv("FORGE_FAULT", "oom@3,nan@6")
-    result = run_training(root)
+    result = run_training(*staged(root))
     assert result.status == "completed" and result.summary.steps == 8
     oom, nan = _records(result.run_dir, "recovery")
     assert oom["kind"] == "oom" and oom["step"] == 3 and oom["resume_from"].endswith("step-2")
@@ -137,7 +138,7 @@ def test_out_of_memory_then_nan_are_healed(tiny_train_project, monkeypatch):
 def test_crash_and_kill_restart_from_the_last_checkpoint(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(**FAST)
     monkeypatch.setenv("FORGE_FAULT", "crash@3,kill@6")
-    result = run_training(root)
+    result = run_training(*staged(root))
     assert result.status == "completed" and result.summary.steps == 8
     crash, kill = _records(result.run_dir, "recovery")
     assert (crash["kind"], crash["changes"], Path(crash["resume_from"]).name) == ("crash", {}, "step-2")
@@ -151,7 +152,7 @@ def test_max_recoveries_stops_then_resume_skips_a_corrupt_checkpoint(tiny_train_
     root, _ = tiny_train_project(**FAST, max_recoveries=1)
     monkeypatch.setenv("FORGE_FAULT", "crash@3,crash@6")
     with pytest.raises(ForgeError) as caught:
-        run_training(root)
+        run_training(*staged(root))
     assert "training.max_recoveries (1)" in caught.value.message and "forge train --resume" in caught.value.fix
     (run_dir,) = list_runs(root)
     summary = RunSummary.load(run_dir)
@@ -159,7 +160,7 @@ def test_max_recoveries_stops_then_resume_skips_a_corrupt_checkpoint(tiny_train_
     assert [step for step, _ in list_checkpoints(run_dir)] == [2, 4]
     (run_dir / "checkpoints" / "step-4" / TRAINER_STATE).write_bytes(b"damaged")  # e.g. a bad disk sector
     (run_dir / "checkpoints" / "step-6").mkdir()  # a folder someone made by hand: no trainer state
-    result = run_training(root, resume=True)
+    result = run_training(*staged(root), resume=True)
     assert result.status == "completed" and result.run_id == run_dir.name
     start = _records(run_dir, "start")[-1]
     assert start["step"] == 2 and start["resumed_from"].endswith("step-2")
@@ -171,7 +172,7 @@ def test_bad_settings_are_not_retried(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(**FAST)
     monkeypatch.setenv("FORGE_FAULT", "melt@3")  # the worker refuses it as a configuration error (exit 2)
     with pytest.raises(ForgeError) as caught:
-        run_training(root)
+        run_training(*staged(root))
     assert "melt@3" in caught.value.message
     (run_dir,) = list_runs(root)
     assert [p.name for p in (run_dir / "logs").iterdir()] == ["worker-1.log"]
@@ -212,6 +213,6 @@ def test_kill_9_of_forge_train_leaves_no_worker_and_resume_continues(tiny_train_
     assert workers and not alive, "the worker must die with its supervisor"
     (run_dir,) = list_runs(root)
     saved = max(step for step, _ in list_checkpoints(run_dir))
-    result = run_training(root, resume=True, max_steps=saved + 2)
+    result = run_training(*staged(root), resume=True, max_steps=saved + 2)
     assert result.status == "completed" and result.summary.steps == saved + 2
     assert _records(run_dir, "start")[-1]["step"] == saved

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from stage_support import staged
 
 from forgellm.errors import ForgeError
 from forgellm.training.tracking import metrics_of, open_tracker
@@ -35,7 +36,7 @@ def test_tensorboard_receives_the_training_curve(tiny_train_project):
     from forgellm.training.supervisor import run_training
 
     root, _ = tiny_train_project(max_steps=6, eval_every_steps=3, save_every_steps=3, report_to="tensorboard")
-    result = run_training(root)
+    result = run_training(*staged(root))
     logs = result.run_dir / "tensorboard"
     events = EventAccumulator(str(logs))
     events.Reload()
