@@ -32,7 +32,7 @@ class ChatSetup:
 # `forge ignite`, prepare, eval and export share them instead of loading the same files three times.
 # Callers treat them as read-only (export copies the tokenizer before it changes its template).
 _TOKENIZERS: dict[Path, Any] = {}
-_SETUPS: dict[tuple[Path, str, Path], ChatSetup] = {}
+_SETUPS: dict[tuple[Path, str, Path, str | None], ChatSetup] = {}
 
 
 def clear_caches() -> None:
@@ -119,7 +119,9 @@ def chat_setup(
     settings = settings or ChatTemplateSection()
     source = resolve_model(model_ref)
     model_dir = materialize(source, progress)
-    key = (Path(model_dir).resolve(), settings.model_dump_json(), Path(base_dir).resolve())
+    # A custom template's text is part of the key: the .jinja file may be edited between two stages.
+    text = custom_jinja(settings, base_dir) if settings.jinja else None
+    key = (Path(model_dir).resolve(), settings.model_dump_json(), Path(base_dir).resolve(), text)
     if key not in _SETUPS:
         _SETUPS[key] = _build_setup(source, model_ref, model_dir, settings, base_dir)
     return replace(_SETUPS[key], warnings=list(_SETUPS[key].warnings))

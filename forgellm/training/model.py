@@ -87,7 +87,9 @@ def load_trainable_model(
 ) -> TrainableModel:
     """Load the model from a Hugging Face folder and prepare it for ``training.method``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from forgellm.models.loading import load_tokenizer
 
     device = device or pick_device()
     precision = resolve_precision(training.precision, device, model_key)
@@ -103,7 +105,7 @@ def load_trainable_model(
     if training.method == "qlora":
         kwargs["quantization_config"] = _four_bit_config(precision)
         kwargs["device_map"] = {"": device.index or 0}
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)  # the process's one copy (plan's calibration shares it)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as exc:

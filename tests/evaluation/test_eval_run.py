@@ -116,12 +116,12 @@ def test_stop_rate_counts_answers_that_end_their_turn(evaluated, tmp_path, stopp
 def test_batched_answers_are_the_engines_own_answers(evaluated, stopper_model_dir):
     """Several prompts per forward pass (left-padded) write what the engine writes one prompt at a time."""
     from forgellm.evaluation.batched import generate_batch
-    from forgellm.evaluation.run import EvalProgress, _open_engines
+    from forgellm.evaluation.run import EvalProgress, _locate, _open_engines
     from forgellm.serve.engines import TransformersEngine, generate
 
     root, result = evaluated
     conversations = [r.sample.prompt for r in result.examples] + [[{"role": "user", "content": "Hi"}]]
-    base, tuned = _open_engines(root, RUN_ID, EvalProgress())
+    base, tuned = _open_engines(root, _locate(root, staged(root)[1], RUN_ID), EvalProgress())
     stopper = TransformersEngine.load(stopper_model_dir, base.tokenizer, base.chat_format, "stopper")
     for engine in (base, tuned, stopper):
         one_by_one = [generate(engine, c, max_new_tokens=10) for c in conversations]
@@ -202,10 +202,10 @@ def test_library_warnings_during_generation_are_kept_off_the_terminal(evaluated,
     from transformers.utils import logging as hf_logging
 
     from forgellm.evaluation import batched
-    from forgellm.evaluation.run import EvalProgress, _open_engines
+    from forgellm.evaluation.run import EvalProgress, _locate, _open_engines
 
     root, result = evaluated
-    base, tuned = _open_engines(root, RUN_ID, EvalProgress())
+    base, tuned = _open_engines(root, _locate(root, staged(root)[1], RUN_ID), EvalProgress())
     renamed = batched.cache_keyword(tuned.model) == "cache"
     monkeypatch.setattr(batched, "cache_keyword", lambda _model: "past_key_values")
     verbosity = hf_logging.get_verbosity()
