@@ -46,7 +46,7 @@ def inference(
 ) -> None:
     """Talk to your model: an interactive chat (/help inside), or one answer with --prompt."""
     from forgellm.errors import ErrorCode, ForgeError
-    from forgellm.project import find_project
+    from forgellm.project import find_project, load_project
     from forgellm.serve.chat_session import session_for
     from forgellm.serve.model_choice import choose_model, open_compare_engines, open_engine
 
@@ -55,10 +55,11 @@ def inference(
             "--prompt is empty.", fix='Give the message to answer, e.g. --prompt "Hello".', code=ErrorCode.USAGE_INVALID
         )
     root = find_project(project)
+    config = load_project(root)[1] if root is not None else None  # read once, handed to the model choice
     with progress_steps() as step:
-        choice = choose_model(root, model, engine=engine.value, progress=step)
+        choice = choose_model(root, model, engine=engine.value, progress=step, config=config)
         engines = (
-            list(open_compare_engines(root, choice, engine.value, step))
+            list(open_compare_engines(root, choice, engine.value, step, config=config))
             if compare
             else [open_engine(choice, engine.value, step)]
         )

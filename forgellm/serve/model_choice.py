@@ -73,7 +73,7 @@ def build_format(
 
 
 def _project_config(project_dir: Path) -> Any:
-    """forge.yaml for `forge inference`, which resolves its model choice here (eval hands its config)."""
+    """forge.yaml, for a caller that did not hand its config (`forge inference` and eval hand theirs)."""
     from forgellm.config.io import load_config
 
     return load_config(project_dir).config
@@ -83,9 +83,15 @@ def _project_config(project_dir: Path) -> Any:
 
 
 def choose_model(
-    project_dir: Path | None, model: str | None, *, engine: str = "auto", progress: Progress | None = None
+    project_dir: Path | None,
+    model: str | None,
+    *,
+    engine: str = "auto",
+    progress: Progress | None = None,
+    config: Any = None,
 ) -> ModelChoice:
-    """Resolve `--model` (None = the newest export, else the newest run, else the base model)."""
+    """Resolve `--model` (None = the newest export, else the newest run, else the base model). `config`:
+    the project's forge.yaml as the command loaded it (None reads it where needed)."""
     step = progress or (lambda _message: None)
     if model is None or model in KEYWORDS:
         if project_dir is None:
@@ -97,12 +103,14 @@ def choose_model(
                 code=ErrorCode.PROJECT_NOT_FOUND,
             )
         if model is None:
-            return _default_choice(project_dir, engine, step)
-        return {"export": export_choice, "run": run_choice, "base": base_choice}[model](project_dir, engine, step)
-    return path_choice(project_dir, model, engine, step)
+            return _default_choice(project_dir, engine, step, config)
+        if model == "base":
+            return base_choice(project_dir, engine, step, config)
+        return {"export": export_choice, "run": run_choice}[model](project_dir, engine, step)
+    return path_choice(project_dir, model, engine, step, config)
 
 
-def _default_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoice:
+def _default_choice(project_dir: Path, engine: str, step: Progress, config: Any = None) -> ModelChoice:
     from forgellm.training.runs import list_runs
 
     if newest_export(project_dir) is not None:
@@ -113,7 +121,7 @@ def _default_choice(project_dir: Path, engine: str, step: Progress) -> ModelChoi
         choice = run_choice(project_dir, engine, step)
         choice.note = f"No export yet: using the newest training run, {choice.name.removeprefix('run ')}."
     else:
-        choice = base_choice(project_dir, engine, step)
+        choice = base_choice(project_dir, engine, step, config)
         base = choice.name.removeprefix("base ")
         choice.note = f"Nothing trained yet: using the base model, {base}. Fine-tune it with `forge train`."
     return choice
@@ -228,7 +236,7 @@ def base_choice(project_dir: Path, engine: str, step: Progress, config: Any = No
 # ------------------------------------------------------------------------------------------------ paths
 
 
-def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress) -> ModelChoice:
+def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress, config: Any = None) -> ModelChoice:
     """A folder (model, adapter or export), a .gguf file, or a model name from `forge models`."""
     path = Path(ref).expanduser()
     if not path.exists():
@@ -254,9 +262,9 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
     if export.metadata.is_file() and (export.merged.is_dir() or any(path.glob("*.gguf"))):
         return _export_folder_choice(path, engine, step, project_dir)
     if (path / ADAPTER_CONFIG).is_file():
-        return _adapter_choice(project_dir, path, engine, step)
+        return _adapter_choice(project_dir, path, engine, step, config)
     if (path / "config.json").is_file():
-        return _folder_choice(project_dir, path, engine, step)
+        return _folder_choice(project_dir, path, engine, step, config)
     raise ForgeError(
         f"{ref} is a folder but not a model: it has no config.json (a model), adapter_config.json "
         "(a LoRA adapter) or metadata.json (a Forge export).",
@@ -265,20 +273,22 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress)
     )
 
 
-def _settings_here(project_dir: Path | None) -> tuple[ChatTemplateSection, str | None]:
+def _settings_here(project_dir: Path | None, config: Any = None) -> tuple[ChatTemplateSection, str | None]:
     """forge.yaml's template settings inside a project; the model's own template ('auto') outside."""
     if project_dir is None:
         return ChatTemplateSection(), None
-    config = _project_config(project_dir)
+    config = config if config is not None else _project_config(project_dir)
     return config.model.chat_template, _model_name(config.model.ref)
 
 
-def _folder_choice(project_dir: Path | None, path: Path, engine: str, step: Progress) -> ModelChoice:
+def _folder_choice(
+    project_dir: Path | None, path: Path, engine: str, step: Progress, config: Any = None
+) -> ModelChoice:
     _refuse_llama_cpp(engine, f"{path} is a Hugging Face model folder")
     export = ExportLayout(path.parent)
     if export.metadata.is_file() and path == export.merged:  # merged/ of an export: its metadata knows the template
         return _export_folder_choice(export.folder, "transformers", step, project_dir)
-    settings, model_name = _settings_here(project_dir)
+    settings, model_name = _settings_here(project_dir, config)
     step(f"Loading the tokenizer of {path.name}")
     tokenizer, chat_format = build_format(
         path, settings, base_dir=project_dir or path, model_name=model_name or path.name
@@ -286,7 +296,9 @@ def _folder_choice(project_dir: Path | None, path: Path, engine: str, step: Prog
     return ModelChoice("path", str(path), chat_format, tokenizer, path)
 
 
-def _adapter_choice(project_dir: Path | None, path: Path, engine: str, step: Progress) -> ModelChoice:
+def _adapter_choice(
+    project_dir: Path | None, path: Path, engine: str, step: Progress, config: Any = None
+) -> ModelChoice:
     _refuse_llama_cpp(engine, f"{path} is a LoRA adapter")
     adapter = read_json_object(path / ADAPTER_CONFIG)
     _check_adapter_files(path, adapter)
@@ -295,14 +307,14 @@ def _adapter_choice(project_dir: Path | None, path: Path, engine: str, step: Pro
         base = named
     elif project_dir is not None:
         step("Preparing the project's base model for the adapter")
-        base = base_choice(project_dir, "transformers", step).model_dir
+        base = base_choice(project_dir, "transformers", step, config).model_dir
     else:
         raise ForgeError(
             f"The adapter in {path} was trained on {named or 'an unnamed model'}, which is not on this machine.",
             fix="Run it inside the Forge project it was trained in (--project DIR), or use the exported model.",
             code=ErrorCode.MODEL_UNAVAILABLE,
         )
-    settings, model_name = _settings_here(project_dir)
+    settings, model_name = _settings_here(project_dir, config)
     step(f"Loading the tokenizer of {base.name}")  # type: ignore[union-attr]
     tokenizer, chat_format = build_format(base, settings, base_dir=project_dir or path, model_name=model_name)  # type: ignore[arg-type]
     return ModelChoice("path", f"{path} over {base}", chat_format, tokenizer, base, path)

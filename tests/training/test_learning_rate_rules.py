@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from stage_support import staged
-
 from forgellm.advisor import rules_plan
 from forgellm.training.protocol import ExitCode
 
@@ -25,7 +23,7 @@ def _val_losses(tiny_train_project, learning_rate: float) -> tuple[float, float]
     loop = TrainingLoop(run_dir, lambda _line: None, None, lambda: False)
     loop.setup(None)
     before = loop.validation_loss()
-    code, events = run_training(*staged(make_run_dir(root, prepared, name="run-2")))
+    code, events = run_training(make_run_dir(root, prepared, name="run-2"))
     assert code == ExitCode.OK
     return before, of_kind(events, "eval")[-1]["val_loss"]
 
