@@ -1,6 +1,8 @@
 """`forge ignite`: init -> study -> plan -> prepare -> train -> eval -> export, in one project, resumable.
 
-Each stage calls the same library function as its own command. What finished is recorded in
+Each stage calls the same library function as its own command, with the project's layout and config, and
+hands its record to the next (`Carried`): init -> (layout, config), plan -> the config it wrote, prepare ->
+PreparedData, train -> RunRecord, which eval and export take. What finished is recorded in
 .forge/ignite.json (written atomically after each stage), keyed by the inputs that decide the work
 (data file identity, goal, flags): running the same command again after Ctrl-C or `kill -9` skips
 the finished stages and lets the unfinished one resume itself (prepare continues its chunks, train
@@ -15,11 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.project.layout import ProjectLayout
+
+if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
+    from forgellm.project.prepared import PreparedData
+    from forgellm.project.run_record import RunRecord
 
 STAGES = ("init", "study", "plan", "prepare", "train", "eval", "export")
 # ignite keeps evaluation shorter than `forge eval` (64 answers): 32 answers still give the stop rate a
@@ -108,17 +115,17 @@ class Carried:
     changes to it are carried on from what they return."""
 
     layout: ProjectLayout
-    written: Any = None  # ForgeConfig: forge.yaml as written (plan starts from it and rewrites it)
-    config: Any = None  # ForgeConfig: the same with FORGE_* overrides, what the later stages take
-    prepared: Any = None  # PreparedData that prepare published
-    run: Any = None  # RunRecord of the run train finished
+    written: ForgeConfig | None = None  # forge.yaml as written (plan starts from it and rewrites it)
+    config: ForgeConfig | None = None  # the same with FORGE_* overrides: what the later stages take
+    prepared: PreparedData | None = None  # what prepare published: train trains on it
+    run: RunRecord | None = None  # the run train finished: eval and export take it
 
-    def set_written(self, written: Any) -> None:
+    def set_written(self, written: ForgeConfig) -> None:
         from forgellm.config.io import with_environment
 
         self.written, self.config = written, with_environment(written)
 
-    def read_written(self) -> Any:
+    def read_written(self) -> ForgeConfig | None:
         """forge.yaml from disk: the one read of an ignite whose init did not just write it."""
         from forgellm.config.io import load_config
 
