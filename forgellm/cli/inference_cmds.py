@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, progress_steps
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, human_bytes, print_json
 
 if TYPE_CHECKING:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from forgellm.config.schema import RecipeSection
+from forgellm.data.detection import Detection
 from forgellm.data.records import Record
 
 DOCUMENT_KINDS = frozenset({"text", "txt", "markdown", "md", "document", "documents"})
@@ -77,26 +78,6 @@ _QUESTION = re.compile(
     re.IGNORECASE,
 )
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """The detected format, the recipe to apply it, how sure we are, and why."""
-
-    format: str
-    recipe: RecipeSection
-    confidence: float
-    reasons: list[str]
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "recipe": self.recipe.model_dump(mode="json", exclude_defaults=True),
-            "confidence": round(self.confidence, 3),
-            "reasons": list(self.reasons),
-            "warnings": list(self.warnings),
-        }
 
 
 @dataclass

@@ -8,7 +8,7 @@ import re
 from collections import Counter
 
 from forgellm.config.schema import RecipeSection, TranscriptSection
-from forgellm.data.formats import Detection
+from forgellm.data.detection import Detection
 from forgellm.data.records import Record
 from forgellm.data.transcripts import speaker_name
 

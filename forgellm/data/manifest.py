@@ -1,19 +1,18 @@
-"""Fingerprints and the manifest of a `prepare` run: what was read, with which settings, and which
-chunks are finished — the basis for resuming and for refusing to resume when the input changed."""
+"""Fingerprints of a `prepare` run: of the input, of the settings and of the chat template. Recorded in
+the manifest (forgellm.project.manifest), they are the basis for resuming and for refusing to resume
+(or to train) when the input, the settings or the template changed."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text
 from forgellm.config.schema import ChatTemplateSection, ForgeConfig
 from forgellm.errors import ForgeError
-from forgellm.project.layout import MANIFEST
 
 _BLOCK = 1 << 20
 
@@ -101,35 +100,6 @@ def template_record(chat_format: Any, name: str) -> dict[str, str]:
 
 def short_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
-
-
-@dataclass
-class Manifest:
-    """The record of one preparation; rewritten atomically after every finished chunk."""
-
-    input: dict[str, Any]
-    settings_fingerprint: str
-    tokenizer: str
-    chunk_rows: int
-    format: str
-    chunks: list[dict[str, Any]] = field(default_factory=list)
-    complete: bool = False
-    output_fingerprint: str | None = None
-    # model.max_length the examples were cut to; a run with a shorter one (after healing) cuts again.
-    max_length: int | None = None
-    # template_record(): the exact template the data was rendered with ({name, text, sha256}).
-    chat_template: dict[str, str] | None = None
-
-    def save(self, folder: Path) -> None:
-        atomic_write_text(folder / MANIFEST, json.dumps(self.__dict__, indent=2, ensure_ascii=False) + "\n")
-
-    @classmethod
-    def load(cls, folder: Path) -> Manifest | None:
-        try:
-            data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            return cls(**data)
-        except (OSError, ValueError, TypeError):
-            return None
 
 
 def tokenizer_id(setup: Any) -> str:

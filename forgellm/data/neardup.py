@@ -7,10 +7,35 @@ from the finished chunks, so a resumed run drops exactly what an uninterrupted o
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from forgellm.data.study_checks import NEAR_NUM_PERM, minhash
+NEAR_NUM_PERM = 128
+_SHINGLE = 5
+
+
+_EMPTY_MINHASH: Any = None
+
+
+def _identity(value: int) -> int:
+    return value
+
+
+def minhash(text: str, limit: int = 1000) -> Any:
+    """MinHash of a text's character 5-grams (lower-cased, whitespace collapsed); robust to small edits."""
+    global _EMPTY_MINHASH
+    if _EMPTY_MINHASH is None:  # permutations are drawn once, then shared by every copy
+        from datasketch import MinHash
+
+        _EMPTY_MINHASH = MinHash(num_perm=NEAR_NUM_PERM, hashfunc=_identity)
+    norm = " ".join(text[:limit].lower().split())
+    # crc32 (not Python's salted str hash): the same text gets the same signature in every process, which
+    # `prepare` needs to resume near-duplicate filtering exactly.
+    shingles = {zlib.crc32(norm[i : i + _SHINGLE].encode()) for i in range(max(1, len(norm) - _SHINGLE + 1))}
+    signature = _EMPTY_MINHASH.copy()
+    signature.update_batch(list(shingles))
+    return signature
 
 
 def content_text(row: dict[str, Any]) -> str:

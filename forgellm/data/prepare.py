@@ -26,7 +26,6 @@ from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.keyindex import KeyIndex
 from forgellm.data.manifest import (
-    Manifest,
     input_fingerprint,
     settings_fingerprint,
     short_hash,
@@ -41,6 +40,7 @@ from forgellm.data.records import BadRow, Record
 from forgellm.data.splits import SplitAssigner
 from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.manifest import Manifest
 from forgellm.project.prepared import PreparedData, PreparedStats, SplitCounts
 
 _MIN_ROWS_FOR_ERROR_RATE = 50

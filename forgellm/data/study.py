@@ -31,75 +31,20 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from forgellm.data import study_checks as checks
 from forgellm.data.cleaning import find_pii, find_placeholders
 from forgellm.data.records import BadRow, Example, RecipeError, Record
+from forgellm.data.study_records import SEVERITY_ORDER, StudyReport
 from forgellm.data.study_stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter
 from forgellm.models.lengths import max_length_for
 
-REPORT_VERSION = 1
 MAX_COLUMNS = 200
 LABEL_MAX_DISTINCT = 50
 SHORT_CHARS = 5  # fewer non-space characters than this is "very short"
 _MAIN_NAMES = ("instruction", "prompt", "question", "query", "input", "user", "description", "text", "content")
 _LABEL_NAMES = ("label", "category", "intent", "class", "type", "kind", "topic", "tag")
-
-Severity = str  # "info" | "warning" | "error"
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-@dataclass
-class Finding:
-    code: str  # stable identifier, e.g. "placeholders_single"
-    severity: Severity  # "info" | "warning" | "error"
-    title: str
-    detail: str
-    fix: str  # what to do, naming forge.yaml keys where one applies
-    count: int = 0  # records affected
-    examples: list[int] = field(default_factory=list)  # line numbers of affected records
-
-
-@dataclass
-class StudyReport:
-    rows: int
-    unreadable: dict[str, Any]
-    columns: list[dict[str, Any]]
-    main_text_column: str | None
-    recipe_columns: dict[str, str]  # the recipe's field -> column, when a detection was given
-    examples: dict[str, Any] | None
-    duplicates: dict[str, Any]
-    encoding: dict[str, Any]
-    placeholders: dict[str, Any]
-    pii: dict[str, Any]
-    lengths: dict[str, Any]
-    token_counter: str
-    max_length: int | None
-    truncation: dict[str, Any] | None
-    suggested_max_length: dict[str, Any] | None
-    records: dict[str, Any]  # empty / short / outliers
-    languages: list[dict[str, Any]]
-    labels: dict[str, Any]
-    label_column: str | None
-    findings: list[Finding] = field(default_factory=list)
-    sample_note: str | None = None
-    version: int = REPORT_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable data with stable keys (the `--json` output and reports/study.json)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudyReport:
-        values = dict(data)
-        values["findings"] = [Finding(**f) for f in data.get("findings", [])]
-        return cls(**values)
-
-    def by_severity(self, severity: Severity) -> list[Finding]:
-        return [f for f in self.findings if f.severity == severity]
-
 
 class _Column:
     """What one column looked like: types of present values, missing kinds, small value counts."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -189,35 +188,6 @@ def language_of(text: str, limit: int = 400) -> str | None:
     if best >= 3 or (best >= 1 and best > second):
         return lang
     return "latin (undetermined)"
-
-
-# ---------------------------------------------------------------- near duplicates
-
-NEAR_NUM_PERM = 128
-_SHINGLE = 5
-
-
-_EMPTY_MINHASH: Any = None
-
-
-def _identity(value: int) -> int:
-    return value
-
-
-def minhash(text: str, limit: int = 1000) -> Any:
-    """MinHash of a text's character 5-grams (lower-cased, whitespace collapsed); robust to small edits."""
-    global _EMPTY_MINHASH
-    if _EMPTY_MINHASH is None:  # permutations are drawn once, then shared by every copy
-        from datasketch import MinHash
-
-        _EMPTY_MINHASH = MinHash(num_perm=NEAR_NUM_PERM, hashfunc=_identity)
-    norm = " ".join(text[:limit].lower().split())
-    # crc32 (not Python's salted str hash): the same text gets the same signature in every process, which
-    # `prepare` needs to resume near-duplicate filtering exactly.
-    shingles = {zlib.crc32(norm[i : i + _SHINGLE].encode()) for i in range(max(1, len(norm) - _SHINGLE + 1))}
-    signature = _EMPTY_MINHASH.copy()
-    signature.update_batch(list(shingles))
-    return signature
 
 
 # ---------------------------------------------------------------- lengths

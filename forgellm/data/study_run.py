@@ -70,7 +70,7 @@ def study_file(
     dataset = open_dataset(path)
     config, tokenizer, max_length = _plan_context(project_dir, step)
     if config is not None and config.data.format != "auto":
-        from forgellm.data.formats import Detection
+        from forgellm.data.detection import Detection
 
         detection = Detection(config.data.format, config.data.recipe, 1.0, ["from forge.yaml"], [])
     else:

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from forgellm.data import study_checks as checks
+from forgellm.data.neardup import NEAR_NUM_PERM, minhash
 
 NEAR_THRESHOLD = 0.9
 NEAR_LIMIT = 20_000  # texts indexed for near-duplicates (MinHash LSH); later ones are not checked
@@ -77,9 +78,9 @@ class NearDuplicates:
             from datasketch import MinHashLSH
 
             # Candidates at a lower threshold, then the estimated similarity decides: fewer misses near 0.9.
-            self.lsh = MinHashLSH(threshold=NEAR_THRESHOLD - 0.1, num_perm=checks.NEAR_NUM_PERM)
+            self.lsh = MinHashLSH(threshold=NEAR_THRESHOLD - 0.1, num_perm=NEAR_NUM_PERM)
         self.checked += 1
-        signature = checks.minhash(text)
+        signature = minhash(text)
         best: tuple[float, int] | None = None
         for other in self.lsh.query(signature):
             similarity = signature.jaccard(self.signatures[other])

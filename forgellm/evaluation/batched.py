@@ -56,7 +56,7 @@ def generate_batch(
     on_done: Callable[[int], None] = lambda _count: None,
 ) -> list[Any]:
     """Greedy Generation records, one per conversation, in order; ``on_done(n)`` as answers finish."""
-    from forgellm.evaluation.quiet import quiet_libraries
+    from forgellm.quiet import quiet_libraries
 
     encoded = _encode(engine, conversations)
     results: list[Any] = []

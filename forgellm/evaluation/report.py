@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.data.study_report import _CSS as _STUDY_CSS
-from forgellm.evaluation.run import EvalResult
 from forgellm.evaluation.verdict import loss_change_text, stop_rate_text
+
+if TYPE_CHECKING:
+    from forgellm.evaluation.run import EvalResult
 
 _BASE, _TUNED = "#9e9e9e", "#3949ab"
 _CSS = (

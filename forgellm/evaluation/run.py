@@ -177,8 +177,8 @@ def evaluate_run(
     ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`)."""
     from forgellm.evaluation.judge import make_judge
     from forgellm.evaluation.metrics import Scorers
-    from forgellm.evaluation.quiet import quiet_libraries
     from forgellm.evaluation.report import write_reports
+    from forgellm.quiet import quiet_libraries
 
     project_dir = Path(project_dir).resolve()
     report = _as_progress(progress)

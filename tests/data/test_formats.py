@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from forgellm.data.formats import Detection, detect_format
+from forgellm.data.detection import Detection
+from forgellm.data.formats import detect_format
 from forgellm.data.records import Record
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from forgellm.data.records import BadRow, Example, RecipeError, Record
-from forgellm.data.study import StudyReport, study_dataset
+from forgellm.data.study import study_dataset
+from forgellm.data.study_records import StudyReport
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 

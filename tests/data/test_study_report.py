@@ -9,7 +9,8 @@ import re
 from rich.console import Console
 
 from forgellm.data.records import Record
-from forgellm.data.study import StudyReport, study_dataset
+from forgellm.data.study import study_dataset
+from forgellm.data.study_records import StudyReport
 from forgellm.data.study_report import render_study_terminal, write_study_html, write_study_json
 
 EVIL = "<script>alert('x')</script>"
