@@ -67,7 +67,7 @@ def make_csv(path: Path, target_bytes: int, seed: int = 0) -> int:
 def worker_forge(data: Path, work: Path) -> dict:
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
 
     project = Path(tempfile.mkdtemp(dir=work))
     config = ForgeConfig.model_validate({"model": {"max_length": 1024}})

@@ -105,13 +105,13 @@ class IgniteResult:
 
 
 def _load_state(project_dir: Path) -> dict[str, Any]:
-    from forgellm.config.io import read_json_object
+    from forgellm.files import read_json_object
 
     return read_json_object(ProjectLayout(project_dir).ignite_state)
 
 
 def _save_state(project_dir: Path, state: dict[str, Any]) -> None:
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     atomic_write_text(ProjectLayout(project_dir).ignite_state, json.dumps(state, indent=2, default=str) + "\n")
 
@@ -182,7 +182,7 @@ def _stage_init(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -
 
 
 def _stage_study(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
-    from forgellm.data.study_run import study_file
+    from forgellm.data.study.run import study_file
 
     run = study_file(options.data, project_dir, step=hooks.step, rows=hooks.rows)
     findings = run.report.to_dict().get("findings", [])
@@ -267,7 +267,7 @@ def _plan_details(result: Any) -> dict[str, Any]:
 
 def _stage_prepare(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
     from forgellm.config.io import load_config
-    from forgellm.data.prepare import PrepareHooks, prepare_dataset
+    from forgellm.data.prepare.run import PrepareHooks, prepare_dataset
 
     check_model_disk_space(load_config(project_dir).config)
     result = prepare_dataset(project_dir, options.data, hooks=PrepareHooks(step=hooks.step, rows=hooks.rows))

@@ -298,7 +298,7 @@ def _missing_field(config: ForgeConfig, missing: str, named: str | None) -> str 
     for key, column in config.data.recipe.columns.items():
         if column == missing:
             return key
-    from forgellm.data.recipe import DEFAULT_COLUMNS
+    from forgellm.data.prepare.recipe import DEFAULT_COLUMNS
 
     defaults = DEFAULT_COLUMNS.get(config.data.format, {})
     return next((key for key, column in defaults.items() if column == missing), None)

@@ -28,7 +28,7 @@ def prepare(
     ),
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
-    from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
+    from forgellm.data.prepare.run import detect_recipe, load_project_config, prepare_dataset
     from forgellm.project import find_project
 
     root = find_project(project) or project
@@ -92,8 +92,8 @@ def study(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """A data quality report: duplicates, encoding, placeholders, PII, lengths, labels — with fixes."""
-    from forgellm.data.study_report import render_study_terminal
-    from forgellm.data.study_run import study_file
+    from forgellm.data.study.html import render_study_terminal
+    from forgellm.data.study.run import study_file
     from forgellm.project import find_project
 
     root = find_project(project)
@@ -138,7 +138,7 @@ class _progress:
     """Rich progress for prepare: steps as lines, rows with rows/s while chunks are processed."""
 
     def __enter__(self):
-        from forgellm.data.prepare import PrepareHooks
+        from forgellm.data.prepare.run import PrepareHooks
 
         self.progress = rate_progress(err_console, unit="rows")
         self.progress.start()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from forgellm.project.eval_record import EvalRecord
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import TransformersEngine
+    from forgellm.inference.engines import TransformersEngine
 
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
@@ -304,8 +304,8 @@ def _open_engines(
     project_dir: Path, run_id: str, report: EvalProgress
 ) -> tuple[TransformersEngine, TransformersEngine]:
     """(base, fine-tuned) TransformersEngines, through the same code `forge inference --compare` uses."""
-    from forgellm.serve.engines import TransformersEngine
-    from forgellm.serve.model_choice import open_compare_engines, run_choice
+    from forgellm.inference.engines import TransformersEngine
+    from forgellm.inference.model_choice import open_compare_engines, run_choice
 
     report.stage(f"Loading run {run_id} and its base model")
     choice = run_choice(project_dir, "transformers", lambda _message: None, run=run_id)

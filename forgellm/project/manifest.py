@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text
+from forgellm.files import atomic_write_text
 from forgellm.project.layout import MANIFEST
 
 

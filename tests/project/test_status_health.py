@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from forgellm.cli.main import app
 from forgellm.config.io import load_config, save_config
-from forgellm.data.manifest import input_fingerprint, settings_fingerprint
+from forgellm.data.prepare.manifest import input_fingerprint, settings_fingerprint
 from forgellm.project import advisor_settings, init_project
 from forgellm.project.manifest import Manifest
 from forgellm.project.run_record import RunSpec

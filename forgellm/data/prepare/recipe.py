@@ -21,9 +21,9 @@ import json
 from typing import Any
 
 from forgellm.config.schema import RecipeSection
-from forgellm.data.cleaning import clean_text
-from forgellm.data.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
-from forgellm.data.transcripts import split_transcript
+from forgellm.data.prepare.cleaning import clean_text
+from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
+from forgellm.data.read.transcripts import split_transcript
 from forgellm.errors import ErrorCode, ForgeError
 
 BUILTIN_ROLES: dict[str, str] = {

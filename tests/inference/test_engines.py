@@ -7,8 +7,8 @@ import pytest
 
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ForgeError
-from forgellm.serve.engines import StopScanner, TransformersEngine, generate
-from forgellm.serve.model_choice import build_format
+from forgellm.inference.engines import StopScanner, TransformersEngine, generate
+from forgellm.inference.model_choice import build_format
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -6,8 +6,8 @@ import hashlib
 import math
 from typing import Any
 
-from forgellm.data import study_checks as checks
-from forgellm.data.neardup import NEAR_NUM_PERM, minhash
+from forgellm.data.prepare.neardup import NEAR_NUM_PERM, minhash
+from forgellm.data.study import checks
 
 NEAR_THRESHOLD = 0.9
 NEAR_LIMIT = 20_000  # texts indexed for near-duplicates (MinHash LSH); later ones are not checked

@@ -7,10 +7,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from serve.serve_support import add_export, write_project
+from inference.inference_support import add_export, write_project
 
-from forgellm.serve.engines import LlamaCppEngine, TransformersEngine, generate
-from forgellm.serve.model_choice import choose_model, engine_kind, open_engine
+from forgellm.inference.engines import LlamaCppEngine, TransformersEngine, generate
+from forgellm.inference.model_choice import choose_model, engine_kind, open_engine
 
 pytestmark = pytest.mark.slow
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

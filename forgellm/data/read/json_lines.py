@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError
 
 # Keys under which a top-level JSON object commonly holds its list of records ({"data": [...]}).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read.records import BadRow, Record
 from forgellm.project.layout import ProjectLayout
 
 DEFAULT_SAMPLE_ROWS = 20_000
@@ -16,7 +16,7 @@ DEFAULT_SAMPLE_ROWS = 20_000
 
 @dataclass
 class StudyRun:
-    report: Any  # forgellm.data.study.StudyReport
+    report: Any  # forgellm.data.study.profile.StudyReport
     info: dict[str, Any]  # the reader's DatasetInfo as a dict
     detection: dict[str, Any]
     html_path: Path
@@ -61,16 +61,16 @@ def study_file(
     step: Callable[[str], None] | None = None,
     rows: Callable[[int, int | None], None] | None = None,
 ) -> StudyRun:
-    from forgellm.data.formats import detect_format
-    from forgellm.data.readers import estimate_rows, open_dataset, sample_records
-    from forgellm.data.study import study_dataset
-    from forgellm.data.study_report import write_study_html, write_study_json
+    from forgellm.data.read.formats import detect_format
+    from forgellm.data.read.readers import estimate_rows, open_dataset, sample_records
+    from forgellm.data.study.html import write_study_html, write_study_json
+    from forgellm.data.study.profile import study_dataset
 
     step = step or (lambda _message: None)
     dataset = open_dataset(path)
     config, tokenizer, max_length = _plan_context(project_dir, step)
     if config is not None and config.data.format != "auto":
-        from forgellm.data.detection import Detection
+        from forgellm.data.read.detection import Detection
 
         detection = Detection(config.data.format, config.data.recipe, 1.0, ["from forge.yaml"], [])
     else:

@@ -9,8 +9,8 @@ import pytest
 from protocol_support import assert_implements, protocol_members, protocol_problems
 
 from forgellm.config.schema import ChatTemplateSection
-from forgellm.serve.engines import Generation, InferenceEngine, LlamaCppEngine, TransformersEngine
-from forgellm.serve.model_choice import build_format
+from forgellm.inference.engines import Generation, InferenceEngine, LlamaCppEngine, TransformersEngine
+from forgellm.inference.model_choice import build_format
 from forgellm.templates import ChatFormat
 
 

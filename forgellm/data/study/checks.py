@@ -1,4 +1,4 @@
-"""Per-value checks and bounded-memory statistics used by the data study (`forgellm.data.study`).
+"""Per-value checks and bounded-memory statistics used by the data study (`forgellm.data.study.profile`).
 
 Everything here looks at one value at a time or keeps a fixed-size summary, so a study of a file of any
 size runs in bounded memory: type guesses, placeholders, encoding damage, PII hints (masked), the
@@ -83,7 +83,7 @@ _C0_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # quick pre-check; C1
 
 def encoding_problems(text: str) -> set[str]:
     """Which of 'mojibake', 'control_chars', 'replacement_chars' a text shows (rules of data.cleaning)."""
-    from forgellm.data.cleaning import has_control_chars, mojibake_score
+    from forgellm.data.prepare.cleaning import has_control_chars, mojibake_score
 
     found: set[str] = set()
     ascii_only = text.isascii()

@@ -24,20 +24,20 @@ import orjson
 
 from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.keyindex import KeyIndex
-from forgellm.data.manifest import (
+from forgellm.data.prepare.chunk import ChunkProcessor, StageTimer
+from forgellm.data.prepare.keyindex import KeyIndex
+from forgellm.data.prepare.manifest import (
     input_fingerprint,
     settings_fingerprint,
     short_hash,
     template_record,
     tokenizer_id,
 )
-from forgellm.data.neardup import NearDuplicateIndex
-from forgellm.data.prepare_chunk import ChunkProcessor, StageTimer
-from forgellm.data.prepare_output import chunk_paths, merge_chunks, write_chunk
-from forgellm.data.prepare_validate import validate_outputs
-from forgellm.data.records import BadRow, Record
-from forgellm.data.splits import SplitAssigner
+from forgellm.data.prepare.neardup import NearDuplicateIndex
+from forgellm.data.prepare.output import chunk_paths, merge_chunks, write_chunk
+from forgellm.data.prepare.splits import SplitAssigner
+from forgellm.data.prepare.validate import validate_outputs
+from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import PreparedLayout, ProjectLayout
 from forgellm.project.manifest import Manifest
@@ -110,8 +110,8 @@ def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> Fo
 def detect_recipe(project_dir: Path, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
     """Fill data.format and data.recipe from the data (forge.yaml says `format: auto`) and save them in
     forge.yaml, where the user can edit them. FORGE_* overrides apply to the result but are not saved."""
-    from forgellm.data.formats import detect_format
-    from forgellm.data.readers import open_dataset, sample_records
+    from forgellm.data.read.formats import detect_format
+    from forgellm.data.read.readers import open_dataset, sample_records
 
     dataset = open_dataset(input_path)
     detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
@@ -214,7 +214,7 @@ class _PrepareRun:
 
     def _items(self, batch_rows: int) -> tuple[Iterator[Record | BadRow], int | None]:
         """The input's items in order, and an estimate of their number (for the progress bar's ETA)."""
-        from forgellm.data.readers import estimate_rows, open_dataset
+        from forgellm.data.read.readers import estimate_rows, open_dataset
 
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
         return itertools.chain.from_iterable(dataset.batches()), estimate_rows(dataset)

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.records import reason_kind
-from forgellm.data.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
+from forgellm.data.prepare.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
+from forgellm.data.read.records import reason_kind
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import PreparedLayout
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ErrorCode, ForgeError, cause
+from forgellm.files import read_json_object
 from forgellm.project.export_record import ExportMetadata
 from forgellm.project.export_record import newest_export as newest_export_layout
 from forgellm.project.layout import ExportLayout, ProjectLayout
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import InferenceEngine
+    from forgellm.inference.engines import InferenceEngine
     from forgellm.templates.messages import ChatFormat
 
 KEYWORDS = ("export", "run", "base")
@@ -397,7 +397,7 @@ def _llama_cpp_installed() -> bool:
 
 def open_engine(choice: ModelChoice, engine: str = "auto", progress: Progress | None = None) -> InferenceEngine:
     """Load the chosen model into the engine asked for."""
-    from forgellm.serve.engines import LlamaCppEngine, TransformersEngine
+    from forgellm.inference.engines import LlamaCppEngine, TransformersEngine
 
     step = progress or (lambda _message: None)
     kind = engine_kind(choice, engine)

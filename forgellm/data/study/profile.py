@@ -33,11 +33,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from forgellm.data import study_checks as checks
-from forgellm.data.cleaning import find_pii, find_placeholders
-from forgellm.data.records import BadRow, Example, RecipeError, Record
-from forgellm.data.study_records import SEVERITY_ORDER, StudyReport
-from forgellm.data.study_stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter
+from forgellm.data.prepare.cleaning import find_pii, find_placeholders
+from forgellm.data.read.records import BadRow, Example, RecipeError, Record
+from forgellm.data.study import checks
+from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
+from forgellm.data.study.stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter
 from forgellm.models.lengths import max_length_for
 
 MAX_COLUMNS = 200
@@ -115,10 +115,10 @@ def study_dataset(
     `records` may hold Records, BadRows (counted as unreadable) or batches (lists) of them, as
     `open_dataset(path).batches()` yields. With `detection` (a Detection: `.format`, `.recipe`) the
     examples are made by `to_example(record, detection.format, detection.recipe)` (default: the one in
-    forgellm.data.recipe); with only `to_example`, it is called as `to_example(record)`. `progress`
+    forgellm.data.prepare.recipe); with only `to_example`, it is called as `to_example(record)`. `progress`
     gets the number of records read so far, every 1000 records and at the end.
     """
-    from forgellm.data.study_findings import build_findings
+    from forgellm.data.study.findings import build_findings
 
     profiler = _Profiler(_example_maker(detection, to_example), _recipe_columns(detection), tokenizer, max_length)
     for item in records:
@@ -137,7 +137,7 @@ def _example_maker(detection: Any, to_example: Callable[..., Example] | None) ->
     if detection is None:
         return to_example
     if to_example is None:
-        from forgellm.data.recipe import to_example as default_to_example
+        from forgellm.data.prepare.recipe import to_example as default_to_example
 
         to_example = default_to_example
     fn = to_example

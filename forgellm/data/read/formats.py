@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgellm.config.schema import RecipeSection
-from forgellm.data.detection import Detection
-from forgellm.data.records import Record
+from forgellm.data.read.detection import Detection
+from forgellm.data.read.records import Record
 
 DOCUMENT_KINDS = frozenset({"text", "txt", "markdown", "md", "document", "documents"})
 SHAREGPT_ROLES: dict[str, str] = {
@@ -152,7 +152,7 @@ def detect_format(sample: list[Record], *, kind: str | None = None) -> Detection
         )
     documents = (kind or "").lower() in DOCUMENT_KINDS or all(set(r.fields) <= {"text", "path"} for r in sample)
     if documents:
-        from forgellm.data.formats_documents import detect_documents
+        from forgellm.data.read.documents import detect_documents
 
         return detect_documents(sample)
     cols = _columns(sample)

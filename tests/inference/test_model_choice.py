@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from serve.serve_support import write_project
+from inference.inference_support import write_project
 
 from forgellm.errors import ForgeError
-from forgellm.serve.engines import generate
-from forgellm.serve.model_choice import choose_model, open_compare_engines, open_engine
+from forgellm.inference.engines import generate
+from forgellm.inference.model_choice import choose_model, open_compare_engines, open_engine
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

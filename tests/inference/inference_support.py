@@ -1,4 +1,4 @@
-"""Project, run and export folders for the inference tests (imported by tests/serve/conftest.py and tests)."""
+"""Project, run and export folders for the inference tests (imported by tests/inference/conftest.py and tests)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import InferenceEngine
+    from forgellm.inference.engines import InferenceEngine
     from forgellm.templates.messages import ChatFormat
 
 HELP = """Commands:

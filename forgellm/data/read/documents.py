@@ -8,9 +8,9 @@ import re
 from collections import Counter
 
 from forgellm.config.schema import RecipeSection, TranscriptSection
-from forgellm.data.detection import Detection
-from forgellm.data.records import Record
-from forgellm.data.transcripts import speaker_name
+from forgellm.data.read.detection import Detection
+from forgellm.data.read.records import Record
+from forgellm.data.read.transcripts import speaker_name
 
 _ASSISTANT_SPEAKER = re.compile(
     r"(?:^|[\s_\-.])(?:assistant|gpt|chatgpt|bot|ai|model|claude|gemini|llama|copilot|bard|mistral|qwen)"

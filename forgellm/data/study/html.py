@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from forgellm.data.study_records import SEVERITY_ORDER, StudyReport
+from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
 
 _COLORS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 _BAR = "#5c6bc0"

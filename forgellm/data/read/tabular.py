@@ -9,8 +9,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO
 
-from forgellm.data import encoding as enc
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read import encoding as enc
+from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError
 
 _DELIMITERS = ",;\t|"

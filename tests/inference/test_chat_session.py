@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forgellm.serve.chat_session import HELP, ChatSession, default_system_prompt
+from forgellm.inference.chat_session import HELP, ChatSession, default_system_prompt
 from forgellm.templates import build_chat_format
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from forgellm.data.splits import SPLITS, content_key
+from forgellm.data.prepare.splits import SPLITS, content_key
 
 if TYPE_CHECKING:
     from forgellm.templates.messages import ChatFormat

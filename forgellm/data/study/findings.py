@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from forgellm.data.study_records import Finding, StudyReport
+from forgellm.data.study.report import Finding, StudyReport
 
 MAX_ERROR_RATE = 0.2  # the default of preprocessing.max_error_rate
 

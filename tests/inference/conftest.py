@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serve.serve_support import add_export, add_run, write_project  # noqa: F401
+from inference.inference_support import add_export, add_run, write_project  # noqa: F401
 from templates_support import make_tokenizer
 
 CHATML = (

@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from forgellm.config.schema import ForgeConfig, RecipeSection
-from forgellm.data.keyindex import KeyIndex
-from forgellm.data.neardup import NearDuplicateIndex, content_text, row_id
-from forgellm.data.records import (
+from forgellm.data.prepare.keyindex import KeyIndex
+from forgellm.data.prepare.neardup import NearDuplicateIndex, content_text, row_id
+from forgellm.data.prepare.splits import SplitAssigner, content_key, parse_date
+from forgellm.data.prepare.tokenize import (
+    Encoded,
+    encode_documents,
+    encode_rendered,
+    label_encoded,
+    render_batch,
+    tokenize_rendered,
+)
+from forgellm.data.read.records import (
     BadRow,
     EmptyTextError,
     Example,
@@ -23,15 +32,6 @@ from forgellm.data.records import (
     RecipeError,
     Record,
     reason_kind,
-)
-from forgellm.data.splits import SplitAssigner, content_key, parse_date
-from forgellm.data.tokenize import (
-    Encoded,
-    encode_documents,
-    encode_rendered,
-    label_encoded,
-    render_batch,
-    tokenize_rendered,
 )
 from forgellm.errors import ForgeError
 
@@ -109,7 +109,7 @@ class ChunkProcessor:
 
     # -- records -> examples -------------------------------------------------------------------
     def _examples(self, items: Sequence[Record | BadRow], out: ChunkOutput) -> list[Example]:
-        from forgellm.data.recipe import to_example
+        from forgellm.data.prepare.recipe import to_example
 
         examples = []
         for item in items:
@@ -161,7 +161,7 @@ class ChunkProcessor:
             return example, None
         from dataclasses import replace
 
-        from forgellm.data.cleaning import find_pii, mask_pii
+        from forgellm.data.prepare.cleaning import find_pii, mask_pii
 
         if example.messages is not None:
             hits = [h for m in example.messages for h in find_pii(m["content"])]

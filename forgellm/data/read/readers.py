@@ -17,11 +17,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from forgellm.data import encoding as enc
-from forgellm.data.encoding import count_lines_fast
-from forgellm.data.read_formats import iter_csv, iter_parquet, iter_texts, parquet_footer, sniff_dialect
-from forgellm.data.read_json import iter_json, iter_jsonl, jsonl_columns, sniff_json
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read import encoding as enc
+from forgellm.data.read.encoding import count_lines_fast
+from forgellm.data.read.json_lines import iter_json, iter_jsonl, jsonl_columns, sniff_json
+from forgellm.data.read.records import BadRow, Record
+from forgellm.data.read.tabular import iter_csv, iter_parquet, iter_texts, parquet_footer, sniff_dialect
 from forgellm.errors import ErrorCode, ForgeError
 
 __all__ = ["Dataset", "DatasetInfo", "count_lines_fast", "estimate_rows", "open_dataset", "sample_records"]
