@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from forgellm.advisor import diagnosis, rules_plan
-from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
+from forgellm.advisor.diagnosis import diagnose_failure
+from forgellm.advisor.fixes import apply_fix
 from forgellm.advisor.schemas import PlanRequest
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.read.records import Record
