@@ -66,7 +66,8 @@ def require_free_space(folder: Path, needed: float, what: str, fix: str) -> None
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise ForgeError(
-            f"Not enough disk space in {folder} for {what}: it needs about {human_bytes(needed)}, {human_bytes(free)} are free.",
+            f"Not enough disk space in {folder} for {what}: it needs about {human_bytes(needed)}, "
+            f"{human_bytes(free)} are free.",
             fix=fix,
             code=ErrorCode.DISK_FULL,
             data={"path": str(folder), "needed": int(needed), "free": free},
