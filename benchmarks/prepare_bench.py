@@ -67,7 +67,7 @@ def make_csv(path: Path, target_bytes: int, seed: int = 0) -> int:
 def worker_forge(data: Path, work: Path) -> dict:
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
     from forgellm.project import load_project
 
     project = Path(tempfile.mkdtemp(dir=work))

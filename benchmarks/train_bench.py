@@ -16,7 +16,7 @@ Same model, same data, same LoRA, same max_length, micro-batch and number of opt
 Model: a randomly initialised (seed 0) Llama with the SmolLM2-135M tokenizer (49k vocabulary), 4 layers of
 width 256: big enough that matrix products dominate, small enough for minutes on 2 CPU cores.
 Data: the first rows of the Bitext customer-support set with each answer cut to its first sentence (short
-chats of ~40-100 tokens), prepared with `forgellm.data.prepare.prepare_dataset`.
+chats of ~40-100 tokens), prepared with `forgellm.data.prepare.run.prepare_dataset`.
 
 Speed is real (non-padding) tokens per second between the end of the warm-up steps and the end of the last
 step, each run in a fresh process; runs are interleaved (forge-packed, forge-unpacked, trl per round) and
@@ -98,7 +98,7 @@ def build_project(work: Path, model_dir: Path, data: Path, steps: int) -> tuple[
     """A project on the bench model with prepared data -> (project, prepared folder)."""
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
     from forgellm.project import load_project
 
     project = work / "project"

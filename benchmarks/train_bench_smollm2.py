@@ -49,7 +49,7 @@ def build_project(work: Path, steps: int, precision: str) -> tuple[Path, Path, P
     """A project on the bundled model with the demo data prepared -> (project, prepared, model folder)."""
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
     from forgellm.models.loading import chat_setup
     from forgellm.project import load_project
 

@@ -138,13 +138,13 @@ class Carried:
 
 
 def _load_state(project_dir: Path) -> dict[str, Any]:
-    from forgellm.config.io import read_json_object
+    from forgellm.files import read_json_object
 
     return read_json_object(ProjectLayout(project_dir).ignite_state)
 
 
 def _save_state(project_dir: Path, state: dict[str, Any]) -> None:
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     atomic_write_text(ProjectLayout(project_dir).ignite_state, json.dumps(state, indent=2, default=str) + "\n")
 
@@ -219,7 +219,7 @@ def _stage_init(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) ->
 
 
 def _stage_study(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
-    from forgellm.data.study_run import study_file
+    from forgellm.data.study.run import study_file
 
     project_dir = carried.layout.root
     run = study_file(carried.layout, carried.config, options.data, step=hooks.step, rows=hooks.rows)
@@ -297,7 +297,7 @@ def _plan_details(result: Any) -> dict[str, Any]:
 
 
 def _stage_prepare(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -> StageOutcome:
-    from forgellm.data.prepare import PrepareHooks, prepare_dataset
+    from forgellm.data.prepare.run import PrepareHooks, prepare_dataset
 
     check_model_disk_space(carried.config)
     progress = PrepareHooks(step=hooks.step, rows=hooks.rows)

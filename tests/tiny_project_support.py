@@ -96,7 +96,7 @@ def tiny_train_project(tmp_path, tiny_causal_lm_dir, _support_csv):
     Keyword arguments override `training:` settings, e.g. ``tiny_train_project(packing=False, max_steps=8)``;
     ``model={...}`` overrides the model section.
     """
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
 
     counter = iter(range(1000))
 

@@ -69,7 +69,7 @@ class AdvisorCache:
 
     def put(self, key: str, answer: dict[str, Any], *, provider: str, model: str, task: str) -> Path:
         """Store ``answer`` atomically (temp file + rename): a crash never leaves half an entry."""
-        from forgellm.config.io import atomic_write_text
+        from forgellm.files import atomic_write_text
 
         entry = {"key": key, "provider": provider, "model": model, "task": task, "answer": answer}
         path = self.path(key)

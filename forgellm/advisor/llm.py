@@ -65,7 +65,7 @@ def validate_answer(data: dict[str, Any], schema: type[AnswerT]) -> AnswerT:
 
 def _check_fix(request: DiagnosisRequest) -> Callable[[Fix], None]:
     def check(fix: Fix) -> None:
-        from forgellm.advisor.diagnosis import apply_fix
+        from forgellm.advisor.fixes import apply_fix
         from forgellm.config.schema import ForgeConfig
 
         try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from forgellm.advisor.errors import AdvisorAnswerError
 from forgellm.advisor.schemas import ColumnRole, RecipeProposal, SpeakerRole
 from forgellm.config.schema import RecipeSection, TranscriptSection
-from forgellm.data.recipe import DEFAULT_COLUMNS
-from forgellm.data.recipe import REQUIRED_COLUMNS as REQUIRED_FIELDS
+from forgellm.data.prepare.recipe import DEFAULT_COLUMNS
+from forgellm.data.prepare.recipe import REQUIRED_COLUMNS as REQUIRED_FIELDS
 
 _FIX = "Run `forge plan` again, or set data.format and data.recipe.columns in forge.yaml by hand."
 _TEXT_FIELDS = ("user", "assistant", "text", "input")  # fields whose columns must not coincide

@@ -128,8 +128,8 @@ def _label_layout(detection: dict[str, Any], goal: str | None, rows: list[dict[s
 def _detection(request: DataRequest) -> dict[str, Any]:
     if request.hint:
         return request.hint
-    from forgellm.data.formats import detect_format
-    from forgellm.data.records import Record
+    from forgellm.data.read.formats import detect_format
+    from forgellm.data.read.records import Record
 
     records = [Record(line=i + 1, fields=dict(row)) for i, row in enumerate(request.rows)]
     return detect_format(records, kind=request.kind).to_dict()

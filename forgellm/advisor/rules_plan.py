@@ -111,7 +111,7 @@ def dims_of(candidate: dict[str, Any]) -> ModelDims:
 def goal_intents(goal: str, languages: list[str] | None = None) -> list[str]:
     """What the goal asks for, most specific first. A goal or data in a language other than English
     adds 'multilingual' (as the first intent when nothing else was recognised)."""
-    from forgellm.data.study_checks import language_of
+    from forgellm.data.study.checks import language_of
 
     text = goal.lower()
     found = [i for i in _INTENT_ORDER if any(_mentions(text, w) for w in _INTENT_WORDS[i])]

@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 from forgellm.advisor.schemas import DataRequest
-from forgellm.data.cleaning import mask_pii
-from forgellm.data.records import Record
+from forgellm.data.prepare.cleaning import mask_pii
+from forgellm.data.read.records import Record
 
 MAX_VALUE_CHARS = 500  # longest string value sent; answers need the shape of the data, not all of it
 MAX_LIST_ITEMS = 20  # turns of a conversation sent; the first ones show the layout

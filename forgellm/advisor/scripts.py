@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgellm.advisor.sandbox import Runtime, SandboxLimits, SandboxResult, run_sandboxed
-from forgellm.config.io import atomic_write_text
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.files import atomic_write_text
 from forgellm.project.layout import ProjectLayout
 
 if TYPE_CHECKING:
     from forgellm.advisor.protocol import Advisor
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import PrepareHooks, PrepareResult
+    from forgellm.data.prepare.run import PrepareHooks, PrepareResult
 
 OUTPUT_NAME = "output.jsonl"
 MAX_INVALID_SHARE = 0.1  # more bad lines than this means the script misunderstood the data
@@ -72,7 +72,7 @@ def prepare_with_script(
 ) -> tuple[ScriptRun, PrepareResult]:
     """What `forge prepare FILE --script TEXT` does: advisor script, sandboxed run, normal prepare."""
     from forgellm.advisor.select import make_advisor
-    from forgellm.data.prepare import detect_recipe, prepare_dataset
+    from forgellm.data.prepare.run import detect_recipe, prepare_dataset
 
     project_dir = layout.root.resolve()
     advisor = make_advisor(config.advisor, project_dir)
@@ -149,7 +149,7 @@ def run_advisor_script(
 def _script_request(input_path: Path, instructions: str, sample_rows: int, redact_pii: bool):
     from forgellm.advisor.sampling import build_data_request
     from forgellm.advisor.schemas import ScriptRequest
-    from forgellm.data.readers import open_dataset, sample_records
+    from forgellm.data.read.readers import open_dataset, sample_records
 
     dataset = open_dataset(input_path)
     # The script must handle every row, so it sees at least a few even when the settings say 0.

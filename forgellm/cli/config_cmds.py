@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from forgellm.cli.main import ForgeGroup, app
+from forgellm.cli.app import ForgeGroup, app
 from forgellm.cli.output import console, print_json
 
 config_app = typer.Typer(cls=ForgeGroup, help="Show, check and upgrade forge.yaml.", no_args_is_help=True)

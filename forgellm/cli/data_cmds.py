@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 
 
@@ -28,7 +28,7 @@ def prepare(
     ),
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
-    from forgellm.data.prepare import detect_recipe, load_project_config, prepare_dataset
+    from forgellm.data.prepare.run import detect_recipe, load_project_config, prepare_dataset
     from forgellm.project import ProjectLayout, find_project
 
     layout = ProjectLayout((find_project(project) or project).resolve())
@@ -94,8 +94,8 @@ def study(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """A data quality report: duplicates, encoding, placeholders, PII, lengths, labels — with fixes."""
-    from forgellm.data.study_report import render_study_terminal
-    from forgellm.data.study_run import study_file
+    from forgellm.data.study.html import render_study_terminal
+    from forgellm.data.study.run import study_file
     from forgellm.project import find_project, load_project
 
     # Inside a project the study counts the target model's tokens; outside one it estimates them.
@@ -141,7 +141,7 @@ class _progress:
     """Rich progress for prepare: steps as lines, rows with rows/s while chunks are processed."""
 
     def __enter__(self):
-        from forgellm.data.prepare import PrepareHooks
+        from forgellm.data.prepare.run import PrepareHooks
 
         self.progress = rate_progress(err_console, unit="rows")
         self.progress.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import StageBar, console, err_console, print_json
 
 

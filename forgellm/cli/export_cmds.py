@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
-from forgellm.cli.main import app
-from forgellm.cli.output import StageBar, console, err_console, human_bytes, print_json
+from forgellm.cli.app import app
+from forgellm.cli.output import StageBar, console, err_console, print_json
+from forgellm.units import human_bytes
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 
 _TITLES = {

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, progress_steps
 
 if TYPE_CHECKING:
-    from forgellm.serve.chat_session import ChatSession
-    from forgellm.serve.engines import Generation, InferenceEngine
+    from forgellm.inference.chat_session import ChatSession
+    from forgellm.inference.engines import Generation, InferenceEngine
 
 
 class EngineChoice(StrEnum):
@@ -46,9 +46,9 @@ def inference(
 ) -> None:
     """Talk to your model: an interactive chat (/help inside), or one answer with --prompt."""
     from forgellm.errors import ErrorCode, ForgeError
+    from forgellm.inference.chat_session import session_for
+    from forgellm.inference.model_choice import choose_model, open_compare_engines, open_engine
     from forgellm.project import find_project, load_project
-    from forgellm.serve.chat_session import session_for
-    from forgellm.serve.model_choice import choose_model, open_compare_engines, open_engine
 
     if prompt is not None and not prompt.strip():
         raise ForgeError(
@@ -132,7 +132,7 @@ def _answer(
         assert record is not None, "a finished stream leaves its record"
         err_console.print(_footer(record), soft_wrap=True)
         return [record.text]
-    from forgellm.serve.engines import generate
+    from forgellm.inference.engines import generate
 
     records = []
     for lane, engine in enumerate(engines):

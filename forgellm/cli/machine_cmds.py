@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from forgellm.cli.main import app
-from forgellm.cli.output import console, human_bytes, print_json
+from forgellm.cli.app import app
+from forgellm.cli.output import console, print_json
+from forgellm.units import human_bytes
 
 _VERDICT_MARK = {
     "fits": "[green]✓[/]",

@@ -24,17 +24,6 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def human_bytes(count: float | int | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"  # pragma: no cover
-
-
 @contextmanager
 def progress_steps(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A callback for long library steps: a spinner with elapsed time on stderr, one line per finished step.

@@ -8,8 +8,9 @@ from typing import Any
 
 import typer
 
-from forgellm.cli.main import app
-from forgellm.cli.output import console, human_bytes, print_json, progress_steps
+from forgellm.cli.app import app
+from forgellm.cli.output import console, print_json, progress_steps
+from forgellm.units import human_bytes
 
 
 class MethodChoice(StrEnum):

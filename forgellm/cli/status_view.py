@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from forgellm.cli.output import human_bytes
+from forgellm.units import human_bytes
 
 _STATE_STYLE = {
     "running": "bold cyan",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from forgellm.cli.main import app
+from forgellm.cli.app import app
 from forgellm.cli.output import console, print_json, progress_steps
 
 SAMPLE = [

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from forgellm.cli.main import app
-from forgellm.cli.output import console, err_console, human_bytes, print_json
+from forgellm.cli.app import app
+from forgellm.cli.output import console, err_console, print_json
+from forgellm.units import human_bytes
 
 if TYPE_CHECKING:
     from forgellm.project.run_record import RunSummary

@@ -1,14 +1,9 @@
-"""Reading and writing forge.yaml: YAML in, validated ForgeConfig out, every problem reported at once.
-
-Also the two small file helpers every stage shares: atomic writes and optional JSON records.
-"""
+"""Reading and writing forge.yaml: YAML in, validated ForgeConfig out, every problem reported at once."""
 
 from __future__ import annotations
 
 import difflib
-import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from forgellm.config.migrate import migrate
 from forgellm.config.schema import SCHEMA_VERSION, ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError, cause
+from forgellm.files import atomic_write_text
 
 CONFIG_FILENAME = "forge.yaml"
 ENV_PREFIX = "FORGE_"
@@ -269,33 +265,6 @@ def dump_config(config: ForgeConfig) -> str:
         config.model_dump(mode="json"), Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, width=100
     )
     return _HEADER + body
-
-
-def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or {} when the file is missing, unreadable, damaged or holds no object:
-    for optional records (metadata.json, adapter_config.json, summary.json) whose absence is no error."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def save_config(config: ForgeConfig, path: str | Path) -> Path:

@@ -77,7 +77,7 @@ def _read_credentials() -> dict[str, str]:
 
 
 def _write_credentials(data: dict[str, str]) -> Path:
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

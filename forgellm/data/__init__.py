@@ -1,1 +1,2 @@
-"""Data: streamed readers, format detection and recipes, quality study, and model-aware preparation."""
+"""Data: read/ (streamed readers, encodings, format detection), study/ (quality profile and report),
+prepare/ (recipe, cleaning, tokenizing with the loss mask, splits, shards, fingerprints)."""

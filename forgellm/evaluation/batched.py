@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError
-from forgellm.serve.engines import cache_keyword
+from forgellm.inference.engines import cache_keyword
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import TransformersEngine
+    from forgellm.inference.engines import TransformersEngine
 
 # Conversations per forward pass: the weights are read once for all of them. Measured on 2 CPU cores with
 # SmolLM2-135M (32 support questions, <=128 tokens, 1 thread): 8 -> 61 s, 16 -> 38 s, 32 -> 31 s; 64 answers:
@@ -36,7 +36,7 @@ class _Row:
     """One answer being written."""
 
     budget: int
-    scanner: Any  # forgellm.serve.engines.StopScanner
+    scanner: Any  # forgellm.inference.engines.StopScanner
     generated: list[int] = field(default_factory=list)
     text: str = ""
     ended: bool = False  # the model ended its turn (end-of-turn token or stop string)
@@ -56,7 +56,7 @@ def generate_batch(
     on_done: Callable[[int], None] = lambda _count: None,
 ) -> list[Any]:
     """Greedy Generation records, one per conversation, in order; ``on_done(n)`` as answers finish."""
-    from forgellm.evaluation.quiet import quiet_libraries
+    from forgellm.quiet import quiet_libraries
 
     encoded = _encode(engine, conversations)
     results: list[Any] = []
@@ -127,7 +127,7 @@ def _last_logits_only(model: Any) -> dict[str, int]:
 
 
 def _forward_parameters(model: Any) -> Any:
-    from forgellm.serve.engines import forward_parameters
+    from forgellm.inference.engines import forward_parameters
 
     return forward_parameters(model)
 
@@ -165,7 +165,7 @@ def _generate_chunk(
 ) -> list[Any]:
     import torch
 
-    from forgellm.serve.engines import Generation, StopScanner
+    from forgellm.inference.engines import Generation, StopScanner
 
     model, tokenizer = engine.model, engine.tokenizer
     stops = (*engine.chat_format.stop_strings, *engine.chat_format.stop_markers)

@@ -97,7 +97,7 @@ def make_judge(project_dir: Path, section: Any, *, required: bool) -> tuple[Judg
 
 def _cut(text: str, redact: bool) -> str:
     if redact:
-        from forgellm.data.cleaning import mask_pii
+        from forgellm.data.prepare.cleaning import mask_pii
 
         text = mask_pii(text)
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + " [cut]"

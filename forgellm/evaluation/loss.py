@@ -17,7 +17,7 @@ import numpy as np
 from forgellm.training.packing import IGNORE_INDEX, collate_padded
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import TransformersEngine
+    from forgellm.inference.engines import TransformersEngine
 
 BATCH_TOKENS = 1024  # tokens per forward pass: logits of 1024 x 50k vocabulary are ~200 MB in fp32
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from forgellm.data.study_report import _CSS as _STUDY_CSS
-from forgellm.evaluation.run import EvalResult
+from forgellm.data.study.html import _CSS as _STUDY_CSS
 from forgellm.evaluation.verdict import loss_change_text, stop_rate_text
+
+if TYPE_CHECKING:
+    from forgellm.evaluation.run import EvalResult
 
 _BASE, _TUNED = "#9e9e9e", "#3949ab"
 _CSS = (
@@ -36,7 +38,7 @@ _SCORES = (
 
 def write_reports(result: EvalResult) -> None:
     """Both files, each written atomically (temp file + rename); eval.json is the EvalRecord."""
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     record = result.to_record()
     record.save(result.files["json"])

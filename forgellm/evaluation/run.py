@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from forgellm.project.run_record import RunRecord
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import TransformersEngine
+    from forgellm.inference.engines import TransformersEngine
 
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
@@ -173,8 +173,8 @@ def evaluate_run(
     ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`)."""
     from forgellm.evaluation.judge import make_judge
     from forgellm.evaluation.metrics import Scorers
-    from forgellm.evaluation.quiet import quiet_libraries
     from forgellm.evaluation.report import write_reports
+    from forgellm.quiet import quiet_libraries
 
     project_dir = layout.root.resolve()
     report = _as_progress(progress)
@@ -300,8 +300,8 @@ def _open_engines(
     project_dir: Path, target: _Target, report: EvalProgress
 ) -> tuple[TransformersEngine, TransformersEngine]:
     """(base, fine-tuned) TransformersEngines, through the same code `forge inference --compare` uses."""
-    from forgellm.serve.engines import TransformersEngine
-    from forgellm.serve.model_choice import open_compare_engines, source_choice
+    from forgellm.inference.engines import TransformersEngine
+    from forgellm.inference.model_choice import open_compare_engines, source_choice
 
     report.stage(f"Loading run {target.source.run_id} and its base model")
     quiet = lambda _message: None  # noqa: E731

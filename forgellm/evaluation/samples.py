@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from forgellm.serve.engines import TransformersEngine
+    from forgellm.inference.engines import TransformersEngine
 
 Message = dict[str, str]
 # The answer token limit computed from the reference answers (see answer_token_limit).

@@ -403,7 +403,7 @@ def _write_modelfile(
         warnings.append(f"No Modelfile: {exc.message} {exc.fix or ''}".strip())
         return None, None
     text = build_modelfile(gguf, chat_format, num_ctx=num_ctx, system_prompt=system)
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     modelfile = ExportLayout(partial).modelfile
     atomic_write_text(modelfile, text)
@@ -411,7 +411,7 @@ def _write_modelfile(
 
 
 def _write_card(partial: Path, facts: ExportFacts, metadata: ExportMetadata) -> None:
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     export = ExportLayout(partial)
     atomic_write_text(export.card, build_card(facts))

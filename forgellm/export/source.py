@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import read_json_object
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError, cause
+from forgellm.files import read_json_object
 from forgellm.project.run_record import RunRecord, RunSpec, RunSummary, run_status
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -202,6 +202,6 @@ def _recorded_template(source: ExportSource) -> dict[str, str] | None:
 
 
 def _template_sha(setup: Any) -> str:
-    from forgellm.data.manifest import template_record
+    from forgellm.data.prepare.manifest import template_record
 
     return template_record(setup.chat_format, setup.template_name)["sha256"]

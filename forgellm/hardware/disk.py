@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.units import human_bytes
 
 # Bytes per parameter of each way of storing weights: exact for f32/f16/bf16 and llama.cpp's block
 # types q8_0 (34 bytes per 32 weights), q5_0 (22/32) and q4_0 (18/32); llama.cpp's average bits per
@@ -60,16 +61,13 @@ def bytes_per_param(dtype: str | None, default: str = "f32") -> float:
     return BYTES_PER_PARAM.get(name, BYTES_PER_PARAM[default])
 
 
-def _size(count: float) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
-
-
 def require_free_space(folder: Path, needed: float, what: str, fix: str) -> None:
     """Raise a ForgeError when ``folder``'s disk has less than ``needed`` bytes free for ``what``."""
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise ForgeError(
-            f"Not enough disk space in {folder} for {what}: it needs about {_size(needed)}, {_size(free)} are free.",
+            f"Not enough disk space in {folder} for {what}: it needs about {human_bytes(needed)}, "
+            f"{human_bytes(free)} are free.",
             fix=fix,
             code=ErrorCode.DISK_FULL,
             data={"path": str(folder), "needed": int(needed), "free": free},

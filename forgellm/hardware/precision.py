@@ -227,7 +227,7 @@ def store_decision(hardware: HardwareInfo, model_key: str, decision: PrecisionDe
     """Remember a measurement (atomically; a damaged cache is replaced, never fatal)."""
     import time
 
-    from forgellm.config.io import atomic_write_text
+    from forgellm.files import atomic_write_text
 
     data = _read_cache() or {"version": CALIBRATION_VERSION, "entries": {}}
     models = data["entries"].setdefault(machine_key(hardware), {})

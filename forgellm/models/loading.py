@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.config.io import read_json_object
 from forgellm.config.schema import ChatTemplateSection
 from forgellm.errors import ErrorCode, ForgeError, cause
+from forgellm.files import read_json_object
 from forgellm.models.resolve import ModelSource, materialize, resolve_model
 
 if TYPE_CHECKING:

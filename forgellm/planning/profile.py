@@ -82,7 +82,7 @@ def profile_data(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> DataProfile:
     """Sample the data, settle its recipe (forge.yaml's, else the advisor's), and measure it."""
-    from forgellm.data.readers import estimate_rows, open_dataset, sample_records
+    from forgellm.data.read.readers import estimate_rows, open_dataset, sample_records
 
     progress(f"Reading a sample of {path.name}")
     dataset = open_dataset(path)
@@ -125,7 +125,7 @@ def _understand(
     from forgellm.advisor.errors import AdvisorAuthError, AdvisorError
     from forgellm.advisor.recipes import recipe_from_proposal
     from forgellm.advisor.sampling import build_data_request
-    from forgellm.data.formats import detect_format
+    from forgellm.data.read.formats import detect_format
 
     detection = detect_format(records[:1000], kind=profile.kind)
     request = build_data_request(
@@ -151,10 +151,10 @@ def _understand(
 
 def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str], None]) -> None:
     """Token lengths, languages and labels of the examples the recipe makes from the sample."""
-    from forgellm.data.recipe import to_example
-    from forgellm.data.records import RecipeError
-    from forgellm.data.study_checks import language_of
-    from forgellm.data.study_stats import TokenCounter
+    from forgellm.data.prepare.recipe import to_example
+    from forgellm.data.read.records import RecipeError
+    from forgellm.data.study.checks import language_of
+    from forgellm.data.study.stats import TokenCounter
 
     tokenizer = _counting_tokenizer(progress)
     counter = TokenCounter(tokenizer, None)

@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import CONFIG_FILENAME, atomic_write_text, load_config, save_config
+from forgellm.config.io import CONFIG_FILENAME, load_config, save_config
 from forgellm.config.schema import AdvisorSection, ForgeConfig, ModelSection, ProjectSection
 from forgellm.config.settings import store_api_key
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.files import atomic_write_text
 from forgellm.project.layout import ProjectLayout
 
 PROJECT_DIRS = tuple(ProjectLayout(Path(".")).folders())

@@ -1,6 +1,6 @@
 """The record of prepared data: a published folder data/prepared/<fingerprint>/ as one `PreparedData`,
 read from its manifest.json (what was read, with which settings and tokenizer: `Manifest`, written by
-data.manifest) and its stats.json (`PreparedStats`, written once by `forge prepare` when it publishes)."""
+`forge prepare` after every chunk) and its stats.json (`PreparedStats`, written once when it publishes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.data.manifest import Manifest
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.manifest import Manifest
 from forgellm.project.record_io import (
     RECORD_VERSION,
     as_dict,

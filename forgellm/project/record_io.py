@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from forgellm.config.io import atomic_write_text
+from forgellm.files import atomic_write_text
 
 RECORD_VERSION = 1  # every record file carries it as "version"; files written before it read as 1
 

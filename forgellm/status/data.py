@@ -10,10 +10,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import atomic_write_text, read_json_object
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.manifest import Manifest, input_files, input_fingerprint, settings_fingerprint, stat_signature
+from forgellm.data.prepare.manifest import input_files, input_fingerprint, settings_fingerprint, stat_signature
+from forgellm.files import atomic_write_text, read_json_object
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.manifest import Manifest
 from forgellm.project.prepared import PreparedData, PreparedStats, prepared_folders
 from forgellm.status.files import iso_mtime, note_damaged, number
 

@@ -35,7 +35,7 @@ def measure_cpu_precisions(
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
-    from forgellm.evaluation.quiet import quiet_libraries
+    from forgellm.quiet import quiet_libraries
 
     config = AutoConfig.from_pretrained(str(model_dir))
     vocab = getattr(config, "vocab_size", None) or getattr(config.get_text_config(), "vocab_size", 1000)

@@ -133,7 +133,8 @@ def plan_recovery(
     run_id: str,
 ) -> Recovery:
     """The next attempt's config and explanation; ForgeError when the run should stop instead."""
-    from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
+    from forgellm.advisor.diagnosis import diagnose_failure
+    from forgellm.advisor.fixes import apply_fix
 
     fix = diagnose_failure("train", failure.cause, log_tail, config, code=failure.error_code, data=failure.data)
     # A library's disk-full text (a crash's cause) or Forge's own code for it.

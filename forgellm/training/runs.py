@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.io import load_config, read_json_object, save_config  # load_config: run snapshots
+from forgellm.config.io import load_config, save_config  # load_config: run snapshots
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.files import read_json_object
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.prepared import PreparedData, published_data
 from forgellm.project.run_record import RunSpec, run_folders, run_status
@@ -85,7 +86,7 @@ def list_runs(project_dir: Path) -> list[Path]:
 
 def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
     """The newest data/prepared/<fp>/ made with forge.yaml's current data, preprocessing, model and template."""
-    from forgellm.data.manifest import settings_fingerprint, template_record, tokenizer_id
+    from forgellm.data.prepare.manifest import settings_fingerprint, template_record, tokenizer_id
     from forgellm.models.loading import chat_setup
 
     prepare_cmd = f"forge prepare {config.data.source or 'FILE'}"

@@ -14,7 +14,7 @@ from forgellm.advisor.prompts import data_prompt
 from forgellm.advisor.sampling import build_data_request
 from forgellm.advisor.schemas import DiagnosisRequest, PlanRequest, ScriptRequest
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.records import Record
+from forgellm.data.read.records import Record
 
 ROWS = [
     {"question": "How do I reset my password?", "answer": "Open Settings and choose Reset password.", "tag": "account"},

@@ -9,8 +9,8 @@ from forgellm.advisor.rules import RulesAdvisor, task_from_goal
 from forgellm.advisor.sampling import build_data_request
 from forgellm.advisor.schemas import DataRequest, DiagnosisRequest, ScriptRequest
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.formats import detect_format
-from forgellm.data.records import Record
+from forgellm.data.read.formats import detect_format
+from forgellm.data.read.records import Record
 from forgellm.errors import ForgeError
 
 QA_ROWS = [

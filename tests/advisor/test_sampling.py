@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from forgellm.advisor.sampling import MAX_VALUE_CHARS, build_data_request, describe_sent, spread_indices
-from forgellm.data.records import Record
+from forgellm.data.read.records import Record
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -105,7 +105,7 @@ def test_real_support_tickets_keep_customer_emails_home():
     path = SHARED_DATA / "support_tickets.csv"
     if not path.is_file():
         pytest.skip(f"shared data set missing: {path}")
-    from forgellm.data.readers import open_dataset, sample_records
+    from forgellm.data.read.readers import open_dataset, sample_records
 
     records = sample_records(open_dataset(path), 300)
     emails = {r.fields["Customer Email"] for r in records}

@@ -14,7 +14,7 @@ from forgellm.advisor.sampling import build_data_request
 from forgellm.advisor.schemas import DiagnosisRequest, ScriptRequest
 from forgellm.advisor.select import FallbackAdvisor, make_advisor
 from forgellm.config.schema import AdvisorSection, ForgeConfig
-from forgellm.data.records import Record
+from forgellm.data.read.records import Record
 from forgellm.errors import ForgeError
 
 SECRET = "AIzaSy-test-secret-0123456789abcdef"

@@ -7,7 +7,7 @@ import errno
 import typer
 from typer.testing import CliRunner
 
-from forgellm.cli.main import ForgeGroup
+from forgellm.cli.app import ForgeGroup
 from forgellm.config.io import save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError

@@ -5,9 +5,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forgellm.config.io import config_from_mapping, dump_config, load_config, read_json_object, save_config
+from forgellm.config.io import config_from_mapping, dump_config, load_config, save_config
 from forgellm.config.schema import SCHEMA_VERSION, ForgeConfig
 from forgellm.errors import ForgeError
+from forgellm.files import read_json_object
 
 
 def write(tmp_path, text: str):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forgellm.data.cleaning import (
+from forgellm.data.prepare.cleaning import (
     clean_text,
     find_pii,
     find_placeholders,

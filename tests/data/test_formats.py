@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from forgellm.data.formats import Detection, detect_format
-from forgellm.data.records import Record
+from forgellm.data.read.detection import Detection
+from forgellm.data.read.formats import detect_format
+from forgellm.data.read.records import Record
 
 
 def rows(*dicts: dict) -> list[Record]:

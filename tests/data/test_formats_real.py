@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from forgellm.data.formats import detect_format
-from forgellm.data.recipe import to_example
-from forgellm.data.records import Example, RecipeError, Record
+from forgellm.data.prepare.recipe import to_example
+from forgellm.data.read.formats import detect_format
+from forgellm.data.read.records import Example, RecipeError, Record
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="real data sets (../shared/data) not present")

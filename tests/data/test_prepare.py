@@ -17,7 +17,7 @@ from stage_support import staged
 
 from forgellm.advisor.diagnosis import diagnose_failure
 from forgellm.config.io import load_config
-from forgellm.data.prepare import load_project_config, prepare_dataset
+from forgellm.data.prepare.run import load_project_config, prepare_dataset
 from forgellm.errors import ErrorCode, ForgeError
 
 OUTPUTS = [f"{s}.{ext}" for s in ("train", "val", "test") for ext in ("jsonl", "parquet")] + ["rejects.jsonl"]
@@ -34,7 +34,7 @@ def chat(user: str, answer: str, **extra) -> dict:
 
 def interrupt_before_chunk(monkeypatch, chunk: int):
     """Make writing chunk `chunk` fail as a Ctrl-C would; call the returned function to write normally again."""
-    import forgellm.data.prepare as prepare_module
+    import forgellm.data.prepare.run as prepare_module
 
     real_write = prepare_module.write_chunk
 
@@ -133,7 +133,7 @@ def test_error_rate_stops_the_run_without_output(make_project, tmp_path):
 def test_disk_full_leaves_no_final_output_and_resumes(make_project, tmp_path, monkeypatch):
     import errno
 
-    import forgellm.data.prepare as prepare_module
+    import forgellm.data.prepare.run as prepare_module
 
     project = make_project()
     data = jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(40)])
@@ -206,7 +206,7 @@ def test_splits_do_not_depend_on_chunk_size(make_project, tmp_path_factory, answ
 
 def _run_in_subprocess(project: Path, data: Path, chunk_rows: int) -> subprocess.Popen:
     code = (
-        "import sys; from pathlib import Path; from forgellm.data.prepare import prepare_dataset; "
+        "import sys; from pathlib import Path; from forgellm.data.prepare.run import prepare_dataset; "
         "from forgellm.project import load_project; "
         f"prepare_dataset(*load_project(Path({str(project)!r})), Path({str(data)!r}), chunk_rows={chunk_rows})"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from forgellm.data.readers import DatasetInfo, estimate_rows, open_dataset, sample_records
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read.readers import DatasetInfo, estimate_rows, open_dataset, sample_records
+from forgellm.data.read.records import BadRow, Record
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

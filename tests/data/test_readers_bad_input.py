@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from forgellm.data.encoding import count_lines_fast, detect_encoding
-from forgellm.data.readers import open_dataset
-from forgellm.data.records import BadRow, Record
+from forgellm.data.read.encoding import count_lines_fast, detect_encoding
+from forgellm.data.read.readers import open_dataset
+from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ForgeError
 
 

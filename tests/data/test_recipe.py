@@ -7,8 +7,8 @@ import json
 import pytest
 
 from forgellm.config.schema import RecipeSection, TranscriptSection
-from forgellm.data.recipe import to_example
-from forgellm.data.records import RecipeError, Record
+from forgellm.data.prepare.recipe import to_example
+from forgellm.data.read.records import RecipeError, Record
 from forgellm.errors import ForgeError
 
 

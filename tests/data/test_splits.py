@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forgellm.config.schema import SplitSection
-from forgellm.data.keyindex import KeyIndex
-from forgellm.data.splits import (
+from forgellm.data.prepare.keyindex import KeyIndex
+from forgellm.data.prepare.splits import (
     SplitAssigner,
     content_key,
     hash_unit,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from forgellm.data.records import BadRow, Example, RecipeError, Record
-from forgellm.data.study import StudyReport, study_dataset
+from forgellm.data.read.records import BadRow, Example, RecipeError, Record
+from forgellm.data.study.profile import study_dataset
+from forgellm.data.study.report import StudyReport
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -208,8 +209,8 @@ def test_examples_from_a_recipe_are_profiled_with_rejects():
 
 
 def test_detection_and_recipe_of_the_real_toy_messages_file():
-    formats = pytest.importorskip("forgellm.data.formats")
-    readers = pytest.importorskip("forgellm.data.readers")
+    formats = pytest.importorskip("forgellm.data.read.formats")
+    readers = pytest.importorskip("forgellm.data.read.readers")
     dataset = readers.open_dataset(shared_file("openai_messages_toy.jsonl"))
     detection = formats.detect_format(readers.sample_records(dataset))
     seen: list[int] = []

@@ -8,9 +8,10 @@ import re
 
 from rich.console import Console
 
-from forgellm.data.records import Record
-from forgellm.data.study import StudyReport, study_dataset
-from forgellm.data.study_report import render_study_terminal, write_study_html, write_study_json
+from forgellm.data.read.records import Record
+from forgellm.data.study.html import render_study_terminal, write_study_html, write_study_json
+from forgellm.data.study.profile import study_dataset
+from forgellm.data.study.report import StudyReport
 
 EVIL = "<script>alert('x')</script>"
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from templates_support import make_tokenizer
 
-from forgellm.data.tokenize import encode_conversations, encode_documents
+from forgellm.data.prepare.tokenize import encode_conversations, encode_documents
 from forgellm.templates import build_chat_format, tokenize_conversation
 from forgellm.templates.tokens import label_tokens
 
@@ -59,7 +59,7 @@ def test_documents_are_windowed_with_overlap_and_eos():
 @settings(max_examples=200, deadline=None)
 @given(widths=st.lists(st.integers(0, 6), min_size=0, max_size=120), spans=spans_strategy)
 def test_bisect_labels_equal_reference_rule(widths, spans):
-    from forgellm.data.tokenize import spans_to_labels
+    from forgellm.data.prepare.tokenize import spans_to_labels
 
     offsets, position = [], 0
     for width in widths:

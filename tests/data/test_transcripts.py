@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forgellm.config.schema import TranscriptSection
-from forgellm.data.transcripts import extract_turns, speaker_name, split_transcript
+from forgellm.data.read.transcripts import extract_turns, speaker_name, split_transcript
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "chat_transcripts_ja"
 

@@ -19,7 +19,7 @@ SMALL = {"samples": 3, "max_new_tokens": 8, "max_examples": 12}  # fast, yet eve
 def build_project(root: Path, model_dir: Path, data_csv: Path, *, strong_adapter: bool = True, **sections) -> Path:
     """A prepared project of ``model_dir`` with one completed run (as `tiny_train_project` +
     `make_finished_run` make them, but usable from session fixtures). ``sections`` override forge.yaml."""
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
 
     root.mkdir(parents=True)
     data = {

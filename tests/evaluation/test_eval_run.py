@@ -117,7 +117,7 @@ def test_batched_answers_are_the_engines_own_answers(evaluated, stopper_model_di
     """Several prompts per forward pass (left-padded) write what the engine writes one prompt at a time."""
     from forgellm.evaluation.batched import generate_batch
     from forgellm.evaluation.run import EvalProgress, _locate, _open_engines
-    from forgellm.serve.engines import TransformersEngine, generate
+    from forgellm.inference.engines import TransformersEngine, generate
 
     root, result = evaluated
     conversations = [r.sample.prompt for r in result.examples] + [[{"role": "user", "content": "Hi"}]]

@@ -14,11 +14,12 @@ from types import SimpleNamespace
 import pytest
 
 from forgellm.advisor import diagnosis, rules_plan
-from forgellm.advisor.diagnosis import apply_fix, diagnose_failure
+from forgellm.advisor.diagnosis import diagnose_failure
+from forgellm.advisor.fixes import apply_fix
 from forgellm.advisor.schemas import PlanRequest
 from forgellm.config.schema import ForgeConfig
-from forgellm.data.records import Record
-from forgellm.data.study import study_dataset
+from forgellm.data.read.records import Record
+from forgellm.data.study.profile import study_dataset
 from forgellm.errors import ForgeError
 from forgellm.export import quantize
 from forgellm.export.gguf_arch import read_arch_config

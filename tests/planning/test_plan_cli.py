@@ -124,9 +124,9 @@ def test_plan_dry_run_without_data_imports_no_torch(tmp_path):
 
 @pytest.mark.slow
 def test_token_lengths_come_from_the_bundled_tokenizer_when_converted(tmp_path, shared_data, bundled_model_dir):
-    from forgellm.data.formats import detect_format
-    from forgellm.data.readers import open_dataset, sample_records
-    from forgellm.data.recipe import to_example
+    from forgellm.data.prepare.recipe import to_example
+    from forgellm.data.read.formats import detect_format
+    from forgellm.data.read.readers import open_dataset, sample_records
     from forgellm.models.loading import load_tokenizer
 
     data = shared_data / "bitext_customer_support.csv"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from stage_support import staged
 
-from forgellm.data.manifest import Manifest
 from forgellm.errors import ForgeError
 from forgellm.project.eval_record import EvalRecord
 from forgellm.project.export_record import ExportFiles, ExportMetadata, OllamaRecord, newest_export
 from forgellm.project.layout import TRAINER_STATE, ExportLayout, PreparedLayout, ProjectLayout, RunLayout
+from forgellm.project.manifest import Manifest
 from forgellm.project.prepared import PreparedData, PreparedStats, SplitCounts, published_data
 from forgellm.project.run_record import RunRecord, RunSpec, RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.status import project_status

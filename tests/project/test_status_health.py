@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from forgellm.cli.main import app
 from forgellm.config.io import load_config, save_config
-from forgellm.data.manifest import Manifest, input_fingerprint, settings_fingerprint
+from forgellm.data.prepare.manifest import input_fingerprint, settings_fingerprint
 from forgellm.project import advisor_settings, init_project
+from forgellm.project.manifest import Manifest
 from forgellm.project.run_record import RunSpec
 from forgellm.status import project_status
 

@@ -136,7 +136,7 @@ def test_an_out_of_memory_heal_to_a_shorter_max_length_really_trains_shorter(
     it must see no row longer than the new length (one example per micro-batch: a step's tokens are
     its row's width)."""
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
     from forgellm.training.summary import read_metrics
     from forgellm.training.supervisor import run_training
 

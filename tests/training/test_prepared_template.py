@@ -45,7 +45,7 @@ def test_a_builtin_template_is_recorded_as_the_jinja_export_writes(tiny_train_pr
 
 
 def test_an_edited_custom_template_makes_the_data_stale(tiny_train_project, tmp_path):
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
 
     jinja = tmp_path / "chat.jinja"
     jinja.write_text(CHATML)
@@ -65,7 +65,7 @@ def test_an_edited_custom_template_makes_the_data_stale(tiny_train_project, tmp_
 
 def test_the_fingerprint_follows_the_template_content_not_its_path(tmp_path):
     from forgellm.config.schema import ForgeConfig
-    from forgellm.data.manifest import settings_fingerprint
+    from forgellm.data.prepare.manifest import settings_fingerprint
 
     jinja = tmp_path / "chat.jinja"
     jinja.write_text(CHATML)

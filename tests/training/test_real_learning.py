@@ -115,7 +115,7 @@ def test_forge_train_makes_smollm2_better_on_held_out_support_chats(tmp_path, bu
     from typer.testing import CliRunner
 
     from forgellm.cli.main import app
-    from forgellm.data.prepare import prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
     from forgellm.training.data import load_split
 
     root = tmp_path / "project"

@@ -1,0 +1,1 @@
+"""`forge prepare`: recipe, cleaning, tokenizing with the loss mask, splits, shards, manifest."""

@@ -1,0 +1,304 @@
+"""Applying a recipe: one raw Record -> one Example (a conversation or a document), or a RecipeError.
+
+Decisions (the reasons of RecipeError are what users read in rejects.jsonl):
+- Content is cleaned with ``recipe.cleaning`` before it is checked, so whitespace-only text counts as empty.
+- Roles are mapped by ``recipe.role_map`` first, then by the built-in names below (case-insensitive).
+  Role ``drop`` removes the turn. An unknown role rejects the record and names the role.
+- Tool use stays text: a ``function_call`` turn (or OpenAI ``tool_calls``) becomes assistant text holding the
+  call's JSON; an ``observation``/``tool``/``function`` result becomes user text. The model learns to write
+  the call and to read the result; no template needs a tool role.
+- Consecutive turns of the same role are merged with a blank line (templates expect alternation).
+- Leading system turns are merged; a system turn later in the conversation rejects the record.
+- A conversation needs a user turn before the first assistant turn and at least one assistant turn.
+  Trailing user turns are dropped (nothing to learn after them) and counted in
+  ``Example.extra["dropped_trailing_user_turns"]``; the record is kept when an exchange remains.
+- ``recipe.system_prompt`` is added when the conversation has no system turn of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from forgellm.config.schema import RecipeSection
+from forgellm.data.prepare.cleaning import clean_text
+from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
+from forgellm.data.read.transcripts import split_transcript
+from forgellm.errors import ErrorCode, ForgeError
+
+BUILTIN_ROLES: dict[str, str] = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "function_call": "assistant",
+    "observation": "user",
+    "tool": "user",
+    "function": "user",
+}
+# Column names used when recipe.columns does not name one, per format.
+DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
+    "messages": {"messages": "messages", "system": "system"},
+    "sharegpt": {"messages": "conversations", "system": "system"},
+    "alpaca": {
+        "user": "instruction",
+        "input": "input",
+        "assistant": "output",
+        "system": "system",
+        "history": "history",
+    },
+    "prompt_completion": {"user": "prompt", "assistant": "completion", "system": "system"},
+    "qa": {"user": "question", "assistant": "answer"},
+    "text": {"text": "text"},
+    "transcript": {"text": "text"},
+}
+# Fields a recipe must map for each format (an advisor's proposed recipe is checked against it).
+REQUIRED_COLUMNS = {
+    "messages": ("messages",),
+    "sharegpt": ("messages",),
+    "alpaca": ("user", "assistant"),
+    "prompt_completion": ("user", "assistant"),
+    "qa": ("user", "assistant"),
+    "text": ("text",),
+    "transcript": ("text",),
+}
+FORMATS = tuple(DEFAULT_COLUMNS)
+
+
+def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
+    """Make an Example of ``record`` as ``format`` says; raise RecipeError with the reason when it does not fit."""
+    if format not in DEFAULT_COLUMNS:
+        raise ValueError(f"unknown data format {format!r}; detect it first or choose one of {', '.join(FORMATS)}")
+    get = _Columns(record, format, recipe)
+    extra: dict[str, Any] = {}
+    if format == "text":
+        text = clean_text(get.nonempty("text"), recipe.cleaning)
+        return Example(record.line, record.source, text=text, label=get.label(), date=get.date())
+    if format in ("messages", "sharegpt"):
+        turns = _conversation_turns(get.value("messages"), format, get.column("messages"))
+        tools = record.fields.get("tools")
+        if tools not in (None, "", []):
+            extra["tools"] = tools  # tool definitions, kept for templates that render them
+    elif format == "alpaca":
+        turns = [*_history_turns(get.optional("history")), _pair_user(get), ("assistant", get.nonempty("assistant"))]
+    elif format == "transcript":
+        try:
+            split = split_transcript(get.text("text"), recipe.transcript, _role_lookup(recipe))
+        except ValueError as exc:  # a configuration problem, the same for every record: stop, don't reject
+            raise ForgeError(
+                str(exc), fix="edit data.recipe.transcript in forge.yaml", code=ErrorCode.DATA_RECIPE_MISMATCH
+            ) from exc
+        turns = [(t["role"], t["content"]) for t in split.turns]
+        if split.dropped:
+            extra["dropped_text_chars"] = sum(len(d) for d in split.dropped)
+    else:  # prompt_completion, qa
+        turns = [_pair_user(get), ("assistant", get.nonempty("assistant"))]
+    system = get.optional("system")
+    if system not in (None, ""):
+        if not isinstance(system, str):
+            raise RecipeError(f"system column {get.column('system')!r} holds {type(system).__name__}, not text")
+        turns.insert(0, ("system", system))
+    messages, dropped_trailing = _finish(turns, recipe)
+    if dropped_trailing:
+        extra["dropped_trailing_user_turns"] = dropped_trailing
+    return Example(record.line, record.source, messages=messages, label=get.label(), date=get.date(), extra=extra)
+
+
+class _Columns:
+    """Field access by recipe column role, with precise errors for missing or ill-typed columns."""
+
+    def __init__(self, record: Record, format: str, recipe: RecipeSection) -> None:
+        self.fields = record.fields
+        self.format = format
+        self.recipe = recipe
+
+    def column(self, key: str) -> str | None:
+        return self.recipe.columns.get(key) or DEFAULT_COLUMNS[self.format].get(key)  # type: ignore[call-overload]
+
+    def _missing(self, key: str, name: str) -> RecipeError:
+        available = ", ".join(repr(k) for k in self.fields) or "none"
+        where = "data.recipe.columns." + key
+        return MissingColumnError(
+            f"column {name!r} ({key}) is missing; available columns: {available}. Set {where}",
+            column=name, role=key, available=[str(k) for k in self.fields],
+        )
+
+    def value(self, key: str) -> Any:
+        name = self.column(key)
+        if name is None or name not in self.fields:
+            raise self._missing(key, name or "?")
+        return self.fields[name]
+
+    def optional(self, key: str) -> Any:
+        """A column that may be absent unless the recipe names it explicitly."""
+        name = self.column(key)
+        if name is None:
+            return None
+        if name not in self.fields:
+            if key in self.recipe.columns:
+                raise self._missing(key, name)
+            return None
+        return self.fields[name]
+
+    def text(self, key: str) -> str:
+        value = self.value(key)
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise RecipeError(f"column {self.column(key)!r} ({key}) holds {type(value).__name__}, not text")
+        return str(value)
+
+    def nonempty(self, key: str) -> str:
+        text = self.text(key)
+        if empty_after_cleaning(text, self.recipe.cleaning):
+            raise EmptyTextError(f"column {self.column(key)!r} ({key}) is empty")
+        return text
+
+    def _scalar(self, key: str) -> str | None:
+        if key not in self.recipe.columns:
+            return None
+        value = self.optional(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return str(value).strip()
+
+    def label(self) -> str | None:
+        return self._scalar("label")
+
+    def date(self) -> str | None:
+        return self._scalar("date")
+
+
+def empty_after_cleaning(text: str, steps: list[str]) -> bool:
+    """Whether cleaning leaves nothing. Only HTML stripping can empty a text that has non-space characters,
+    so the full cleaning runs here only then (the text is cleaned for real once, when the turn is built)."""
+    if not text.strip():
+        return True
+    return "strip_html" in steps and not clean_text(text, steps).strip()
+
+
+def _pair_user(get: _Columns) -> tuple[str, str]:
+    """The user text of a pair format: the user column, plus the `input` column after a blank line."""
+    user = get.text("user")
+    extra_input = get.optional("input")
+    if extra_input not in (None, ""):
+        if not isinstance(extra_input, str | int | float) or isinstance(extra_input, bool):
+            raise RecipeError(f"input column {get.column('input')!r} holds {type(extra_input).__name__}, not text")
+        user = f"{user}\n\n{extra_input}" if user.strip() else str(extra_input)
+    if empty_after_cleaning(user, get.recipe.cleaning):
+        raise EmptyTextError(f"column {get.column('user')!r} (user) is empty")
+    return ("user", user)
+
+
+def _decode_json(value: Any, what: str) -> Any:
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(f"{what} is a string but not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    return value
+
+
+def _history_turns(history: Any) -> list[tuple[str, str]]:
+    """Alpaca ``history``: a list of [user, assistant] pairs that come before the instruction."""
+    history = _decode_json(history, "history")
+    if history in (None, "", []):
+        return []
+    if not isinstance(history, list):
+        raise RecipeError(f"history must be a list of [user, assistant] pairs, got {type(history).__name__}")
+    turns: list[tuple[str, str]] = []
+    for i, pair in enumerate(history):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise RecipeError(f"history[{i}] must be a pair [user, assistant], got {_short(pair)}")
+        for role, content in zip(("user", "assistant"), pair, strict=True):
+            if not isinstance(content, str):
+                raise RecipeError(f"history[{i}] {role} text is {type(content).__name__}, not a string")
+            turns.append((role, content))
+    return turns
+
+
+def _conversation_turns(value: Any, format: str, column: str | None) -> list[tuple[str, str]]:
+    value = _decode_json(value, f"column {column!r}")
+    if not isinstance(value, list):
+        raise RecipeError(f"column {column!r} must be a list of turns, got {type(value).__name__}")
+    role_key, content_key = ("from", "value") if format == "sharegpt" else ("role", "content")
+    turns = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise RecipeError(f"turn {i} of {column!r} is {type(turn).__name__}, expected an object")
+        if role_key not in turn:
+            keys = ", ".join(map(repr, turn)) or "none"
+            raise RecipeError(f"turn {i} of {column!r} has no {role_key!r} key (keys: {keys})")
+        turns.append((str(turn[role_key]), _turn_content(turn, content_key, i)))
+    return turns
+
+
+def _turn_content(turn: dict[str, Any], content_key: str, i: int) -> str:
+    content = turn.get(content_key)
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
+    if content is None and turn.get("tool_calls"):
+        content = json.dumps(turn["tool_calls"], ensure_ascii=False)
+    elif content is None and turn.get("function_call"):
+        content = json.dumps(turn["function_call"], ensure_ascii=False)
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise RecipeError(f"turn {i} {content_key!r} is {type(content).__name__}, not a string")
+    return content
+
+
+def _role_lookup(recipe: RecipeSection) -> dict[str, str]:
+    return {k.lower(): v for k, v in recipe.role_map.items()}
+
+
+def _map_role(raw: str, mapping: dict[str, str]) -> str:
+    key = raw.strip().lower()
+    role = mapping.get(key) or BUILTIN_ROLES.get(key)
+    if role is None:
+        raise RecipeError(
+            f"unknown role {raw!r}; add it to data.recipe.role_map, e.g. {{{raw}: user}} or {{{raw}: drop}}"
+        )
+    return role
+
+
+def _finish(raw_turns: list[tuple[str, str]], recipe: RecipeSection) -> tuple[list[Message], int]:
+    """Map roles, clean, merge and validate the turns; returns the messages and the trailing user turns dropped."""
+    mapping = _role_lookup(recipe)
+    messages: list[Message] = []
+    for i, (raw_role, content) in enumerate(raw_turns):
+        role = _map_role(raw_role, mapping)
+        if role == "drop":
+            continue
+        text = clean_text(content, recipe.cleaning)
+        if not text.strip():
+            raise EmptyTextError(f"turn {i} ({role}) is empty")
+        if role == "system" and any(m["role"] != "system" for m in messages):
+            raise RecipeError(f"turn {i} is a system turn in the middle of the conversation; only the first may be")
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    if recipe.system_prompt and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": recipe.system_prompt})
+    body = [m for m in messages if m["role"] != "system"]
+    if not any(m["role"] == "user" for m in body):
+        raise RecipeError("no user turn: a conversation needs a user message before the assistant's reply")
+    if not any(m["role"] == "assistant" for m in body):
+        raise RecipeError("no assistant turn: nothing for the model to learn")
+    if body[0]["role"] != "user":
+        raise RecipeError("the conversation starts with an assistant turn; the user must speak first")
+    dropped = 0
+    while messages[-1]["role"] == "user":
+        messages.pop()
+        dropped += 1
+    return messages, dropped
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

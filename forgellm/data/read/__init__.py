@@ -1,0 +1,1 @@
+"""Reading rows from the user's files: encodings, CSV/JSON/Parquet/text readers, format detection."""

@@ -1,0 +1,1 @@
+"""`forge study`: the quality profile of a data file, its findings and HTML report."""

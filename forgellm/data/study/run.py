@@ -1,0 +1,102 @@
+"""`forge study FILE`: read (a sample of) the data, profile it, and write reports/study.{html,json}."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forgellm.data.read.records import BadRow, Record
+from forgellm.project.layout import ProjectLayout
+
+DEFAULT_SAMPLE_ROWS = 20_000
+
+
+@dataclass
+class StudyRun:
+    report: Any  # forgellm.data.study.profile.StudyReport
+    info: dict[str, Any]  # the reader's DatasetInfo as a dict
+    detection: dict[str, Any]
+    html_path: Path
+    json_path: Path
+    token_source: str  # "model:<ref>" or the documented fallback
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": self.report.to_dict(),
+            "input": self.info,
+            "detection": self.detection,
+            "html": str(self.html_path),
+            "json": str(self.json_path),
+        }
+
+
+def _spread(items: Iterator[Record | BadRow], every: int) -> Iterator[Record | BadRow]:
+    """Every n-th item, so a sample covers the whole file (files are often sorted by label or date)."""
+    return itertools.islice(items, 0, None, every) if every > 1 else items
+
+
+def _plan_context(config: Any, progress_step: Callable[[str], None]) -> tuple[Any, int | None]:
+    """(tokenizer, max_length) from the project's forge.yaml when there is one; tokens are then the model's."""
+    if config is None:
+        return None, None
+    from forgellm.models.loading import load_tokenizer
+    from forgellm.models.resolve import materialize, resolve_model
+
+    progress_step(f"Loading the tokenizer of {config.model.ref} for token counts")
+    tokenizer = load_tokenizer(materialize(resolve_model(config.model.ref), progress_step))
+    return tokenizer, config.model.max_length
+
+
+def study_file(
+    layout: ProjectLayout | None,
+    config: Any,
+    path: Path,
+    *,
+    full: bool = False,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    step: Callable[[str], None] | None = None,
+    rows: Callable[[int, int | None], None] | None = None,
+) -> StudyRun:
+    """Study `path` for the project (`layout` None: the current folder; `config` None: no forge.yaml yet, so
+    the format is detected and tokens are estimated)."""
+    from forgellm.data.read.formats import detect_format
+    from forgellm.data.read.readers import estimate_rows, open_dataset, sample_records
+    from forgellm.data.study.html import write_study_html, write_study_json
+    from forgellm.data.study.profile import study_dataset
+
+    step = step or (lambda _message: None)
+    dataset = open_dataset(path)
+    tokenizer, max_length = _plan_context(config, step)
+    if config is not None and config.data.format != "auto":
+        from forgellm.data.read.detection import Detection
+
+        detection = Detection(config.data.format, config.data.recipe, 1.0, ["from forge.yaml"], [])
+    else:
+        detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
+    estimate = estimate_rows(dataset)
+    every = 1 if full or not estimate or estimate <= sample_rows else -(-estimate // sample_rows)
+    note = None
+    if every > 1:
+        note = (
+            f"Studied every {every}th row (~{estimate // every:,} of ~{estimate:,} rows) so the sample spans "
+            "the whole file; run with --full to study every row."
+        )
+    items = _spread(iter(dataset), every)
+    target = estimate // every if estimate else None
+    report = study_dataset(
+        items,
+        detection=detection,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        sample_note=note,
+        progress=(lambda n: rows(n, target)) if rows else None,
+    )
+    layout = layout or ProjectLayout(Path("."))
+    html_path, json_path = layout.study_html, layout.study_json
+    write_study_json(report, json_path)
+    write_study_html(report, html_path, title=f"Data study: {path.name}")
+    source = report.to_dict().get("token_counter", "")
+    return StudyRun(report, dataset.info.to_dict(), detection.to_dict(), html_path, json_path, source)
