@@ -15,6 +15,7 @@ from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, progress_steps
 
 if TYPE_CHECKING:
+    from forgellm.config.schema import ForgeConfig
     from forgellm.inference.chat_session import ChatSession
     from forgellm.inference.engines import Generation, InferenceEngine
 
@@ -48,14 +49,14 @@ def inference(
     from forgellm.errors import ErrorCode, ForgeError
     from forgellm.inference.chat_session import session_for
     from forgellm.inference.model_choice import choose_model, open_compare_engines, open_engine
-    from forgellm.project import find_project, load_project
+    from forgellm.project import find_project
 
     if prompt is not None and not prompt.strip():
         raise ForgeError(
             "--prompt is empty.", fix='Give the message to answer, e.g. --prompt "Hello".', code=ErrorCode.USAGE_INVALID
         )
     root = find_project(project)
-    config = load_project(root)[1] if root is not None else None  # read once, handed to the model choice
+    config = _project_config(root, model)  # read once, handed to the model choice
     with progress_steps() as step:
         choice = choose_model(root, model, engine=engine.value, progress=step, config=config)
         engines = (
@@ -73,6 +74,22 @@ def inference(
         _answer(engines, session.messages, prompt, limits, prefix="")  # stdout: the answer alone
         return
     _chat(engines, session, limits)
+
+
+def _project_config(root: Path | None, model: str | None) -> ForgeConfig | None:
+    """forge.yaml, when the model choice may need it: with --model naming weights (a .gguf, a folder), an
+    invalid forge.yaml is no reason to refuse; the choice reads it itself if that model needs it."""
+    from forgellm.errors import ForgeError
+    from forgellm.project import load_project
+
+    if root is None:
+        return None
+    try:
+        return load_project(root)[1]
+    except ForgeError:
+        if model is None:
+            raise
+        return None
 
 
 def _chat(engines: list[InferenceEngine], session: ChatSession, limits: tuple[int, float]) -> None:

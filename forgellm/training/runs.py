@@ -86,9 +86,6 @@ def list_runs(project_dir: Path) -> list[Path]:
 
 def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
     """The newest data/prepared/<fp>/ made with forge.yaml's current data, preprocessing, model and template."""
-    from forgellm.data.prepare.manifest import settings_fingerprint, template_record, tokenizer_id
-    from forgellm.models.loading import chat_setup
-
     prepare_cmd = f"forge prepare {config.data.source or 'FILE'}"
     layout = ProjectLayout(project_dir)
     published = published_data(layout)
@@ -100,10 +97,7 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
             fix=f"Run `{prepare_cmd}` first; it turns your data into training examples for the model.",
             code=ErrorCode.PREPARED_DATA_MISSING,
         )
-    setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
-    tokenizer = tokenizer_id(setup)
-    wanted = settings_fingerprint(config, tokenizer, base_dir=project_dir)
-    template = template_record(setup.chat_format, setup.template_name)
+    setup, tokenizer, wanted, template = _wanted(project_dir, config)
     for data in published:
         if data.settings_fingerprint == wanted:
             _check_template(project_dir, data, template, prepare_cmd)
@@ -125,6 +119,17 @@ def find_prepared(project_dir: Path, config: ForgeConfig) -> TrainingData:
         fix=f"Run `{prepare_cmd}` again with the current forge.yaml.",
         code=ErrorCode.PREPARED_DATA_STALE,
     )
+
+
+def _wanted(project_dir: Path, config: ForgeConfig) -> tuple[Any, str, str, dict[str, str]]:
+    """What data prepared for `config` records: (chat setup, tokenizer id, settings fingerprint, template)."""
+    from forgellm.data.prepare.manifest import settings_fingerprint, template_record, tokenizer_id
+    from forgellm.models.loading import chat_setup
+
+    setup = chat_setup(config.model.ref, config.model.chat_template, base_dir=project_dir)
+    tokenizer = tokenizer_id(setup)
+    wanted = settings_fingerprint(config, tokenizer, base_dir=project_dir)
+    return setup, tokenizer, wanted, template_record(setup.chat_format, setup.template_name)
 
 
 def _check_template(project_dir: Path, data: PreparedData, current: dict[str, str], prepare_cmd: str) -> None:
@@ -155,7 +160,7 @@ def create_run(
     matches the config."""
     if max_steps is not None:
         config = _with_max_steps(config, max_steps)
-    chosen = find_prepared(layout.root, config) if prepared is None else _handed(prepared, config)
+    chosen = find_prepared(layout.root, config) if prepared is None else _handed(layout, prepared, config)
     layout.runs_dir.mkdir(parents=True, exist_ok=True)
     run = layout.run(new_run_id(config, layout.runs_dir))
     run.logs.mkdir(parents=True)
@@ -167,18 +172,21 @@ def create_run(
     return run
 
 
-def _handed(prepared: PreparedData, config: ForgeConfig) -> TrainingData:
-    """The data prepare handed on, for the model folder of the config (already on disk: prepare used it)."""
-    from forgellm.models.resolve import materialize, resolve_model
-
-    if prepared.model is not None and prepared.model != config.model.ref:
+def _handed(layout: ProjectLayout, prepared: PreparedData, config: ForgeConfig) -> TrainingData:
+    """The data prepare handed on, checked against the config like data found on disk: forge.yaml edited
+    between two ignite runs must not train on examples prepared for the old settings or template."""
+    setup, _tokenizer, wanted, template = _wanted(layout.root, config)
+    prepare_cmd = f"forge prepare {config.data.source or 'FILE'}"
+    if prepared.settings_fingerprint != wanted:
         raise ForgeError(
-            f"The prepared data in {prepared.folder} was made for {prepared.model}, not {config.model.ref}.",
-            fix=f"Run `forge prepare {config.data.source or 'FILE'}` again for {config.model.ref}.",
+            f"The prepared data in {prepared.folder} was made for other settings than forge.yaml's now "
+            f"(model {prepared.model or '?'}, template {prepared.template or '?'}).",
+            fix=f"Run `{prepare_cmd}` again with the current forge.yaml.",
             code=ErrorCode.PREPARED_DATA_STALE,
             data={"prepared": str(prepared.folder), "model": prepared.model},
         )
-    return TrainingData(prepared, Path(materialize(resolve_model(config.model.ref))))
+    _check_template(layout.root, prepared, template, prepare_cmd)
+    return TrainingData(prepared, Path(setup.model_dir))
 
 
 def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = None) -> Run:

@@ -132,3 +132,13 @@ def test_outside_a_project_the_model_must_be_named(tmp_path):
     result = runner.invoke(app, ["inference", "--prompt", "Hi", "-C", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 1
     assert "no Forge project" in result.stderr and "--model PATH" in result.stderr
+
+
+def test_a_broken_forge_yaml_does_not_stop_a_named_model(tmp_path):
+    """--model names the weights: a damaged forge.yaml of the project around is not read up front (before,
+    its error hid the real problem with the model that was named)."""
+    (tmp_path / "forge.yaml").write_text("model: [unclosed\n")
+    result = _invoke("--model", "./missing-folder", "--prompt", QUESTION, "-C", str(tmp_path))
+    assert result.exit_code == 1
+    assert "No such file or folder: ./missing-folder" in result.stderr
+    assert "forge.yaml" not in result.stderr.split("Fix:")[0]

@@ -101,6 +101,25 @@ def test_train_uses_the_prepared_data_it_is_handed(tiny_train_project, monkeypat
     assert result.record.run_id == result.run_id and result.record.best is not None
 
 
+def test_handed_data_prepared_for_other_settings_is_refused(tiny_train_project, monkeypatch):
+    """A record handed on is checked like data found on disk: forge.yaml edited between two ignite runs
+    must not train on examples prepared for the old settings."""
+    from forgellm.errors import ErrorCode, ForgeError
+    from forgellm.project.prepared import PreparedData
+    from forgellm.training.supervisor import run_training
+
+    root, prepared_dir = tiny_train_project(max_steps=2, eval_every_steps=2, save_every_steps=2)
+    prepared = PreparedData.load(prepared_dir)
+    layout, config = staged(root)
+    edited = config.model_copy(deep=True)
+    edited.data.recipe.system_prompt = "You answer in rhymes."  # changes what prepare renders
+    _no_search(monkeypatch)
+    with pytest.raises(ForgeError) as caught:
+        run_training(layout, edited, prepared=prepared)
+    assert caught.value.code == ErrorCode.PREPARED_DATA_STALE
+    assert not any(layout.runs_dir.glob("*/run.json"))  # refused before a run folder was made
+
+
 def test_shared_chat_setups_keep_their_own_warnings(tiny_causal_lm_dir):
     from forgellm.config.schema import ChatTemplateSection
     from forgellm.models.loading import chat_setup, clear_caches
