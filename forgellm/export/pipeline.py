@@ -187,6 +187,19 @@ class _Timer:
             self.seconds[key] = round(self.seconds.get(key, 0.0) + time.perf_counter() - started, 2)
 
 
+@dataclass(frozen=True)
+class _ExportJob:
+    """What one export writes, decided before anything is written."""
+
+    name: str
+    source: ExportSource
+    project_config: ForgeConfig  # forge.yaml as the caller loaded it (export settings, Ollama name)
+    base_config: dict[str, Any]  # the base model's config.json
+    architecture: str
+    quants: list[str]
+    user_chose: bool  # the GGUF types came from --quant, not from forge.yaml's defaults
+
+
 def export_model(
     layout: ProjectLayout,
     config: ForgeConfig,
@@ -206,13 +219,14 @@ def export_model(
 
     progress = progress or ExportProgress()
     environ = dict(os.environ) if environ is None else environ
-    project_dir, project_config = layout.root.resolve(), config
-    source = find_export_source(project_dir, run)
-    name = export_name(project_config, name)
-    chosen, user_chose = _resolve_quants(project_config, quants)
+    layout = ProjectLayout(layout.root.resolve())
+    source = find_export_source(layout.root, run)
+    name = export_name(config, name)
+    chosen, user_chose = _resolve_quants(config, quants)
     base_config = read_model_config(source.base_model_dir)
     architecture = check_exportable(base_config) if chosen else str(base_config.get("model_type", "?"))
-    exports = ProjectLayout(project_dir).exports_dir
+    job = _ExportJob(name, source, config, base_config, architecture, chosen, user_chose)
+    exports = layout.exports_dir
     exports.mkdir(parents=True, exist_ok=True)
     _check_disk(exports, source.base_model_dir, base_config, chosen)
 
@@ -220,10 +234,8 @@ def export_model(
     partial = exports / f".{name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        built = _build(
-            partial, name, source, project_config, base_config, architecture, chosen, user_chose, timer, progress
-        )
-        final = ProjectLayout(project_dir).export(name).folder
+        built = _build(partial, job, timer, progress)
+        final = layout.export(name).folder
         replaced = final.exists()
         timer.run("publish", f"Publishing exports/{name}/", lambda: _publish(partial, final))
     except OSError as exc:
@@ -248,21 +260,11 @@ def export_model(
     return result
 
 
-def _build(
-    partial: Path,
-    name: str,
-    source: ExportSource,
-    project_config: Any,
-    base_config: dict[str, Any],
-    architecture: str,
-    quants: list[str],
-    user_chose: bool,
-    timer: _Timer,
-    progress: ExportProgress,
-) -> BuiltExport:
+def _build(partial: Path, job: _ExportJob, timer: _Timer, progress: ExportProgress) -> BuiltExport:
     from forgellm.export.merge import write_merged
     from forgellm.export.modelfile import stop_strings
 
+    name, source, user_chose = job.name, job.source, job.user_chose
     partial.mkdir(parents=True)
     # The template the run's data was rendered with, never a since-edited one (see training_chat_setup).
     setup = timer.run("load", "Loading the tokenizer and chat template", lambda: training_chat_setup(source))
@@ -274,16 +276,16 @@ def _build(
         lambda: write_merged(source, chat_format, setup.tokenizer, merged_dir),
     )
     warnings = list(setup.warnings)
-    gguf_files = _write_ggufs(partial, name, merged_dir, quants, chat_format, setup.tokenizer, timer, progress)
+    gguf_files = _write_ggufs(partial, name, merged_dir, job.quants, chat_format, setup.tokenizer, timer, progress)
     stop = stop_strings(chat_format)
-    num_ctx = _num_ctx(source.config, base_config)
-    system = project_config.export.system_prompt or chat_format.system_prompt
+    num_ctx = _num_ctx(source.config, job.base_config)
+    system = job.project_config.export.system_prompt or chat_format.system_prompt
     modelfile_name, template = _write_modelfile(partial, gguf_files, user_chose, chat_format, num_ctx, system, warnings)
     ref = source.config.model.ref
     spec, hub_id = catalog_entry(ref)
     from forgellm.export.ollama import create_command
 
-    ollama_model = project_config.export.ollama_name or name
+    ollama_model = job.project_config.export.ollama_name or name
     loss_plot = RunLayout(source.run_dir).loss_plot
     if loss_plot.is_file():
         shutil.copy2(loss_plot, ExportLayout(partial).loss_plot)
@@ -293,7 +295,7 @@ def _build(
         base_model=ref,
         base_hub_id=hub_id,
         licence=spec.licence if spec else None,
-        architecture=architecture,
+        architecture=job.architecture,
         parameters=merged.parameters,
         merged_dtype=merged.dtype,
         chat_template_name=setup.template_name,
