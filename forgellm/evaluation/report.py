@@ -12,7 +12,7 @@ from forgellm.data.study.html import _CSS as _STUDY_CSS
 from forgellm.evaluation.verdict import loss_change_text, stop_rate_text
 
 if TYPE_CHECKING:
-    from forgellm.evaluation.run import EvalResult
+    from forgellm.evaluation.result import EvalResult
 
 _BASE, _TUNED = "#9e9e9e", "#3949ab"
 _CSS = (

@@ -11,20 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.evaluation.judge import JudgeOutcome
 from forgellm.evaluation.metrics import mean, perplexity
+from forgellm.evaluation.result import EvalProgress, EvalResult
 from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
 from forgellm.project.layout import PreparedLayout, ProjectLayout
 
 if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
-    from forgellm.project.eval_record import EvalRecord
     from forgellm.project.run_record import RunRecord
 
 if TYPE_CHECKING:
@@ -32,54 +31,6 @@ if TYPE_CHECKING:
 
 METRICS = ("loss", "perplexity", "stop_rate", "exact_match", "rouge_l", "chrf")
 REFERENCE_ANSWERS = 1000  # reference answers tokenized to size the answer token limit (a seeded sample)
-
-
-@dataclass
-class EvalProgress:
-    """Callbacks the CLI renders: a line per stage, and counts inside the stage (examples or answers)."""
-
-    stage: Callable[[str], None] = lambda _message: None
-    advance: Callable[[str, int, int], None] = lambda _unit, _done, _total: None
-
-
-@dataclass
-class EvalResult:
-    run_id: str
-    checkpoint: str
-    base_model: str
-    summary: dict[str, Any]
-    settings: dict[str, Any]
-    examples: list[SampleResult]
-    example_losses: list[dict[str, Any]]  # line, tokens, base, tuned: per scored test example
-    judge: JudgeOutcome | None
-    warnings: list[str]
-    notes: list[str]
-    seconds: dict[str, float]
-    files: dict[str, Path]
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    def to_record(self) -> EvalRecord:
-        """What reports/eval.json holds."""
-        from forgellm.project.eval_record import EvalRecord
-
-        return EvalRecord(
-            run_id=self.run_id,
-            checkpoint=self.checkpoint,
-            base_model=self.base_model,
-            created_at=self.created_at,
-            summary=self.summary,
-            settings=self.settings,
-            examples=[result.to_dict() for result in self.examples],
-            example_losses=self.example_losses,
-            judge=self.judge.to_dict() if self.judge is not None else None,
-            warnings=self.warnings,
-            notes=self.notes,
-            seconds={k: round(v, 2) for k, v in self.seconds.items()},
-            files={k: str(v) for k, v in self.files.items()},
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.to_record().to_dict()
 
 
 def _as_progress(progress: EvalProgress | Callable[[str], None] | None) -> EvalProgress:
