@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from forgellm import __version__
+
+
+def _framework_exceptions() -> tuple[type[BaseException], ...]:
+    """What the command-line framework reports itself (usage + exit 2, --help, Ctrl-D), never "a bug in
+    Forge". Typer >= 0.2x ships its own copy of click, whose errors derive from typer.TyperException;
+    older Typer raises the errors of the separate `click` package, which may or may not be installed."""
+    found: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    if hasattr(typer, "TyperException"):
+        found.append(typer.TyperException)
+    try:
+        import click
+    except ImportError:
+        return tuple(found)
+    return (*found, click.exceptions.ClickException, click.exceptions.Exit)
+
+
+_FRAMEWORK_EXCEPTIONS = _framework_exceptions()
 
 
 class ForgeGroup(TyperGroup):
@@ -34,7 +50,7 @@ class ForgeGroup(TyperGroup):
 
             err_console.print("[yellow]Interrupted.[/] Finished work is kept; nothing half-written was published.")
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit):
+        except _FRAMEWORK_EXCEPTIONS:
             raise
         except Exception as exc:  # a bug in Forge: say so plainly; the traceback only on request
             import os
@@ -58,7 +74,7 @@ class ForgeGroup(TyperGroup):
             raise typer.Exit(2) from None
 
 
-def _print_diagnosis(ctx: click.Context, exc: BaseException) -> None:
+def _print_diagnosis(ctx: typer.Context, exc: BaseException) -> None:
     from forgellm.cli.failure import diagnose, print_diagnosis
     from forgellm.cli.output import err_console
 
