@@ -84,6 +84,7 @@ class ErrorCode(StrEnum):
     # --- advisors and their scripts
     ADVISOR_UNKNOWN = "advisor-unknown"  # not one of rules, gemini, openai
     ADVISOR_KEY_MISSING = "advisor-key-missing"  # no API key stored or given
+    ADVISOR_KEY_WITHHELD = "advisor-key-withheld"  # the URL is not where the key may go (data: provider, url)
     ADVISOR_AUTH = "advisor-auth"  # the server rejected the API key
     ADVISOR_UNAVAILABLE = "advisor-unavailable"  # unreachable, timed out or kept failing
     ADVISOR_ANSWER_INVALID = "advisor-answer-invalid"  # an answer that is not JSON, off-schema or breaks rules

@@ -123,6 +123,7 @@ def make_advisor(section: AdvisorSection, project_dir: Path | None, *, provider:
         )
     from forgellm.advisor.cache import AdvisorCache, default_cache_dir
     from forgellm.advisor.llm import LLMAdvisor
+    from forgellm.config.key_hosts import key_refusal
     from forgellm.config.settings import api_key
     from forgellm.project import DEFAULT_ADVISOR_MODELS, DEFAULT_OPENAI_BASE_URL
 
@@ -131,7 +132,12 @@ def make_advisor(section: AdvisorSection, project_dir: Path | None, *, provider:
     model = (section.model if own else None) or DEFAULT_ADVISOR_MODELS[chosen]
     base_url = section.base_url if own else None
     key = api_key(chosen)
+    withheld = key_refusal(chosen, base_url) if key else None
+    if withheld:
+        key = None  # a forge.yaml or environment URL never receives the user's key unasked
     if chosen == "gemini":
+        if withheld:
+            raise _withheld_error(chosen, base_url, withheld)
         if not key:
             raise ForgeError(
                 "The Gemini advisor needs an API key, and none is stored.",
@@ -159,4 +165,18 @@ def make_advisor(section: AdvisorSection, project_dir: Path | None, *, provider:
             max_retries=section.max_retries,
         )
     primary = LLMAdvisor(client, AdvisorCache(default_cache_dir(project_dir)), name=chosen)
-    return FallbackAdvisor(primary, RulesAdvisor(), allow_auth_fallback=section.fallback_on_auth_error, secret=key)
+    advisor = FallbackAdvisor(primary, RulesAdvisor(), allow_auth_fallback=section.fallback_on_auth_error, secret=key)
+    if withheld:  # an OpenAI-compatible server may need no key (a local one): ask it without, and say so
+        error = _withheld_error(chosen, base_url, withheld)
+        advisor.notes.append(f"Warning: {error.message} {error.fix}")
+    return advisor
+
+
+def _withheld_error(provider: str, url: str | None, why: str) -> ForgeError:
+    return ForgeError(
+        f"Forge did not send your {provider} API key to {url}: {why}.",
+        fix=f"If you trust that server, allow it once: `forge login --provider {provider} --base-url {url}`; "
+        "otherwise remove advisor.base_url from forge.yaml (or FORGE_ADVISOR__BASE_URL from the environment).",
+        code=ErrorCode.ADVISOR_KEY_WITHHELD,
+        data={"provider": provider, "url": url},
+    )

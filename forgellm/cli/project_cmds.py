@@ -80,13 +80,19 @@ def _render_status(report: dict[str, Any]) -> None:
 @app.command()
 def login(
     provider: ProviderChoice = typer.Option(ProviderChoice.gemini, help="Which advisor service the key is for."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="Also let this key go to this server (a proxy, a compatible API you trust)."
+    ),
 ) -> None:
     """Store an advisor API key in your user credentials file (mode 0600). Input is hidden."""
+    from forgellm.config.key_hosts import allow_origin
     from forgellm.config.settings import KEY_ENV_VARS, key_status, store_api_key
 
     key = typer.prompt(f"{provider.value} API key", hide_input=True)
     path = store_api_key(provider.value, key)
     console.print(f"Stored the {provider.value} key in {path} (readable by you only).")
+    if base_url:
+        console.print(f"The {provider.value} key may now also go to {allow_origin(provider.value, base_url)}.")
     current = key_status(provider.value)
     if current.source in KEY_ENV_VARS[provider.value]:
         console.print(f"[yellow]note[/] {current.source} is set in your environment and takes precedence.")

@@ -226,7 +226,7 @@ class _OpenAI(_Dialect):
 class ScriptedServer:
     """A threaded HTTP server on a free port of 127.0.0.1. Use through ``gemini_server`` / ``openai_server``."""
 
-    def __init__(self, dialect: _Dialect, script: Sequence[Reply], url_suffix: str) -> None:
+    def __init__(self, dialect: _Dialect, script: Sequence[Reply], url_suffix: str, host: str = "127.0.0.1") -> None:
         if not script:
             raise ValueError("a scripted server needs at least one Reply")
         self._dialect = dialect
@@ -234,9 +234,9 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._closing = threading.Event()  # wakes handlers that sleep, so shutdown is immediate
         self.requests: list[RecordedRequest] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = ThreadingHTTPServer((host, 0), self._handler_class())
         self._httpd.daemon_threads = True
-        self.root = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self.root = f"http://{host}:{self._httpd.server_address[1]}"
         self.url = self.root + url_suffix
         # A short poll interval makes shutdown (and so every test using a server) quick.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -320,9 +320,9 @@ class ScriptedServer:
 
 
 @contextmanager
-def gemini_server(script: Sequence[Reply]) -> Iterator[ScriptedServer]:
+def gemini_server(script: Sequence[Reply], host: str = "127.0.0.1") -> Iterator[ScriptedServer]:
     """A Gemini API (``POST /v1beta/models/{model}:generateContent``); ``url`` is the SDK's base_url."""
-    server = ScriptedServer(_Gemini(), script, url_suffix="").start()
+    server = ScriptedServer(_Gemini(), script, url_suffix="", host=host).start()
     try:
         yield server
     finally:
@@ -330,9 +330,9 @@ def gemini_server(script: Sequence[Reply]) -> Iterator[ScriptedServer]:
 
 
 @contextmanager
-def openai_server(script: Sequence[Reply]) -> Iterator[ScriptedServer]:
+def openai_server(script: Sequence[Reply], host: str = "127.0.0.1") -> Iterator[ScriptedServer]:
     """An OpenAI-compatible server (``POST /v1/chat/completions``); ``url`` ends with ``/v1``."""
-    server = ScriptedServer(_OpenAI(), script, url_suffix="/v1").start()
+    server = ScriptedServer(_OpenAI(), script, url_suffix="/v1", host=host).start()
     try:
         yield server
     finally:
@@ -354,3 +354,17 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from forgellm.advisor import retry
 
     monkeypatch.setattr(retry, "DEFAULT_BACKOFF", retry.Backoff(base_seconds=0.001, cap_seconds=0.01))
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback (the one its default route leaves from): a
+    listener there is a real server elsewhere as far as the key rules go. Skips the test when none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outgoing address
+            address = sock.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or address.startswith("127."):
+        pytest.skip("this machine has no non-loopback address to listen on")
+    return address
