@@ -5,9 +5,9 @@ stand for a server a shared forge.yaml points at: the key must not arrive there.
 from __future__ import annotations
 
 import pytest
-from advisor.servers import Reply, fast_retries, gemini_server, non_loopback_address, openai_server  # noqa: F401
 from typer.testing import CliRunner
 
+from advisor.servers import Reply, fast_retries, gemini_server, non_loopback_address, openai_server  # noqa: F401
 from forgellm.advisor.select import make_advisor
 from forgellm.cli.main import app
 from forgellm.config.key_hosts import allow_origin, key_refusal
