@@ -40,12 +40,12 @@ def validate(
     path: Path = PATH_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
 ) -> None:
-    """Check forge.yaml; every problem is reported at once. Exit code 1 when invalid."""
-    from forgellm.config.io import load_config
+    """Check forge.yaml (and that its model exists); every problem is reported at once. Exit 1 when invalid."""
     from forgellm.errors import ForgeError
+    from forgellm.project.check import validate_config
 
     try:
-        loaded = load_config(path)
+        loaded = validate_config(path)
     except ForgeError as exc:
         if not as_json:
             raise

@@ -51,3 +51,24 @@ def test_a_real_bug_is_still_called_one():
         app.registered_commands[:] = [c for c in app.registered_commands if c.name != "explode-for-test"]
     assert result.exit_code == 2
     assert "Internal error: ValueError: boom" in result.stderr and "FORGE_DEBUG=1" in result.stderr
+
+
+def test_config_validate_checks_that_the_model_exists(tmp_path):
+    """The schema cannot see a misspelt model; validate does (before, it said "valid" and prepare failed)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from forgellm.cli.main import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    config = tmp_path / "forge.yaml"
+    config.write_text(config.read_text().replace("ref: smollm2-135m", "ref: qwne-7b"))
+    result = runner.invoke(app, ["config", "validate", "--path", str(config), "--json"])
+    assert result.exit_code == 1
+    verdict = json.loads(result.stdout)
+    assert verdict["valid"] is False and verdict["code"] == "model-unknown"
+    assert "qwen2.5-7b" in verdict["fix"]  # the nearest catalog names
+    config.write_text(config.read_text().replace("ref: qwne-7b", "ref: smollm2-135m"))
+    assert runner.invoke(app, ["config", "validate", "--path", str(config)]).exit_code == 0
