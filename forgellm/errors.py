@@ -69,7 +69,7 @@ class ErrorCode(StrEnum):
     RUN_NOT_FOUND = "run-not-found"  # no run of that name, or no unfinished run (data: run)
     NOTHING_TO_RESUME = "nothing-to-resume"  # the run already completed (data: run)
     RUN_NOT_RESUMABLE = "run-not-resumable"  # what the run needs to resume is gone (data: run, path)
-    TRAIN_LOCKED = "train-locked"  # another `forge train` holds the project's lock (data: run, pid)
+    PROJECT_LOCKED = "project-locked"  # another writing command holds the project's lock (data: command, run, pid)
     CHECKPOINT_MISSING = "checkpoint-missing"  # no usable checkpoint to resume from
     TRAIN_OUT_OF_MEMORY = "train-out-of-memory"  # a worker ran out of memory (data: device, cause)
     TRAIN_NON_FINITE = "train-non-finite"  # NaN/inf loss or gradient norm (data: step)

@@ -405,9 +405,20 @@ class IgniteInterrupted(Exception):
 
 
 def ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None = None) -> IgniteResult:
-    """Run every stage not yet finished for these inputs (see the module docstring)."""
+    """Run every stage not yet finished for these inputs (see the module docstring), holding the project
+    lock throughout: the stages take it again inside (it is re-entrant), nobody else in between."""
+    from forgellm.project.lock import ProjectLock
+
+    check_inputs(options)  # bad input is said before the lock creates anything
+    if options.dry_run:
+        return _ignite(project_dir, options, hooks)
+    with ProjectLock(Path(project_dir), "ignite") as lock:
+        lock.acquire()
+        return _ignite(project_dir, options, hooks)
+
+
+def _ignite(project_dir: Path, options: IgniteOptions, hooks: IgniteHooks | None) -> IgniteResult:
     hooks = hooks or IgniteHooks()
-    check_inputs(options)
     project_dir = Path(project_dir).expanduser().resolve()
     carried = Carried(ProjectLayout(project_dir))
     options = IgniteOptions(**{**options.__dict__, "data": options.data.expanduser().resolve()})

@@ -21,6 +21,7 @@ from forgellm.evaluation.metrics import mean, perplexity
 from forgellm.evaluation.result import EvalProgress, EvalResult
 from forgellm.evaluation.samples import Sample, SampleResult, pick_samples
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.lock import locked
 
 if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
@@ -107,6 +108,7 @@ def _locate(project_dir: Path, config: Any, run: str | RunRecord | None) -> _Tar
     return _Target(source, prepared, split, config, warnings)
 
 
+@locked("eval")  # a prepare or train meanwhile would change what is evaluated
 def evaluate_run(
     layout: ProjectLayout,
     config: ForgeConfig,

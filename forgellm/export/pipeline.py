@@ -33,6 +33,7 @@ from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.models.dims import context_length_or_default
 from forgellm.project.export_record import ExportMetadata, OllamaRecord
 from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
+from forgellm.project.lock import locked
 
 if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
@@ -200,6 +201,7 @@ class _ExportJob:
     user_chose: bool  # the GGUF types came from --quant, not from forge.yaml's defaults
 
 
+@locked("export")
 def export_model(
     layout: ProjectLayout,
     config: ForgeConfig,

@@ -7,7 +7,7 @@
                                       summary.json, loss.png, logs/
 <root>/exports/<name>/                merged/, <name>-<quant>.gguf, Modelfile, README.md, metadata.json
 <root>/reports/                       study.html/json, eval.html/json
-<root>/.forge/                        train.lock, ignite.json, input-hashes.json, advisor-cache/, scripts/
+<root>/.forge/                        project.lock, ignite.json, input-hashes.json, advisor-cache/, scripts/
 ```
 
 Code asks a layout for a path (``layout.run(run_id).summary``) instead of joining names itself, so a
@@ -65,7 +65,7 @@ EVAL_HTML = "eval.html"
 EVAL_JSON = "eval.json"
 
 # .forge/
-TRAIN_LOCK = "train.lock"
+PROJECT_LOCK = "project.lock"  # one writing command at a time (forgellm.project.lock)
 IGNITE_STATE = "ignite.json"
 INPUT_HASHES = "input-hashes.json"
 ADVISOR_CACHE = "advisor-cache"
@@ -275,8 +275,8 @@ class ProjectLayout:
         return self.root / STATE_DIR
 
     @property
-    def train_lock(self) -> Path:
-        return self.state_dir / TRAIN_LOCK
+    def project_lock(self) -> Path:
+        return self.state_dir / PROJECT_LOCK
 
     @property
     def ignite_state(self) -> Path:

@@ -3,7 +3,6 @@ exports with their files and Ollama registration, and the evaluation report."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from forgellm.project.eval_record import EvalRecord
 from forgellm.project.export_record import ExportMetadata, export_folders
 from forgellm.project.layout import ExportLayout, ProjectLayout, RunLayout
+from forgellm.project.lock import pid_alive
 from forgellm.project.record_io import read_object
 from forgellm.project.run_record import RunSpec, RunSummary, list_checkpoints
 from forgellm.status.files import iso_mtime, iso_time, note_damaged, number
@@ -39,27 +39,17 @@ def _flock_held(path: Path) -> bool | None:
     return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def training_now(root: Path) -> dict[str, Any] | None:
     """Who trains in this project right now ({run_id, pid, started_at}), or None. The lock file keeps the
     holder's record after a `kill -9`, so a record alone proves nothing: the lock must still be held."""
-    path = ProjectLayout(root).train_lock
-    record = read_object(path)  # the lock's holder record (see training.runs.TrainLock)
-    if not record:  # empty: released normally (the holder truncates it), or never taken
+    path = ProjectLayout(root).project_lock
+    record = read_object(path)  # the lock's holder record (see project.lock.ProjectLock)
+    if not record or record.get("command", "train") != "train":  # released, never taken, or not training
         return None
     pid = record.get("pid")
     held = _flock_held(path)
     if held is None:
-        held = isinstance(pid, int) and _pid_alive(pid)
+        held = isinstance(pid, int) and pid_alive(pid)
     if not held:
         return None
     return {"run_id": record.get("run_id"), "pid": pid, "started_at": iso_time(record.get("started"))}

@@ -3,10 +3,7 @@ trains on, its checkpoints, and the project lock that keeps two trainings from s
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +12,6 @@ from typing import Any
 from forgellm.config.io import load_config, save_config  # load_config: run snapshots
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ErrorCode, ForgeError
-from forgellm.files import read_json_object
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.prepared import PreparedData, published_data
 from forgellm.project.run_record import RunSpec, run_folders, run_status
@@ -253,81 +249,3 @@ def _latest_unfinished(project_dir: Path) -> Path:
             code=ErrorCode.RUN_NOT_FOUND,
         )
     return unfinished[-1].resolve()
-
-
-# ------------------------------------------------------------------------------------------------ lock
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-class TrainLock:
-    """One `forge train` per project. An OS lock (flock) on .forge/train.lock: the kernel releases it
-    when its holder dies, even by `kill -9`, so a stale lock file is simply taken over. The file
-    records who holds it, so the refusal can name the run and its process."""
-
-    def __init__(self, project_dir: Path) -> None:
-        self.path = ProjectLayout(project_dir).train_lock
-        self._fd: int | None = None
-
-    def acquire(self, run_id: str | None = None) -> None:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's record stays
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise self._busy() from None
-        self._fd = fd
-        self.record(run_id)
-
-    def record(self, run_id: str | None) -> None:
-        """Write who holds the lock (the run id is known only once the run folder exists)."""
-        assert self._fd is not None, "record() needs the lock"
-        record = json.dumps({"run_id": run_id, "pid": os.getpid(), "started": time.time()})
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, record.encode(), 0)
-
-    def holder(self) -> dict[str, Any]:
-        return read_json_object(self.path)
-
-    def _busy(self) -> ForgeError:
-        holder = self.holder()
-        run_id, pid = holder.get("run_id") or "(starting)", holder.get("pid", "?")
-        started = holder.get("started")
-        since = f", started {datetime.fromtimestamp(started):%Y-%m-%d %H:%M}" if isinstance(started, float) else ""
-        alive = isinstance(pid, int) and _pid_alive(pid)
-        return ForgeError(
-            f"Another `forge train` is running in this project: run {run_id} (process {pid}{since})"
-            + ("." if alive else ", holding the lock from another machine or container."),
-            fix=f"Wait for it to finish, or stop it with Ctrl-C in its terminal (or `kill -INT {pid}`); "
-            "`forge train --resume` then continues it from its last checkpoint.",
-            code=ErrorCode.TRAIN_LOCKED,
-            data={"run": run_id, "pid": pid},
-        )
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        import fcntl
-
-        os.ftruncate(self._fd, 0)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> TrainLock:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-

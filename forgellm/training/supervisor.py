@@ -22,10 +22,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from forgellm.errors import ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
+from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
 from forgellm.training.protocol import ExitCode, parse_event
-from forgellm.training.runs import Run, TrainLock, create_run, open_run
+from forgellm.training.runs import Run, create_run, open_run
 
 if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
@@ -303,7 +304,7 @@ def run_training(
     project_dir = layout.root.expanduser().resolve()
     layout = ProjectLayout(project_dir)
     on_event = on_event or (lambda _event: None)
-    with TrainLock(project_dir) as lock:
+    with ProjectLock(project_dir, "train") as lock:
         lock.acquire()
         run = (
             open_run(project_dir, resume, max_steps=max_steps)

@@ -41,14 +41,14 @@ def test_layout_names_each_path_under_the_project(tmp_path):
     assert (export.metadata.name, export.modelfile.name, export.merged.name) == ("metadata.json", "Modelfile", "merged")
     assert export.gguf("bot", "q8_0") == tmp_path / "exports" / "bot" / "bot-q8_0.gguf"
     assert layout.eval_json == tmp_path / "reports" / "eval.json" and layout.study_html.name == "study.html"
-    assert layout.train_lock == tmp_path / ".forge" / "train.lock" and layout.ignite_state.name == "ignite.json"
+    assert layout.project_lock == tmp_path / ".forge" / "project.lock" and layout.ignite_state.name == "ignite.json"
     assert list(layout.folders()) == ["data", "data/prepared", "runs", "exports", "reports", ".forge"]
 
 
 # File names and folder joins that only forgellm/project/layout.py may spell.
 _FILE_NAMES = (
     "run.json config.yaml metrics.jsonl summary.json loss.png trainer_state.pt metadata.json Modelfile README.md "
-    "stats.json manifest.json rejects.jsonl eval.json eval.html study.json study.html ignite.json train.lock "
+    "stats.json manifest.json rejects.jsonl eval.json eval.html study.json study.html ignite.json project.lock "
     "input-hashes.json"
 ).split()
 _FOLDERS = ("runs", "exports", "reports", "prepared", "data", ".forge", "checkpoints", "best", "merged", "logs")

@@ -294,8 +294,9 @@ def test_a_running_run_holds_the_train_lock_from_another_process(tmp_path):
     run_id = "20261122-140000-lora-tiny"
     run_by_hand(root, run_id, prepared, checkpoints=(5,))
     holder = (
-        "import sys, time\nfrom pathlib import Path\nfrom forgellm.training.runs import TrainLock\n"
-        "lock = TrainLock(Path(sys.argv[1])); lock.acquire(sys.argv[2]); print('held', flush=True); time.sleep(60)\n"
+        "import sys, time\nfrom pathlib import Path\nfrom forgellm.project.lock import ProjectLock\n"
+        "lock = ProjectLock(Path(sys.argv[1]), 'train'); lock.acquire(sys.argv[2]); print('held', flush=True)\n"
+        "time.sleep(60)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", holder, str(root), run_id], stdout=subprocess.PIPE, text=True)
     try:
@@ -325,7 +326,7 @@ def test_damaged_files_are_shown_never_raised(tmp_path):
     (root / "runs" / "notes").mkdir()
     (root / "exports" / "bot" / "metadata.json").write_text("[1, 2]")
     (root / "reports" / "eval.json").write_text("{")
-    (root / ".forge" / "train.lock").write_text("not json")
+    (root / ".forge" / "project.lock").write_text("not json")
     (root / ".forge" / "input-hashes.json").write_text("][")
     broken = root / "data" / "prepared" / "ffffffffffff"
     broken.mkdir()

@@ -18,9 +18,10 @@ from forgellm.config.io import load_config, save_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.errors import ForgeError
 from forgellm.project.layout import TRAINER_STATE
+from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.status import project_status
-from forgellm.training.runs import TrainLock, list_runs, new_run_id
+from forgellm.training.runs import list_runs, new_run_id
 from forgellm.training.summary import read_metrics
 from forgellm.training.supervisor import run_training
 
@@ -56,8 +57,8 @@ def test_only_complete_checkpoints_count(tmp_path):
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from forgellm.training.runs import TrainLock
-lock = TrainLock(Path(sys.argv[1]))
+from forgellm.project.lock import ProjectLock
+lock = ProjectLock(Path(sys.argv[1]), "train")
 lock.acquire("20261122-224305-lora-held")
 print("held", flush=True)
 time.sleep(60)
@@ -69,13 +70,13 @@ def test_a_second_training_is_refused_with_the_running_run_and_pid(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ForgeError) as caught:
-            TrainLock(tmp_path).acquire("mine")
+            ProjectLock(tmp_path, "train").acquire("mine")
         assert "20261122-224305-lora-held" in caught.value.message and str(holder.pid) in caught.value.message
         assert "--resume" in caught.value.fix
     finally:
         holder.kill()
         holder.wait()
-    lock = TrainLock(tmp_path)  # its holder died (kill -9): the stale lock is taken over
+    lock = ProjectLock(tmp_path, "train")  # its holder died (kill -9): the stale lock is taken over
     lock.acquire("mine")
     assert lock.holder()["run_id"] == "mine" and lock.holder()["pid"] == os.getpid()
     lock.release()
@@ -88,7 +89,7 @@ def test_training_needs_a_plan_and_prepared_data(tmp_path):
     with pytest.raises(ForgeError) as caught:
         run_training(*staged(tmp_path))
     assert "no prepared data" in caught.value.message and "forge prepare tickets.csv" in caught.value.fix
-    assert not (TrainLock(tmp_path).holder()), "the lock is released after a refusal"
+    assert not (ProjectLock(tmp_path, "train").holder()), "the lock is released after a refusal"
 
 
 def test_data_prepared_for_another_model_is_refused(tiny_train_project, tiny_causal_lm_dir, tmp_path):

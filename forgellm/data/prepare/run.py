@@ -40,6 +40,7 @@ from forgellm.data.prepare.validate import validate_outputs
 from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import PreparedLayout, ProjectLayout
+from forgellm.project.lock import locked
 from forgellm.project.manifest import Manifest
 from forgellm.project.prepared import PreparedData, PreparedStats, SplitCounts
 
@@ -134,6 +135,7 @@ def detect_recipe(layout: ProjectLayout, input_path: Path, config: ForgeConfig) 
     return _with_detection(config, input_path, detection), detection
 
 
+@locked("prepare")  # two prepares at once would mix their chunks
 def prepare_dataset(
     layout: ProjectLayout,
     config: ForgeConfig,
