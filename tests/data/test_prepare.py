@@ -339,3 +339,20 @@ def test_detected_recipe_is_saved_without_environment_overrides(make_project, tm
     prepare_dataset(*staged(project), jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)]))
     on_disk = load_config(project, environ={}).config
     assert on_disk.data.format == "messages" and on_disk.preprocessing.seed == 42
+
+
+def test_a_row_nested_too_deeply_is_rejected_not_fatal(make_project, tmp_path):
+    """A JSONL line nested deeper than Python's recursion limit used to stop study and prepare with a
+    RecursionError; it is one bad row with its line number, and the other rows are trained."""
+    from forgellm.data.study.run import study_file
+
+    deep = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    rows = [chat(f"Question {i}?", f"Answer {i}.") for i in range(30)]
+    data = jsonl(tmp_path / "deep.jsonl", [*rows[:12], deep, *rows[12:]])
+    project = make_project()
+    studied = study_file(*staged(project), data)
+    assert studied.report.rows >= 30
+    result = prepare_dataset(*staged(project), data)
+    rejects = read_rows(result.output_dir, "rejects.jsonl")
+    assert [(r["line"], r["reason"]) for r in rejects if r["line"] == 13] == [(13, "JSON nested too deeply to read")]
+    assert sum(result.stats.examples().values()) == 30

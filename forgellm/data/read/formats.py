@@ -131,7 +131,7 @@ def _as_list(value: Any) -> Any:
     if isinstance(value, str) and value.lstrip()[:1] == "[":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # not a list after all, or one too deep to read
             return value
     return value
 

@@ -179,6 +179,9 @@ def iter_jsonl(stream: IO[str], name: str) -> Iterator[Record | BadRow]:
             if line.strip():
                 yield BadRow(number, f"invalid JSON: {e.msg} (column {e.colno})", name, line[:EXCERPT_CHARS])
             continue
+        except RecursionError:  # one row nested deeper than Python can decode: that row, not the file
+            yield BadRow(number, "JSON nested too deeply to read", name, line[:EXCERPT_CHARS])
+            continue
         if type(value) is dict:
             yield Record(number, value, name)
         else:
@@ -208,6 +211,8 @@ def sniff_json(text: str, whole: bool, name: str) -> tuple[str, str | None, list
         value, end = decoder.raw_decode(text, start)
     except json.JSONDecodeError:
         return "json", _first_key_if_records(text, start), None  # larger than the sample
+    except RecursionError:  # a first line nested too deeply: one object per line is still the likely shape
+        return ("jsonl" if "\n{" in text else "json"), None, jsonl_columns(text)
     if text[_WS.match(text, end).end() :].startswith("{"):
         return "jsonl", None, list(value)
     for key in value:
@@ -234,7 +239,7 @@ def jsonl_columns(text: str) -> list[str] | None:
     for line in text.splitlines()[:50]:
         try:
             value = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(value, dict):
             return list(value)
