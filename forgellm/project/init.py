@@ -84,6 +84,10 @@ def init_project(
     _write_config(root, result, name or root.name, model_ref, advisor)
     if api_key is not None:
         result.credentials_file = store_api_key(advisor.provider, api_key)
+        if advisor.base_url:  # the user gave the key and the server together: the key may go there
+            from forgellm.config.key_hosts import allow_origin
+
+            allow_origin(advisor.provider, advisor.base_url)
     return result
 
 

@@ -105,3 +105,15 @@ def test_login_with_a_base_url_allows_that_server_only(tmp_path):
     assert key_refusal("openai", "https://llm.example.org:8443/other/path") is None
     assert key_refusal("openai", "https://llm.example.org/v1") is not None  # another port: another server
     assert key_refusal("gemini", "https://llm.example.org:8443/v1") is not None  # the openai key's allowance
+
+
+def test_init_with_a_key_and_a_base_url_allows_that_server(tmp_path):
+    """`forge init --advisor openai --base-url URL --api-key KEY` names both at once: the key may go there."""
+    result = CliRunner().invoke(
+        app,
+        ["init", str(tmp_path / "bot"), "--advisor", "openai", "--base-url", "http://192.0.2.7:8000/v1",
+         "--api-key", SECRET],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert key_refusal("openai", "http://192.0.2.7:8000/v1") is None
+    assert key_refusal("openai", "http://192.0.2.8:8000/v1") is not None
