@@ -54,7 +54,8 @@ def allow_origin(provider: str, url: str) -> str:
         data = {}
     data = data if isinstance(data, dict) else {}
     wanted = origin(url)
-    data[provider] = sorted({*allowed_origins(provider), wanted})
+    known = data.get(provider) if isinstance(data.get(provider), list) else []
+    data[provider] = sorted({*(o for o in known if isinstance(o, str)), wanted})
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
     return wanted

@@ -265,6 +265,7 @@ def export_model(
 def _build(partial: Path, job: _ExportJob, timer: _Timer, progress: ExportProgress) -> BuiltExport:
     from forgellm.export.merge import write_merged
     from forgellm.export.modelfile import stop_strings
+    from forgellm.export.ollama import create_command
 
     name, source, user_chose = job.name, job.source, job.user_chose
     partial.mkdir(parents=True)
@@ -285,8 +286,6 @@ def _build(partial: Path, job: _ExportJob, timer: _Timer, progress: ExportProgre
     modelfile_name, template = _write_modelfile(partial, gguf_files, user_chose, chat_format, num_ctx, system, warnings)
     ref = source.config.model.ref
     spec, hub_id = catalog_entry(ref)
-    from forgellm.export.ollama import create_command
-
     ollama_model = job.project_config.export.ollama_name or name
     loss_plot = RunLayout(source.run_dir).loss_plot
     if loss_plot.is_file():
