@@ -1,15 +1,30 @@
-"""Every test gets its own FORGE_HOME, model cache and Hugging Face cache: no test sees the user's state."""
+"""Every test gets its own FORGE_HOME, model cache and Hugging Face cache: no test sees the user's state.
+
+Every test also sees the same CPU features, whatever machine runs it: the planner decides precision (and so
+the learning rate) from the CPU's bf16 instructions, so a suite that read the host's would pass on one
+machine and fail on the next. FORGE_TEST_CPU picks the CPU the suite sees: `emulated-bf16` (default: AVX2,
+no bf16 instructions, the common laptop and CI runner), `native-bf16` (AVX512-BF16) or `host` (this
+machine's /proc/cpuinfo). `make test-cpus` runs the planning and pipeline tests under both fixed CPUs. A
+test about the host itself carries the `host_cpu` marker.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from tiny_project_support import _support_csv, tiny_causal_lm_dir, tiny_train_project  # noqa: F401
 
-_FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE"}
+_FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE", "FORGE_TEST_CPU"}
+_TEST_CPU = os.environ.get("FORGE_TEST_CPU", "emulated-bf16")
+_CPUINFO = None if _TEST_CPU == "host" else Path(__file__).parent / "cpus" / f"{_TEST_CPU}.cpuinfo"
+if _CPUINFO is not None and not _CPUINFO.is_file():
+    raise pytest.UsageError(f"FORGE_TEST_CPU={_TEST_CPU}: use emulated-bf16, native-bf16 or host")
 
 
 @pytest.fixture(autouse=True)
-def isolated_forge_home(tmp_path_factory, monkeypatch):
+def isolated_forge_home(tmp_path_factory, monkeypatch, request):
     home = tmp_path_factory.mktemp("forge-home")
     for name in list(__import__("os").environ):
         if (name.startswith("FORGE_") and name not in _FORGE_VARS_KEPT) or name in (
@@ -21,6 +36,8 @@ def isolated_forge_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FORGE_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    if _CPUINFO is not None and request.node.get_closest_marker("host_cpu") is None:
+        monkeypatch.setenv("FORGE_CPUINFO", str(_CPUINFO))
     return home
 
 

@@ -28,4 +28,8 @@ _register()
 
 
 def run() -> None:
+    """The console script: library warnings are filtered here, at the boundary, for every command."""
+    from forgellm.quiet import quiet_at_cli_boundary
+
+    quiet_at_cli_boundary()
     app()

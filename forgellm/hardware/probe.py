@@ -21,6 +21,9 @@ import psutil
 # x86 (Intel Cooper Lake+/Sapphire Rapids, AMD Zen 4+) and Arm (ARMv8.6 "bf16") flags that give
 # native bf16 matmuls on the CPU; without them PyTorch still runs bf16 but by emulation (slow).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# A file in /proc/cpuinfo's format read instead of the real one: plan as for another CPU (drills), and the
+# test suite's fixed CPU, so no result depends on the features of the machine the tests run on.
+CPUINFO_ENV = "FORGE_CPUINFO"
 
 
 @dataclass(frozen=True)
@@ -164,15 +167,18 @@ def probe_hardware(
     path: str | os.PathLike[str] = ".",
     *,
     nvml: Any = None,
-    cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo",
+    cpuinfo_path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> HardwareInfo:
-    """Probe this machine. ``nvml`` is a pynvml-like module (default: the real one, imported here)."""
+    """Probe this machine. ``nvml`` is a pynvml-like module (default: the real one, imported here);
+    ``cpuinfo_path`` defaults to $FORGE_CPUINFO, else /proc/cpuinfo."""
     notes: list[str] = []
+    environ = os.environ if env is None else env
     if nvml is None:
         nvml = _import_pynvml(notes)
     gpus, driver, cuda = read_nvidia_gpus(nvml, notes) if nvml is not None else ((), None, None)
-    gpus = _visible_gpus(gpus, os.environ if env is None else env, notes)
+    gpus = _visible_gpus(gpus, environ, notes)
+    cpuinfo_path = cpuinfo_path or environ.get(CPUINFO_ENV) or "/proc/cpuinfo"
 
     system, machine = platform.system(), platform.machine()
     mps = detect_mps(system, machine)

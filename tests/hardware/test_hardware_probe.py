@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pynvml
 import pytest
@@ -230,6 +232,22 @@ def test_cpuinfo_read_from_given_path(tmp_path) -> None:
     missing = probe_hardware(nvml=FakeNVML(), cpuinfo_path=tmp_path / "nope", env=NO_ENV)
     assert missing.bf16.cpu == "unknown"
     assert missing.preferred_precision == "fp32"
+
+
+def test_forge_cpuinfo_stands_in_for_the_real_cpu(tmp_path) -> None:
+    """FORGE_CPUINFO (drills; the suite's fixed CPU, tests/conftest.py) replaces /proc/cpuinfo."""
+    native, plain = tmp_path / "native", tmp_path / "plain"
+    native.write_text("flags\t: avx2 avx512_bf16\n")
+    plain.write_text("flags\t: avx2\n")
+    assert probe_hardware(nvml=FakeNVML(), env={"FORGE_CPUINFO": str(native)}).bf16.cpu_flags == ("avx512_bf16",)
+    assert probe_hardware(nvml=FakeNVML(), env={"FORGE_CPUINFO": str(plain)}).bf16.cpu == "emulated"
+
+
+@pytest.mark.host_cpu
+def test_host_cpu_marker_reads_the_real_cpuinfo() -> None:
+    real = bf16_support((), Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() else None
+    assert "FORGE_CPUINFO" not in os.environ
+    assert real is None or probe_hardware(nvml=FakeNVML()).bf16 == real
 
 
 @pytest.mark.parametrize(
