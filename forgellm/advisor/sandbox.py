@@ -108,7 +108,7 @@ def run_sandboxed(
             script, *inputs = _readable_for_nobody([script, *inputs], private_dir)
             if chosen == "docker":
                 command = docker_command(script, workdir, inputs, limits, name=f"forge-script-{uuid.uuid4().hex[:12]}")
-            else:
+            else:  # built by run_bubblewrap, which also copies the results out
                 command = []
                 warnings = [f"The script ran in bubblewrap {why}." for why in bubblewrap_shortfalls()]
         as_root = os.geteuid() == 0 and chosen == "docker"

@@ -171,7 +171,7 @@ def test_fork_bomb_is_contained_by_the_process_limit(job):
         print(started)
         """
     )
-    assert counted.ok and 0 < int(counted.stdout_tail) < FAST.max_processes
+    assert counted.ok and 0 < int(counted.stdout_tail) < FAST.max_processes, counted
     bomb = job("import os\nwhile True:\n    os.fork()\n")
     assert "process limit" in bomb.killed_reason
     assert _sandbox_processes_gone()

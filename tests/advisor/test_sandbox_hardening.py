@@ -106,6 +106,36 @@ def test_a_standard_library_script_still_works(job):
     }  # fmt: skip
 
 
+@needs_bwrap
+def test_killing_the_launcher_only_ends_the_sandbox(job):
+    """As a normal user the script may signal Forge's launcher (same uid; as root it may not):
+    the sandbox then ends, nothing is copied out, and no process is left behind."""
+    code = """
+        import os, signal, time
+        open("output.jsonl", "w").write("{}")
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)
+    """
+    result = job(code)
+    assert not result.ok and result.duration < 10
+    if os.geteuid() != 0:
+        assert not (job.work / "output.jsonl").exists()
+    assert not any("/work/script.py" in " ".join(p.cmdline()) for p in _processes())
+
+
+def _processes():
+    import psutil
+
+    return [p for p in psutil.process_iter() if p.pid != os.getpid() and _alive(p)]
+
+
+def _alive(process) -> bool:
+    try:
+        return process.status() != "zombie" and bool(process.cmdline())
+    except Exception:  # gone or not ours to read
+        return False
+
+
 # ---------------------------------------------------------------- the working folder's size and files
 
 
