@@ -256,3 +256,9 @@ def test_without_libseccomp_bubblewrap_is_refused_unless_allowed(job, no_libsecc
 def test_the_filter_is_a_bpf_program():
     program = seccomp.filter_program()
     assert len(program) % 8 == 0 and len(program) > 8 * len(seccomp.DENIED)  # struct sock_filter is 8 bytes
+
+
+def test_without_a_sandbox_the_folder_limits_are_checked_after_the_run(job, monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    result = job("for i in range(60):\n    open(f'row-{i}.json', 'w').close()\n", allow_unsandboxed=True)
+    assert result.killed_reason == "it left more than 50 files in its folder (the file-count limit)"
