@@ -1,21 +1,14 @@
 """Run an advisor-written script where it cannot hurt: bubblewrap on Linux, or a Docker container.
 
-The script sees a read-only system, its own folder (``/work``, the only writable place) with its
-inputs bound read-only inside, no network, no home directories, no credentials and an empty
-environment. Limits: memory, CPU time, size of each written file, number of processes, wall time.
-
-Two facts of Linux shape the bubblewrap mode:
-- RLIMIT_NPROC counts processes per user and is ignored for root. For a normal user the limit is set
-  inside bubblewrap's user namespace, where it counts only the sandbox's processes. When Forge runs
-  as root, bubblewrap runs without a user namespace and the script drops to ``nobody`` (uid 65534)
-  before it starts, so the limit applies and root-only files (/etc/shadow) stay unreadable.
-- The limits are set by a few lines of Python run inside the sandbox just before the script
-  (``_LAUNCHER``), so they bind the script and its children but not bubblewrap itself.
+The script sees the Python interpreter and its standard library, its own folder (``/work``, the
+only writable place, capped in size and in files) with its inputs bound read-only inside, no
+network, no other host files, no credentials, an empty environment and (bubblewrap) a system-call
+filter. Limits: memory, CPU time, size of each written file, number of processes, wall time.
+The bubblewrap mode is built in ``sandbox_bwrap`` (its docstring says how), the filter in ``seccomp``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -38,21 +31,13 @@ SCRIPT_NAME = "script.py"
 DOCKER_IMAGE = "python:3.12-slim"
 _TAIL_CHARS = 4000
 _GIB = 1024**3
-# Host folders replaced by an empty read-only tmpfs: homes (SSH keys, cloud credentials), runtime
-# sockets and mounted secrets, scratch space of other programs.
-_HIDDEN_DIRS = ("/root", "/home", "/run", "/var/run", "/var/tmp", "/mnt", "/media", "/srv", "/var/run/secrets")
 _MINIMAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": SANDBOX_DIR}
 _BWRAP_INSTALL = "`sudo apt-get install bubblewrap` (or `sudo dnf install bubblewrap`)"
 
-# Runs inside the sandbox, before the script: set the limits, drop root, then become the script.
+# Runs just before the script when there is no sandbox: set the limits, then become the script.
 _LAUNCHER = """\
 import json, os, resource, sys
 limits = json.loads(sys.argv[1])
-uid = limits.pop("drop_to_uid", None)
-if uid is not None and os.getuid() == 0:
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
 for name, value in limits.items():
     resource.setrlimit(getattr(resource, name), tuple(value))
 os.execv(sys.executable, [sys.executable, "-I", "-S", "-X", "utf8", sys.argv[2]])
@@ -67,6 +52,8 @@ class SandboxLimits:
     max_processes: int = 64
     max_output_bytes: int = 2 * _GIB  # largest file the script may write
     tmp_bytes: int = 256 * 1024**2  # size of its private /tmp (memory-backed)
+    work_bytes: int = 2 * _GIB  # size of its working folder (memory-backed in bubblewrap)
+    max_files: int = 1000  # files and links it may leave in its working folder
 
     def rlimits(self) -> dict[str, list[int]]:
         # The hard CPU limit one second later turns an ignored SIGXCPU into SIGKILL.
@@ -112,25 +99,27 @@ def run_sandboxed(
     script, workdir = script.resolve(), workdir.resolve()
     inputs = [p.resolve() for p in inputs]
     _check_names(inputs)
+    warnings = []
     with tempfile.TemporaryDirectory(prefix="forge-sandbox-") as private:
         private_dir = Path(private)
         if chosen == "unsandboxed":
             command = _unsandboxed_command(script, workdir, inputs, limits)
         else:
             script, *inputs = _readable_for_nobody([script, *inputs], private_dir)
-            command = (
-                bubblewrap_command(script, workdir, inputs, limits)
-                if chosen == "bubblewrap"
-                else docker_command(script, workdir, inputs, limits, name=f"forge-script-{uuid.uuid4().hex[:12]}")
-            )
-        as_root = os.geteuid() == 0 and chosen != "unsandboxed"
-        if as_root:  # the script runs as nobody: its folder must be writable by nobody
+            if chosen == "docker":
+                command = docker_command(script, workdir, inputs, limits, name=f"forge-script-{uuid.uuid4().hex[:12]}")
+            else:  # built by run_bubblewrap, which also copies the results out
+                command = []
+                warnings = [f"The script ran in bubblewrap {why}." for why in bubblewrap_shortfalls()]
+        as_root = os.geteuid() == 0 and chosen == "docker"
+        if as_root:  # the container's user is nobody: its folder must be writable by nobody
             os.chown(workdir, NOBODY, NOBODY)
         try:
-            result = _execute(command, workdir, private_dir, limits, chosen)
+            result = _execute(command, script, workdir, inputs, private_dir, limits, chosen)
         finally:
             if as_root:
                 _give_back(workdir)
+    result.warnings += warnings
     if chosen == "unsandboxed":
         result.warnings.append(
             "The script ran WITHOUT a sandbox (--allow-unsandboxed): it could read your files and use the network; "
@@ -144,13 +133,23 @@ def run_sandboxed(
 
 def choose_runtime(runtime: Runtime, *, allow_unsandboxed: bool = False) -> str:
     """``bubblewrap``, ``docker`` or ``unsandboxed`` (only with ``allow_unsandboxed``); else a ForgeError."""
-    if runtime in ("auto", "bubblewrap") and shutil.which("bwrap") is not None:
+    has_bwrap = shutil.which("bwrap") is not None
+    shortfalls = bubblewrap_shortfalls() if has_bwrap else []
+    if runtime in ("auto", "bubblewrap") and has_bwrap and not shortfalls:
         return "bubblewrap"
     problem = docker_problem() if runtime in ("auto", "docker") else None
     if runtime in ("auto", "docker") and problem is None:
         return "docker"
-    if allow_unsandboxed:
-        return "unsandboxed"
+    if allow_unsandboxed:  # the user accepted less protection: give the most there is
+        return "bubblewrap" if runtime in ("auto", "bubblewrap") and has_bwrap else "unsandboxed"
+    if runtime in ("auto", "bubblewrap") and shortfalls:
+        raise ForgeError(
+            f"bubblewrap is installed, but it would run the script {' and '.join(shortfalls)}.",
+            fix="Install libseccomp (`sudo apt-get install libseccomp2`) and bubblewrap 0.8 or later; or start "
+            "Docker and set `advisor.sandbox: docker`; or, if you trust the script, pass --allow-unsandboxed "
+            "(bubblewrap then runs without what is missing).",
+            code=ErrorCode.SANDBOX_UNAVAILABLE,
+        )
     if runtime == "docker":
         raise ForgeError(
             f"advisor.sandbox is `docker` in forge.yaml, but {problem}, so the script cannot run in a container.",
@@ -173,6 +172,19 @@ def choose_runtime(runtime: Runtime, *, allow_unsandboxed: bool = False) -> str:
     )
 
 
+def bubblewrap_shortfalls() -> list[str]:
+    """What this machine's bubblewrap sandbox would lack, in words ("without ..."); empty when complete."""
+    from forgellm.advisor import seccomp
+    from forgellm.advisor.sandbox_bwrap import bwrap_has_sizes
+
+    missing = []
+    if (why := seccomp.unavailable_reason()) is not None:
+        missing.append(f"without its system-call filter ({why})")
+    if not bwrap_has_sizes():
+        missing.append("without a size cap on its folder (bubblewrap before 0.8 has no --size)")
+    return missing
+
+
 def docker_problem() -> str | None:
     """Why Docker cannot run containers here, or None when an engine answers."""
     if shutil.which("docker") is None:
@@ -189,57 +201,6 @@ def docker_problem() -> str | None:
 
 
 # ---------------------------------------------------------------- command lines
-
-
-def bubblewrap_command(script: Path, workdir: Path, inputs: list[Path], limits: SandboxLimits) -> list[str]:
-    as_root = os.geteuid() == 0
-    python = Path(sys.executable).resolve()
-    hidden = _hidden_dirs()
-    command = ["bwrap", *_root_view(hidden)]
-    # The interpreter may live under a hidden home (pyenv, a venv): show just its installation again.
-    for needed in sorted({python.parent.parent, Path(sys.base_prefix).resolve()}):
-        command += _reexpose(needed, hidden)
-    command += [arg for d in hidden for arg in ("--remount-ro", d)]
-    if as_root:  # no user namespace: see the module docstring
-        command += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        command += ["--unshare-all", "--unshare-user"]
-    command += ["--die-with-parent", "--new-session", "--dev", "/dev", "--proc", "/proc"]
-    # A small /tmp that nobody may write to: bubblewrap < 0.8 has neither option (its /tmp is unbounded).
-    command += ["--perms", "1777", "--size", str(limits.tmp_bytes)] if _bwrap_has_sizes() else []
-    command += ["--tmpfs", "/tmp"]
-    command += ["--bind", str(workdir), SANDBOX_DIR, "--ro-bind", str(script), f"{SANDBOX_DIR}/{SCRIPT_NAME}"]
-    for path in inputs:
-        command += ["--ro-bind", str(path), f"{SANDBOX_DIR}/{path.name}"]
-    # The root itself is bubblewrap's tmpfs: read-only once every mount point is made.
-    command += ["--remount-ro", "/", "--chdir", SANDBOX_DIR, "--clearenv"]
-    command += [arg for name, value in _MINIMAL_ENV.items() for arg in ("--setenv", name, value)]
-    rlimits = {**limits.rlimits(), **({"drop_to_uid": NOBODY} if as_root else {})}
-    return [*command, str(python), "-I", "-S", "-c", _LAUNCHER, json.dumps(rlimits), f"{SANDBOX_DIR}/{SCRIPT_NAME}"]
-
-
-@functools.lru_cache(maxsize=1)
-def _bwrap_has_sizes() -> bool:
-    """Whether this bubblewrap takes --size and --perms for a tmpfs or a folder (0.8 and later)."""
-    usage = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10)
-    return "--size" in usage.stdout + usage.stderr
-
-
-def _root_view(hidden: list[str]) -> list[str]:
-    """The host's top-level folders, read-only, on bubblewrap's own root, so /work can be created
-    there; hidden folders become empty read-only tmpfs, /dev /proc /tmp are made fresh later."""
-    args: list[str] = []
-    fresh = {"/dev", "/proc", "/tmp", SANDBOX_DIR}
-    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-        path = "/" + entry.name
-        if path in fresh or path in hidden:
-            continue
-        if entry.is_symlink():
-            args += ["--symlink", os.readlink(path), path]
-        elif entry.is_dir():
-            args += ["--ro-bind", path, path]
-    return [*args, *(arg for d in hidden for arg in ("--tmpfs", d))]
 
 
 def docker_command(script: Path, workdir: Path, inputs: list[Path], limits: SandboxLimits, *, name: str) -> list[str]:
@@ -266,29 +227,6 @@ def _unsandboxed_command(script: Path, workdir: Path, inputs: list[Path], limits
         shutil.copytree(path, copy) if path.is_dir() else shutil.copy2(path, copy)
     launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER]
     return [*launcher, json.dumps(limits.rlimits()), str(workdir / SCRIPT_NAME)]
-
-
-def _hidden_dirs() -> list[str]:
-    """Existing real folders to hide, outermost only (a tmpfs over a parent already hides the rest)."""
-    from forgellm.config.settings import forge_home
-
-    wanted = [*_HIDDEN_DIRS, os.path.expanduser("~"), str(forge_home())]
-    found = [os.path.realpath(d) for d in wanted if os.path.isdir(d) and not os.path.islink(d)]
-    unique = sorted(set(found))
-    covers = [*unique, "/tmp"]  # /tmp is replaced by a fresh tmpfs anyway
-    return [d for d in unique if not any(Path(other) in Path(d).parents for other in covers)]
-
-
-def _reexpose(path: Path, hidden: list[str]) -> list[str]:
-    """Bind ``path`` back under the hidden folder that covers it, with traversable parents."""
-    cover = next((Path(d) for d in hidden if path != Path(d) and Path(d) in path.parents), None)
-    if cover is None:
-        return []
-    args: list[str] = []
-    for parent in reversed(path.parents):
-        if cover in parent.parents:  # bubblewrap would create these 0700: nobody could enter
-            args += [*(["--perms", "0755"] if _bwrap_has_sizes() else []), "--dir", str(parent)]
-    return [*args, "--ro-bind", str(path), str(path)]
 
 
 def _check_names(inputs: list[Path]) -> None:
@@ -319,34 +257,54 @@ def _readable_for_nobody(inputs: list[Path], private_dir: Path) -> list[Path]:
     return readable
 
 
+# ---------------------------------------------------------------- running and explaining
+
+
 def _give_back(workdir: Path) -> None:
-    """Files the script wrote as nobody go back to the user running Forge."""
+    """Files the script wrote as nobody (in a container) go back to the user running Forge."""
     for folder, dirs, files in os.walk(workdir):
         for name in [*dirs, *files]:
             os.lchown(os.path.join(folder, name), os.getuid(), os.getgid())
     os.chown(workdir, os.getuid(), os.getgid())
 
 
-# ---------------------------------------------------------------- running and explaining
-
-
 def _execute(
-    command: list[str], workdir: Path, private_dir: Path, limits: SandboxLimits, runtime: str
+    command: list[str],
+    script: Path,
+    workdir: Path,
+    inputs: list[Path],
+    private_dir: Path,
+    limits: SandboxLimits,
+    runtime: str,
 ) -> SandboxResult:
     # Output goes to files, not pipes: a script that prints gigabytes must not fill Forge's memory.
     out_path, err_path = private_dir / "stdout", private_dir / "stderr"
     env = _MINIMAL_ENV | {"HOME": str(workdir)} if runtime == "unsandboxed" else None
     started = time.monotonic()
-    timed_out = False
+    timed_out, problem = False, None
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True
-        )
-        try:
-            process.wait(timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        if runtime == "bubblewrap":
+            from forgellm.advisor.sandbox_bwrap import run_bubblewrap
+
+            process, timed_out, problem = run_bubblewrap(script, workdir, inputs, limits, out, err)
+            command = process.args
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _stop(process, command)
+        else:
+            process = subprocess.Popen(
+                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                process.wait(timeout=limits.wall_seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if process.returncode is None:
             _stop(process, command)
+    if runtime != "bubblewrap":  # bubblewrap counted while copying out; here the folder is the host's
+        problem = folder_over_limits(workdir, limits)
     stderr = _tail(err_path)
     reason = explain_stop(process.returncode, stderr, timed_out=timed_out, limits=limits, runtime=runtime)
     return SandboxResult(
@@ -355,8 +313,22 @@ def _execute(
         stderr_tail=stderr,
         runtime=runtime,
         duration=time.monotonic() - started,
-        killed_reason=reason,
+        killed_reason="; ".join(r for r in (reason, problem) if r) or None,
     )
+
+
+def folder_over_limits(workdir: Path, limits: SandboxLimits) -> str | None:
+    """Why the working folder breaks the file-count or size limit, or None."""
+    files = size = 0
+    for folder, _, names in os.walk(workdir):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(folder, name)).st_size
+    if files > limits.max_files:
+        return f"it left more than {limits.max_files:,} files in its folder (the file-count limit)"
+    if size > limits.work_bytes:
+        return f"it wrote more than {_size(limits.work_bytes)} into its folder (the folder-size limit)"
+    return None
 
 
 def _stop(process: subprocess.Popen, command: list[str]) -> None:
@@ -408,11 +380,14 @@ _STDERR_SIGNS: tuple[tuple[tuple[str, ...], str], ...] = (
             "Name or service not known",
             "No address associated",
             "Cannot assign requested address",
+            "Address family not supported",
         ),
         "it tried to use the network, which the sandbox blocks",
     ),
     (("Read-only file system",), "it tried to write outside its folder; everything else is read-only"),
-    (("PermissionError", "Permission denied"), "it tried to open a file it may not read or write"),
+    (("No space left on device",), "it filled its folder ({work}) or its /tmp ({tmp}) (the folder-size limit)"),
+    (("Permission denied",), "it tried to open a file it may not read or write"),
+    (("Operation not permitted",), "it made a system call the sandbox forbids (Operation not permitted)"),
 )
 _SIGNALS = {
     signal.SIGXCPU: "it used more than {cpu} s of CPU time (the CPU limit)",
@@ -429,6 +404,8 @@ def explain_stop(returncode: int, stderr: str, *, timed_out: bool, limits: Sandb
         "memory": _size(limits.memory_bytes),
         "output": _size(limits.max_output_bytes),
         "cpu": limits.cpu_seconds,
+        "work": _size(limits.work_bytes),
+        "tmp": _size(limits.tmp_bytes),
     }
     failed = returncode != 0 or timed_out  # a script that caught an error and went on was not stopped
     reasons = [text.format(**words) for signs, text in _STDERR_SIGNS if failed and any(s in stderr for s in signs)]

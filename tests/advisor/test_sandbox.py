@@ -8,50 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from advisor.sandbox_support import FAST, needs_bwrap
 from forgellm.advisor import sandbox
 from forgellm.advisor.sandbox import SandboxLimits, docker_command, explain_stop, run_sandboxed
 from forgellm.errors import ForgeError
-
-needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap (`bwrap`) is not installed: `apt-get install bubblewrap`"
-)
-FAST = SandboxLimits(
-    cpu_seconds=2,
-    wall_seconds=8,
-    memory_bytes=512 * 1024**2,
-    max_processes=16,
-    max_output_bytes=16 * 1024**2,
-    tmp_bytes=8 * 1024**2,
-)
-
-
-@pytest.fixture
-def job(tmp_path):
-    """A fresh working folder, one CSV input, and a function running a script text on them."""
-    work = tmp_path / "work"
-    work.mkdir()
-    data = tmp_path / "tickets.csv"
-    data.write_text("question,answer\nWhere is my order?,It ships tomorrow.\nCan I pay by card?,Yes.\n")
-
-    def run(code: str, limits: SandboxLimits = FAST, **kwargs):
-        script = tmp_path / "script_source.py"
-        script.write_text(textwrap.dedent(code))
-        return run_sandboxed(script, work, [data], limits=limits, **kwargs)
-
-    run.work, run.data, run.root = work, data, tmp_path
-    return run
-
 
 BENIGN = """
     import csv, json
@@ -116,16 +85,15 @@ def test_external_network_and_dns_are_blocked(job, code):
 
 
 @needs_bwrap
-def test_secrets_outside_its_folder_are_not_readable(job, isolated_forge_home):
+def test_secrets_outside_its_folder_are_not_readable(job):
     secret = job.root / "elsewhere" / "id_rsa"
     secret.parent.mkdir()
     secret.write_text("PRIVATE KEY")
-    (isolated_forge_home / "credentials.json").write_text('{"gemini": "AIza-secret"}')
     home = Path.home()
     probe = f"""
         import json, os
         seen = {{}}
-        for path in [{str(secret)!r}, {str(isolated_forge_home / "credentials.json")!r}, {str(home / ".ssh")!r}]:
+        for path in [{str(secret)!r}, {str(home / ".ssh")!r}]:
             try:
                 seen[path] = open(path).read()
             except OSError as exc:
@@ -136,11 +104,34 @@ def test_secrets_outside_its_folder_are_not_readable(job, isolated_forge_home):
     result = job(probe)
     assert result.ok, result
     seen = json.loads(result.stdout_tail)
-    assert "PRIVATE KEY" not in result.stdout_tail and "AIza-secret" not in result.stdout_tail
-    # The real home is an empty tmpfs, except the interpreter's installation when it lives there (pyenv).
+    assert "PRIVATE KEY" not in result.stdout_tail
+    # The real home is absent, except the path to the interpreter's installation when it lives there (pyenv).
     python_home = Path(sys.base_prefix).resolve()
     allowed = {python_home.relative_to(home).parts[0]} if home in python_home.parents else set()
     assert seen["home"] is None or set(seen["home"]) <= allowed
+
+
+@needs_bwrap
+def test_forge_home_inside_an_input_folder_stays_hidden(job, monkeypatch):
+    """FORGE_HOME (credentials) inside a folder the script is given: that part of the folder is an
+    empty tmpfs inside. Nothing here is under /tmp's replacement: the folder is bound as /work/corpus."""
+    corpus = job.root / "corpus"
+    forge_home = corpus / "forge-home"
+    forge_home.mkdir(parents=True)
+    (corpus / "rows.csv").write_text("question,answer\nHi?,Hello.\n")
+    (forge_home / "credentials.json").write_text('{"gemini": "AIza-secret"}')
+    for path in (corpus, forge_home):  # as root the script runs as nobody: the folder must be open to it
+        path.chmod(0o755)
+    monkeypatch.setenv("FORGE_HOME", str(forge_home))
+    probe = """
+        import os
+        print(open("corpus/rows.csv").read().splitlines()[1])
+        print(os.listdir("corpus/forge-home"))
+        print(open("corpus/forge-home/credentials.json").read())
+    """
+    result = job(probe, inputs=[corpus])
+    assert result.stdout_tail.splitlines() == ["Hi?,Hello.", "[]"], result
+    assert "FileNotFoundError" in result.stderr_tail and "AIza-secret" not in result.stdout_tail
 
 
 @needs_bwrap
@@ -180,7 +171,7 @@ def test_fork_bomb_is_contained_by_the_process_limit(job):
         print(started)
         """
     )
-    assert counted.ok and 0 < int(counted.stdout_tail) < FAST.max_processes
+    assert counted.ok and 0 < int(counted.stdout_tail) < FAST.max_processes, counted
     bomb = job("import os\nwhile True:\n    os.fork()\n")
     assert "process limit" in bomb.killed_reason
     assert _sandbox_processes_gone()
