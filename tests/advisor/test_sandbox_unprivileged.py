@@ -24,14 +24,12 @@ from advisor.sandbox_support import needs_bwrap
 
 NOBODY = 65534
 REPO = Path(__file__).resolve().parents[2]
-MARK = "FORGE_TEST_UNPRIVILEGED"  # set in the re-run: the check below then asserts who it runs as
-SANDBOX_TESTS = ["tests/advisor/test_sandbox.py", "tests/advisor/test_sandbox_hardening.py", __file__]
-
-
-@pytest.mark.skipif(MARK not in os.environ, reason="only in the unprivileged re-run")
-def test_the_rerun_is_unprivileged():
-    assert (os.getuid(), os.geteuid(), os.getgroups()) == (NOBODY, NOBODY, [])
-    assert Path("/etc/shadow").exists() and not os.access("/etc/shadow", os.R_OK)
+SANDBOX_TESTS = ["tests/advisor/test_sandbox.py", "tests/advisor/test_sandbox_hardening.py"]
+# Run first, as nobody: the re-run stops unless it really is uid/gid 65534 with no groups and no way to read
+# what root can.
+WHO_AM_I = ("import os, sys; ok = (os.getuid(), os.geteuid(), os.getgroups()) == (65534, 65534, []) "
+            "and not os.access('/etc/shadow', os.R_OK); print('unprivileged' if ok else 'PRIVILEGED'); "
+            "sys.exit(0 if ok else 3)")  # fmt: skip
 
 
 @pytest.mark.slow  # ~20 s: `make test` runs it, `make test-fast` does not
@@ -48,13 +46,13 @@ def test_sandbox_tests_pass_as_an_unprivileged_user():
         os.chown(scratch / "home", NOBODY, NOBODY)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(scratch / "home"),
-            "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", MARK: "1",
+            "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
         }  # fmt: skip
         pytest_args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
-        pytest_args += ["--basetemp", str(scratch / "home" / "pytest"), "-k", "not as_an_unprivileged_user"]
-        pytest_args += SANDBOX_TESTS
+        pytest_args += ["--basetemp", str(scratch / "home" / "pytest"), *SANDBOX_TESTS]
         as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
-        script = " && ".join([*_open_up(scratch / "stage"), shlex.join([*as_nobody, *pytest_args])])
+        check = shlex.join([*as_nobody, sys.executable, "-c", WHO_AM_I])
+        script = " && ".join([*_open_up(scratch / "stage"), check, shlex.join([*as_nobody, *pytest_args])])
         run = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -63,6 +61,7 @@ def test_sandbox_tests_pass_as_an_unprivileged_user():
         shutil.rmtree(scratch, ignore_errors=True)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
+    assert output.startswith("unprivileged"), output[:500]
     counts = dict((kind, int(n)) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", output))
     assert counts.get("passed", 0) >= 40 and "skipped" not in counts, output[-3000:]
 
