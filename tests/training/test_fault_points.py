@@ -121,6 +121,7 @@ def test_crash_kill_and_hang_at_every_point_resume_to_the_same_weights_and_losse
         ("killed", {}, "step-4"),
         ("hung", {}, "step-6"),
     ]
+    assert not list((result.run_dir / "checkpoints").glob(".tmp-*"))  # the half checkpoint was cleared
     hung = recoveries[-1]["explanation"]
     assert "stopped responding for" in hung and "restarted from step 6" in hung
     assert "no heartbeat for" in (result.run_dir / "logs" / "worker-3.log").read_text()
@@ -156,8 +157,8 @@ def test_out_of_memory_at_every_point_keeps_the_effective_batch_and_the_weights(
     final = load_config(result.run_dir / "config.yaml").config.training
     assert (final.micro_batch_size, final.gradient_accumulation, final.gradient_checkpointing) == (1, 8, True)
     want, got = _losses(straight.run_dir), _losses(result.run_dir)
-    assert want.keys() == got.keys() and all(abs(want[s] - got[s]) < 1e-4 for s in want)
+    assert want.keys() == got.keys() and all(abs(want[s] - got[s]) < 1e-5 for s in want)  # measured 5e-7
     want, got = _final_adapter(straight.run_dir), _final_adapter(result.run_dir)
     assert want.keys() == got.keys()
     for name in want:
-        assert (want[name] - got[name]).abs().max() < 1e-4, name
+        assert (want[name] - got[name]).abs().max() < 1e-6, name  # measured 1.5e-8 (weights ~0.13)
