@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     TRAIN_OUT_OF_MEMORY = "train-out-of-memory"  # a worker ran out of memory (data: device, cause)
     TRAIN_NON_FINITE = "train-non-finite"  # NaN/inf loss or gradient norm (data: step)
     TRAIN_KILLED = "train-killed"  # the worker was killed by a signal (data: signal)
+    TRAIN_HUNG = "train-hung"  # the worker's heartbeat stopped; the watchdog killed it (data: silent_seconds)
     TRAIN_CRASHED = "train-crashed"  # the worker failed in a way Forge does not classify (data: cause)
     # --- export and serving
     EXPORT_MISSING = "export-missing"  # no (suitable) export to load

@@ -49,6 +49,7 @@ LOSS_PLOT = "loss.png"
 LOGS = "logs"
 TRAINER_STATE = "trainer_state.pt"  # inside a checkpoint, written last: its presence marks a complete one
 FAULTS_FIRED = ".faults-fired"  # injected faults already fired in this run (see training.protocol)
+HEARTBEAT = ".heartbeat"  # the worker touches it from its training loop; the supervisor's watchdog reads its time
 TENSORBOARD = "tensorboard"  # training.report_to: tensorboard
 MLRUNS = "mlruns"  # training.report_to: mlflow, one store beside the runs
 
@@ -157,6 +158,10 @@ class RunLayout:
     @property
     def faults_fired(self) -> Path:
         return self.folder / FAULTS_FIRED
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.folder / HEARTBEAT
 
     @property
     def tensorboard(self) -> Path:

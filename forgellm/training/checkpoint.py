@@ -75,6 +75,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-<step>/`` atomically, then drop all but the ``keep`` newest."""
     final = RunLayout(run_dir).checkpoint(step)
+    # Half a checkpoint left by a worker that died mid-save (kill -9, a crash): never listed, never
+    # resumed from, but as large as the weights. One worker writes a run at a time (the project lock).
+    for stale in final.parent.glob(".tmp-*") if final.parent.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)
     _atomic_folder(final, lambda tmp: _write_checkpoint(tmp, write_weights, trainer_state))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)

@@ -24,6 +24,7 @@ _KIND_CODES = {
     "oom": ErrorCode.TRAIN_OUT_OF_MEMORY,
     "nan": ErrorCode.TRAIN_NON_FINITE,
     "killed": ErrorCode.TRAIN_KILLED,
+    "hung": ErrorCode.TRAIN_HUNG,
     "crash": ErrorCode.TRAIN_CRASHED,
 }
 
@@ -32,7 +33,7 @@ _KIND_CODES = {
 class Failure:
     """A failed attempt, classified."""
 
-    kind: str  # oom | nan | crash | killed | config | data | disk
+    kind: str  # oom | nan | crash | killed | hung | config | data | disk
     message: str
     exit_code: int
     step: int | None = None
@@ -86,15 +87,27 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def classify(exit_code: int, error: dict[str, Any] | None, ended: bool, checkpoint_step: int | None) -> Failure | None:
-    """The failure an attempt ended with; None when it finished (exit 0 with an `end` event)."""
+def classify(
+    exit_code: int,
+    error: dict[str, Any] | None,
+    ended: bool,
+    checkpoint_step: int | None,
+    *,
+    silent_seconds: float | None = None,
+) -> Failure | None:
+    """The failure an attempt ended with; None when it finished (exit 0 with an `end` event).
+    ``silent_seconds``: the supervisor's watchdog killed the worker after that long without a heartbeat."""
     error = error or {}
     message = str(error.get("message") or "").strip()
     step, reported, code = error.get("step"), error.get("kind"), error.get("code")
     data = dict(error.get("data") or {})
     if exit_code == ExitCode.OK and ended:
         return None
-    if exit_code < 0:
+    if silent_seconds is not None:  # its SIGKILL came from the watchdog, not from the kernel's OOM killer
+        kind, code = "hung", ErrorCode.TRAIN_HUNG
+        data = {"silent_seconds": silent_seconds}
+        message = f"the worker stopped responding for {silent_seconds:g} s"
+    elif exit_code < 0:
         kind, code = "killed", ErrorCode.TRAIN_KILLED
         data = {"signal": _signal_name(-exit_code), "exit_code": exit_code}
         message = f"the training process was killed by {data['signal']} (exit code {exit_code})"
@@ -110,6 +123,14 @@ def classify(exit_code: int, error: dict[str, Any] | None, ended: bool, checkpoi
         kind = "crash"
         message = message or f"the training process stopped with exit code {exit_code} before finishing"
     return Failure(kind, message or kind, exit_code, step, checkpoint_step, code, error.get("fix"), data)
+
+
+def _restart_explanation(failure: Failure) -> str:
+    if failure.kind == "hung":
+        where = f"step {failure.checkpoint_step}" if failure.checkpoint_step is not None else "the start"
+        seconds = failure.data.get("silent_seconds")
+        return f"The worker stopped responding for {seconds:g} s; it was stopped and restarted from {where}."
+    return f"The training process stopped unexpectedly ({failure.message}); continuing from the last checkpoint."
 
 
 def _changes(before: ForgeConfig, after: ForgeConfig, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -153,10 +174,7 @@ def plan_recovery(
     )
     wants_change = failure.kind in ("oom", "nan") or repeated
     if not wants_change:
-        explanation = (
-            f"The training process stopped unexpectedly ({failure.message}); continuing from the last checkpoint."
-        )
-        return Recovery(failure.kind, attempt, failure.step, explanation, config)
+        return Recovery(failure.kind, attempt, failure.step, _restart_explanation(failure), config)
     if fix is None or not fix.changes:
         raise _stop(failure, fix, resume, recoveries, repeated=repeated)
     new_config = apply_fix(config, fix)
@@ -171,6 +189,7 @@ _WHAT = {
     "nan": "produced a NaN (not-a-number) loss",
     "crash": "crashed",
     "killed": "was killed",
+    "hung": "stopped responding",
     "config": "cannot start with these settings",
     "data": "cannot use the prepared data",
     "disk": "ran out of disk space (or hit a file-size limit)",

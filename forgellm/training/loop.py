@@ -46,10 +46,12 @@ class NonFiniteError(RuntimeError):
 
 
 class FaultHooks(Protocol):
-    """Injected failures (see worker.py); the loop calls them at the places the real failures happen."""
+    """Injected failures (see worker.py); the loop calls them at the places the real failures happen:
+    ``fire`` at a point of a step (step, forward, optimizer, eval, checkpoint), ``gradient`` from a
+    gradient hook inside backward, ``loss`` on each micro-batch's loss."""
 
-    def at_step(self, step: int) -> None: ...
-    def in_forward(self, step: int) -> None: ...
+    def fire(self, point: str, step: int) -> None: ...
+    def gradient(self, step: int, grad: torch.Tensor) -> torch.Tensor: ...
     def loss(self, step: int, loss: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -123,6 +125,8 @@ class TrainingLoop:
         self.step_seconds: list[float] = []
         self.created_at = time.perf_counter()  # the time budget counts loading too
         self.setup_seconds = 0.0
+        self.heartbeat = RunLayout(run_dir).heartbeat
+        self._last_beat = -math.inf
 
     # ----- setup -----------------------------------------------------------------------------------
     def setup(self, resume: Path | None) -> None:
@@ -159,7 +163,7 @@ class TrainingLoop:
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
         resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
-        forward_module(self.model.model).register_forward_pre_hook(self._forward_hook)
+        self._install_fault_hooks()
         self.started = True
         self.setup_seconds = time.perf_counter() - self.created_at
         self._emit_start(resumed_from)
@@ -190,9 +194,21 @@ class TrainingLoop:
         ckpt.restore_rng(state["rng"])
         self.progress = ckpt.Progress.from_dict(state["progress"])
 
-    def _forward_hook(self, module, args) -> None:
-        if self.faults is not None and module.training:
-            self.faults.in_forward(self.progress.step + 1)
+    def _install_fault_hooks(self) -> None:
+        """Hooks in the places the real failures happen: the forward pass, the backward pass (the
+        gradient of the first trainable weight, computed mid-backward) and inside optimizer.step."""
+        faults = self.faults
+        if faults is None:
+            return
+
+        def forward(module, args) -> None:
+            if module.training:
+                faults.fire("forward", self.progress.step + 1)
+
+        forward_module(self.model.model).register_forward_pre_hook(forward)
+        first = next(p for p in self.model.model.parameters() if p.requires_grad)
+        first.register_hook(lambda grad: faults.gradient(self.progress.step + 1, grad))
+        self.optimizer.register_step_pre_hook(lambda *args: faults.fire("optimizer", self.progress.step + 1))
 
     # ----- the loop --------------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -229,13 +245,14 @@ class TrainingLoop:
     def optimizer_step(self, stream: Iterator[tuple[Batch, DataPosition]]) -> None:
         step = self.progress.step + 1
         if self.faults is not None:
-            self.faults.at_step(step)
+            self.faults.fire("step", step)
         started = time.perf_counter()
         micro = [next(stream) for _ in range(self.settings.gradient_accumulation)]
         targets = max(1, sum(b.target_tokens for b, _ in micro))
         self.model.model.train()
         loss_sum = 0.0
         for batch, _ in micro:
+            self.beat()
             loss = self._forward(batch.to(self.model.device), targets)
             if self.faults is not None:
                 loss = self.faults.loss(step, loss)
@@ -341,6 +358,9 @@ class TrainingLoop:
                 micro_batch_size=self.settings.micro_batch_size, packing=self.settings.packing,
                 pad_id=self.pad_id, mask_dtype=self.model.mask_dtype(),
             ):
+                self.beat()
+                if self.faults is not None:
+                    self.faults.fire("eval", self.progress.step)
                 if batch.target_tokens:
                     loss = self._forward(batch.to(self.model.device), batch.target_tokens)
                     total, count = total + loss.item() * batch.target_tokens, count + batch.target_tokens
@@ -389,10 +409,16 @@ class TrainingLoop:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": ckpt.capture_rng(),
         }
+        def write_weights(folder: Path) -> None:
+            save_weights(self.model, folder)
+            if self.faults is not None:  # half a checkpoint on disk: the weights, not yet the trainer state
+                self.faults.fire("checkpoint", self.progress.step)
+
+        self.beat()
         path = ckpt.save_checkpoint(
-            self.run_dir, self.progress.step, lambda folder: save_weights(self.model, folder), state,
-            self.settings.keep_checkpoints,
+            self.run_dir, self.progress.step, write_weights, state, self.settings.keep_checkpoints
         )
+        self.beat()
         self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason=reason))
         return self.progress.step
 
@@ -400,6 +426,14 @@ class TrainingLoop:
         p = self.progress
         self.emit(event("end", step=p.step, reason=reason, best_val_loss=p.best_val_loss, best_step=p.best_step,
                         final_train_loss=self._recent_train_loss(), seconds=round(p.seconds, 3)))
+
+    def beat(self) -> None:
+        """Refresh the heartbeat the supervisor's watchdog reads (protocol.py). Called from the loop
+        itself, never from a thread of its own: a step that hangs stops the heartbeat with it."""
+        now = time.monotonic()
+        if now - self._last_beat >= 1.0:  # at most once a second: one utime call
+            self.heartbeat.touch()
+            self._last_beat = now
 
     def warn(self, kind: str, message: str) -> None:
         self.emit(event("warning", kind=kind, message=message, step=self.progress.step))

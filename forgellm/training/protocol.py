@@ -7,6 +7,11 @@ The supervisor creates ``runs/<run-id>/`` and writes there:
                 between attempts, never while a worker runs).
 It starts ``python -m forgellm.training.worker RUN_DIR [--resume CHECKPOINT_DIR]``.
 
+Heartbeat: every event the worker prints, and the time of ``.heartbeat`` in the run folder, which the
+training loop touches (at most once a second) before each micro-batch, each evaluation batch and around
+each checkpoint. A worker silent for longer than the watchdog's limit (``WATCHDOG_ENV``) is killed and
+restarted from its last checkpoint, as a failure of kind ``hung``.
+
 The worker prints one JSON object per line on stdout (``Event``; nothing else goes to stdout) and
 logs free text on stderr. It writes checkpoints (``checkpoints/step-<N>/``, atomically: a temp
 folder renamed when complete) and ``best/``; the supervisor writes ``metrics.jsonl`` (every event
@@ -14,8 +19,9 @@ plus its own ``recovery`` events), ``logs/``, ``summary.json`` and ``loss.png``.
 
 Exit codes tell the supervisor what to do next (``ExitCode``). Faults can be injected for tests and
 drills with ``FORGE_FAULT`` (``FAULT_ENV``): they trigger the real failure (a real
-``torch.OutOfMemoryError`` raised inside the step, a real NaN loss, a real abrupt exit), so the
-recovery code under test is the production one.
+``torch.OutOfMemoryError`` raised in the forward or backward pass, in optimizer.step, in evaluation or
+mid-checkpoint; real NaN losses or gradients; a real abrupt exit; a real hang), so the recovery code
+under test is the production one. ``MEMORY_LIMIT_ENV`` applies real memory pressure.
 """
 
 from __future__ import annotations
@@ -27,7 +33,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from forgellm.errors import ForgeError
 
-FAULT_ENV = "FORGE_FAULT"  # e.g. "oom@3", "nan@5", "crash@4", "kill@4"; comma-separated for several
+# KIND[:POINT]@STEP, comma-separated for several: e.g. "oom:backward@3,crash:checkpoint@4,hang@5"
+# (kinds oom | nan | crash | kill | hang; points step | forward | backward | optimizer | eval | checkpoint,
+# see worker.py; "oom@3" is the forward pass, "crash@4" the start of the step).
+FAULT_ENV = "FORGE_FAULT"
+# Drills of real memory pressure: the supervisor starts the worker with RLIMIT_DATA at this many bytes,
+# so an allocation past it really fails (torch: "DefaultCPUAllocator: can't allocate memory").
+MEMORY_LIMIT_ENV = "FORGE_WORKER_MEMORY_LIMIT"
+# Seconds without a heartbeat after which the supervisor's watchdog kills the worker as hung; unset:
+# the longer of WATCHDOG_MIN_SECONDS and WATCHDOG_STEP_FACTOR times the longest silence seen between beats.
+WATCHDOG_ENV = "FORGE_WATCHDOG_SECONDS"
+WATCHDOG_MIN_SECONDS = 600.0
+WATCHDOG_STEP_FACTOR = 20
+# Before its `start` event the worker loads the model and the data, which beats nothing: it gets this long.
+WATCHDOG_STARTUP_SECONDS = 1800.0
 
 EVENT_KINDS = ("start", "step", "eval", "checkpoint", "warning", "error", "end")
 ERROR_KINDS = ("oom", "nan", "crash", "data", "config")

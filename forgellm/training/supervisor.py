@@ -20,12 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from forgellm.errors import ForgeError
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
-from forgellm.training.protocol import ExitCode, parse_event
+from forgellm.training.protocol import (
+    MEMORY_LIMIT_ENV,
+    WATCHDOG_ENV,
+    WATCHDOG_MIN_SECONDS,
+    WATCHDOG_STARTUP_SECONDS,
+    WATCHDOG_STEP_FACTOR,
+    ExitCode,
+    parse_event,
+)
 from forgellm.training.runs import Run, create_run, open_run
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ class AttemptResult:
     end: dict[str, Any] | None = None
     last_step: int | None = None
     log_path: Path | None = None
+    silent_seconds: float | None = None  # set when the watchdog killed the worker as hung
 
     def log_tail(self) -> str:
         try:
@@ -142,10 +151,65 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return set_death_signal
 
 
+def memory_limit() -> int | None:
+    """The drill's memory limit for the worker (protocol.MEMORY_LIMIT_ENV), in bytes; None when unset."""
+    value = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        raise ForgeError(
+            f"{MEMORY_LIMIT_ENV}={value!r} is not a number of bytes.",
+            fix=f"Set {MEMORY_LIMIT_ENV} to a whole number of bytes (e.g. 4000000000), or unset it.",
+            code=ErrorCode.USAGE_INVALID,
+        )
+    return int(value)
+
+
+def watchdog_seconds() -> float | None:
+    """The watchdog's fixed limit (protocol.WATCHDOG_ENV), in seconds; None: derived from the steps."""
+    value = os.environ.get(WATCHDOG_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ForgeError(
+            f"{WATCHDOG_ENV}={value!r} is not a number of seconds.",
+            fix=f"Set {WATCHDOG_ENV} to a positive number of seconds, or unset it for the automatic limit.",
+            code=ErrorCode.USAGE_INVALID,
+        )
+    return seconds
+
+
+def _child_setup(parent: int, limit: int | None) -> Callable[[], None] | None:
+    """What the worker's process does before it runs Python: die with its parent, and take the memory
+    limit (RLIMIT_DATA counts the heap and every private writable mapping, which is where torch's
+    tensors live; RLIMIT_AS would also count the large address ranges libraries reserve but never use)."""
+    die = _die_with_parent(parent)
+    if die is None and limit is None:
+        return None
+
+    def setup() -> None:
+        if limit is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        if die is not None:
+            die()
+
+    return setup
+
+
 def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "forgellm.training.worker", str(run_dir)]
     if resume_from is not None:
         command += ["--resume", str(resume_from)]
+    limit = memory_limit()
+    if limit is not None:
+        log.write(f"supervisor: the worker runs with RLIMIT_DATA = {limit} bytes ({MEMORY_LIMIT_ENV})\n".encode())
+        log.flush()
     return subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -158,8 +222,62 @@ def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: P
         errors="replace",
         # Its own session: Ctrl-C in the terminal reaches only the supervisor, which forwards one SIGINT.
         start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()),
+        preexec_fn=_child_setup(os.getpid(), limit),
     )
+
+
+class Watchdog:
+    """Kills a worker whose heartbeat stopped (protocol.py): no event and no touch of ``.heartbeat`` for
+    longer than the limit. A thread of the supervisor watches; the worker beats from its training loop."""
+
+    def __init__(self, process: subprocess.Popen, heartbeat: Path) -> None:
+        self.process, self.heartbeat = process, heartbeat
+        self.fixed = watchdog_seconds()
+        self.started = False  # the worker's `start` event came: setup is over
+        self.slowest = 0.0  # the longest silence between two beats seen so far
+        self.silent_seconds: float | None = None
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="forge-watchdog", daemon=True)
+
+    def limit(self) -> float:
+        if not self.started:
+            return max(self.fixed or 0.0, WATCHDOG_STARTUP_SECONDS)
+        if self.fixed is not None:
+            return self.fixed
+        return max(WATCHDOG_MIN_SECONDS, WATCHDOG_STEP_FACTOR * self.slowest)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """An event from the worker: a beat; `start` ends the setup's grace."""
+        silence = self._silence()
+        if self.started:
+            self.slowest = max(self.slowest, silence)
+        self.started = self.started or event.get("event") == "start"
+        self._last = time.monotonic()
+
+    def _silence(self) -> float:
+        silence = time.monotonic() - self._last
+        try:  # the file's time is wall-clock time; the events' is monotonic
+            silence = min(silence, time.time() - self.heartbeat.stat().st_mtime)
+        except OSError:
+            pass
+        return silence
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.limit() / 4)):
+            silence = self._silence()
+            if silence >= self.limit() and self.process.poll() is None:
+                self.silent_seconds = round(silence, 1)
+                self.process.kill()
+                return
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_attempt(
@@ -178,15 +296,20 @@ def run_attempt(
         interrupts.process = process
         try:
             assert process.stdout is not None
-            for line in process.stdout:
-                event = parse_event(line)
-                if event is None:  # a library printed to stdout: keep it with the logs
-                    log.write(line.encode("utf-8", errors="replace"))
-                    log.flush()
-                    continue
-                _remember(result, event)
-                on_event(metrics.append(event, attempt))
-            result.exit_code = process.wait()
+            with Watchdog(process, run.layout.heartbeat) as watchdog:
+                for line in process.stdout:
+                    event = parse_event(line)
+                    if event is None:  # a library printed to stdout: keep it with the logs
+                        log.write(line.encode("utf-8", errors="replace"))
+                        log.flush()
+                        continue
+                    watchdog.event(event)
+                    _remember(result, event)
+                    on_event(metrics.append(event, attempt))
+                result.exit_code = process.wait()
+            result.silent_seconds = watchdog.silent_seconds
+            if result.silent_seconds is not None:
+                log.write(f"supervisor: no heartbeat for {result.silent_seconds:g} s; the worker was killed\n".encode())
         finally:
             if process.poll() is None:  # the supervisor itself failed: never leave a worker behind
                 process.kill()
@@ -236,7 +359,10 @@ def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandl
             if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
             return outcome
-        failure = classify(result.exit_code, result.error, result.end is not None, _checkpoint_step(run))
+        failure = classify(
+            result.exit_code, result.error, result.end is not None, _checkpoint_step(run),
+            silent_seconds=result.silent_seconds,
+        )
         if failure is None:
             outcome.status, outcome.reason = "completed", result.end.get("reason") if result.end else None
             return outcome
@@ -304,6 +430,7 @@ def run_training(
     project_dir = layout.root.expanduser().resolve()
     layout = ProjectLayout(project_dir)
     on_event = on_event or (lambda _event: None)
+    memory_limit(), watchdog_seconds()  # a drill's wrong setting is refused before a run exists
     with ProjectLock(project_dir, "train") as lock:
         lock.acquire()
         run = (

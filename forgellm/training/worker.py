@@ -14,7 +14,9 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -22,53 +24,101 @@ from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import RunLayout
 from forgellm.training.protocol import FAULT_ENV, ExitCode, error_event
 
-FAULT_KINDS = ("oom", "nan", "crash", "kill")
+# What a fault does: raise a real torch.OutOfMemoryError, make the loss or the gradients NaN, end the
+# process (exit 1 or SIGKILL), or stop responding (sleep forever, as a deadlocked worker would).
+FAULT_KINDS = ("oom", "nan", "crash", "kill", "hang")
+# Where it happens: at the start of the step, in the forward pass, in the backward pass (a gradient hook
+# of a trainable weight), inside optimizer.step (its pre-hook), in the evaluation after the step, or in
+# the middle of writing the step's checkpoint (the weights are written, the trainer state not yet).
+FAULT_POINTS = ("step", "forward", "backward", "optimizer", "eval", "checkpoint")
+# "oom@3" and "nan@5" mean the forward pass, "crash@4" the start of the step (the forms before points).
+DEFAULT_POINT = {"oom": "forward", "nan": "forward", "crash": "step", "kill": "step", "hang": "step"}
+NAN_POINTS = ("forward", "backward")  # a NaN lives in a tensor: the loss or the gradients
+_WHERE = {
+    "step": "at the start of step {step}",
+    "forward": "in the forward pass of step {step}",
+    "backward": "in the backward pass of step {step}",
+    "optimizer": "in the optimizer step of step {step}",
+    "eval": "in the evaluation after step {step}",
+    "checkpoint": "while saving the checkpoint of step {step}",
+}
+
+
+class Fault(NamedTuple):
+    kind: str
+    point: str
+    step: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.point}@{self.step}"
 
 
 class InjectedFaults:
-    """Faults from ``FORGE_FAULT`` (e.g. "oom@3,kill@5"): the step each kind fires in, once per run dir."""
+    """Faults from ``FORGE_FAULT`` (e.g. "oom:backward@3,kill@5"), each fired once per run dir."""
 
     def __init__(self, spec: str, run_dir: Path) -> None:
         self.record = RunLayout(run_dir).faults_fired
-        self.planned = parse_faults(spec)
-        fired = set(self.record.read_text(encoding="utf-8").split()) if self.record.exists() else set()
-        self.planned = {f for f in self.planned if f"{f[0]}@{f[1]}" not in fired}
+        fired = self.record.read_text(encoding="utf-8").split() if self.record.exists() else []
+        done = {fault for line in fired if (fault := _parse_fault(line, strict=False)) is not None}
+        self.planned = parse_faults(spec) - done
 
-    def _take(self, kind: str, step: int) -> bool:
-        if (kind, step) not in self.planned:
+    def _take(self, kind: str, point: str, step: int) -> bool:
+        fault = Fault(kind, point, step)
+        if fault not in self.planned:
             return False
-        self.planned.discard((kind, step))
+        self.planned.discard(fault)
         with open(self.record, "a", encoding="utf-8") as handle:  # recorded before firing: kill leaves no later chance
-            handle.write(f"{kind}@{step}\n")
+            handle.write(f"{fault}\n")
             handle.flush()
             os.fsync(handle.fileno())
         return True
 
-    def at_step(self, step: int) -> None:
-        if self._take("crash", step):
-            print(f"injected fault: crash in step {step}", file=sys.stderr, flush=True)
+    def fire(self, point: str, step: int) -> None:
+        """The faults planned for ``point`` of ``step`` other than NaN (which lives in a tensor)."""
+        where = _WHERE[point].format(step=step)
+        if self._take("oom", point, step):
+            raise torch.OutOfMemoryError(f"injected fault: out of memory {where}")
+        if self._take("crash", point, step):
+            print(f"injected fault: crash {where}", file=sys.stderr, flush=True)
             os._exit(1)
-        if self._take("kill", step):
-            print(f"injected fault: SIGKILL in step {step}", file=sys.stderr, flush=True)
+        if self._take("kill", point, step):
+            print(f"injected fault: SIGKILL {where}", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-
-    def in_forward(self, step: int) -> None:
-        if self._take("oom", step):
-            raise torch.OutOfMemoryError(f"injected fault: out of memory in the forward pass of step {step}")
+        if self._take("hang", point, step):
+            print(f"injected fault: hang {where}", file=sys.stderr, flush=True)
+            while True:  # the main thread stops for good: no event, no heartbeat, signals only set a flag
+                time.sleep(3600)
 
     def loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
-        return loss * float("nan") if self._take("nan", step) else loss
+        return loss * float("nan") if self._take("nan", "forward", step) else loss
+
+    def gradient(self, step: int, grad: torch.Tensor) -> torch.Tensor:
+        """Called from a gradient hook while backward runs: a fault raised here fails loss.backward()."""
+        self.fire("backward", step)
+        return grad * float("nan") if self._take("nan", "backward", step) else grad
 
 
-def parse_faults(spec: str) -> set[tuple[str, int]]:
-    """"oom@3, nan@5" -> {("oom", 3), ("nan", 5)}; anything malformed is a programming error of the drill."""
-    faults = set()
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        kind, _, step = item.partition("@")
-        if kind not in FAULT_KINDS or not step.isdigit():
-            raise ValueError(f"{FAULT_ENV}: '{item}' is not KIND@STEP with KIND in {FAULT_KINDS}")
-        faults.add((kind, int(step)))
-    return faults
+def _parse_fault(item: str, *, strict: bool = True) -> Fault | None:
+    head, _, step = item.partition("@")
+    kind, _, point = head.partition(":")
+    point = point or DEFAULT_POINT.get(kind, "")
+    valid = kind in FAULT_KINDS and point in FAULT_POINTS and step.isdigit()
+    if valid and kind == "nan" and point not in NAN_POINTS:
+        valid = False
+    if not valid:
+        if strict:
+            raise ValueError(
+                f"{FAULT_ENV}: '{item}' is not KIND[:POINT]@STEP with KIND in {FAULT_KINDS} and POINT in "
+                f"{FAULT_POINTS} (nan only at {NAN_POINTS})"
+            )
+        return None
+    return Fault(kind, point, int(step))
+
+
+def parse_faults(spec: str) -> set[Fault]:
+    """"oom@3, crash:checkpoint@4" -> {oom:forward@3, crash:checkpoint@4}; anything malformed is a
+    programming error of the drill."""
+    return {_parse_fault(item) for item in filter(None, (part.strip() for part in spec.split(",")))}  # type: ignore[misc]
 
 
 class StopOnSignal:

@@ -32,6 +32,16 @@ def test_only_the_newest_checkpoints_are_kept_and_no_temporary_folder_remains(tm
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-6", "step-8"]
 
 
+def test_half_a_checkpoint_left_by_a_dead_worker_is_never_used_and_is_removed_by_the_next_save(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 2, write_marker("good"), {"step": 2}, keep=5)
+    half = tmp_path / "checkpoints" / ".tmp-step-4"  # what kill -9 between weights and trainer state leaves
+    half.mkdir()
+    (half / "weights.txt").write_text("half")
+    assert [c.path.name for c in list_checkpoints(tmp_path)] == ["step-2"]
+    ckpt.save_checkpoint(tmp_path, 6, write_marker("six"), {"step": 6}, keep=5)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-6"]
+
+
 def test_a_full_disk_leaves_the_previous_checkpoint_and_best_intact(tmp_path):
     ckpt.save_checkpoint(tmp_path, 2, write_marker("good"), {"step": 2}, keep=2)
     ckpt.save_best(tmp_path, write_marker("best-good"))

@@ -205,3 +205,16 @@ def tiny_local_ref(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     return str(folder)
+
+
+def test_a_worker_killed_by_the_watchdog_is_hung_and_restarts_unchanged_from_its_checkpoint():
+    failure = classify(-9, None, False, checkpoint_step=4, silent_seconds=12.5)
+    assert failure.kind == "hung" and failure.error_code == ErrorCode.TRAIN_HUNG
+    assert failure.data == {"silent_seconds": 12.5}  # not the kernel's OOM killer: no memory change
+    recovery = _plan(failure, _config())
+    assert recovery.changes == {} and recovery.kind == "hung"
+    assert recovery.explanation == (
+        "The worker stopped responding for 12.5 s; it was stopped and restarted from step 4."
+    )
+    with pytest.raises(ForgeError, match="stopped responding"):  # hung again without progress: stop
+        _plan(failure, _config(), recoveries=[recovery.record()], previous=failure)

@@ -217,3 +217,26 @@ def test_kill_9_of_forge_train_leaves_no_worker_and_resume_continues(tiny_train_
     result = run_training(*staged(root), resume=True, max_steps=saved + 2)
     assert result.status == "completed" and result.summary.steps == saved + 2
     assert _records(run_dir, "start")[-1]["step"] == saved
+
+
+def test_the_watchdog_limit_grows_with_the_slowest_step_and_kills_a_silent_worker(tmp_path, monkeypatch):
+    from forgellm.training.supervisor import Watchdog
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        watchdog = Watchdog(sleeper, tmp_path / ".heartbeat")
+        assert watchdog.limit() == 1800  # setup (loading the model) beats nothing: a long grace
+        watchdog.event({"event": "start"})
+        assert watchdog.limit() == 600  # the floor, until steps are slow
+        watchdog._last -= 45  # a step that took 45 s
+        watchdog.event({"event": "step"})
+        assert watchdog.limit() == 20 * watchdog.slowest and watchdog.slowest >= 45
+        monkeypatch.setenv("FORGE_WATCHDOG_SECONDS", "1.5")
+        with Watchdog(sleeper, tmp_path / ".heartbeat") as fixed:
+            fixed.event({"event": "start"})
+            assert fixed.limit() == 1.5
+            assert sleeper.wait(timeout=20) == -9  # silent: killed
+        assert fixed.silent_seconds is not None and fixed.silent_seconds >= 1.5
+    finally:
+        sleeper.kill()
+        sleeper.wait()

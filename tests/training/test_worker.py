@@ -117,6 +117,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_train_project):
 def test_a_malformed_fault_spec_is_refused():
     from forgellm.training.worker import parse_faults
 
-    assert parse_faults("oom@3, kill@5") == {("oom", 3), ("kill", 5)}
+    assert parse_faults("oom@3, kill@5") == {("oom", "forward", 3), ("kill", "step", 5)}
     with pytest.raises(ValueError):
         parse_faults("explode@3")
