@@ -34,7 +34,7 @@ from forgellm.data.prepare.manifest import (
     tokenizer_id,
 )
 from forgellm.data.prepare.neardup import NearDuplicateIndex
-from forgellm.data.prepare.output import chunk_paths, merge_chunks, write_chunk
+from forgellm.data.prepare.output import chunk_damage, chunk_paths, merge_chunks, write_chunk
 from forgellm.data.prepare.splits import SplitAssigner
 from forgellm.data.prepare.validate import validate_outputs
 from forgellm.data.read.records import BadRow, Record
@@ -56,6 +56,7 @@ class PrepareResult:
     config: ForgeConfig
     checks: list[dict[str, Any]] = field(default_factory=list)
     resumed_chunks: int = 0
+    redone_chunks: int = 0  # finished chunks found damaged on resume, and prepared again
     already_prepared: bool = False
 
     @property
@@ -72,6 +73,7 @@ class PrepareResult:
             "output_dir": str(self.output_dir),
             "already_prepared": self.already_prepared,
             "resumed_chunks": self.resumed_chunks,
+            "redone_chunks": self.redone_chunks,
             "checks": self.checks,
             "stats": self.stats.to_dict(),
         }
@@ -236,7 +238,26 @@ class _PrepareRun:
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
         return itertools.chain.from_iterable(dataset.batches()), estimate_rows(dataset)
 
+    def _verify_chunks(self, work: Path, manifest: Manifest) -> int:
+        """Check every finished chunk's files against the size and checksum recorded when it was written.
+        From the first damaged one on, chunks are dropped from the manifest and prepared again (each chunk
+        builds on the split and duplicate state of those before it); returns how many are redone."""
+        for number, chunk in enumerate(manifest.chunks):
+            reason = chunk_damage(work, number, chunk.get("files"))
+            if reason is None:
+                continue
+            redone = len(manifest.chunks) - number
+            after = f" and the {redone - 1} after it" if redone > 1 else ""
+            self.hooks.step(
+                f"Warning: finished chunk {number + 1} cannot be trusted ({reason}); preparing it{after} again"
+            )
+            manifest.chunks = manifest.chunks[:number]
+            manifest.save(work)
+            return redone
+        return 0
+
     def _run(self, work: Path, final: Path, manifest: Manifest) -> PrepareResult:
+        self.redone = self._verify_chunks(work, manifest)
         done = self.resumed = len(manifest.chunks)
         index = KeyIndex(work / "keys.sqlite")
         index.forget_from(done)  # keys of a chunk that was cut off by a crash
@@ -291,8 +312,8 @@ class _PrepareRun:
         number, tokenized, items = waiting
         out = processor.finish(number, tokenized.result())
         start = time.perf_counter()
-        write_chunk(work, number, out.rows, out.tokens, out.rejects)
-        manifest.chunks.append(_chunk_summary(number, items, out, assigner))
+        files = write_chunk(work, number, out.rows, out.tokens, out.rejects)
+        manifest.chunks.append({**_chunk_summary(number, items, out, assigner), "files": files})
         manifest.save(work)
         self.timer.add("write", start)
         self._check_error_rate(manifest, work)
@@ -368,7 +389,9 @@ class _PrepareRun:
         work.replace(final)
         prepared = PreparedData.load(final)  # the record just published, read by its one reader
         assert prepared is not None, "the published folder holds its manifest"
-        return PrepareResult(prepared, self.config, [c.to_dict() for c in checks], resumed_chunks=self.resumed)
+        return PrepareResult(
+            prepared, self.config, [c.to_dict() for c in checks], resumed_chunks=self.resumed, redone_chunks=self.redone
+        )
 
     def _stats(self, manifest: Manifest, split_stats: dict, merge_reasons: Counter, checks: list) -> PreparedStats:
         reasons: Counter = Counter()
