@@ -22,9 +22,10 @@ from typing import Any
 
 import orjson
 
-from forgellm.config.io import load_config, save_config
+from forgellm.config.io import load_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.prepare.chunk import ChunkProcessor, StageTimer
+from forgellm.data.prepare.detect import detect_data_format, record_detection
 from forgellm.data.prepare.keyindex import KeyIndex
 from forgellm.data.prepare.manifest import (
     input_fingerprint,
@@ -106,35 +107,10 @@ def load_project_config(project_dir: Path) -> ForgeConfig:
             f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
             fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
             "another), then `forge prepare FILE` again.",
-            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(project_dir)},
+            code=ErrorCode.PROJECT_NOT_FOUND,
+            data={"path": str(project_dir)},
         )
     return load_config(project_dir).config
-
-
-def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> ForgeConfig:
-    updated = config.model_copy(deep=True)
-    updated.data.source = str(input_path)
-    updated.data.format = detection.format
-    updated.data.recipe = detection.recipe
-    updated.data.rationale = "Detected by forge: " + "; ".join(detection.reasons)
-    if detection.format == "text" and updated.training.stage != "cpt":
-        updated.training.stage = "cpt"
-        updated.training.rationale = "Raw documents were detected, so training continues pre-training (stage: cpt)."
-    return updated
-
-
-def detect_recipe(layout: ProjectLayout, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
-    """Fill data.format and data.recipe from the data (forge.yaml says `format: auto`) and save them in
-    forge.yaml, where the user can edit them; returns the updated config, which the caller carries on.
-    The file is read back as written (a read-modify-write) so FORGE_* overrides are not baked into it."""
-    from forgellm.data.read.formats import detect_format
-    from forgellm.data.read.readers import open_dataset, sample_records
-
-    dataset = open_dataset(input_path)
-    detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
-    on_disk = load_config(layout.config_file, environ={}).config
-    save_config(_with_detection(on_disk, input_path, detection), layout.config_file)
-    return _with_detection(config, input_path, detection), detection
 
 
 @locked("prepare")  # two prepares at once would mix their chunks
@@ -150,11 +126,15 @@ def prepare_dataset(
     """Prepare `input_path` for the project with `config` (its forge.yaml, loaded by the caller)."""
     layout, input_path = ProjectLayout(layout.root.resolve()), input_path.resolve()
     hooks = hooks or PrepareHooks()
+    detection = None
     if config.data.format == "auto":
         hooks.step("Detecting the data format")
-        config, _ = detect_recipe(layout, input_path, config)
+        config, detection = detect_data_format(layout, input_path, config)
     run = _PrepareRun(layout, input_path, config, hooks)
-    return run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
+    result = run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
+    if detection is not None:  # only what prepared successfully is written into forge.yaml
+        record_detection(layout, input_path, detection)
+    return result
 
 
 class _PrepareRun:
