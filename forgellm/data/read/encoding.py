@@ -183,9 +183,9 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
     if _valid_utf8(sample) and all(_valid_utf8(p, cut_start=True) for p in probes):
         where = "the first 256 KB" if not probes else f"the first 256 KB and {len(probes)} probes further in"
         return EncodingGuess("utf-8", 1.0, f"valid UTF-8 in {where}")
-    # Judge the lines that are not UTF-8: those are what the fallback decodes (UTF-8 lines stay UTF-8, see
-    # per_line_decoding), and UTF-8 lines of a mixed file would read as mojibake in any single-byte code page.
-    sample, probes = _not_utf8_lines(sample), [_not_utf8_lines(p) for p in probes]
+    # Leave out the lines that are UTF-8 with non-ASCII characters: they stay UTF-8 (per_line_decoding), and
+    # in any single-byte code page they would read as mojibake and mislead the guess for the other lines.
+    sample, probes = _without_utf8_lines(sample), [_without_utf8_lines(p) for p in probes]
     # Judge the bytes that are not ASCII: the head alone may be plain ASCII with the accents further in.
     odd = b"\n".join(_around_non_ascii(p, _NORMALIZER_BYTES // 4) for p in probes if not p.isascii())
     data = _without_stray_lines(odd + b"\n" + sample[: max(_NORMALIZER_BYTES - len(odd), _NORMALIZER_BYTES // 4)])
@@ -209,8 +209,11 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
     )
 
 
-def _not_utf8_lines(data: bytes) -> bytes:
-    return b"\n".join(line for line in data.split(b"\n") if not _decodes(line, "utf-8"))
+def _without_utf8_lines(data: bytes) -> bytes:
+    """``data`` without its non-ASCII lines that are valid UTF-8 (ASCII lines stay: context for the guess)."""
+    lines = data.split(b"\n")
+    kept = [line for line in lines if line.isascii() or not _decodes(line, "utf-8")]
+    return data if len(kept) == len(lines) else b"\n".join(kept)
 
 
 def _without_stray_lines(data: bytes) -> bytes:
