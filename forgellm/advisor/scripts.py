@@ -72,7 +72,7 @@ def prepare_with_script(
 ) -> tuple[ScriptRun, PrepareResult]:
     """What `forge prepare FILE --script TEXT` does: advisor script, sandboxed run, normal prepare."""
     from forgellm.advisor.select import make_advisor
-    from forgellm.data.prepare.run import detect_recipe, prepare_dataset
+    from forgellm.data.prepare.run import prepare_dataset
 
     project_dir = layout.root.resolve()
     advisor = make_advisor(config.advisor, project_dir)
@@ -87,12 +87,14 @@ def prepare_with_script(
         redact_pii=config.advisor.redact_pii,
     )
     if config.data.format not in ("auto", "messages"):
-        # forge.yaml's recipe describes the raw input; the script's output is conversations.
-        config, _ = detect_recipe(layout, run.output_path, config)
+        # forge.yaml's recipe describes the raw input; the script's output is conversations: prepare detects
+        # them again, and writes the detection into forge.yaml only once the output prepared successfully.
         run.warnings.append(
             f"forge.yaml said data.format: {config.data.format}; the script writes conversations, "
             "so data.format and data.recipe were detected again from its output."
         )
+        config = config.model_copy(deep=True)
+        config.data.format = "auto"
     result = prepare_dataset(layout, config, run.output_path, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
     return run, result
 

@@ -28,7 +28,8 @@ def prepare(
     ),
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
-    from forgellm.data.prepare.run import detect_recipe, load_project_config, prepare_dataset
+    from forgellm.data.prepare.detect import detect_recipe
+    from forgellm.data.prepare.run import load_project_config, prepare_dataset
     from forgellm.project import ProjectLayout, find_project
 
     layout = ProjectLayout((find_project(project) or project).resolve())

@@ -3,6 +3,7 @@
 ```
 <root>/forge.yaml
 <root>/data/prepared/<fingerprint>/   manifest.json, stats.json, rejects.jsonl, <split>.parquet|jsonl
+<root>/data/rejects/<input>.rejects.jsonl  the rows of an input with no usable row at all (nothing prepared)
 <root>/runs/<run-id>/                 run.json, config.yaml, metrics.jsonl, checkpoints/step-<N>/, best/,
                                       summary.json, loss.png, logs/
 <root>/exports/<name>/                merged/, <name>-<quant>.gguf, Modelfile, README.md, metadata.json
@@ -25,6 +26,7 @@ from forgellm.config.io import CONFIG_FILENAME
 
 DATA_DIR = "data"
 PREPARED_DIR = "prepared"
+UNUSABLE_DIR = "rejects"
 SCRIPTED_DIR = "scripted"  # conversations an advisor's script made from the input (forge prepare --script)
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
@@ -229,6 +231,11 @@ class ProjectLayout:
 
     def prepared(self, fingerprint: str) -> PreparedLayout:
         return PreparedLayout(self.prepared_dir / fingerprint)
+
+    def unusable_rejects(self, input_name: str) -> Path:
+        """data/rejects/<name>.rejects.jsonl: every row of input <name> with its line and reason, written when
+        no row could be read and prepare stopped before anything else."""
+        return self.data_dir / UNUSABLE_DIR / f"{input_name}.rejects.jsonl"
 
     def scripted_data(self, stem: str) -> Path:
         """data/scripted/<stem>.jsonl: what a `--script` made of the input file <stem>.*, prepared next."""

@@ -230,7 +230,8 @@ def test_cli_rules_advisor_cannot_write_scripts(project, tickets):
 @pytest.mark.parametrize("prepared_before", [False, True])
 def test_cli_script_then_prepare_end_to_end(project, tickets, prepared_before):
     if prepared_before:  # forge.yaml already holds the recipe of the raw CSV (question/answer columns)
-        from forgellm.data.prepare.run import detect_recipe, load_project_config
+        from forgellm.data.prepare.detect import detect_recipe
+        from forgellm.data.prepare.run import load_project_config
         from forgellm.project import ProjectLayout
 
         detect_recipe(ProjectLayout(project), tickets, load_project_config(project))

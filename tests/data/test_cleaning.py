@@ -10,11 +10,10 @@ from forgellm.data.prepare.cleaning import (
     clean_text,
     find_pii,
     find_placeholders,
-    has_control_chars,
     luhn_valid,
     mask_pii,
-    mojibake_score,
 )
+from forgellm.data.read.damage import has_control_chars, mojibake_score
 
 # ------------------------------------------------------------------------------------------ cleaning steps
 

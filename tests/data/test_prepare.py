@@ -356,3 +356,39 @@ def test_a_row_nested_too_deeply_is_rejected_not_fatal(make_project, tmp_path):
     rejects = read_rows(result.output_dir, "rejects.jsonl")
     assert [(r["line"], r["reason"]) for r in rejects if r["line"] == 13] == [(13, "JSON nested too deeply to read")]
     assert sum(result.stats.examples().values()) == 30
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "edited":  # same size, still valid JSON Lines: only the checksum tells
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"answer", b"ANSWER", 1))
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize(("kind", "how"), [("tokens", "truncated"), ("rows", "edited"), ("rejects", "missing")])
+def test_resume_redoes_a_damaged_finished_chunk(make_project, tmp_path, monkeypatch, kind, how):
+    """Resume checks each finished chunk's files against the size and SHA-256 recorded in the manifest;
+    a truncated, edited or missing one is prepared again (and said), never used or fatal."""
+    from forgellm.data.prepare.output import chunk_paths
+    from forgellm.data.prepare.run import PrepareHooks
+
+    rows = [chat(f"question {i}", f"answer {i}") for i in range(50)]
+    rows[13] = "{broken"  # a reject in chunk 1, so its rejects file has content
+    data = jsonl(tmp_path / "d.jsonl", rows)
+    whole = prepare_dataset(*staged(make_project("whole")), data, chunk_rows=10).output_dir
+    project = make_project("damaged")
+    restore_writes = interrupt_before_chunk(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(*staged(project), data, chunk_rows=10)
+    restore_writes()
+    (work,) = (project / "data" / "prepared").glob(".partial-*")
+    _damage(chunk_paths(work, 1)[kind], how)
+    steps: list[str] = []
+    resumed = prepare_dataset(*staged(project), data, chunk_rows=10, hooks=PrepareHooks(step=steps.append))
+    assert resumed.resumed_chunks == 1 and resumed.redone_chunks == 2
+    assert any("chunk 2 cannot be trusted" in step for step in steps), steps
+    for name in OUTPUTS:
+        assert (resumed.output_dir / name).read_bytes() == (whole / name).read_bytes(), name

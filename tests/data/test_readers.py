@@ -302,6 +302,7 @@ def test_info_to_dict_has_stable_keys(tmp_path):
         "encoding",
         "encoding_confidence",
         "encoding_how",
+        "encoding_per_line",
         "delimiter",
         "quotechar",
         "columns",

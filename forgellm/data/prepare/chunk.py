@@ -24,6 +24,7 @@ from forgellm.data.prepare.tokenize import (
     render_batch,
     tokenize_rendered,
 )
+from forgellm.data.read.damage import rejected_damage
 from forgellm.data.read.records import (
     BadRow,
     EmptyTextError,
@@ -135,9 +136,12 @@ class ChunkProcessor:
         if example.messages is not None:
             texts = [m["content"] for m in example.messages if m["role"] != "system"]
             answer = "".join(m["content"] for m in example.messages if m["role"] == "assistant")
+            rendered = [m["content"] for m in example.messages]
         else:
             texts, answer = [example.text or ""], example.text or ""
-        reason = self._filter_reason(texts, answer)
+            rendered = texts
+        # Damaged text (the rule study reports with) is never trained: the row goes to rejects with why.
+        reason = rejected_damage(rendered) or self._filter_reason(texts, answer)
         if reason is None:
             example, reason = self._apply_pii(example)
         if reason is not None:

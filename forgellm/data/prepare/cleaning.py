@@ -1,4 +1,4 @@
-"""Text cleaning steps, personal-data (PII) detection and masking, and text-health helpers for the study.
+"""Text cleaning steps and personal-data (PII) detection and masking (text damage: forgellm.data.read.damage).
 
 Everything here is pure, stdlib-only string work so that it can run on every record of a large data set.
 """
@@ -265,27 +265,3 @@ def find_placeholders(text: str) -> list[Placeholder]:
     found = [Placeholder("double_brace", m.group(1), m.start(), m.end()) for m in _DOUBLE.finditer(text)]
     found += [Placeholder("single_brace", m.group(1), m.start(), m.end()) for m in _SINGLE.finditer(text)]
     return sorted(found, key=lambda p: p.start)
-
-
-# --------------------------------------------------------------------------------------------- encoding health
-
-# UTF-8 bytes read as Latin-1/cp1252: "Ã©", "â€™", "Â ", Japanese "æ—¥æœ¬"; and U+FFFD replacement characters.
-_CONT = (
-    "[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014"
-    "\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
-)
-_MOJIBAKE = re.compile(f"[\u00c2-\u00df]{_CONT}|[\u00e0-\u00ef]{_CONT}{{2}}|[\u00f0-\u00f4]{_CONT}{{3}}|\ufffd")
-
-
-def mojibake_score(text: str) -> float:
-    """Share (0..1) of the non-ASCII characters that look like mis-decoded UTF-8 or replacement characters."""
-    non_ascii = sum(1 for c in text if ord(c) > 127)
-    if not non_ascii:
-        return 0.0
-    bad = sum(len(m.group(0)) for m in _MOJIBAKE.finditer(text))
-    return min(1.0, bad / non_ascii)
-
-
-def has_control_chars(text: str) -> bool:
-    """True when the text holds control characters other than tab, newline and carriage return."""
-    return any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text)

@@ -6,6 +6,7 @@ renamed to its fingerprint, so a reader never sees half an output.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import statistics
@@ -72,14 +73,46 @@ def _rejects_tmp(work: Path) -> Path:
     return rejects.with_name(rejects.name + ".tmp")
 
 
-def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], rejects: list[dict]) -> None:
-    """Write one finished chunk; each file by temp name + rename."""
+def write_chunk(work: Path, number: int, rows: list[dict], tokens: list[dict], rejects: list[dict]) -> dict[str, dict]:
+    """Write one finished chunk, each file by temp name + rename; returns each file's size and SHA-256,
+    which the manifest records so a resumed run can tell a finished chunk from a damaged one."""
     paths = chunk_paths(work, number)
     paths["rows"].parent.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(paths["rows"], rows)
-    _write_jsonl(paths["rejects"], rejects)
-    pq.write_table(_token_table(tokens), paths["tokens"].with_name(paths["tokens"].name + ".tmp"), **_CHUNK_PARQUET)
-    paths["tokens"].with_name(paths["tokens"].name + ".tmp").replace(paths["tokens"])
+    written = {"rows": _write_jsonl(paths["rows"], rows), "rejects": _write_jsonl(paths["rejects"], rejects)}
+    tmp = paths["tokens"].with_name(paths["tokens"].name + ".tmp")
+    pq.write_table(_token_table(tokens), tmp, **_CHUNK_PARQUET)
+    written["tokens"] = file_record(tmp)
+    tmp.replace(paths["tokens"])
+    return written
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """{bytes, sha256} of a file as it is on disk."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def chunk_damage(work: Path, number: int, recorded: dict[str, dict] | None) -> str | None:
+    """Why chunk `number`'s files cannot be trusted (missing, another size, another checksum), or None when
+    every file is as recorded. A chunk recorded without checksums (an older Forge) cannot be verified."""
+    if not recorded:
+        return "no checksums were recorded for it"
+    for kind, path in chunk_paths(work, number).items():
+        expected = recorded.get(kind)
+        if expected is None:
+            return f"no checksum was recorded for {path.name}"
+        if not path.is_file():
+            return f"{path.name} is missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{path.name} has {size:,} bytes, {expected['bytes']:,} were written"
+        if file_record(path)["sha256"] != expected["sha256"]:
+            return f"{path.name} does not match its checksum"
+    return None
 
 
 def _id_lists(lists: list[list[int]]) -> pa.ListArray:
@@ -99,11 +132,13 @@ def _token_table(tokens: list[dict]) -> pa.Table:
     return pa.table(columns, schema=TOKEN_SCHEMA)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def _write_jsonl(path: Path, rows: list[dict]) -> dict[str, Any]:
+    data = b"".join(json_line(row) for row in rows)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        handle.writelines(json_line(row) for row in rows)
+        handle.write(data)
     tmp.replace(path)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 @dataclass

@@ -22,9 +22,10 @@ from typing import Any
 
 import orjson
 
-from forgellm.config.io import load_config, save_config
+from forgellm.config.io import load_config
 from forgellm.config.schema import ForgeConfig
 from forgellm.data.prepare.chunk import ChunkProcessor, StageTimer
+from forgellm.data.prepare.detect import detect_data_format, record_detection
 from forgellm.data.prepare.keyindex import KeyIndex
 from forgellm.data.prepare.manifest import (
     input_fingerprint,
@@ -34,7 +35,7 @@ from forgellm.data.prepare.manifest import (
     tokenizer_id,
 )
 from forgellm.data.prepare.neardup import NearDuplicateIndex
-from forgellm.data.prepare.output import chunk_paths, merge_chunks, write_chunk
+from forgellm.data.prepare.output import chunk_damage, chunk_paths, merge_chunks, write_chunk
 from forgellm.data.prepare.splits import SplitAssigner
 from forgellm.data.prepare.validate import validate_outputs
 from forgellm.data.read.records import BadRow, Record
@@ -56,6 +57,7 @@ class PrepareResult:
     config: ForgeConfig
     checks: list[dict[str, Any]] = field(default_factory=list)
     resumed_chunks: int = 0
+    redone_chunks: int = 0  # finished chunks found damaged on resume, and prepared again
     already_prepared: bool = False
 
     @property
@@ -72,6 +74,7 @@ class PrepareResult:
             "output_dir": str(self.output_dir),
             "already_prepared": self.already_prepared,
             "resumed_chunks": self.resumed_chunks,
+            "redone_chunks": self.redone_chunks,
             "checks": self.checks,
             "stats": self.stats.to_dict(),
         }
@@ -104,35 +107,10 @@ def load_project_config(project_dir: Path) -> ForgeConfig:
             f"`forge prepare` needs a plan with a target model, and {project_dir} has no forge.yaml.",
             fix="Run `forge init` here (it targets the offline model smollm2-135m; change model.ref to choose "
             "another), then `forge prepare FILE` again.",
-            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(project_dir)},
+            code=ErrorCode.PROJECT_NOT_FOUND,
+            data={"path": str(project_dir)},
         )
     return load_config(project_dir).config
-
-
-def _with_detection(config: ForgeConfig, input_path: Path, detection: Any) -> ForgeConfig:
-    updated = config.model_copy(deep=True)
-    updated.data.source = str(input_path)
-    updated.data.format = detection.format
-    updated.data.recipe = detection.recipe
-    updated.data.rationale = "Detected by forge: " + "; ".join(detection.reasons)
-    if detection.format == "text" and updated.training.stage != "cpt":
-        updated.training.stage = "cpt"
-        updated.training.rationale = "Raw documents were detected, so training continues pre-training (stage: cpt)."
-    return updated
-
-
-def detect_recipe(layout: ProjectLayout, input_path: Path, config: ForgeConfig) -> tuple[ForgeConfig, Any]:
-    """Fill data.format and data.recipe from the data (forge.yaml says `format: auto`) and save them in
-    forge.yaml, where the user can edit them; returns the updated config, which the caller carries on.
-    The file is read back as written (a read-modify-write) so FORGE_* overrides are not baked into it."""
-    from forgellm.data.read.formats import detect_format
-    from forgellm.data.read.readers import open_dataset, sample_records
-
-    dataset = open_dataset(input_path)
-    detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
-    on_disk = load_config(layout.config_file, environ={}).config
-    save_config(_with_detection(on_disk, input_path, detection), layout.config_file)
-    return _with_detection(config, input_path, detection), detection
 
 
 @locked("prepare")  # two prepares at once would mix their chunks
@@ -148,11 +126,15 @@ def prepare_dataset(
     """Prepare `input_path` for the project with `config` (its forge.yaml, loaded by the caller)."""
     layout, input_path = ProjectLayout(layout.root.resolve()), input_path.resolve()
     hooks = hooks or PrepareHooks()
+    detection = None
     if config.data.format == "auto":
         hooks.step("Detecting the data format")
-        config, _ = detect_recipe(layout, input_path, config)
+        config, detection = detect_data_format(layout, input_path, config)
     run = _PrepareRun(layout, input_path, config, hooks)
-    return run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
+    result = run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
+    if detection is not None:  # only what prepared successfully is written into forge.yaml
+        record_detection(layout, input_path, detection)
+    return result
 
 
 class _PrepareRun:
@@ -236,7 +218,26 @@ class _PrepareRun:
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
         return itertools.chain.from_iterable(dataset.batches()), estimate_rows(dataset)
 
+    def _verify_chunks(self, work: Path, manifest: Manifest) -> int:
+        """Check every finished chunk's files against the size and checksum recorded when it was written.
+        From the first damaged one on, chunks are dropped from the manifest and prepared again (each chunk
+        builds on the split and duplicate state of those before it); returns how many are redone."""
+        for number, chunk in enumerate(manifest.chunks):
+            reason = chunk_damage(work, number, chunk.get("files"))
+            if reason is None:
+                continue
+            redone = len(manifest.chunks) - number
+            after = f" and the {redone - 1} after it" if redone > 1 else ""
+            self.hooks.step(
+                f"Warning: finished chunk {number + 1} cannot be trusted ({reason}); preparing it{after} again"
+            )
+            manifest.chunks = manifest.chunks[:number]
+            manifest.save(work)
+            return redone
+        return 0
+
     def _run(self, work: Path, final: Path, manifest: Manifest) -> PrepareResult:
+        self.redone = self._verify_chunks(work, manifest)
         done = self.resumed = len(manifest.chunks)
         index = KeyIndex(work / "keys.sqlite")
         index.forget_from(done)  # keys of a chunk that was cut off by a crash
@@ -291,8 +292,8 @@ class _PrepareRun:
         number, tokenized, items = waiting
         out = processor.finish(number, tokenized.result())
         start = time.perf_counter()
-        write_chunk(work, number, out.rows, out.tokens, out.rejects)
-        manifest.chunks.append(_chunk_summary(number, items, out, assigner))
+        files = write_chunk(work, number, out.rows, out.tokens, out.rejects)
+        manifest.chunks.append({**_chunk_summary(number, items, out, assigner), "files": files})
         manifest.save(work)
         self.timer.add("write", start)
         self._check_error_rate(manifest, work)
@@ -368,7 +369,9 @@ class _PrepareRun:
         work.replace(final)
         prepared = PreparedData.load(final)  # the record just published, read by its one reader
         assert prepared is not None, "the published folder holds its manifest"
-        return PrepareResult(prepared, self.config, [c.to_dict() for c in checks], resumed_chunks=self.resumed)
+        return PrepareResult(
+            prepared, self.config, [c.to_dict() for c in checks], resumed_chunks=self.resumed, redone_chunks=self.redone
+        )
 
     def _stats(self, manifest: Manifest, split_stats: dict, merge_reasons: Counter, checks: list) -> PreparedStats:
         reasons: Counter = Counter()

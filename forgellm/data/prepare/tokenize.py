@@ -127,6 +127,8 @@ def encode_documents(tokenizer: Any, texts: Sequence[str], max_length: int, over
             fix="Lower preprocessing.cpt_overlap, e.g. to max_length // 8.",
             code=ErrorCode.CONFIG_INVALID,
         )
+    if not texts:  # a chunk whose rows were all rejected (the tokenizer fails on an empty batch)
+        return []
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     stride = max_length - overlap

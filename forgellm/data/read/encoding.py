@@ -120,12 +120,20 @@ def binary_kind(sample: bytes) -> str | None:
             return what
     if any(sample.startswith(bom) for bom, _ in _BOMS):
         return None
-    if b"\x00" in sample[:8192] and _utf16_without_bom(sample) is None:
+    if b"\x00" in sample[:8192] and _utf16_without_bom(sample) is None and _nul_lines_are_common(sample):
         return "binary data (it contains NUL bytes)"
     controls = sum(sample[:8192].count(bytes([c])) for c in range(1, 32) if c not in (9, 10, 12, 13, 27))
     if controls > 0.1 * min(len(sample), 8192):
         return "binary data (it is full of control characters)"
     return None
+
+
+def _nul_lines_are_common(sample: bytes) -> bool:
+    """NUL bytes on more than a quarter of the lines: binary content (whose "lines" are random cuts). Fewer:
+    a text file with a few damaged rows, which the readers pass on and prepare rejects one by one, with their
+    lines, as it does further in the file where no sample looks."""
+    lines = sample.split(b"\n")
+    return sum(b"\x00" in line for line in lines) * 4 > len(lines)
 
 
 def _utf16_without_bom(sample: bytes) -> str | None:
@@ -175,9 +183,12 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
     if _valid_utf8(sample) and all(_valid_utf8(p, cut_start=True) for p in probes):
         where = "the first 256 KB" if not probes else f"the first 256 KB and {len(probes)} probes further in"
         return EncodingGuess("utf-8", 1.0, f"valid UTF-8 in {where}")
+    # Leave out the lines that are UTF-8 with non-ASCII characters: they stay UTF-8 (per_line_decoding), and
+    # in any single-byte code page they would read as mojibake and mislead the guess for the other lines.
+    sample, probes = _without_utf8_lines(sample), [_without_utf8_lines(p) for p in probes]
     # Judge the bytes that are not ASCII: the head alone may be plain ASCII with the accents further in.
     odd = b"\n".join(_around_non_ascii(p, _NORMALIZER_BYTES // 4) for p in probes if not p.isascii())
-    data = odd + b"\n" + sample[: max(_NORMALIZER_BYTES - len(odd), _NORMALIZER_BYTES // 4)]
+    data = _without_stray_lines(odd + b"\n" + sample[: max(_NORMALIZER_BYTES - len(odd), _NORMALIZER_BYTES // 4)])
     from charset_normalizer import from_bytes
 
     matches = [m for m in from_bytes(data) if _decodes(data, m.encoding)]
@@ -196,6 +207,22 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
         "encoding in place of SHIFT_JIS; `file -i input.csv` may name it), or pass the encoding explicitly.",
         code=ErrorCode.DATA_ENCODING_UNKNOWN,
     )
+
+
+def _without_utf8_lines(data: bytes) -> bytes:
+    """``data`` without its non-ASCII lines that are valid UTF-8 (ASCII lines stay: context for the guess)."""
+    lines = data.split(b"\n")
+    kept = [line for line in lines if line.isascii() or not _decodes(line, "utf-8")]
+    return data if len(kept) == len(lines) else b"\n".join(kept)
+
+
+def _without_stray_lines(data: bytes) -> bytes:
+    """``data`` without the lines cp1252 cannot decode, when they are few (under 1 in 10): a line or two
+    damaged beyond any encoding must not decide the file's code page (they become U+FFFD and are rejected).
+    Many such lines mean another code page (Shift-JIS lead bytes, say): then every line counts."""
+    lines = data.split(b"\n")
+    kept = [line for line in lines if _decodes(line, "cp1252")]
+    return b"\n".join(kept) if (len(lines) - len(kept)) * 10 < len(lines) else data
 
 
 def _prefer_cp1252(matches: list[CharsetMatch], data: bytes) -> bool:
@@ -271,10 +298,89 @@ class ReplacementCounter:
         return "\ufffd", error.end
 
 
-def open_text(path: Path, compression: str | None, encoding: str, errors: str, *, newline: str | None = "") -> IO[str]:
-    """A streaming text view of the (decompressed) file; ``newline=''`` keeps line ends for the csv module."""
+def open_text(
+    path: Path, compression: str | None, encoding: str, errors: str, *, newline: str | None = "", per_line: bool = False
+) -> IO[str]:
+    """A streaming text view of the (decompressed) file; ``newline=''`` keeps line ends for the csv module.
+    ``per_line``: each line is read as UTF-8 when it is valid UTF-8, else as ``encoding`` (see `per_line_decoding`)."""
     raw = open_bytes(path, compression)
+    if per_line:
+        return io.TextIOWrapper(io.BufferedReader(_PerLineUtf8(raw, encoding)), "utf-8", errors=errors, newline=newline)
     return io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline=newline)
+
+
+def per_line_decoding(guess: EncodingGuess) -> bool:
+    """Whether a detected single-byte code page (cp1252, latin-1, ...) is applied per line, UTF-8 first.
+
+    Files are often concatenated from exports of different tools, so UTF-8 rows sit beside cp1252 ones;
+    reading the whole file as cp1252 turns every UTF-8 row into mojibake. A cp1252 line is practically
+    never valid UTF-8 (an accented letter followed by ASCII is not), so UTF-8 first costs pure files nothing.
+    Multi-byte encodings (UTF-16, Shift-JIS, GB18030) are not split by line bytes, so they keep one codec."""
+    from charset_normalizer.utils import is_multi_byte_encoding
+
+    name = codecs.lookup(guess.encoding).name
+    return not is_multi_byte_encoding(name) and b"{}[]\n".decode(name) == "{}[]\n"
+
+
+def decode_per_line(data: bytes, fallback: str) -> str:
+    """``data`` decoded line by line as `open_text(per_line=True)` does (undecodable bytes -> U+FFFD)."""
+    return b"".join(_line_as_utf8(line, fallback) for line in data.splitlines(keepends=True)).decode(
+        "utf-8", errors="replace"
+    )
+
+
+def _line_as_utf8(line: bytes, fallback: str) -> bytes:
+    """The line as UTF-8: unchanged when valid UTF-8, else decoded with ``fallback``. A line neither
+    decodes is passed on as it is: the reader's error handler replaces its bad bytes with U+FFFD (and
+    counts them), and prepare rejects the row for them."""
+    try:
+        line.decode("utf-8")
+        return line
+    except UnicodeDecodeError:
+        pass
+    try:
+        return line.decode(fallback).encode("utf-8")
+    except UnicodeDecodeError:
+        return line
+
+
+class _PerLineUtf8(io.RawIOBase):
+    """The bytes of a stream whose lines are UTF-8 or ``fallback``, re-encoded so every line is UTF-8."""
+
+    def __init__(self, raw: IO[bytes], fallback: str) -> None:
+        self._raw, self._fallback = raw, fallback
+        self._carry = b""  # an incomplete last line, waiting for the rest
+        self._out, self._at = b"", 0  # converted bytes not yet handed out, from offset _at
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while self._at >= len(self._out):
+            block = self._raw.read(1 << 20)
+            if not block:
+                if not self._carry:
+                    return 0
+                self._out, self._at, self._carry = self._convert(self._carry), 0, b""
+                continue
+            cut = block.rfind(b"\n") + 1
+            if not cut:
+                self._carry += block
+                continue
+            self._out, self._at, self._carry = self._convert(self._carry + block[:cut]), 0, block[cut:]
+        size = min(len(buffer), len(self._out) - self._at)
+        buffer[:size] = memoryview(self._out)[self._at : self._at + size]
+        self._at += size
+        return size
+
+    def _convert(self, lines: bytes) -> bytes:
+        if lines.isascii() or _decodes(lines, "utf-8"):  # the common case: the whole block at C speed
+            return lines
+        return b"".join(_line_as_utf8(line, self._fallback) for line in lines.splitlines(keepends=True))
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def count_lines_fast(path: str | os.PathLike[str]) -> int:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
+from forgellm.data.read.damage import REJECTED_KINDS
 from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError
 
@@ -176,7 +177,9 @@ def iter_jsonl(stream: IO[str], name: str) -> Iterator[Record | BadRow]:
         try:
             value = loads(line)
         except json.JSONDecodeError as e:
-            if line.strip():
+            if "\x00" in line:  # a raw NUL: damage, not a typo (the same words as prepare's damage rule)
+                yield BadRow(number, REJECTED_KINDS["nul"], name, line[:EXCERPT_CHARS].replace("\x00", ""))
+            elif line.strip():
                 yield BadRow(number, f"invalid JSON: {e.msg} (column {e.colno})", name, line[:EXCERPT_CHARS])
             continue
         except RecursionError:  # one row nested deeper than Python can decode: that row, not the file

@@ -60,6 +60,8 @@ class DatasetInfo:
     encoding: str | None  # Python codec name; None for Parquet
     encoding_confidence: float | None  # 1.0 for a BOM, valid UTF-8 or a given codec
     encoding_how: str | None
+    # A detected single-byte code page is applied per line, UTF-8 first (files that mix both: encoding.py).
+    encoding_per_line: bool = False
     delimiter: str | None = None  # csv/tsv
     quotechar: str | None = None  # csv/tsv
     columns: tuple[str, ...] | None = None  # header, Parquet schema, keys of the first JSON record
@@ -124,7 +126,8 @@ class Dataset:
             else:
                 yield from iter_texts(path.parent, (path.name,), info.encoding, self._replacements.name, compression)
             return
-        with enc.open_text(path, compression, info.encoding or "utf-8", self._replacements.name) as stream:
+        codec, per_line = info.encoding or "utf-8", info.encoding_per_line
+        with enc.open_text(path, compression, codec, self._replacements.name, per_line=per_line) as stream:
             if info.kind in ("csv", "tsv"):
                 yield from iter_csv(stream, path.name, info.delimiter or ",", info.quotechar or '"', info.columns)
             elif info.kind == "jsonl":
@@ -231,7 +234,13 @@ def _file_info(p: Path, encoding: str | None) -> DatasetInfo:
         if encoding
         else enc.detect_encoding(sample, enc.probe_bytes(p, compression, sample), name=p.name)
     )
-    text = codecs.getincrementaldecoder(guess.encoding)(errors="replace").decode(sample, final=whole)
+    per_line = encoding is None and enc.per_line_decoding(guess)
+    if per_line:
+        how = f"{guess.how}; per line: UTF-8 where a line is valid UTF-8, else {guess.encoding}"
+        guess = enc.EncodingGuess(guess.encoding, guess.confidence, how)
+        text = enc.decode_per_line(sample, guess.encoding)
+    else:
+        text = codecs.getincrementaldecoder(guess.encoding)(errors="replace").decode(sample, final=whole)
     if whole and not text.strip():
         raise _empty(p, "contains only whitespace")
     if kind is None:
@@ -245,6 +254,7 @@ def _file_info(p: Path, encoding: str | None) -> DatasetInfo:
         encoding=guess.encoding,
         encoding_confidence=guess.confidence,
         encoding_how=guess.how,
+        encoding_per_line=per_line,
         size_bytes=size,
         num_rows=1 if kind == "text" else None,
     )

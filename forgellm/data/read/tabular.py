@@ -144,11 +144,12 @@ def iter_texts(
             yield BadRow(1, f"looks like a binary file, not text: it is {what}", rel)
             continue
         try:
-            codec = encoding or enc.detect_encoding(sample, name=rel).encoding
+            guess = enc.given_encoding(encoding, sample) if encoding else enc.detect_encoding(sample, name=rel)
         except ForgeError as e:
             yield BadRow(1, e.message, rel)
             continue
-        with enc.open_text(path, compression, codec, errors, newline=None) as stream:
+        per_line = encoding is None and enc.per_line_decoding(guess)
+        with enc.open_text(path, compression, guess.encoding, errors, newline=None, per_line=per_line) as stream:
             text = stream.read()
         if not text.strip():
             yield BadRow(1, "empty document (only whitespace)", rel)

@@ -76,26 +76,6 @@ def strings_in(value: Any) -> Iterator[str]:
             yield from strings_in(item)
 
 
-# ---------------------------------------------------------------- encoding damage
-
-_C0_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # quick pre-check; C1 controls are non-ASCII
-
-
-def encoding_problems(text: str) -> set[str]:
-    """Which of 'mojibake', 'control_chars', 'replacement_chars' a text shows (rules of data.cleaning)."""
-    from forgellm.data.prepare.cleaning import has_control_chars, mojibake_score
-
-    found: set[str] = set()
-    ascii_only = text.isascii()
-    if not ascii_only and "\ufffd" in text:
-        found.add("replacement_chars")
-    if not ascii_only and mojibake_score(text.replace("\ufffd", "")) > 0:
-        found.add("mojibake")
-    if (_C0_CONTROL.search(text) or "\x7f" in text or not ascii_only) and has_control_chars(text):
-        found.add("control_chars")
-    return found
-
-
 # ---------------------------------------------------------------- PII hints
 
 

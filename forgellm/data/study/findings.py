@@ -171,14 +171,15 @@ _ENCODING = {
     "mojibake": ("Mojibake (UTF-8 decoded as Latin-1/cp1252)", 'Text like "Ã©" or "â€™" where "é" or "’" was meant.'),
     "control_chars": ("Control characters", "Invisible control characters (other than tab and newline)."),
     "replacement_chars": ("U+FFFD replacement characters", "Characters lost when the file was decoded: '\ufffd'."),
+    "nul": ("NUL characters (U+0000)", "Zero characters inside the text: damaged or binary content."),
 }
 
 
 def _encoding(report: StudyReport) -> list[Finding]:
     findings = []
     for code, (title, detail) in _ENCODING.items():
-        hits = report.encoding[code]
-        if hits["rows"]:
+        hits = report.encoding.get(code)  # "nul" is missing from a study.json of an older Forge
+        if hits and hits["rows"]:
             findings.append(
                 Finding(
                     code,
@@ -186,7 +187,8 @@ def _encoding(report: StudyReport) -> list[Finding]:
                     f"{title} in {hits['rows']} records",
                     detail,
                     "Re-export the file as UTF-8 from its source; fix mojibake with ftfy (ftfy.fix_text) "
-                    "before training, or remove the affected records.",
+                    "before training, or remove the affected records. Prepare does not train records with mojibake, "
+                    "U+FFFD or NUL in their text: it writes them to rejects.jsonl.",
                     hits["rows"],
                     hits["lines"],
                 )

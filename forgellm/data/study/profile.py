@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from forgellm.data.prepare.cleaning import find_pii, find_placeholders
+from forgellm.data.read.damage import encoding_problems
 from forgellm.data.read.records import BadRow, Example, RecipeError, Record
 from forgellm.data.study import checks
 from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
@@ -170,7 +171,7 @@ class _Profiler:
         self.main_decided = False
         self.records_seen, self.texts_seen = Seen(), Seen()
         self.near = NearDuplicates()
-        self.encoding = {kind: Hits() for kind in ("mojibake", "control_chars", "replacement_chars")}
+        self.encoding = {kind: Hits() for kind in ("mojibake", "control_chars", "replacement_chars", "nul")}
         self.placeholder_rows = {"single": Hits(), "double": Hits()}
         self.placeholder_names: dict[str, Counter[str]] = {"single": Counter(), "double": Counter()}
         self.pii: dict[str, Hits] = {}
@@ -245,7 +246,7 @@ class _Profiler:
 
     def _scan(self, text: str, line: int) -> None:
         """Encoding damage, placeholders and PII hints anywhere in a record's string values."""
-        for kind in checks.encoding_problems(text):
+        for kind in encoding_problems(text):
             self.encoding[kind].add(line)
         names: dict[str, set[str]] = {"single": set(), "double": set()}
         if "{" in text:
