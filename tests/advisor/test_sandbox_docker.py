@@ -1,0 +1,150 @@
+"""What only the Docker sandbox has, checked on a real engine: the container's configuration as the
+engine reports it, the script's privileges seen from inside, the memory limit across processes
+(a cgroup), Forge's system-call filter stacked on Docker's, and the image Forge builds itself.
+
+The hostile scripts themselves run in both sandboxes in test_sandbox.py and test_sandbox_hardening.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from advisor.sandbox_support import FAST, make_job
+from forgellm.advisor import sandbox, sandbox_image, seccomp
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def djob(tmp_path, docker_engine):
+    return make_job(tmp_path, runtime="docker")
+
+
+def _inspect_running(found: list[dict], stop: threading.Event) -> None:
+    """The engine's record of the sandbox's container, read while it runs."""
+    while not stop.is_set() and not found:
+        names = subprocess.run(
+            ["docker", "ps", "-q", "--filter", "name=forge-script-"], capture_output=True, text=True
+        ).stdout.split()
+        if names:
+            answer = subprocess.run(["docker", "inspect", names[0]], capture_output=True, text=True)
+            if answer.returncode == 0:
+                found.extend(json.loads(answer.stdout))
+        time.sleep(0.05)
+
+
+def test_the_engine_runs_the_container_locked_down(djob):
+    found: list[dict] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_inspect_running, args=(found, stop))
+    watcher.start()
+    try:
+        result = djob("import time\ntime.sleep(3)\n")
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.ok and found, result
+    host, config = found[0]["HostConfig"], found[0]["Config"]
+    assert config["User"] == (f"{NOBODY}:{NOBODY}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}")
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["Privileged"] is False
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]  # and no "seccomp=unconfined": Docker's filter applies
+    assert host["PidsLimit"] == FAST.max_processes + 1  # the script's processes and Forge's launcher
+    memory = FAST.memory_bytes + FAST.work_bytes + 2 * FAST.tmp_bytes  # the tmpfs folders count as memory
+    assert host["Memory"] == memory and host["MemorySwap"] == memory
+    assert host["LogConfig"]["Type"] == "none"  # nothing the container prints is kept by the engine
+    assert set(host["Tmpfs"]) == {"/tmp", "/work", "/sys"}
+    assert f"size={FAST.work_bytes}" in host["Tmpfs"]["/work"] and f"size={FAST.tmp_bytes}" in host["Tmpfs"]["/tmp"]
+    assert host["Binds"] and all(bind.endswith(":ro") for bind in host["Binds"])  # no host folder is writable
+    assert config["Image"] == sandbox_image.image_tag()
+
+
+def test_the_script_has_no_privileges_inside(djob):
+    probe = """
+        import json, os
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+        launcher = dict(line.split(":", 1) for line in open("/proc/1/status").read().splitlines())
+        print(json.dumps({
+            "uid": [os.getuid(), os.geteuid()],
+            "caps": [int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")],
+            "no_new_privs": [status["NoNewPrivs"].strip(), launcher["NoNewPrivs"].strip()],
+            "seccomp": status["Seccomp"].strip(),
+            "filters": status.get("Seccomp_filters", "2").strip(),
+            "root_read_only": bool(os.statvfs("/").f_flag & os.ST_RDONLY),
+            "work_size": os.statvfs("/work").f_blocks * os.statvfs("/work").f_frsize,
+        }))
+    """
+    result = djob(probe)
+    assert result.ok, result
+    seen = json.loads(result.stdout_tail)
+    assert seen["uid"] == [NOBODY, NOBODY] if os.geteuid() == 0 else [os.getuid(), os.getuid()]
+    assert seen["caps"] == [0, 0, 0, 0, 0]  # CapBnd 0: --cap-drop ALL (as nobody the others are 0 anyway)
+    assert seen["no_new_privs"] == ["1", "1"]  # the launcher too: --security-opt no-new-privileges
+    assert seen["seccomp"] == "2" and seen["filters"] == "2"  # Docker's filter and Forge's, stacked
+    assert seen["root_read_only"] is True  # --read-only
+    assert seen["work_size"] == FAST.work_bytes  # the folder is a tmpfs of exactly work_bytes
+
+
+def test_processes_together_cannot_pass_the_containers_memory(djob):
+    """Each child stays under the per-process limit (512 MiB); together they pass the container's
+    memory (552 MiB): the kernel's OOM killer ends one. bubblewrap has no such total."""
+    code = """
+        import os
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                block = b"\\x01" * (400 * 1024**2)
+                import time; time.sleep(3)
+                os._exit(0)
+            children.append(pid)
+        print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])
+    """
+    result = djob(code)
+    assert result.returncode == 0, result
+    assert -9 in json.loads(result.stdout_tail)  # SIGKILL from the OOM killer
+
+
+def test_docker_without_libseccomp_keeps_its_default_filter_and_says_so(djob, monkeypatch):
+    """Without Forge's filter, Docker's default one still refuses unshare, but allows what Forge's
+    also refuses (ptrace, personality, io_uring, inet sockets): the stacked filter is what closes them."""
+    monkeypatch.setattr(seccomp, "unavailable_reason", lambda: "libseccomp (the C library) is not installed")
+    code = """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.unshare(0x10000000), libc.ptrace(0, 0, 0, 0), libc.socket(2, 2, 0) >= 0)
+    """
+    result = djob(code)
+    assert result.ok and result.stdout_tail.split() == ["-1", "0", "True"], result
+    assert result.warnings == [
+        "The script ran in docker with Docker's default system-call filter only, not Forge's "
+        "(libseccomp (the C library) is not installed)."
+    ]
+
+
+def test_forge_builds_its_image_when_the_engine_lacks_it(djob, docker_engine):
+    """No registry needed: the image comes from this machine's Python, and comes back when deleted."""
+    tag = sandbox_image.image_tag()
+    if docker_engine.built is not None:  # the private engine started empty: the session fixture built it
+        assert docker_engine.built < 60
+    members = {m.name for m, _ in sandbox_image.image_members()}
+    assert str(sandbox_image.python_path()).lstrip("/") in members
+    stdlib = str(sandbox_image.stdlib_dir()).lstrip("/")
+    assert f"{stdlib}/os.py" in members and f"{stdlib}/json/__init__.py" in members
+    assert not any("site-packages" in name or name.startswith(f"{stdlib}/test/") for name in members)
+    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=True)
+    result = djob("import sys\nprint(sys.version)\n")
+    assert result.ok and result.stdout_tail.strip() == __import__("sys").version, result
+    assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def test_docker_is_chosen_when_asked_and_its_result_is_docker(djob):
+    assert sandbox.choose_runtime("docker") == "docker"
+    result = djob("print('hello')\n")
+    assert result.runtime == "docker" and result.stdout_tail == "hello\n" and result.warnings == []
