@@ -23,6 +23,8 @@ The engine must run on this machine (the bound script and inputs are host paths)
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import os
 import stat
@@ -137,16 +139,23 @@ def docker_command(
     command += ["--tmpfs", f"{SANDBOX_DIR}:rw,nosuid,nodev,size={limits.work_bytes},uid={uid},gid={gid},mode=0700"]
     command += ["--tmpfs", "/sys:ro,size=4k"]  # the host's devices and cgroups: nothing a script needs
     for docker_file in ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname"):  # Docker's copies name host servers
-        command += ["-v", f"{empty_file}:{docker_file}:ro"]
-    command += ["-v", f"{script}:{SANDBOX_DIR}/{SCRIPT_NAME}:ro"]
+        command += _mount("bind", f"source={empty_file}", f"target={docker_file}")
+    command += _mount("bind", f"source={script}", f"target={SANDBOX_DIR}/{SCRIPT_NAME}")
     for path in inputs:
-        command += ["-v", f"{path}:{SANDBOX_DIR}/{path.name}:ro"]
+        command += _mount("bind", f"source={path}", f"target={SANDBOX_DIR}/{path.name}")
     for hidden in _hidden_inside(inputs):
-        command += ["--tmpfs", f"{hidden}:ro,size=4k"]
+        command += _mount("tmpfs", f"target={hidden}", "tmpfs-size=4096")
     command += ["-w", SANDBOX_DIR, image]
     from forgellm.advisor.sandbox_image import python_path
 
     return [*command, str(python_path()), "-I", "-S", "-c", _LAUNCHER]
+
+
+def _mount(kind: str, *fields: str) -> list[str]:
+    """A read-only ``--mount``; its fields CSV-quoted, so paths with commas or colons stay whole."""
+    line = io.StringIO()
+    csv.writer(line).writerow([f"type={kind}", *fields, "readonly"])
+    return ["--mount", line.getvalue().rstrip("\r\n")]
 
 
 def _hidden_inside(inputs: list[Path]) -> list[str]:

@@ -61,7 +61,9 @@ def test_the_engine_runs_the_container_locked_down(djob):
     assert host["LogConfig"]["Type"] == "none"  # nothing the container prints is kept by the engine
     assert set(host["Tmpfs"]) == {"/tmp", "/work", "/sys"}
     assert f"size={FAST.work_bytes}" in host["Tmpfs"]["/work"] and f"size={FAST.tmp_bytes}" in host["Tmpfs"]["/tmp"]
-    assert host["Binds"] and all(bind.endswith(":ro") for bind in host["Binds"])  # no host folder is writable
+    assert not host["Binds"] and all(mount["ReadOnly"] for mount in host["Mounts"])  # no host folder is writable
+    targets = {mount["Target"] for mount in host["Mounts"] if mount["Type"] == "bind"}
+    assert targets == {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/work/script.py", "/work/tickets.csv"}
     assert config["Image"] == sandbox_image.image_tag()
 
 
@@ -142,6 +144,20 @@ def test_forge_builds_its_image_when_the_engine_lacks_it(djob, docker_engine):
     result = djob("import sys\nprint(sys.version)\n")
     assert result.ok and result.stdout_tail.strip() == __import__("sys").version, result
     assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def test_inputs_with_commas_and_colons_in_their_names(djob, monkeypatch):
+    """Docker's -v splits at colons; Forge's --mount fields are CSV-quoted."""
+    folder = djob.root / "in,put:2"
+    (folder / "private").mkdir(parents=True)
+    (folder / "rows,v1:final.csv").write_text("a,b\n")
+    (folder / "private" / "key").write_text("SECRET")
+    for path in (folder, folder / "private"):
+        path.chmod(0o755)
+    code = "import os\nprint(sorted(os.listdir('in,put:2')), open('in,put:2/rows,v1:final.csv').read().strip())\n"
+    monkeypatch.setenv("FORGE_HOME", str(folder / "private"))  # hidden inside the input folder
+    result = djob(code + "print(os.listdir('in,put:2/private'))\n", inputs=[folder])
+    assert result.ok and result.stdout_tail.splitlines() == ["['private', 'rows,v1:final.csv'] a,b", "[]"], result
 
 
 def test_docker_is_chosen_when_asked_and_its_result_is_docker(djob):
