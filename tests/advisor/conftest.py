@@ -18,7 +18,12 @@ def job(tmp_path):
     return make_job(tmp_path)
 
 
-@pytest.fixture(params=["bubblewrap", "docker"])
+# The Docker variants are `slow` together (~40 s: an engine, an image, a container per script):
+# `make test` runs them, `make test-fast` does not.
+DOCKER = pytest.param("docker", marks=pytest.mark.slow)
+
+
+@pytest.fixture(params=["bubblewrap", DOCKER])
 def sandbox_job(request, tmp_path):
     """``job`` in each sandbox: bubblewrap, and Docker with a real engine (see ``docker_engine``)."""
     if request.param == "bubblewrap" and shutil.which("bwrap") is None:

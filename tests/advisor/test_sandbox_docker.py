@@ -19,6 +19,7 @@ from advisor.sandbox_support import FAST, make_job
 from forgellm.advisor import sandbox, sandbox_image, seccomp
 
 NOBODY = 65534
+pytestmark = pytest.mark.slow  # with the Docker variants of the other sandbox tests: ~40 s in all
 
 
 @pytest.fixture

@@ -96,6 +96,7 @@ def test_script_output_is_validated_and_published(tmp_path, tickets):
     assert [p.name for p in result.output_path.parent.iterdir()] == ["tickets.jsonl"]  # no partial file left
 
 
+@pytest.mark.slow  # a Docker engine and image (shared with the other Docker tests)
 def test_the_docker_sandbox_end_to_end(tmp_path, tickets, docker_engine):
     """`advisor.sandbox: docker` with a real engine: output published; network and links refused."""
     result = run(tmp_path / "bot", tickets, CONVERT, runtime="docker", allow_unsandboxed=False)
