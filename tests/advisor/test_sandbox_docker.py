@@ -7,19 +7,23 @@ The hostile scripts themselves run in both sandboxes in test_sandbox.py and test
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import tarfile
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from advisor.sandbox_support import FAST, make_job
-from forgellm.advisor import sandbox, sandbox_image, seccomp
+from forgellm.advisor import sandbox, sandbox_docker, sandbox_image, seccomp
 
 NOBODY = 65534
-pytestmark = pytest.mark.slow  # with the Docker variants of the other sandbox tests: ~40 s in all
+# A real engine: with the Docker variants of the other sandbox tests, ~40 s in all (make test, not test-fast).
+ENGINE = pytest.mark.slow
 
 
 @pytest.fixture
@@ -40,6 +44,7 @@ def _inspect_running(found: list[dict], stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
+@ENGINE
 def test_the_engine_runs_the_container_locked_down(djob):
     found: list[dict] = []
     stop = threading.Event()
@@ -68,6 +73,7 @@ def test_the_engine_runs_the_container_locked_down(djob):
     assert config["Image"] == sandbox_image.image_tag()
 
 
+@ENGINE
 def test_the_script_has_no_privileges_inside(djob):
     probe = """
         import json, os
@@ -94,6 +100,7 @@ def test_the_script_has_no_privileges_inside(djob):
     assert seen["work_size"] == FAST.work_bytes  # the folder is a tmpfs of exactly work_bytes
 
 
+@ENGINE
 def test_processes_together_cannot_pass_the_containers_memory(djob):
     """Each child stays under the per-process limit (512 MiB); together they pass the container's
     memory (552 MiB): the kernel's OOM killer ends one. bubblewrap has no such total."""
@@ -114,6 +121,7 @@ def test_processes_together_cannot_pass_the_containers_memory(djob):
     assert -9 in json.loads(result.stdout_tail)  # SIGKILL from the OOM killer
 
 
+@ENGINE
 def test_docker_without_libseccomp_keeps_its_default_filter_and_says_so(djob, monkeypatch):
     """Without Forge's filter, Docker's default one still refuses unshare, but allows what Forge's
     also refuses (ptrace, personality, io_uring, inet sockets): the stacked filter is what closes them."""
@@ -131,6 +139,7 @@ def test_docker_without_libseccomp_keeps_its_default_filter_and_says_so(djob, mo
     ]
 
 
+@ENGINE
 def test_forge_builds_its_image_when_the_engine_lacks_it(djob, docker_engine):
     """No registry needed: the image comes from this machine's Python, and comes back when deleted."""
     tag = sandbox_image.image_tag()
@@ -147,6 +156,7 @@ def test_forge_builds_its_image_when_the_engine_lacks_it(djob, docker_engine):
     assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
 
 
+@ENGINE
 def test_inputs_with_commas_and_colons_in_their_names(djob, monkeypatch):
     """Docker's -v splits at colons; Forge's --mount fields are CSV-quoted."""
     folder = djob.root / "in,put:2"
@@ -161,7 +171,73 @@ def test_inputs_with_commas_and_colons_in_their_names(djob, monkeypatch):
     assert result.ok and result.stdout_tail.splitlines() == ["['private', 'rows,v1:final.csv'] a,b", "[]"], result
 
 
+@ENGINE
+def test_the_launcher_cannot_be_killed_or_stopped_by_the_script(djob):
+    """Forge's launcher is the container's init: signals from inside its PID namespace are dropped."""
+    code = """
+        import os, signal
+        for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM):
+            os.kill(1, sig)
+        open("output.jsonl", "w").write("{}")
+        print("still here")
+    """
+    result = djob(code)
+    assert result.ok and result.stdout_tail == "still here\n", result
+    assert (djob.work / "output.jsonl").read_text() == "{}"  # copied out by the launcher it tried to kill
+
+
+@ENGINE
 def test_docker_is_chosen_when_asked_and_its_result_is_docker(djob):
     assert sandbox.choose_runtime("docker") == "docker"
     result = djob("print('hello')\n")
     assert result.runtime == "docker" and result.stdout_tail == "hello\n" and result.warnings == []
+
+
+def _tar(entries: list[tuple[str, bytes | str | None, bytes]]) -> io.BytesIO:
+    """A tar stream: (name, tar type, content or link target)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = data.decode()
+                tar.addfile(info)
+            else:
+                info.size = len(data) if kind == tarfile.REGTYPE else 0
+                tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [("../escaped.txt", tarfile.REGTYPE, b"x")],
+        [("/tmp/escaped.txt", tarfile.REGTYPE, b"x")],
+        [("out", tarfile.SYMTYPE, b".."), ("out/escaped.txt", tarfile.REGTYPE, b"x")],
+        [("sub", tarfile.DIRTYPE, b""), ("sub/../../escaped.txt", tarfile.REGTYPE, b"x")],
+        [("hard", tarfile.LNKTYPE, b"/etc/passwd"), ("dev", tarfile.CHRTYPE, b"")],
+    ],
+    ids=["parent", "absolute", "through-a-link", "dotdot-in-a-folder", "hard-link-and-device"],
+)
+def test_unpacking_never_writes_outside_the_folder(tmp_path, entries):
+    """Whatever the stream from the container holds, only the working folder receives files
+    (checked without an engine: the launcher's tar is replaced by a hostile one)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    problem = sandbox_docker.unpack(_tar(entries), work, FAST)
+    assert problem is None
+    assert not (tmp_path / "escaped.txt").exists() and not os.path.exists("/tmp/escaped.txt")
+    assert [p.name for p in work.rglob("*") if p.is_file() and not p.is_symlink()] == []
+
+
+def test_unpacking_counts_files_and_bytes(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    many = _tar([(f"f{i}", tarfile.REGTYPE, b"x") for i in range(FAST.max_files + 5)])
+    assert sandbox_docker.unpack(many, work, FAST) == "it left more than 50 files in its folder (the file-count limit)"
+    assert len(list(work.iterdir())) == FAST.max_files
+    big = _tar([("a.bin", tarfile.REGTYPE, b"x" * 1024), ("b.bin", tarfile.REGTYPE, b"x" * 1024)])
+    small = replace(FAST, work_bytes=1500)
+    assert "folder-size limit" in sandbox_docker.unpack(big, tmp_path / "work", small)
