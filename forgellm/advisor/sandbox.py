@@ -2,9 +2,10 @@
 
 The script sees the Python interpreter and its standard library, its own folder (``/work``, the
 only writable place, capped in size and in files) with its inputs bound read-only inside, no
-network, no other host files, no credentials, an empty environment and (bubblewrap) a system-call
-filter. Limits: memory, CPU time, size of each written file, number of processes, wall time.
-The bubblewrap mode is built in ``sandbox_bwrap`` (its docstring says how), the filter in ``seccomp``.
+network, no other host files, no credentials, an empty environment and a system-call filter.
+Limits: memory, CPU time, size of each written file, number of processes, wall time.
+The bubblewrap mode is built in ``sandbox_bwrap``, the Docker mode in ``sandbox_docker`` (with its
+image in ``sandbox_image``; their docstrings say how), the filter in ``seccomp``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,6 @@ Runtime = Literal["auto", "bubblewrap", "docker"]
 NOBODY = 65534
 SANDBOX_DIR = "/work"  # where the script's folder appears inside the sandbox
 SCRIPT_NAME = "script.py"
-DOCKER_IMAGE = "python:3.12-slim"
 _TAIL_CHARS = 4000
 _GIB = 1024**3
 _MINIMAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": SANDBOX_DIR}
@@ -106,19 +105,9 @@ def run_sandboxed(
             command = _unsandboxed_command(script, workdir, inputs, limits)
         else:
             script, *inputs = _readable_for_nobody([script, *inputs], private_dir)
-            if chosen == "docker":
-                command = docker_command(script, workdir, inputs, limits, name=f"forge-script-{uuid.uuid4().hex[:12]}")
-            else:  # built by run_bubblewrap, which also copies the results out
-                command = []
-                warnings = [f"The script ran in bubblewrap {why}." for why in bubblewrap_shortfalls()]
-        as_root = os.geteuid() == 0 and chosen == "docker"
-        if as_root:  # the container's user is nobody: its folder must be writable by nobody
-            os.chown(workdir, NOBODY, NOBODY)
-        try:
-            result = _execute(command, script, workdir, inputs, private_dir, limits, chosen)
-        finally:
-            if as_root:
-                _give_back(workdir)
+            command = []  # built by run_bubblewrap or run_docker, which also copy the results out
+            warnings = [f"The script ran in {chosen} {why}." for why in _shortfalls(chosen)]
+        result = _execute(command, script, workdir, inputs, private_dir, limits, chosen)
     result.warnings += warnings
     if chosen == "unsandboxed":
         result.warnings.append(
@@ -185,6 +174,15 @@ def bubblewrap_shortfalls() -> list[str]:
     return missing
 
 
+def _shortfalls(runtime: str) -> list[str]:
+    from forgellm.advisor import seccomp
+
+    if runtime == "bubblewrap":
+        return bubblewrap_shortfalls()
+    why = seccomp.unavailable_reason()  # Docker's default filter still applies
+    return [] if why is None else [f"with Docker's default system-call filter only, not Forge's ({why})"]
+
+
 def docker_problem() -> str | None:
     """Why Docker cannot run containers here, or None when an engine answers."""
     if shutil.which("docker") is None:
@@ -201,22 +199,6 @@ def docker_problem() -> str | None:
 
 
 # ---------------------------------------------------------------- command lines
-
-
-def docker_command(script: Path, workdir: Path, inputs: list[Path], limits: SandboxLimits, *, name: str) -> list[str]:
-    user = f"{NOBODY}:{NOBODY}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    memory = str(limits.memory_bytes)
-    command = ["docker", "run", "--rm", "--name", name, "--network", "none", "--read-only"]
-    command += ["--tmpfs", f"/tmp:rw,size={limits.tmp_bytes}", "--memory", memory, "--memory-swap", memory]
-    command += ["--pids-limit", str(limits.max_processes), "--cpus", "1", "--user", user]
-    command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    command += ["--ulimit", f"cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}"]
-    command += ["--ulimit", f"fsize={limits.max_output_bytes}:{limits.max_output_bytes}"]
-    command += ["-v", f"{workdir}:{SANDBOX_DIR}:rw", "-v", f"{script}:{SANDBOX_DIR}/{SCRIPT_NAME}:ro"]
-    for path in inputs:
-        command += ["-v", f"{path}:{SANDBOX_DIR}/{path.name}:ro"]
-    command += ["-w", SANDBOX_DIR, "-e", f"HOME={SANDBOX_DIR}", DOCKER_IMAGE]
-    return [*command, "python", "-I", "-X", "utf8", f"{SANDBOX_DIR}/{SCRIPT_NAME}"]
 
 
 def _unsandboxed_command(script: Path, workdir: Path, inputs: list[Path], limits: SandboxLimits) -> list[str]:
@@ -260,14 +242,6 @@ def _readable_for_nobody(inputs: list[Path], private_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------- running and explaining
 
 
-def _give_back(workdir: Path) -> None:
-    """Files the script wrote as nobody (in a container) go back to the user running Forge."""
-    for folder, dirs, files in os.walk(workdir):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(folder, name), os.getuid(), os.getgid())
-    os.chown(workdir, os.getuid(), os.getgid())
-
-
 def _execute(
     command: list[str],
     script: Path,
@@ -281,9 +255,14 @@ def _execute(
     out_path, err_path = private_dir / "stdout", private_dir / "stderr"
     env = _MINIMAL_ENV | {"HOME": str(workdir)} if runtime == "unsandboxed" else None
     started = time.monotonic()
-    timed_out, problem = False, None
+    timed_out, problem, report = False, None, None
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        if runtime == "bubblewrap":
+        if runtime == "docker":
+            from forgellm.advisor.sandbox_docker import run_docker
+
+            process, report, problem = run_docker(script, workdir, inputs, limits, err, private_dir)
+            timed_out = bool(report and report["timed_out"])
+        elif runtime == "bubblewrap":
             from forgellm.advisor.sandbox_bwrap import run_bubblewrap
 
             process, timed_out, problem = run_bubblewrap(script, workdir, inputs, limits, out, err)
@@ -303,13 +282,16 @@ def _execute(
                 timed_out = True
         if process.returncode is None:
             _stop(process, command)
-    if runtime != "bubblewrap":  # bubblewrap counted while copying out; here the folder is the host's
+    if runtime == "unsandboxed":  # the sandboxes counted while copying out; here the folder is the host's
         problem = folder_over_limits(workdir, limits)
-    stderr = _tail(err_path)
-    reason = explain_stop(process.returncode, stderr, timed_out=timed_out, limits=limits, runtime=runtime)
+    # Docker: the launcher reports the script's status and output (the container's are its own).
+    returncode = report["returncode"] if report else process.returncode
+    stdout = report["stdout"] if report else _tail(out_path)
+    stderr = (report["stderr"] + _tail(err_path))[-_TAIL_CHARS:] if report else _tail(err_path)
+    reason = explain_stop(returncode, stderr, timed_out=timed_out, limits=limits, runtime=runtime)
     return SandboxResult(
-        returncode=process.returncode,
-        stdout_tail=_tail(out_path),
+        returncode=returncode,
+        stdout_tail=stdout,
         stderr_tail=stderr,
         runtime=runtime,
         duration=time.monotonic() - started,
@@ -336,8 +318,6 @@ def _stop(process: subprocess.Popen, command: list[str]) -> None:
     namespace: when it dies the kernel kills every process inside and bubblewrap exits after it."""
     import psutil
 
-    if command[:2] == ["docker", "run"]:  # the container outlives a killed client
-        subprocess.run(["docker", "kill", command[command.index("--name") + 1]], capture_output=True, timeout=30)
     try:
         inner = psutil.Process(process.pid).children()
     except psutil.NoSuchProcess:
@@ -416,6 +396,8 @@ def explain_stop(returncode: int, stderr: str, *, timed_out: bool, limits: Sandb
         reasons.append(f"it ran longer than {limits.wall_seconds:g} s (the wall-clock limit) and was stopped")
     if runtime == "bubblewrap" and returncode == 1 and stderr.startswith("bwrap:"):
         reasons.append(f"the sandbox could not start ({stderr.strip()})")
+    if runtime == "docker" and returncode in (125, 126, 127) and not stderr.startswith("Traceback"):
+        reasons.append(f"the container could not start ({stderr.strip()[-300:]})")
     return "; ".join(dict.fromkeys(reasons)) or None
 
 

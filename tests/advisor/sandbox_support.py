@@ -27,8 +27,9 @@ FAST = SandboxLimits(
 )
 
 
-def make_job(tmp_path: Path):
-    """A fresh working folder, one CSV input, and a function running a script text on them."""
+def make_job(tmp_path: Path, runtime: str = "auto"):
+    """A fresh working folder, one CSV input, and a function running a script text on them
+    (in ``runtime`` unless a call names another)."""
     work = tmp_path / "work"
     work.mkdir()
     data = tmp_path / "tickets.csv"
@@ -37,7 +38,8 @@ def make_job(tmp_path: Path):
     def run(code: str, limits: SandboxLimits = FAST, inputs: list[Path] | None = None, **kwargs):
         script = tmp_path / "script_source.py"
         script.write_text(textwrap.dedent(code))
+        kwargs.setdefault("runtime", runtime)
         return run_sandboxed(script, work, [data] if inputs is None else inputs, limits=limits, **kwargs)
 
-    run.work, run.data, run.root = work, data, tmp_path
+    run.work, run.data, run.root, run.runtime = work, data, tmp_path, runtime
     return run

@@ -1,13 +1,15 @@
 """The sandbox of advisor-written scripts: hostile scripts are stopped, with a reason a user understands.
 
 Limits are small here (seconds, a few hundred MiB, 16 processes) so the whole file stays fast and a
-fork bomb is contained long before it could disturb the machine.
+fork bomb is contained long before it could disturb the machine. Each hostile script runs in both
+sandboxes (``sandbox_job``): bubblewrap, and Docker with a real, private engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from advisor.sandbox_support import FAST, needs_bwrap
+from advisor.sandbox_support import FAST
 from forgellm.advisor import sandbox
-from forgellm.advisor.sandbox import SandboxLimits, docker_command, explain_stop, run_sandboxed
+from forgellm.advisor.sandbox import SandboxLimits, explain_stop, run_sandboxed
 from forgellm.errors import ForgeError
 
 BENIGN = """
@@ -35,25 +37,22 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@needs_bwrap
-def test_benign_script_converts_csv_in_bubblewrap(job):
-    result = job(BENIGN)
-    assert result.ok and result.runtime == "bubblewrap", result
-    rows = _lines(job.work / "output.jsonl")
+def test_benign_script_converts_csv(sandbox_job):
+    result = sandbox_job(BENIGN)
+    assert result.ok and result.runtime == sandbox_job.runtime, result
+    rows = _lines(sandbox_job.work / "output.jsonl")
     assert [r["messages"][0]["content"] for r in rows] == ["Where is my order?", "Can I pay by card?"]
-    assert (job.work / "output.jsonl").stat().st_uid == os.getuid()  # given back when the script ran as nobody
+    assert (sandbox_job.work / "output.jsonl").stat().st_uid == os.getuid()  # given back when the script ran as nobody
 
 
-@needs_bwrap
-def test_input_is_read_only(job):
-    result = job("open('tickets.csv', 'a').write('hacked')\n")
+def test_input_is_read_only(sandbox_job):
+    result = sandbox_job("open('tickets.csv', 'a').write('hacked')\n")
     # EROFS or, as nobody on a root-owned input, EACCES: either way a plain reason.
     assert "read-only" in result.killed_reason or "may not read or write" in result.killed_reason
-    assert "hacked" not in job.data.read_text()
+    assert "hacked" not in sandbox_job.data.read_text()
 
 
-@needs_bwrap
-def test_socket_to_the_host_loopback_is_blocked(job):
+def test_socket_to_the_host_loopback_is_blocked(sandbox_job):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -61,7 +60,8 @@ def test_socket_to_the_host_loopback_is_blocked(job):
     port = server.getsockname()[1]
     accepted: list[object] = []
     threading.Thread(target=lambda: _accept(server, accepted), daemon=True).start()
-    result = job(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'data')\n")
+    connect = f"socket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'data')"
+    result = sandbox_job(f"import socket\n{connect}\n")
     server.close()
     assert "network" in result.killed_reason
     assert accepted == []  # the host's server never saw a connection
@@ -74,19 +74,17 @@ def _accept(server: socket.socket, accepted: list[object]) -> None:
         pass
 
 
-@needs_bwrap
 @pytest.mark.parametrize(
     "code", ["socket.create_connection(('1.1.1.1', 443), timeout=3)", "socket.getaddrinfo('pypi.org', 443)"]
 )
-def test_external_network_and_dns_are_blocked(job, code):
-    result = job(f"import socket\n{code}\n")
+def test_external_network_and_dns_are_blocked(sandbox_job, code):
+    result = sandbox_job(f"import socket\n{code}\n")
     assert result.returncode != 0
     assert result.killed_reason == "it tried to use the network, which the sandbox blocks"
 
 
-@needs_bwrap
-def test_secrets_outside_its_folder_are_not_readable(job):
-    secret = job.root / "elsewhere" / "id_rsa"
+def test_secrets_outside_its_folder_are_not_readable(sandbox_job):
+    secret = sandbox_job.root / "elsewhere" / "id_rsa"
     secret.parent.mkdir()
     secret.write_text("PRIVATE KEY")
     home = Path.home()
@@ -101,7 +99,7 @@ def test_secrets_outside_its_folder_are_not_readable(job):
         seen["home"] = sorted(os.listdir({str(home)!r})) if os.path.isdir({str(home)!r}) else None
         print(json.dumps(seen))
     """
-    result = job(probe)
+    result = sandbox_job(probe)
     assert result.ok, result
     seen = json.loads(result.stdout_tail)
     assert "PRIVATE KEY" not in result.stdout_tail
@@ -111,11 +109,10 @@ def test_secrets_outside_its_folder_are_not_readable(job):
     assert seen["home"] is None or set(seen["home"]) <= allowed
 
 
-@needs_bwrap
-def test_forge_home_inside_an_input_folder_stays_hidden(job, monkeypatch):
+def test_forge_home_inside_an_input_folder_stays_hidden(sandbox_job, monkeypatch):
     """FORGE_HOME (credentials) inside a folder the script is given: that part of the folder is an
     empty tmpfs inside. Nothing here is under /tmp's replacement: the folder is bound as /work/corpus."""
-    corpus = job.root / "corpus"
+    corpus = sandbox_job.root / "corpus"
     forge_home = corpus / "forge-home"
     forge_home.mkdir(parents=True)
     (corpus / "rows.csv").write_text("question,answer\nHi?,Hello.\n")
@@ -129,18 +126,17 @@ def test_forge_home_inside_an_input_folder_stays_hidden(job, monkeypatch):
         print(os.listdir("corpus/forge-home"))
         print(open("corpus/forge-home/credentials.json").read())
     """
-    result = job(probe, inputs=[corpus])
+    result = sandbox_job(probe, inputs=[corpus])
     assert result.stdout_tail.splitlines() == ["Hi?,Hello.", "[]"], result
     assert "FileNotFoundError" in result.stderr_tail and "AIza-secret" not in result.stdout_tail
 
 
-@needs_bwrap
-def test_writes_outside_its_folder_fail_and_leave_the_host_untouched(job):
+def test_writes_outside_its_folder_fail_and_leave_the_host_untouched(sandbox_job):
     marker = f"forge-escape-{os.getpid()}"
-    result = job(
+    result = sandbox_job(
         f"""
         import os
-        for path in ["/tmp/{marker}", {str(job.root / marker)!r}]:
+        for path in ["/tmp/{marker}", {str(sandbox_job.root / marker)!r}]:
             try:
                 open(path, "w").write("x")
             except OSError:
@@ -149,14 +145,13 @@ def test_writes_outside_its_folder_fail_and_leave_the_host_untouched(job):
         """
     )
     assert "outside its folder" in result.killed_reason
-    assert not Path(f"/tmp/{marker}").exists() and not (job.root / marker).exists()
+    assert not Path(f"/tmp/{marker}").exists() and not (sandbox_job.root / marker).exists()
     assert not Path(f"/usr/{marker}").exists()
 
 
-@needs_bwrap
-def test_fork_bomb_is_contained_by_the_process_limit(job):
+def test_fork_bomb_is_contained_by_the_process_limit(sandbox_job):
     # First a bounded proof: 200 attempts, at most 16 processes alive.
-    counted = job(
+    counted = sandbox_job(
         """
         import os, time
         started = 0
@@ -172,16 +167,16 @@ def test_fork_bomb_is_contained_by_the_process_limit(job):
         """
     )
     assert counted.ok and 0 < int(counted.stdout_tail) < FAST.max_processes, counted
-    bomb = job("import os\nwhile True:\n    os.fork()\n")
+    bomb = sandbox_job("import os\nwhile True:\n    os.fork()\n")
     assert "process limit" in bomb.killed_reason
     assert _sandbox_processes_gone()
     assert subprocess.run(["true"]).returncode == 0  # the host can still start processes
 
 
-@needs_bwrap
-def test_stubborn_fork_bomb_ends_at_the_wall_clock_limit(job):
+def test_stubborn_fork_bomb_ends_at_the_wall_clock_limit(sandbox_job):
     limits = SandboxLimits(cpu_seconds=2, wall_seconds=2, max_processes=8, memory_bytes=FAST.memory_bytes)
-    result = job("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", limits)
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    result = sandbox_job(bomb, limits)
     assert "wall-clock limit" in result.killed_reason and result.duration < 10
     assert _sandbox_processes() == []
 
@@ -202,43 +197,37 @@ def _sandbox_processes() -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"]) if "/work/script.py" in (p.info["cmdline"] or [])]
 
 
-@needs_bwrap
-def test_endless_loop_hits_the_cpu_limit(job):
-    result = job("while True:\n    pass\n", SandboxLimits(cpu_seconds=1, wall_seconds=20))
+def test_endless_loop_hits_the_cpu_limit(sandbox_job):
+    result = sandbox_job("while True:\n    pass\n", SandboxLimits(cpu_seconds=1, wall_seconds=20))
     assert result.killed_reason == "it used more than 1 s of CPU time (the CPU limit)"
     assert result.duration < 10
 
 
-@needs_bwrap
-def test_sleeping_script_hits_the_wall_clock_limit(job):
-    result = job("import time\ntime.sleep(60)\n", SandboxLimits(wall_seconds=1))
+def test_sleeping_script_hits_the_wall_clock_limit(sandbox_job):
+    result = sandbox_job("import time\ntime.sleep(60)\n", SandboxLimits(wall_seconds=1))
     assert result.killed_reason == "it ran longer than 1 s (the wall-clock limit) and was stopped"
 
 
-@needs_bwrap
-def test_huge_memory_hits_the_memory_limit(job):
-    result = job("block = bytearray(4 * 1024**3)\n")
+def test_huge_memory_hits_the_memory_limit(sandbox_job):
+    result = sandbox_job("block = bytearray(4 * 1024**3)\n")
     assert result.killed_reason == "it needed more than 512 MiB of memory (the memory limit)"
 
 
-@needs_bwrap
-def test_huge_file_hits_the_file_size_limit(job):
-    result = job("with open('big.bin', 'wb') as f:\n    for _ in range(64):\n        f.write(b'x' * 1024**2)\n")
+def test_huge_file_hits_the_file_size_limit(sandbox_job):
+    result = sandbox_job("with open('big.bin', 'wb') as f:\n    for _ in range(64):\n        f.write(b'x' * 1024**2)\n")
     assert "file-size limit" in result.killed_reason
-    assert (job.work / "big.bin").stat().st_size <= FAST.max_output_bytes
+    assert (sandbox_job.work / "big.bin").stat().st_size <= FAST.max_output_bytes
 
 
-@needs_bwrap
-def test_private_tmp_is_small(job):
-    result = job("open('/tmp/fill', 'wb').write(b'x' * 64 * 1024**2)\n")
+def test_private_tmp_is_small(sandbox_job):
+    result = sandbox_job("open('/tmp/fill', 'wb').write(b'x' * 64 * 1024**2)\n")
     assert result.returncode != 0 and "No space left on device" in result.stderr_tail
 
 
-@needs_bwrap
-def test_environment_secrets_do_not_reach_the_script(job, monkeypatch):
+def test_environment_secrets_do_not_reach_the_script(sandbox_job, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-do-not-leak")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-do-not-leak")
-    result = job("import json, os\nprint(json.dumps(dict(os.environ)))\n")
+    result = sandbox_job("import json, os\nprint(json.dumps(dict(os.environ)))\n")
     env = json.loads(result.stdout_tail)
     assert "do-not-leak" not in result.stdout_tail
     assert set(env) <= {"PATH", "LANG", "LC_ALL", "HOME", "LC_CTYPE", "PWD"}
@@ -273,55 +262,16 @@ def test_unsandboxed_with_flag_runs_with_limits_and_a_warning(job, no_tools):
     assert job.data.read_text().startswith("question,answer")
 
 
-def _fake_docker(tmp_path: Path, monkeypatch, *, engine: bool) -> Path:
-    """A `docker` that answers `info` (or not) and records the arguments of `run`."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "docker-args.json"
-    fake = bin_dir / "docker"
-    fake.write_text(
-        f"#!{sys.executable}\n"
-        "import json, sys\n"
-        "if sys.argv[1] == 'info':\n"
-        f"    print('27.0.1' if {engine} else '', end='')\n"
-        f"    sys.exit(0 if {engine} else 1)\n"
-        f"open({str(log)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
-    )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return log
-
-
-def test_docker_without_an_engine_is_a_clear_error(job, tmp_path, monkeypatch):
-    _fake_docker(tmp_path, monkeypatch, engine=False)
+def test_docker_without_an_engine_is_a_clear_error(job, monkeypatch):
+    """The real docker client with no engine behind its socket."""
+    if shutil.which("docker") is None:
+        pytest.skip("no `docker` client installed")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{job.root / 'no-engine.sock'}")
     with pytest.raises(ForgeError) as info:
         job(BENIGN, runtime="docker")
     assert "advisor.sandbox is `docker`" in info.value.message and "no Docker engine answers" in info.value.message
     assert "systemctl start docker" in info.value.fix and "bubblewrap" in info.value.fix
-
-
-def test_docker_runs_the_script_in_a_locked_down_container(job, tmp_path, monkeypatch):
-    log = _fake_docker(tmp_path, monkeypatch, engine=True)
-    result = job(BENIGN, runtime="docker")
-    assert result.runtime == "docker" and result.returncode == 0
-    args = json.loads(log.read_text())
-    assert args[0] == "run" and args[-5:] == ["python", "-I", "-X", "utf8", "/work/script.py"]
-
-
-def test_docker_command_line(tmp_path):
-    script, work, data = tmp_path / "s.py", tmp_path / "work", tmp_path / "tickets.csv"
-    command = docker_command(script, work, [data], FAST, name="forge-script-test")
-    joined = " ".join(command)
-    user = "65534:65534" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    for part in (
-        "docker run --rm --name forge-script-test --network none --read-only",
-        f"--tmpfs /tmp:rw,size={FAST.tmp_bytes}",
-        f"--memory {FAST.memory_bytes} --memory-swap {FAST.memory_bytes}",
-        f"--pids-limit 16 --cpus 1 --user {user} --cap-drop ALL --security-opt no-new-privileges",
-        f"-v {work}:/work:rw -v {script}:/work/script.py:ro -v {data}:/work/tickets.csv:ro -w /work",
-        "python:3.12-slim python -I -X utf8 /work/script.py",
-    ):
-        assert part in joined
+    assert not (job.work / "output.jsonl").exists()
 
 
 def test_bubblewrap_chosen_but_missing_is_a_clear_error(no_tools):

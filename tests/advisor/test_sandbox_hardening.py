@@ -34,11 +34,11 @@ def outside_secret():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+DOCKER_ETC = ["/etc/hosts", "/etc/resolv.conf"]
 HOST_FILES = ["/etc/passwd", "/etc/hostname", "/etc/shadow", "/etc/os-release", "/usr/bin/env", "/var/log", "/opt"]
 
 
-@needs_bwrap
-def test_host_files_outside_the_binds_do_not_exist_inside(job, outside_secret):
+def test_host_files_outside_the_binds_do_not_exist_inside(sandbox_job, outside_secret):
     probe = f"""
         import json, os
         seen = {{}}
@@ -47,22 +47,27 @@ def test_host_files_outside_the_binds_do_not_exist_inside(job, outside_secret):
                 seen[path] = os.listdir(path) if os.path.isdir(path) else open(path).read()
             except OSError as exc:
                 seen[path] = type(exc).__name__
-        seen["/"] = sorted(os.listdir("/"))
-        seen["/etc"] = sorted(os.listdir("/etc"))
-        seen["/usr"] = sorted(os.listdir("/usr"))
+        for folder in ["/", "/etc", "/usr", "/sys"]:
+            seen[folder] = sorted(os.listdir(folder)) if os.path.isdir(folder) else None
+        for name in {DOCKER_ETC!r}:
+            seen[name] = open(name).read() if os.path.exists(name) else None
         print(json.dumps(seen))
     """
-    result = job(probe)
+    result = sandbox_job(probe)
     assert result.ok, result
     seen = json.loads(result.stdout_tail)
-    assert {path: seen[path] for path in [*HOST_FILES, str(outside_secret)]} == dict.fromkeys(
-        [*HOST_FILES, str(outside_secret)], "FileNotFoundError"
-    )
-    assert seen["/etc"] == ["ld.so.cache"]
+    expected = dict.fromkeys([*HOST_FILES, str(outside_secret)], "FileNotFoundError")
+    if sandbox_job.runtime == "docker":  # Docker always mounts these: Forge mounts empty files there
+        expected["/etc/hostname"] = ""
+    assert {path: seen[path] for path in [*HOST_FILES, str(outside_secret)]} == expected
+    docker = {"hostname", "hosts", "resolv.conf", "mtab"} if sandbox_job.runtime == "docker" else set()
+    assert set(seen["/etc"]) == {"ld.so.cache", *docker}
+    assert all(seen[name] in (None, "") for name in DOCKER_ETC)  # not the host's name servers or hosts
     assert set(seen["/usr"]) <= {"lib", "lib32", "lib64", "libx32", "local"}  # local: a /usr/local Python
+    assert seen["/sys"] in (None, [])  # Docker's /sys (host devices, cgroups) is an empty tmpfs
     python_top = Path(os.path.realpath(os.sys.base_prefix)).parts[1]
-    expected = {"dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "tmp", "usr", "work", python_top}
-    assert set(seen["/"]) <= expected
+    allowed = {"dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "tmp", "usr", "work", python_top}
+    assert set(seen["/"]) <= allowed | ({"sys", ".dockerenv"} if docker else set())
 
 
 STDLIB = """
@@ -95,11 +100,10 @@ STDLIB = """
 """
 
 
-@needs_bwrap
-def test_a_standard_library_script_still_works(job):
-    result = job(STDLIB)
+def test_a_standard_library_script_still_works(sandbox_job):
+    result = sandbox_job(STDLIB)
     assert result.ok, result
-    summary = json.loads((job.work / "output.json").read_text())
+    summary = json.loads((sandbox_job.work / "output.json").read_text())
     assert summary == {
         "rows": 2, "sqrt": 4.0, "mean": 2, "sha": "2d711642", "zip": True, "nfc": True,
         "when": "2024-01-01T00:00:00", "xml": "b", "top": "where", "random": True, "yaml": "absent",
@@ -139,39 +143,36 @@ def _alive(process) -> bool:
 # ---------------------------------------------------------------- the working folder's size and files
 
 
-@needs_bwrap
-def test_many_files_cannot_exceed_the_folder_size_cap(job):
+def test_many_files_cannot_exceed_the_folder_size_cap(sandbox_job):
     """Each file stays under the per-file limit (16 MiB); together they pass the folder's 24 MiB."""
     code = """
         for i in range(40):
             with open(f"part-{i}.bin", "wb") as f:
                 f.write(b"x" * 1024**2)
     """
-    result = job(code)
+    result = sandbox_job(code)
     assert "folder-size limit" in result.killed_reason and "No space left on device" in result.stderr_tail
-    written = sum(p.stat().st_size for p in job.work.iterdir())
+    written = sum(p.stat().st_size for p in sandbox_job.work.iterdir())
     assert 0 < written <= FAST.work_bytes
 
 
-@needs_bwrap
-def test_too_many_files_are_refused(job):
-    result = job("for i in range(500):\n    open(f'row-{i}.json', 'w').close()\n")
+def test_too_many_files_are_refused(sandbox_job):
+    result = sandbox_job("for i in range(500):\n    open(f'row-{i}.json', 'w').close()\n")
     assert result.killed_reason == "it left more than 50 files in its folder (the file-count limit)"
-    assert len(list(job.work.iterdir())) <= FAST.max_files
+    assert len(list(sandbox_job.work.iterdir())) <= FAST.max_files
 
 
-@needs_bwrap
-def test_files_in_subfolders_count_and_are_copied_back(job):
+def test_files_in_subfolders_count_and_are_copied_back(sandbox_job):
     code = """
         import os
         os.makedirs("a/b")
         open("a/b/deep.txt", "w").write("deep")
         os.symlink("/etc/passwd", "a/link")
     """
-    result = job(code)
+    result = sandbox_job(code)
     assert result.ok, result
-    assert (job.work / "a" / "b" / "deep.txt").read_text() == "deep"
-    assert os.readlink(job.work / "a" / "link") == "/etc/passwd"  # copied as a link, never followed
+    assert (sandbox_job.work / "a" / "b" / "deep.txt").read_text() == "deep"
+    assert os.readlink(sandbox_job.work / "a" / "link") == "/etc/passwd"  # copied as a link, never followed
 
 
 # ---------------------------------------------------------------- the system-call filter
@@ -194,9 +195,8 @@ EXPECTED_ERRNO = {name: errno.EPERM for name in SYSCALL_PROBES} | {
 }
 
 
-@needs_bwrap
 @pytest.mark.parametrize("name", SYSCALL_PROBES)
-def test_forbidden_system_calls_fail(job, name):
+def test_forbidden_system_calls_fail(sandbox_job, name):
     code = f"""
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
@@ -205,19 +205,17 @@ def test_forbidden_system_calls_fail(job, name):
             os._exit(0)  # the child of a clone() that worked
         print(ctypes.get_errno() if rc == -1 else 0)
     """
-    result = job(code)
+    result = sandbox_job(code)
     assert result.stdout_tail.split() == [str(EXPECTED_ERRNO[name])], result
 
 
-@needs_bwrap
-def test_a_forbidden_call_is_explained(job):
-    result = job("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.unshare(0x10000000):\n"
+def test_a_forbidden_call_is_explained(sandbox_job):
+    result = sandbox_job("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.unshare(0x10000000):\n"
                  "    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))\n")  # fmt: skip
     assert result.killed_reason == "it made a system call the sandbox forbids (Operation not permitted)"
 
 
-@needs_bwrap
-def test_threads_processes_and_local_sockets_still_work(job):
+def test_threads_processes_and_local_sockets_still_work(sandbox_job):
     code = """
         import os, socket, subprocess, sys, threading
         a, b = socket.socketpair()
@@ -228,7 +226,7 @@ def test_threads_processes_and_local_sockets_still_work(job):
         child = subprocess.run([sys.executable, "-I", "-S", "-c", "print(6 * 7)"], capture_output=True, text=True)
         print(done[0].decode(), child.stdout.strip())
     """
-    result = job(code)
+    result = sandbox_job(code)
     assert result.ok and result.stdout_tail.split() == ["ok", "42"], result
 
 

@@ -49,7 +49,8 @@ def test_sandbox_tests_pass_as_an_unprivileged_user():
             "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
         }  # fmt: skip
         pytest_args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
-        pytest_args += ["--basetemp", str(scratch / "home" / "pytest"), *SANDBOX_TESTS]
+        # Docker's variants need root to start a private engine (test_sandbox_docker.py runs them as root).
+        pytest_args += ["--basetemp", str(scratch / "home" / "pytest"), "-k", "not docker", *SANDBOX_TESTS]
         as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
         check = shlex.join([*as_nobody, sys.executable, "-c", WHO_AM_I])
         script = " && ".join([*_open_up(scratch / "stage"), check, shlex.join([*as_nobody, *pytest_args])])

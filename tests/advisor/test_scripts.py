@@ -96,6 +96,17 @@ def test_script_output_is_validated_and_published(tmp_path, tickets):
     assert [p.name for p in result.output_path.parent.iterdir()] == ["tickets.jsonl"]  # no partial file left
 
 
+@pytest.mark.slow  # a Docker engine and image (shared with the other Docker tests)
+def test_the_docker_sandbox_end_to_end(tmp_path, tickets, docker_engine):
+    """`advisor.sandbox: docker` with a real engine: output published; network and links refused."""
+    result = run(tmp_path / "bot", tickets, CONVERT, runtime="docker", allow_unsandboxed=False)
+    assert result.sandbox.runtime == "docker" and result.rows_written == 13 and result.invalid_lines == 0
+    with pytest.raises(ForgeError, match="it tried to use the network"):
+        run(tmp_path / "bot", tickets, "import socket\nsocket.create_connection(('1.1.1.1', 443))\n", runtime="docker")
+    with pytest.raises(ForgeError, match="a link instead"):
+        run(tmp_path / "bot", tickets, "import os\nos.symlink('/etc/passwd', 'output.jsonl')\n", runtime="docker")
+
+
 def test_the_advisor_sees_a_masked_sample_not_the_file(tmp_path, tickets):
     advisor = FixedAdvisor(CONVERT)
     run_advisor_script(tmp_path / "bot", tickets, "chats", advisor, limits=LIMITS, allow_unsandboxed=not HAS_BWRAP)
