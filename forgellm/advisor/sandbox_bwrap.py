@@ -65,6 +65,12 @@ if child == 0:
     for name, value in cfg["rlimits"].items():
         resource.setrlimit(getattr(resource, name), tuple(value))
     os.execv(sys.executable, [sys.executable, "-I", "-S", "-X", "utf8", sys.argv[2]])
+def running(pid):  # a process still there and not a zombie; one that vanished while we looked is gone
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return not stat.read().rsplit(")", 1)[1].startswith(" Z")
+    except OSError:
+        return False
 watch = os.pidfd_open(child)
 timed_out = not select.select([watch], [], [], cfg["wall_seconds"])[0]
 deadline, code = time.monotonic() + 10, -signal.SIGKILL
@@ -82,9 +88,7 @@ while time.monotonic() < deadline:
             break
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
-    alive = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
-    alive = [p for p in alive if not open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].startswith(" Z")]
-    if not alive:
+    if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()) and running(p)]:
         break
     time.sleep(0.02)
 code = 128 + signal.SIGKILL if timed_out else (128 - code if code < 0 else code)
@@ -122,7 +126,7 @@ def bubblewrap_command(
     for path in inputs:
         command += ["--ro-bind", str(path), f"{SANDBOX_DIR}/{path.name}"]
     shown = [*binds, *((str(p), f"{SANDBOX_DIR}/{p.name}") for p in inputs)]
-    for hidden in _hidden_inside(shown):
+    for hidden in [*_hidden_inside(shown), *_package_folders(binds)]:
         command += ["--tmpfs", hidden, "--remount-ro", hidden]
     # The root itself is bubblewrap's tmpfs: read-only once every mount point is made.
     command += ["--remount-ro", "/", "--chdir", SANDBOX_DIR, "--clearenv", "--info-fd", str(info_fd)]
@@ -164,6 +168,19 @@ def _interpreter_binds() -> list[tuple[str, str]]:
         wanted.update(p.resolve() for p in prefix.glob("lib/libpython*.so*"))
     covered = [p for p in wanted if not any(other in p.parents for other in wanted)]
     return [(str(p), str(p)) for p in sorted(covered)]
+
+
+def _package_folders(binds: list[tuple[str, str]]) -> list[str]:
+    """Installed packages inside the bound library folders (the base interpreter's site-packages, Debian's
+    dist-packages): emptied, because scripts may use the standard library only, and hundreds of MB of
+    third-party code are attack surface and a view of what this machine runs."""
+    found = set()
+    for _, dest in binds:
+        root = Path(dest)
+        if root.is_dir():
+            for pattern in ("site-packages", "dist-packages", "python3*/site-packages", "python3*/dist-packages"):
+                found.update(str(p) for p in root.glob(pattern) if p.is_dir() and not p.is_symlink())
+    return sorted(found)
 
 
 def _parents_to_make(dests: list[str]) -> list[str]:

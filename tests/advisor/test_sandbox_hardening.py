@@ -7,9 +7,11 @@ readable, the folder unbounded, every system call allowed).
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import shutil
+import site
 import tempfile
 from pathlib import Path
 
@@ -108,6 +110,22 @@ def test_a_standard_library_script_still_works(sandbox_job):
         "rows": 2, "sqrt": 4.0, "mean": 2, "sha": "2d711642", "zip": True, "nfc": True,
         "when": "2024-01-01T00:00:00", "xml": "b", "top": "where", "random": True, "yaml": "absent",
     }  # fmt: skip
+
+
+def test_installed_packages_are_not_visible(sandbox_job):
+    """Scripts get the standard library only: the interpreter's own site-packages (and Debian's
+    dist-packages) are empty inside, though the folders around them are bound."""
+    probe = """
+        import glob, json, os, site, sys
+        folders = [*site.getsitepackages(), *glob.glob("/usr/lib/python3*/dist-packages")]
+        print(json.dumps({f: sorted(os.listdir(f)) for f in folders if os.path.isdir(f)}))
+    """
+    host = [f for f in [*site.getsitepackages(), *glob.glob("/usr/lib/python3*/dist-packages")]
+            if os.path.isdir(f) and os.listdir(f)]  # fmt: skip
+    assert host, "nothing installed in the interpreter's own site-packages here: the test would prove nothing"
+    result = sandbox_job(probe)
+    assert result.ok, result
+    assert all(listing == [] for listing in json.loads(result.stdout_tail).values()), result.stdout_tail
 
 
 @needs_bwrap
