@@ -5,7 +5,8 @@ only writable place, capped in size and in files) with its inputs bound read-onl
 network, no other host files, no credentials, an empty environment and a system-call filter.
 Limits: memory, CPU time, size of each written file, number of processes, wall time.
 The bubblewrap mode is built in ``sandbox_bwrap``, the Docker mode in ``sandbox_docker`` (with its
-image in ``sandbox_image``; their docstrings say how), the filter in ``seccomp``.
+image in ``sandbox_image``; their docstrings say how), the filter in ``seccomp``, what they share (limits,
+names inside) in ``sandbox_limits``.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from forgellm.advisor.sandbox_limits import (  # noqa: F401 (SandboxLimits is re-exported: the API takes it)
+    MINIMAL_ENV,
+    NOBODY,
+    SANDBOX_DIR,
+    SCRIPT_NAME,
+    TAIL_CHARS,
+    SandboxLimits,
+)
 from forgellm.errors import ErrorCode, ForgeError
 
 Runtime = Literal["auto", "bubblewrap", "docker"]
-NOBODY = 65534
-SANDBOX_DIR = "/work"  # where the script's folder appears inside the sandbox
-SCRIPT_NAME = "script.py"
-_TAIL_CHARS = 4000
-_GIB = 1024**3
-_MINIMAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": SANDBOX_DIR}
 _BWRAP_INSTALL = "`sudo apt-get install bubblewrap` (or `sudo dnf install bubblewrap`)"
 
 # Runs just before the script when there is no sandbox: set the limits, then become the script.
@@ -41,28 +44,6 @@ for name, value in limits.items():
     resource.setrlimit(getattr(resource, name), tuple(value))
 os.execv(sys.executable, [sys.executable, "-I", "-S", "-X", "utf8", sys.argv[2]])
 """
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    cpu_seconds: int = 60
-    wall_seconds: float = 120.0
-    memory_bytes: int = 2 * _GIB  # address space of each process
-    max_processes: int = 64
-    max_output_bytes: int = 2 * _GIB  # largest file the script may write
-    tmp_bytes: int = 256 * 1024**2  # size of its private /tmp (memory-backed)
-    work_bytes: int = 2 * _GIB  # size of its working folder (memory-backed in bubblewrap)
-    max_files: int = 1000  # files and links it may leave in its working folder
-
-    def rlimits(self) -> dict[str, list[int]]:
-        # The hard CPU limit one second later turns an ignored SIGXCPU into SIGKILL.
-        return {
-            "RLIMIT_AS": [self.memory_bytes, self.memory_bytes],
-            "RLIMIT_CPU": [self.cpu_seconds, self.cpu_seconds + 1],
-            "RLIMIT_FSIZE": [self.max_output_bytes, self.max_output_bytes],
-            "RLIMIT_NPROC": [self.max_processes, self.max_processes],
-            "RLIMIT_CORE": [0, 0],
-        }
 
 
 @dataclass
@@ -253,7 +234,7 @@ def _execute(
 ) -> SandboxResult:
     # Output goes to files, not pipes: a script that prints gigabytes must not fill Forge's memory.
     out_path, err_path = private_dir / "stdout", private_dir / "stderr"
-    env = _MINIMAL_ENV | {"HOME": str(workdir)} if runtime == "unsandboxed" else None
+    env = MINIMAL_ENV | {"HOME": str(workdir)} if runtime == "unsandboxed" else None
     started = time.monotonic()
     timed_out, problem, report = False, None, None
     with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -287,7 +268,7 @@ def _execute(
     # Docker: the launcher reports the script's status and output (the container's are its own).
     returncode = report["returncode"] if report else process.returncode
     stdout = report["stdout"] if report else _tail(out_path)
-    stderr = (report["stderr"] + _tail(err_path))[-_TAIL_CHARS:] if report else _tail(err_path)
+    stderr = (report["stderr"] + _tail(err_path))[-TAIL_CHARS:] if report else _tail(err_path)
     reason = explain_stop(returncode, stderr, timed_out=timed_out, limits=limits, runtime=runtime)
     return SandboxResult(
         returncode=returncode,
@@ -340,8 +321,8 @@ def _stop(process: subprocess.Popen, command: list[str]) -> None:
 
 def _tail(path: Path) -> str:
     with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - _TAIL_CHARS * 4))
-        return handle.read().decode("utf-8", errors="replace")[-_TAIL_CHARS:]
+        handle.seek(max(0, path.stat().st_size - TAIL_CHARS * 4))
+        return handle.read().decode("utf-8", errors="replace")[-TAIL_CHARS:]
 
 
 # (text in the script's error output, plain explanation); first match per explanation wins.

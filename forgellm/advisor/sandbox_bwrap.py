@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 from forgellm.advisor import seccomp
-from forgellm.advisor.sandbox import (
-    _MINIMAL_ENV,
+from forgellm.advisor.sandbox_limits import (
+    MINIMAL_ENV,
     NOBODY,
     SANDBOX_DIR,
     SCRIPT_NAME,
@@ -131,7 +131,7 @@ def bubblewrap_command(
     # The root itself is bubblewrap's tmpfs: read-only once every mount point is made.
     command += ["--remount-ro", "/", "--chdir", SANDBOX_DIR, "--clearenv", "--info-fd", str(info_fd)]
     command += ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
-    command += [arg for name, value in _MINIMAL_ENV.items() for arg in ("--setenv", name, value)]
+    command += [arg for name, value in MINIMAL_ENV.items() for arg in ("--setenv", name, value)]
     config = {**launcher, "rlimits": limits.rlimits(), "wall_seconds": limits.wall_seconds}
     config["drop_to_uid"] = NOBODY if as_root else None
     python = str(Path(sys.executable).resolve())

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from forgellm.advisor import seccomp
-from forgellm.advisor.sandbox import _MINIMAL_ENV, _TAIL_CHARS, NOBODY, SANDBOX_DIR, SCRIPT_NAME, SandboxLimits
+from forgellm.advisor.sandbox_limits import MINIMAL_ENV, NOBODY, SANDBOX_DIR, SCRIPT_NAME, TAIL_CHARS, SandboxLimits
 
 # The container's first process (Forge's code): runs the script, then reports and sends /work.
 _LAUNCHER = """\
@@ -168,10 +168,10 @@ def launcher_config(inputs: list[Path], limits: SandboxLimits) -> dict:
     program = seccomp.filter_program() if seccomp.unavailable_reason() is None else b""
     return {
         "script": f"{SANDBOX_DIR}/{SCRIPT_NAME}",
-        "env": dict(_MINIMAL_ENV),
+        "env": dict(MINIMAL_ENV),
         "rlimits": limits.rlimits(),
         "wall_seconds": limits.wall_seconds,
-        "tail_bytes": _TAIL_CHARS * 4,
+        "tail_bytes": TAIL_CHARS * 4,
         "seccomp": base64.b64encode(program).decode(),
         "skip": [SCRIPT_NAME, *(p.name for p in inputs)],  # bound from the host, not written by the script
     }

@@ -202,6 +202,16 @@ def _child_setup(parent: int, limit: int | None) -> Callable[[], None] | None:
     return setup
 
 
+def _allocator_for(limit: int | None) -> dict[str, str]:
+    """Under the drill's RLIMIT_DATA, pyarrow's own allocator (mimalloc) is swapped for the system's:
+    mimalloc reserves its arenas (up to 1 GiB) as writable memory that RLIMIT_DATA counts though it is
+    never touched, and how much it reserves varies from run to run, so the limit would measure that
+    instead of the training step (measured: the same limit failed or passed the same run either way)."""
+    if limit is None or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return {}
+    return {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
 def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "forgellm.training.worker", str(run_dir)]
     if resume_from is not None:
@@ -216,7 +226,7 @@ def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: P
         stderr=log,
         stdin=subprocess.DEVNULL,
         cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **_allocator_for(limit)},
         text=True,
         encoding="utf-8",
         errors="replace",
