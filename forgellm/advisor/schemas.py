@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgellm.config.schema import DataFormat  # one list of formats and recipe fields: forge.yaml's
+from forgellm.config.schema import RecipeField as RecipeFieldName
+
 TaskType = Literal[
     "chat", "qa", "instruction", "classification", "summarization", "extraction", "code", "cpt", "other"
 ]
-DataFormat = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text", "transcript"]
-RecipeFieldName = Literal["messages", "system", "user", "assistant", "input", "history", "text", "label", "date"]
 CleaningStep = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]
 
 
@@ -63,9 +64,14 @@ class RecipeProposal(Answer):
 
     format: DataFormat
     task_type: TaskType
-    columns: list[ColumnRole] = Field(default_factory=list, max_length=9)
+    columns: list[ColumnRole] = Field(
+        default_factory=list, max_length=16, description="Several `user` entries form one user turn, in order."
+    )
     role_map: list[SpeakerRole] = Field(default_factory=list, max_length=20)
     system_prompt: str | None = Field(default=None, max_length=2000)
+    instruction: str | None = Field(
+        default=None, max_length=2000, description="classification only: the request put before each text."
+    )
     cleaning: list[CleaningStep] = Field(default_factory=lambda: ["unicode_nfc", "strip_whitespace"], max_length=4)
     reasons: str = Field(default="", max_length=2000, description="Why, in one or two sentences.")
 

@@ -106,7 +106,15 @@ class HardwareSection(Section):
     cpu_cores: int | None = Field(default=None, ge=1, description="CPU cores available for data work.")
 
 
-RecipeField = Literal["messages", "system", "user", "assistant", "input", "history", "text", "label", "date"]
+RecipeField = Literal[
+    "messages", "system", "user", "assistant", "input", "history", "text", "label", "date",
+    "chosen", "rejected",  # preference pairs
+    "id", "parent", "author", "role",  # reply threads linked by ids
+]  # fmt: skip
+DataFormat = Literal[
+    "messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text", "transcript",
+    "classification", "preference", "thread",
+]  # fmt: skip
 Role = Literal["system", "user", "assistant"]
 
 
@@ -129,9 +137,10 @@ class RecipeSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    columns: dict[RecipeField, str] = Field(
+    columns: dict[RecipeField, str | list[str]] = Field(
         default_factory=dict,
-        description="Which column/field holds what, e.g. {user: instruction, assistant: response, label: category}.",
+        description="Which column/field holds what, e.g. {user: instruction, assistant: response, label: category}. "
+        "`user` may list several columns (e.g. [subject, body]): they form one user turn, each under its name.",
     )
     role_map: dict[str, Literal["system", "user", "assistant", "drop"]] = Field(
         default_factory=dict,
@@ -144,11 +153,38 @@ class RecipeSection(BaseModel):
     transcript: TranscriptSection = Field(
         default_factory=TranscriptSection, description="Speaker patterns for transcript files."
     )
+    instruction: str | None = Field(
+        default=None,
+        description="For `classification`: the request put before each text, e.g. 'Classify this ticket as "
+        "one of: billing, refund. Answer with the label only.'",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _only_user_lists(cls, columns: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for key, value in columns.items():
+            if isinstance(value, list):
+                if key != "user":
+                    raise ValueError(f"only `user` may list several columns; `{key}` names one column")
+                if not value or not all(isinstance(v, str) and v for v in value):
+                    raise ValueError("`user` lists no columns, or an empty column name")
+                if len(set(value)) != len(value):
+                    raise ValueError("`user` lists a column twice")
+            elif not value:
+                raise ValueError(f"`{key}` names an empty column")
+        return columns
+
+    def column_names(self) -> list[str]:
+        """Every column the recipe reads, in order, lists flattened."""
+        names: list[str] = []
+        for value in self.columns.values():
+            names.extend(value if isinstance(value, list) else [value])
+        return names
 
 
 class DataSection(Section):
     source: str | None = Field(default=None, description="Path of the training data (file or folder).")
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text", "transcript"] = Field(
+    format: Literal["auto"] | DataFormat = Field(
         default="auto", description="Layout of the data; `auto` detects it."
     )
     recipe: RecipeSection = Field(default_factory=RecipeSection, description="Mapping from records to conversations.")

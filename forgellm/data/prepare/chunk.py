@@ -396,7 +396,7 @@ def _row(example: Example, text: str, split: str | None, tokens: int, trained: i
         row["label"] = example.label
     if example.messages is not None:
         row["messages"] = example.messages
-    for marker in ("window", "part"):
+    for marker in ("window", "part", "rejected"):  # rejected: a preference pair's other side, kept for later
         if marker in example.extra:
             row[marker] = example.extra[marker]
     row.update(text=text, tokens=tokens, trained_tokens=trained)

@@ -55,6 +55,11 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "qa": {"user": "question", "assistant": "answer"},
     "text": {"text": "text"},
     "transcript": {"text": "text"},
+    "classification": {"user": "text", "label": "label"},
+    "preference": {"user": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+    # A thread's records are linked into conversations before this module sees them (data/read/threads.py):
+    # each arrives as one record whose "messages" field holds the conversation along the reply links.
+    "thread": {"id": "id", "parent": "parent_id", "text": "text", "messages": "messages"},
 }
 # Fields a recipe must map for each format (an advisor's proposed recipe is checked against it).
 REQUIRED_COLUMNS = {
@@ -65,7 +70,11 @@ REQUIRED_COLUMNS = {
     "qa": ("user", "assistant"),
     "text": ("text",),
     "transcript": ("text",),
+    "classification": ("user", "label"),
+    "preference": ("chosen", "rejected"),
+    "thread": ("id", "parent", "text"),
 }
+DEFAULT_INSTRUCTION = "Classify the following text. Answer with the label only."
 FORMATS = tuple(DEFAULT_COLUMNS)
 
 
@@ -78,7 +87,7 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
     if format == "text":
         text = clean_text(get.nonempty("text"), recipe.cleaning)
         return Example(record.line, record.source, text=text, label=get.label(), date=get.date())
-    if format in ("messages", "sharegpt"):
+    if format in ("messages", "sharegpt", "thread"):
         turns = _conversation_turns(get.value("messages"), format, get.column("messages"))
         tools = record.fields.get("tools")
         if tools not in (None, "", []):
@@ -95,6 +104,12 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
         turns = [(t["role"], t["content"]) for t in split.turns]
         if split.dropped:
             extra["dropped_text_chars"] = sum(len(d) for d in split.dropped)
+    elif format == "classification":
+        instruction = recipe.instruction or DEFAULT_INSTRUCTION
+        turns = [("user", f"{instruction}\n\n{_pair_user(get)[1]}"), ("assistant", get.nonempty("label"))]
+    elif format == "preference":
+        turns, rejected = _preference_turns(get, recipe)
+        extra["rejected"] = rejected
     else:  # prompt_completion, qa
         turns = [_pair_user(get), ("assistant", get.nonempty("assistant"))]
     system = get.optional("system")
@@ -105,6 +120,8 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
     messages, dropped_trailing = _finish(turns, recipe)
     if dropped_trailing:
         extra["dropped_trailing_user_turns"] = dropped_trailing
+    if format == "thread" and "thread" in record.fields:
+        extra["group"] = record.fields["thread"]  # a thread's conversations share one split (no leak)
     return Example(record.line, record.source, messages=messages, label=get.label(), date=get.date(), extra=extra)
 
 
@@ -117,7 +134,28 @@ class _Columns:
         self.recipe = recipe
 
     def column(self, key: str) -> str | None:
-        return self.recipe.columns.get(key) or DEFAULT_COLUMNS[self.format].get(key)  # type: ignore[call-overload]
+        name = self.recipe.columns.get(key) or DEFAULT_COLUMNS[self.format].get(key)  # type: ignore[call-overload]
+        return ", ".join(name) if isinstance(name, list) else name
+
+    def user_text(self) -> str:
+        """The user column's text; several user columns form one text, each part under its column's name
+        ("subject: ...", blank line, "body: ..."), empty parts left out."""
+        names = self.recipe.columns.get("user")
+        if not isinstance(names, list):
+            return self.text("user")
+        parts = []
+        for name in names:
+            if name not in self.fields:
+                raise self._missing("user", name)
+            value = self.fields[name]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise RecipeError(f"column {name!r} (user) holds {type(value).__name__}, not text")
+            parts.append((name, str(value).strip()))
+        if len(parts) == 1:
+            return parts[0][1]
+        return "\n\n".join(f"{name}: {value}" for name, value in parts)
 
     def _missing(self, key: str, name: str) -> RecipeError:
         available = ", ".join(repr(k) for k in self.fields) or "none"
@@ -183,7 +221,7 @@ def empty_after_cleaning(text: str, steps: list[str]) -> bool:
 
 def _pair_user(get: _Columns) -> tuple[str, str]:
     """The user text of a pair format: the user column, plus the `input` column after a blank line."""
-    user = get.text("user")
+    user = get.user_text()
     extra_input = get.optional("input")
     if extra_input not in (None, ""):
         if not isinstance(extra_input, str | int | float) or isinstance(extra_input, bool):
@@ -192,6 +230,50 @@ def _pair_user(get: _Columns) -> tuple[str, str]:
     if empty_after_cleaning(user, get.recipe.cleaning):
         raise EmptyTextError(f"column {get.column('user')!r} (user) is empty")
     return ("user", user)
+
+
+def _preference_turns(get: _Columns, recipe: RecipeSection) -> tuple[list[tuple[str, str]], list[Message]]:
+    """The chosen conversation (trained) and the rejected one (kept for preference training).
+
+    Three layouts: a prompt column with chosen/rejected replies (text, or a turn/list of turns); chosen and
+    rejected as whole conversations (lists of turns); or chosen and rejected as transcripts
+    ("Human: ... Assistant: ...") split with data.recipe.transcript's speakers."""
+    prompt: list[tuple[str, str]] = []
+    if get.optional("user") not in (None, ""):
+        prompt = _reply_turns(get.optional("user"), "user", get.column("user"), recipe)
+    chosen = prompt + _reply_turns(get.value("chosen"), "assistant", get.column("chosen"), recipe)
+    rejected = prompt + _reply_turns(get.value("rejected"), "assistant", get.column("rejected"), recipe)
+    try:
+        rejected_messages, _ = _finish(rejected, recipe)
+    except RecipeError as exc:
+        raise RecipeError(f"the rejected side: {exc}") from None
+    return chosen, rejected_messages
+
+
+def _reply_turns(value: Any, role: str, column: str | None, recipe: RecipeSection) -> list[tuple[str, str]]:
+    """One side of a pair as turns: plain text is one turn of ``role`` (or a transcript when speakers are
+    configured and found in it); a {role/from, content/value} object or a list of them are turns."""
+    value = _decode_json(value, f"column {column!r}")
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        fmt = "sharegpt" if value and isinstance(value[0], dict) and "from" in value[0] else "messages"
+        return _conversation_turns(value, fmt, column)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RecipeError(f"column {column!r} holds {type(value).__name__}, not text or turns")
+    text = str(value)
+    if recipe.transcript.speakers:
+        try:
+            split = split_transcript(text, recipe.transcript, _role_lookup(recipe))
+        except ValueError as exc:
+            raise ForgeError(
+                str(exc), fix="edit data.recipe.transcript in forge.yaml", code=ErrorCode.DATA_RECIPE_MISMATCH
+            ) from exc
+        if split.turns:
+            return [(t["role"], t["content"]) for t in split.turns]
+    if empty_after_cleaning(text, recipe.cleaning):
+        raise EmptyTextError(f"column {column!r} ({role}) is empty")
+    return [(role, text)]
 
 
 def _decode_json(value: Any, what: str) -> Any:
