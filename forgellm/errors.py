@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     DATA_ENCODING_UNKNOWN = "data-encoding-unknown"  # the text encoding could not be told or is unknown
     DATA_EMPTY = "data-empty"  # the input holds no records
     DATA_RECIPE_MISMATCH = "data-recipe-mismatch"  # the records do not fit data.recipe / data.format
+    DATA_NO_RECIPE = "data-no-recipe"  # no reading of the file fits it (data: columns, yaml)
     DATA_ROWS_REJECTED = "data-rows-rejected"  # too many rows rejected (data: reasons, missing_column)
     DATA_NOTHING_LEFT = "data-nothing-left"  # no example survived (data: reasons, missing_column, untrained)
     DATA_INPUT_CHANGED = "data-input-changed"  # an interrupted preparation cannot resume: the input changed

@@ -40,7 +40,9 @@ def _column_map(proposal: RecipeProposal, columns: list[str]) -> dict[str, str |
             if default not in columns:
                 raise _reject(f"for format {proposal.format!r} does not say which column holds {needed!r}")
             mapping[needed] = default
-    texts = [name for f in _TEXT_FIELDS if f in mapping for name in _names(mapping[f])]
+    # Ranked answers: chosen and rejected may name one column (the first answer and the second).
+    fields = [f for f in _TEXT_FIELDS if f != "rejected" or mapping.get("rejected") != mapping.get("chosen")]
+    texts = [name for f in fields if f in mapping for name in _names(mapping[f])]
     if len(texts) != len(set(texts)):
         raise _reject("uses one column for two of user, assistant, input and text")
     return mapping
@@ -57,7 +59,9 @@ def recipe_from_proposal(proposal: RecipeProposal, columns: list[str]) -> tuple[
     transcript = TranscriptSection()
     # Transcripts (and preference pairs written as transcripts) name speakers by their labels in the text
     # ('## chatgpt', 'Human:'): those open turns.
-    if proposal.format == "transcript" or (proposal.format == "preference" and role_map):
+    if proposal.format == "transcript" and proposal.faq_headings:
+        transcript = TranscriptSection(faq_headings=True)
+    elif proposal.format == "transcript" or (proposal.format == "preference" and role_map):
         speakers: dict[str, list[str]] = {}
         for label, role in role_map.items():
             if role != "drop":

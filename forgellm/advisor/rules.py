@@ -4,6 +4,7 @@ planner and the known-failure diagnosis. Deterministic: the same input gives the
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from forgellm.advisor.schemas import (
@@ -16,6 +17,7 @@ from forgellm.advisor.schemas import (
     ScriptProposal,
     ScriptRequest,
 )
+from forgellm.data.read.detection import Detection
 from forgellm.errors import ErrorCode, ForgeError
 
 # Word stems per task, in a few languages; the first task whose stem starts a word of the goal wins,
@@ -45,6 +47,9 @@ _FORMAT_TASKS = {
     "prompt_completion": "instruction",
     "qa": "qa",
     "text": "cpt",
+    "classification": "classification",
+    "preference": "chat",
+    "thread": "chat",
 }
 _CODE = re.compile(
     r"```|^\s*(?:def |class |import |from \w+ import|#include|public static|function\b|const \w+ =|SELECT\b)"
@@ -79,8 +84,8 @@ def _answers(rows: list[dict[str, Any]], columns: dict[str, str]) -> list[str]:
 
 def task_from_data(fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
     """The task the data shows: short repeated answers are labels, code-looking answers are code."""
-    if fmt == "text":
-        return "cpt"
+    if fmt in ("text", "classification"):
+        return _FORMAT_TASKS[fmt]
     answers = _answers(rows, columns)
     if answers:
         short = all(len(a) <= SHORT_ANSWER_CHARS and "\n" not in a for a in answers)
@@ -99,40 +104,25 @@ def choose_task(goal: str | None, fmt: str, columns: dict[str, str], rows: list[
     return task_from_goal(goal) or task_from_data(fmt, columns, rows)
 
 
-def _label_layout(detection: dict[str, Any], goal: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Classification data: the model learns to answer each text with its (short) label.
-
-    Free text next to a label column (detected as ``text``, continued pre-training) becomes text -> user,
-    label -> assistant unless the goal names another task; a question/answer table whose goal asks to
-    classify answers with the label column instead of the answer column."""
-    columns = (detection.get("recipe") or {}).get("columns") or {}
-    fmt, goal_task = detection.get("format"), task_from_goal(goal)
-    if "label" not in columns:
-        return detection
-    labels = _answers(rows, {"assistant": columns["label"]})
-    if not labels or any(len(v) > SHORT_ANSWER_CHARS for v in labels):
-        return detection
-    label = columns["label"]
-    if fmt == "text" and goal_task in (None, "classification"):
-        mapped = {k: v for k, v in columns.items() if k != "text"} | {"user": columns["text"], "assistant": label}
-        reason = f"short labels in {label!r} next to free text in {columns['text']!r}: trained as classification"
-    elif fmt in ("qa", "prompt_completion", "alpaca") and goal_task == "classification" and "user" in columns:
-        mapped = {**columns, "assistant": label}
-        reason = f"the goal asks to classify: the model answers with the label {label!r}"
-    else:
-        return detection
-    recipe = {**detection["recipe"], "columns": mapped}
-    return {**detection, "format": "qa", "recipe": recipe, "reasons": [*detection.get("reasons", []), reason]}
+def choose_reading(detection: Detection, goal: str | None) -> Detection:
+    """The detection's best reading, unless the goal names a task another reading serves: a goal that asks
+    to classify takes the classification reading (a label column next to text) when there is one."""
+    if task_from_goal(goal) == "classification" and detection.format != "classification":
+        found = next((d for d in detection.alternatives if d.format == "classification"), None)
+        if found is not None:
+            why = "the goal asks to classify: " + (found.reasons[0] if found.reasons else "")
+            return replace(found, reasons=[why, *found.reasons[1:]], alternatives=[])
+    return detection
 
 
-def _detection(request: DataRequest) -> dict[str, Any]:
+def _detection(request: DataRequest) -> Detection:
     if request.hint:
-        return request.hint
+        return Detection.from_dict(request.hint)
     from forgellm.data.read.formats import detect_format
     from forgellm.data.read.records import Record
 
     records = [Record(line=i + 1, fields=dict(row)) for i, row in enumerate(request.rows)]
-    return detect_format(records, kind=request.kind).to_dict()
+    return detect_format(records, kind=request.kind)
 
 
 class RulesAdvisor:
@@ -145,20 +135,20 @@ class RulesAdvisor:
 
     def understand_data(self, request: DataRequest) -> RecipeProposal:
         from forgellm.advisor.recipes import proposal_parts
-        from forgellm.config.schema import RecipeSection
 
-        detection = _label_layout(_detection(request), request.goal, request.rows)
-        recipe = RecipeSection.model_validate(detection.get("recipe") or {})
-        fmt = detection["format"]
+        detection = choose_reading(_detection(request), request.goal)
+        recipe, fmt = detection.recipe, detection.format
         columns, speakers = proposal_parts(recipe)
         task = choose_task(request.goal, fmt, dict(recipe.columns), request.rows)
-        reasons = "; ".join([*detection.get("reasons", []), f"task type {task}"])
+        reasons = "; ".join([*detection.reasons, f"task type {task}"])
         return RecipeProposal(
             format=fmt,
             task_type=task,  # type: ignore[arg-type]
             columns=columns,
             role_map=speakers,
             system_prompt=recipe.system_prompt,
+            instruction=recipe.instruction,
+            faq_headings=recipe.transcript.faq_headings,
             cleaning=list(recipe.cleaning),
             reasons=reasons[:2000],
         )

@@ -72,6 +72,9 @@ class RecipeProposal(Answer):
     instruction: str | None = Field(
         default=None, max_length=2000, description="classification only: the request put before each text."
     )
+    faq_headings: bool = Field(
+        default=False, description="transcript only: a markdown FAQ whose question headings are the user turns."
+    )
     cleaning: list[CleaningStep] = Field(default_factory=lambda: ["unicode_nfc", "strip_whitespace"], max_length=4)
     reasons: str = Field(default="", max_length=2000, description="Why, in one or two sentences.")
 

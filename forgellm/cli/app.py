@@ -34,14 +34,17 @@ class ForgeGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except ForgeError as exc:
+            from rich.markup import escape
+
             from forgellm.cli.failure import error_label
             from forgellm.cli.output import err_console
 
-            err_console.print(f"{error_label(exc)} {exc.message}", soft_wrap=True)
+            # Messages quote the user's data (column names, values): printed as text, never as rich markup.
+            err_console.print(f"{error_label(exc)} {escape(exc.message)}", soft_wrap=True)
             for detail in exc.details:
-                err_console.print(f"  [red]•[/] {detail}", soft_wrap=True)
+                err_console.print(f"  [red]•[/] {escape(detail)}", soft_wrap=True)
             if exc.fix:
-                err_console.print(f"[bold]Fix:[/] {exc.fix}", soft_wrap=True)
+                err_console.print(f"[bold]Fix:[/] {escape(exc.fix)}", soft_wrap=True)
             else:  # no fix of its own: maybe a known failure the rules advisor can explain
                 _print_diagnosis(ctx, exc)
             raise typer.Exit(1) from None

@@ -108,8 +108,23 @@ def study(
     with _progress() as hooks:
         run = study_file(layout, config, file, full=full, sample_rows=sample_rows, step=hooks.step, rows=hooks.rows)
     render_study_terminal(run.report, console)
-    console.print(f"Format: [bold]{run.detection['format']}[/] — " + "; ".join(run.detection["reasons"][:2]))
+    _print_detection(run.detection)
     console.print(f"Reports: {run.html_path} (open in a browser) and {run.json_path}")
+
+
+def _print_detection(detection: dict[str, Any]) -> None:
+    """The shape study settled on, why, and the other readings it weighed with their scores."""
+    from rich.markup import escape
+
+    console.print(
+        f"Shape: [bold]{escape(detection['format'])}[/] (score {detection['confidence']:.2f}) — "
+        + escape("; ".join(detection["reasons"][:3]))
+    )
+    for warning in detection.get("warnings", [])[:3]:
+        console.print(f"  [yellow]![/] {escape(warning)}")
+    for other in detection.get("alternatives", [])[:4]:
+        console.print(f"  also considered: {escape(other['shape'])} (score {other['confidence']:.2f}) — "
+                      f"{escape(other['why'])}")  # fmt: skip
 
 
 def _show_recipe(config: Any, as_json: bool) -> None:

@@ -130,6 +130,11 @@ class TranscriptSection(BaseModel):
     )
     regex: bool = Field(default=False, description="Treat the speaker labels as regular expressions.")
     ignore_case: bool = Field(default=True, description="Match speaker labels regardless of case.")
+    faq_headings: bool = Field(
+        default=False,
+        description="A markdown FAQ: each heading that ends in '?' is the user's question and the text under it "
+        "(up to the next heading of the same or a higher level) the answer; no speaker labels needed.",
+    )
 
 
 class RecipeSection(BaseModel):

@@ -99,7 +99,11 @@ def make_plan(
     hardware = hardware or _probe(root, step)
     offline = _offline() if offline is None else offline
     data = Path(data).expanduser().resolve() if data is not None else None
-    profile = profile_data(data, goal, advisor, existing.advisor, existing.data, step) if data else None
+    profile = (
+        profile_data(data, goal, advisor, existing.advisor, existing.data, step,
+                     max_error_rate=existing.preprocessing.max_error_rate)
+        if data else None
+    )  # fmt: skip
     step("Choosing the model and settings")
     seq_len = _planning_length(profile)
     candidates = _candidates(hardware, seq_len, offline, user_target)

@@ -80,8 +80,11 @@ def profile_data(
     settings: AdvisorSection,
     existing: DataSection,
     progress: Callable[[str], None] = lambda _m: None,
+    max_error_rate: float = 0.2,
 ) -> DataProfile:
-    """Sample the data, settle its recipe (forge.yaml's, else the advisor's), and measure it."""
+    """Sample the data, settle its recipe (forge.yaml's, else the advisor's, else the detection's first
+    reading that fits the file), and measure it. ``max_error_rate``: prepare's limit, which the recipe
+    must keep on the sample (``data/prepare/fit.py``)."""
     from forgellm.data.read.readers import estimate_rows, open_dataset, sample_records
 
     progress(f"Reading a sample of {path.name}")
@@ -97,11 +100,9 @@ def profile_data(
     profile = DataProfile(path, dataset.info.kind, rows, len(records), "text", RecipeSection(), "other", "", "",
                           "", {}, 0)  # fmt: skip
     if existing.format != "auto" and _same_file(existing.source, path):
-        profile.format, profile.recipe = existing.format, existing.recipe
-        profile.recipe_source, profile.reasons = "forge.yaml", "kept data.format and data.recipe from forge.yaml"
-        profile.task_type = "cpt" if existing.format == "text" else "chat"
+        _keep_forge_yaml(profile, records, existing, max_error_rate)
     else:
-        _understand(profile, records, goal, advisor, settings, progress)
+        _understand(profile, records, goal, advisor, settings, progress, max_error_rate)
     _measure(profile, records, progress)
     return profile
 
@@ -117,14 +118,39 @@ def _columns(records: list[Any]) -> list[str]:
     return list(names)
 
 
+def _keep_forge_yaml(profile: DataProfile, records: list[Any], existing: DataSection, max_error_rate: float) -> None:
+    from forgellm.data.prepare.fit import check_fit, recipe_lines
+
+    fit = check_fit(records, existing.format, existing.recipe, max_error_rate)
+    if not fit.ok:
+        from forgellm.data.read.detection import Detection
+
+        kept = Detection(existing.format, existing.recipe, 1.0, [])
+        raise ForgeError(
+            f"forge.yaml's data.format ({existing.format}) and data.recipe do not fit {profile.path.name}: "
+            f"{fit.problem()}.",
+            fix="Set data.format: auto in forge.yaml to let `forge plan` read the file again, or correct the "
+            "recipe, e.g.:\n" + recipe_lines(kept, _columns(records)),
+            code=ErrorCode.DATA_RECIPE_MISMATCH,
+            data={"columns": _columns(records)},
+        )
+    profile.format, profile.recipe = existing.format, existing.recipe
+    profile.recipe_source, profile.reasons = "forge.yaml", f"kept data.format and data.recipe from forge.yaml " \
+        f"({fit.summary()})"
+    profile.task_type = {"text": "cpt", "classification": "classification"}.get(existing.format, "chat")
+
+
 def _understand(
     profile: DataProfile, records: list[Any], goal: str | None, advisor: Any, settings: AdvisorSection,
-    progress: Callable[[str], None],
+    progress: Callable[[str], None], max_error_rate: float,
 ) -> None:  # fmt: skip
-    """Rules detection as a hint, the advisor's reading of it, and the recipe it maps to."""
+    """The advisor reads the data (the rules' detection as its hint); its recipe is used when it fits the
+    file, else the detection's best reading that fits; when none fits, plan stops and says what to fill in."""
     from forgellm.advisor.errors import AdvisorAuthError, AdvisorError
     from forgellm.advisor.recipes import recipe_from_proposal
     from forgellm.advisor.sampling import build_data_request
+    from forgellm.data.prepare.fit import check_fit, first_fitting, no_recipe_error
+    from forgellm.data.read.detection import Detection
     from forgellm.data.read.formats import detect_format
 
     detection = detect_format(records[:1000], kind=profile.kind)
@@ -133,20 +159,38 @@ def _understand(
         sample_rows=settings.sample_rows, redact_pii=settings.redact_pii,
     )  # fmt: skip
     progress(f"Asking the {advisor.name} advisor how to read the data")
+    proposed, tried = None, []
     try:
         proposal = advisor.understand_data(request)
-        profile.format, profile.recipe = recipe_from_proposal(proposal, _columns(records))
-        profile.task_type, profile.reasons = proposal.task_type, proposal.reasons
-        profile.recipe_source = f"advisor:{advisor.name}"
+        fmt, recipe = recipe_from_proposal(proposal, _columns(records))
+        proposed = Detection(fmt, recipe, 1.0, [proposal.reasons] if proposal.reasons else [])
+        fit = check_fit(records, fmt, recipe, max_error_rate)
+        if fit.ok:
+            profile.format, profile.recipe = fmt, recipe
+            profile.task_type, profile.reasons = proposal.task_type, f"{proposal.reasons} ({fit.summary()})"
+            profile.recipe_source = f"advisor:{advisor.name}"
+            profile.warnings.extend(detection.warnings if fmt == detection.format else [])
+            return
+        tried.append((proposed, fit))
+        advisor.notes.append(
+            f"The {advisor.name} advisor's data recipe ({proposed.shape}) does not fit the file: {fit.problem()}; "
+            "the first reading of the rules' detection that fits is used."
+        )
     except AdvisorAuthError:  # a rejected key is the user's to fix, never a silent fallback
         raise
     except AdvisorError as exc:
         # The advisor's reading was unusable (e.g. a column that does not exist): the rules' detection stands.
         advisor.notes.append(f"The advisor's data recipe was not used ({exc.message}); the rules' detection is.")
-        profile.format, profile.recipe = detection.format, detection.recipe
-        profile.task_type = "cpt" if detection.format == "text" else "chat"
-        profile.recipe_source, profile.reasons = "rules detection", "; ".join(detection.reasons)
-    profile.warnings.extend(detection.warnings)
+    reading, fit, tried_rules = first_fitting(detection, records, max_error_rate)
+    if reading is None or fit is None:
+        raise no_recipe_error(profile.path.name, records, tried + tried_rules, proposed)
+    profile.format, profile.recipe = reading.format, reading.recipe
+    profile.task_type = {"text": "cpt", "classification": "classification"}.get(reading.format, "chat")
+    profile.recipe_source = "rules detection"
+    profile.reasons = "; ".join(reading.reasons) + f" ({fit.summary()})"
+    for other, other_fit in tried_rules[:-1]:
+        profile.warnings.append(f"the reading {other.shape} does not fit the file ({other_fit.problem()})")
+    profile.warnings.extend(reading.warnings)
 
 
 def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str], None]) -> None:

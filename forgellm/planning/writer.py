@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.config.schema import DataSection, ForgeConfig, HardwareSection, ModelSection, TrainingSection
+from forgellm.config.schema import (
+    DataSection,
+    ForgeConfig,
+    HardwareSection,
+    ModelSection,
+    PreprocessingSection,
+    SplitSection,
+    TrainingSection,
+)
 from forgellm.hardware.memory import GIB
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.planning.hyperparams import cadence_for
@@ -39,7 +47,13 @@ def build_config(
             # The model answers best at inference with the system prompt it was trained with.
             config.export.system_prompt = profile.recipe.system_prompt
     config.training = _training_section(existing.training, checked, profile, hardware, schedule, flags, precision)
+    config.preprocessing = _preprocessing_section(config, profile)
     config.export.rationale = _export_rationale(checked)
+    # The whole file as prepare will read it: a rule broken here fails now, not in prepare.
+    from forgellm.config.consistency import check_consistent
+
+    config = ForgeConfig.model_validate(config.model_dump())
+    check_consistent(config)
     return config
 
 
@@ -94,6 +108,21 @@ def _data_section(existing: DataSection, profile: DataProfile, checked: CheckedP
     if profile.rejected:
         why += f" {profile.rejected} sampled rows do not fit the recipe and will be rejected."
     return DataSection(source=_relative(profile.path, root), format=profile.format, recipe=recipe, rationale=why)  # type: ignore[arg-type]
+
+
+def _preprocessing_section(config: ForgeConfig, profile: DataProfile | None) -> PreprocessingSection:
+    """Settings that follow from the plan: a document overlap shorter than the planned max_length, and
+    splits stratified by the label for classification (each label in train, val and test in proportion)."""
+    prep = config.preprocessing.model_copy(deep=True)
+    overlap_limit = max(0, config.model.max_length // 4)
+    if prep.cpt_overlap > overlap_limit:
+        prep.cpt_overlap = overlap_limit
+    label = profile.recipe.columns.get("label") if profile is not None else None
+    if profile is not None and profile.format == "classification" and isinstance(label, str):
+        if prep.split.method == "random":
+            prep.split = SplitSection.model_validate({**prep.split.model_dump(), "method": "stratified",
+                                                      "column": label})  # fmt: skip
+    return prep
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -217,7 +217,9 @@ def test_scripts_must_be_python_that_parses(tmp_path):
     ("columns", "reason"),
     [
         ([{"field": "user", "column": "question"}, {"field": "assistant", "column": "question"}], "one column for two"),
-        ([{"field": "user", "column": "question"}, {"field": "user", "column": "answer"}], "maps 'user' twice"),
+        ([{"field": "assistant", "column": "question"}, {"field": "assistant", "column": "answer"}],
+         "maps 'assistant' twice"),
+        ([{"field": "user", "column": "question"}, {"field": "user", "column": "question"}], "to user twice"),
     ],
 )
 def test_a_mapping_that_cannot_make_examples_is_refused(tmp_path, columns, reason):

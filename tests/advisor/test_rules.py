@@ -74,8 +74,9 @@ def test_without_a_goal_the_data_decides_the_task():
     ]
     proposal = RulesAdvisor().understand_data(_request(labelled))
     assert proposal.task_type == "classification"
-    assert proposal.format == "qa"
-    assert _columns(proposal) == {"user": "text", "assistant": "label", "label": "label"}
+    assert proposal.format == "classification"
+    assert _columns(proposal) == {"user": "text", "label": "label"}
+    assert proposal.instruction == "Classify the following text as one of: refund, shipping. Answer with the label only."
     recipe_from_proposal(proposal, ["text", "label"])  # a recipe prepare can apply
     code_rows = [
         {"question": f"How do I sum a list number {i} in Python?", "answer": f"```python\ntotal = sum(values_{i})\n```"}
@@ -159,6 +160,7 @@ def test_a_classification_goal_on_a_question_answer_table_answers_with_the_label
     ]
     request = _request(rows, goal="Classify tickets by type")
     proposal = RulesAdvisor().understand_data(request)
-    assert proposal.task_type == "classification" and proposal.format == "qa"
-    assert _columns(proposal)["assistant"] == "ticket type"
+    assert proposal.task_type == "classification" and proposal.format == "classification"
+    assert _columns(proposal) == {"user": "description", "label": "ticket type"}
+    assert "Refund request" in proposal.instruction and "the goal asks to classify" in proposal.reasons
     assert _columns(RulesAdvisor().understand_data(_request(rows, goal="A support bot")))["assistant"] == "reply"

@@ -39,7 +39,14 @@ def detect_data_format(layout: ProjectLayout, input_path: Path, config: ForgeCon
     sample = sample_records(dataset, 1000)
     if not sample:
         raise _no_usable_rows(layout, input_path, dataset)
+    from forgellm.data.prepare.fit import first_fitting, no_recipe_error, settle
+
     detection = detect_format(sample, kind=dataset.info.kind)
+    limit = config.preprocessing.max_error_rate
+    reading, _fit, tried = first_fitting(detection, sample, limit)
+    if reading is None:  # prepare would reject the whole file: say what to set instead
+        raise no_recipe_error(input_path.name, sample, tried)
+    detection = settle(detection, sample, limit)
     return _with_detection(config, input_path, detection), detection
 
 

@@ -240,9 +240,15 @@ def _preference_turns(get: _Columns, recipe: RecipeSection) -> tuple[list[tuple[
     ("Human: ... Assistant: ...") split with data.recipe.transcript's speakers."""
     prompt: list[tuple[str, str]] = []
     if get.optional("user") not in (None, ""):
-        prompt = _reply_turns(get.optional("user"), "user", get.column("user"), recipe)
-    chosen = prompt + _reply_turns(get.value("chosen"), "assistant", get.column("chosen"), recipe)
-    rejected = prompt + _reply_turns(get.value("rejected"), "assistant", get.column("rejected"), recipe)
+        prompt = _pair_prompt(get, recipe)
+    chosen_value, rejected_value = get.value("chosen"), get.value("rejected")
+    if get.column("chosen") == get.column("rejected"):  # one column of answers ranked best first
+        ranked = _decode_json(chosen_value, f"column {get.column('chosen')!r}")
+        if not isinstance(ranked, list) or len(ranked) < 2:
+            raise RecipeError(f"column {get.column('chosen')!r} must hold two or more answers, best first")
+        chosen_value, rejected_value = ranked[0], ranked[1]
+    chosen = prompt + _reply_turns(chosen_value, "assistant", get.column("chosen"), recipe)
+    rejected = prompt + _reply_turns(rejected_value, "assistant", get.column("rejected"), recipe)
     try:
         rejected_messages, _ = _finish(rejected, recipe)
     except RecipeError as exc:
@@ -250,10 +256,18 @@ def _preference_turns(get: _Columns, recipe: RecipeSection) -> tuple[list[tuple[
     return chosen, rejected_messages
 
 
+def _pair_prompt(get: _Columns, recipe: RecipeSection) -> list[tuple[str, str]]:
+    """The prompt of a pair: earlier turns (alpaca ``history``), then the user column as text or turns."""
+    value = get.optional("user")
+    if isinstance(_maybe_json(value), list | dict):
+        return _reply_turns(value, "user", get.column("user"), recipe)
+    return [*_history_turns(get.optional("history")), _pair_user(get)]
+
+
 def _reply_turns(value: Any, role: str, column: str | None, recipe: RecipeSection) -> list[tuple[str, str]]:
     """One side of a pair as turns: plain text is one turn of ``role`` (or a transcript when speakers are
     configured and found in it); a {role/from, content/value} object or a list of them are turns."""
-    value = _decode_json(value, f"column {column!r}")
+    value = _maybe_json(value)
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list):
@@ -274,6 +288,16 @@ def _reply_turns(value: Any, role: str, column: str | None, recipe: RecipeSectio
     if empty_after_cleaning(text, recipe.cleaning):
         raise EmptyTextError(f"column {column!r} ({role}) is empty")
     return [(role, text)]
+
+
+def _maybe_json(value: Any) -> Any:
+    """JSON turns in a string parsed; any other text (even one that starts with '[') stays text."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            return value
+    return value
 
 
 def _decode_json(value: Any, what: str) -> Any:
@@ -322,7 +346,8 @@ def _conversation_turns(value: Any, format: str, column: str | None) -> list[tup
 def _turn_content(turn: dict[str, Any], content_key: str, i: int) -> str:
     content = turn.get(content_key)
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        content = "".join(str(p.get("text", "")) for p in content)  # OpenAI content parts, text only
+        # Content parts, text only: OpenAI's {type, text}; LLaMA-Factory v1's {type, value}.
+        content = "".join(str(p.get("text", p.get("value", ""))) for p in content)
     if content is None and turn.get("tool_calls"):
         content = json.dumps(turn["tool_calls"], ensure_ascii=False)
     elif content is None and turn.get("function_call"):

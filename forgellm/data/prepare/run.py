@@ -154,6 +154,9 @@ class _PrepareRun:
                 code=ErrorCode.FILE_NOT_FOUND,
                 data={"path": str(self.input_path)},
             )
+        from forgellm.config.consistency import check_consistent
+
+        check_consistent(self.config)
         self.hooks.step(f"Loading the tokenizer and chat template of {self.config.model.ref}")
         setup = chat_setup(
             self.config.model.ref, self.config.model.chat_template, base_dir=self.project_dir, progress=self.hooks.step

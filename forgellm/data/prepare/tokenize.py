@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forgellm.errors import ErrorCode, ForgeError
+from forgellm.errors import ForgeError
 from forgellm.templates import IGNORE_INDEX
 from forgellm.templates.messages import ChatFormat, Message
 
@@ -121,12 +121,8 @@ def encode_conversations(
 
 def encode_documents(tokenizer: Any, texts: Sequence[str], max_length: int, overlap: int) -> list[list[list[int]]]:
     """Continued pre-training: each document + EOS, cut into windows of max_length sharing `overlap` tokens."""
-    if overlap >= max_length:
-        raise ForgeError(
-            f"preprocessing.cpt_overlap ({overlap}) must be smaller than model.max_length ({max_length}).",
-            fix="Lower preprocessing.cpt_overlap, e.g. to max_length // 8.",
-            code=ErrorCode.CONFIG_INVALID,
-        )
+    if overlap >= max_length:  # forge.yaml is checked before prepare starts (config/consistency.py)
+        raise ValueError(f"overlap {overlap} must be smaller than max_length {max_length}")
     if not texts:  # a chunk whose rows were all rejected (the tokenizer fails on an empty batch)
         return []
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

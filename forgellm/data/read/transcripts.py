@@ -86,6 +86,8 @@ def _finish(lines: list[str]) -> str:
 
 def split_transcript(text: str, transcript: TranscriptSection, role_for_label: RoleForLabel = None) -> TranscriptTurns:
     """Split ``text`` into turns; see the module docstring for the rules. Roles may be ``drop``."""
+    if transcript.faq_headings:
+        return split_faq(text)
     speakers = _compile(transcript)
     if not speakers:
         raise ValueError("no speaker labels: set data.recipe.transcript.speakers, e.g. {user: ['## me']}")
@@ -141,3 +143,47 @@ def extract_turns(
     that speaker's turns. Use :func:`split_transcript` to also get the dropped text.
     """
     return split_transcript(text, transcript, role_for_label).turns
+
+
+_QUESTION_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?\?)\s*#*\s*$")
+
+
+def split_faq(text: str) -> TranscriptTurns:
+    """A markdown FAQ as question/answer turns: a heading ending in '?' is a user turn (the heading's text),
+    the lines under it the assistant's answer, up to the next heading of the same or a higher level (deeper
+    headings belong to the answer). Text outside any question is dropped and reported."""
+    result = TranscriptTurns(turns=[])
+    level: int | None = None  # the open question's heading level; None outside any answer
+    buffer: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        content = _finish(buffer)
+        if level is not None and content and result.turns and result.turns[-1]["role"] == "user":
+            result.turns.append({"role": "assistant", "content": content})
+        elif content:
+            result.dropped.append(content)
+        buffer.clear()
+
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and (heading := _HEADING.match(line)):
+            depth = len(heading.group(1))
+            if level is None or depth <= level:  # a new section: the open answer ends here
+                flush()
+                question = _QUESTION_HEADING.match(line)
+                if question is not None:
+                    if result.turns and result.turns[-1]["role"] == "user":
+                        result.turns.pop()  # a question with no answer under it
+                    level = depth
+                    result.turns.append({"role": "user", "content": question.group(2).strip()})
+                    result.speakers_seen["question heading"] = result.speakers_seen.get("question heading", 0) + 1
+                else:
+                    level = None
+                continue
+        buffer.append(line)
+    flush()
+    if result.turns and result.turns[-1]["role"] == "user":
+        result.turns.pop()
+    return result

@@ -130,6 +130,7 @@ code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 def render_study_html(report: StudyReport, *, title: str = "Data study") -> str:
     sections = [
         _summary_cards(report),
+        _shape_section(report),
         _findings_table(report),
         _length_section(report),
         _labels_section(report),
@@ -169,6 +170,24 @@ def _summary_cards(report: StudyReport) -> str:
         cards.append(_card(_PLURAL[severity], len(report.by_severity(severity)), _COLORS[severity]))
     counter = f"<p class='muted'>Token counts: <code>{escape(report.token_counter)}</code></p>"
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>" + counter
+
+
+def _shape_section(report: StudyReport) -> str:
+    """The reading chosen for the file and the others weighed, with scores: why this recipe."""
+    shape = report.shape
+    if not shape:
+        return ""
+    rows = [(shape["format"], shape["confidence"], "; ".join(shape["reasons"]), "chosen")]
+    rows += [(a["shape"], a["confidence"], a["why"], "alternative") for a in shape.get("alternatives", [])]
+    body = "".join(
+        f"<tr><td>{escape(str(name))}</td><td>{score:.2f}</td><td>{escape(kind)}</td><td>{escape(why)}</td></tr>"
+        for name, score, why, kind in rows
+    )
+    warnings = "".join(f"<li>{escape(w)}</li>" for w in shape.get("warnings", []))
+    return (
+        "<h2>Shape</h2><table><tr><th>reading</th><th>score</th><th></th><th>why</th></tr>" + body + "</table>"
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+    )
 
 
 def _findings_table(report: StudyReport) -> str:

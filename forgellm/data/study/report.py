@@ -47,6 +47,7 @@ class StudyReport:
     label_column: str | None
     findings: list[Finding] = field(default_factory=list)
     sample_note: str | None = None
+    shape: dict[str, Any] | None = None  # the detected shape, why, and the alternatives with their scores
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,7 +75,11 @@ def study_file(
 
         detection = Detection(config.data.format, config.data.recipe, 1.0, ["from forge.yaml"], [])
     else:
-        detection = detect_format(sample_records(dataset, 1000), kind=dataset.info.kind)
+        from forgellm.data.prepare.fit import settle
+
+        sample = sample_records(dataset, 1000)
+        limit = config.preprocessing.max_error_rate if config is not None else 0.2
+        detection = settle(detect_format(sample, kind=dataset.info.kind), sample, limit)
     estimate = estimate_rows(dataset)
     every = 1 if full or not estimate or estimate <= sample_rows else -(-estimate // sample_rows)
     note = None
@@ -94,6 +98,7 @@ def study_file(
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,
     )
+    report.shape = detection.to_dict()
     layout = layout or ProjectLayout(Path("."))
     html_path, json_path = layout.study_html, layout.study_json
     write_study_json(report, json_path)
