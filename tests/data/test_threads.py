@@ -246,6 +246,50 @@ def test_detect_thread_by_content_without_a_parent_name():
     assert found is not None and found.recipe.columns["parent"] == "zu" and found.confidence < 0.8
 
 
+def _tweet(tweet_id: int, author: str, text: str, children: str, parent: int | None) -> dict:
+    return {
+        "tweet_id": tweet_id,
+        "author_id": author,
+        "inbound": author != "AcmeCare",
+        "created_at": "Tue Oct 31 22:10:47 +0000 2017",
+        "text": text,
+        "response_tweet_id": children,
+        "in_response_to_tweet_id": parent,
+    }
+
+
+def test_detect_thread_on_a_customer_support_tweet_export():
+    # The shape of Twitter customer-support exports: child ids in one column, the parent in another.
+    rows = []
+    for t in range(20):
+        base = 1000 + t * 3
+        rows += [
+            _tweet(base, f"cust{t}", f"@AcmeCare my router {t} keeps dropping", f"{base + 1},{base + 2}", None),
+            _tweet(base + 1, "AcmeCare", f"@cust{t} Sorry to hear that, please DM us", "", base),
+            _tweet(base + 2, "AcmeCare", f"@cust{t} We reset your line {t}.", "", base),
+        ]
+    found = detect_thread([Record(n, r) for n, r in enumerate(rows, 2)])
+    assert found is not None
+    assert found.recipe.columns == {
+        "id": "tweet_id", "parent": "in_response_to_tweet_id", "text": "text", "author": "author_id",
+    }  # fmt: skip
+    linked = link_sample([Record(n, r) for n, r in enumerate(rows, 2)], found.recipe)
+    assert len(linked) == 40 and [m["role"] for m in linked[0].fields["messages"]] == ["user", "assistant"]
+
+
+def test_detect_thread_on_a_stack_exchange_posts_dump():
+    rows = []
+    for q in range(15):
+        question = f"<p>When I run step {q} it fails with an error.</p>"
+        rows.append({"Id": 10 * q + 1, "ParentId": "", "OwnerUserId": 500 + q, "Title": f"Why {q}?", "Body": question})
+        for a in (2, 3):
+            answer = f"<p>Answer {a}: update the package and try step {q} again.</p>"
+            rows.append({"Id": 10 * q + a, "ParentId": 10 * q + 1, "OwnerUserId": 900 + a, "Title": "", "Body": answer})
+    found = detect_thread([Record(n, r) for n, r in enumerate(rows, 2)])
+    assert found is not None
+    assert found.recipe.columns == {"id": "Id", "parent": "ParentId", "text": "Body", "author": "OwnerUserId"}
+
+
 @pytest.mark.parametrize(
     "rows",
     [
@@ -255,8 +299,10 @@ def test_detect_thread_by_content_without_a_parent_name():
         [{"id": n, "category_id": n % 5 + 1, "text": f"ticket text number {n}"} for n in range(1, 40)],
         # a "parent" column that names companies, not messages
         [{"id": n, "parent": "Acme Holdings", "text": f"annual report {n} text"} for n in range(1, 40)],
+        # a category tree: linked by parent ids, but its names are not messages
+        [{"id": n, "parent_id": "" if n < 4 else n // 4, "name": f"Garden Tools {n}"} for n in range(1, 40)],
     ],
-    ids=["qa-with-id", "foreign-key", "parent-company"],
+    ids=["qa-with-id", "foreign-key", "parent-company", "category-tree"],
 )
 def test_detect_thread_rejects_files_that_are_not_threads(rows):
     assert detect_thread([Record(n, r) for n, r in enumerate(rows, 2)]) is None

@@ -318,17 +318,17 @@ def _excerpt(message: _Message) -> str:
 # -- detection ---------------------------------------------------------------------------------
 # Name hints, compared without case, spaces, dashes or underscores.
 _PARENT_NAMES = frozenset({
-    "parentid", "parent", "parentmessageid", "parentpostid", "parentcommentid", "parentuuid", "parentmsgid",
-    "inreplyto", "inreplytoid", "inreplytostatusid", "inreplytostatusidstr", "inreplytomessageid",
-    "replyto", "replytoid", "replytomessageid", "repliedto", "inresponseto", "responseto",
-    "antwortauf", "elternid", "reponsea", "parentid_", "respondea", "rispostaa", "vaterid",
+    "parent", "repliedto", "antwortauf", "elternid", "vaterid", "reponsea", "respondea", "rispostaa", "answerto",
 })  # fmt: skip
+# ... and names that start so: parent_id, parentMessageId, in_reply_to_status_id, in_response_to_tweet_id
+_PARENT_PREFIXES = ("parent", "inreplyto", "inresponseto", "replyto", "responseto", "antwortauf")
 _ID_NAMES = frozenset({
     "id", "messageid", "msgid", "postid", "commentid", "tweetid", "statusid", "idstr", "uuid", "nodeid", "name",
 })  # fmt: skip
 _AUTHOR_NAMES = frozenset({
     "author", "authorname", "user", "username", "userscreenname", "screenname", "from", "sender", "speaker",
-    "poster", "nick", "nickname", "handle", "autor", "auteur", "benutzer", "authorid", "userid",
+    "poster", "nick", "nickname", "handle", "autor", "auteur", "benutzer", "authorid", "userid", "owneruserid",
+    "ownerdisplayname", "nutzer", "utilisateur",
 })  # fmt: skip
 _ROLE_NAMES = frozenset({"role", "from", "speaker", "sender", "rolle", "type"})
 _TEXT_NAMES = ("text", "content", "body", "message", "fulltext", "comment", "post", "selftext")
@@ -391,6 +391,11 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-.]+", "", str(name).lower())
 
 
+def _parent_name(column: str) -> bool:
+    key = _key(column)
+    return key in _PARENT_NAMES or (key.startswith(_PARENT_PREFIXES) and not key.endswith(("s", "name", "text")))
+
+
 def _scalar(value: Any) -> str | None:
     """A cell as id-comparable text (None when empty or not a scalar)."""
     try:
@@ -411,7 +416,7 @@ def _best_link(rows: list[dict], columns: list[str], values: dict[str, list[str 
         id_candidates.append((column, set(present)))
     best = None
     for parent_column in columns:
-        named = _key(parent_column) in _PARENT_NAMES
+        named = _parent_name(parent_column)
         parents = values[parent_column]
         replies = [v for v in parents if v is not None and v not in _SENTINEL_ROOTS]
         roots = len(parents) - len(replies)
@@ -451,6 +456,8 @@ def _text_column(columns: list[str], values: dict, used: set[str]) -> str | None
         if spaced < 0.3:
             return -1.0
         mean = sum(len(t) for t in texts) / len(texts)
+        if mean < 15:
+            return -1.0  # names of a category tree (id, parent_id, name), not messages
         return mean * (2.0 if _key(column) in _TEXT_NAMES else 1.0)
 
     scored = [(score(c), c) for c in columns if c not in used]
