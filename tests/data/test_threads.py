@@ -185,6 +185,12 @@ def test_duplicate_id_and_unknown_role_are_rejected_naming_the_fix():
     assert [line for line, _, _ in conversations(items)] == [3, 5, 10]
 
 
+def test_a_message_whose_text_is_not_text_is_rejected():
+    rows = [*OASST_ROWS[5:], {"message_id": "q3", "parent_id": "q1", "role": "assistant", "text": {"html": "<b>"}}]
+    items = list(link_threads([Record(n, r) for n, r in enumerate(rows, 1)], OASST))
+    assert rejects(items) == {3: "column 'text' (text) holds dict, not text"} and len(conversations(items)) == 1
+
+
 def test_wrong_parent_column_is_named_not_silently_a_forest_of_roots():
     recipe = RecipeSection(columns={"id": "message_id", "parent": "reply_to", "text": "text"})
     items = list(link_threads([Record(n, r) for n, r in enumerate(OASST_ROWS, 1)], recipe))

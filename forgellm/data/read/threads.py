@@ -136,6 +136,9 @@ class LinkedThreads(Iterator[Record | BadRow]):
             else:
                 speaker = None
             text = fields.get(self.columns["text"])
+            if isinstance(text, bool) or not isinstance(text, str | int | float | None):
+                missing.append(f"column {self.columns['text']!r} (text) holds {type(text).__name__}, not text")
+                text = None
             self.messages.append(_Message(message_id, parent, text, speaker, item.line, item.source, position))
             if missing:
                 self.rejected[index] = missing[0]
