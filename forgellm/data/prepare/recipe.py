@@ -22,6 +22,7 @@ from typing import Any
 
 from forgellm.config.schema import RecipeSection
 from forgellm.data.prepare.cleaning import clean_text
+from forgellm.data.prepare.splits import content_key
 from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
 from forgellm.data.read.transcripts import split_transcript
 from forgellm.errors import ErrorCode, ForgeError
@@ -30,6 +31,7 @@ BUILTIN_ROLES: dict[str, str] = {
     "system": "system",
     "user": "user",
     "human": "user",
+    "prompter": "user",  # OpenAssistant's message trees
     "assistant": "assistant",
     "gpt": "assistant",
     "chatgpt": "assistant",
@@ -121,7 +123,8 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
     if dropped_trailing:
         extra["dropped_trailing_user_turns"] = dropped_trailing
     if format == "thread" and "thread" in record.fields:
-        extra["group"] = record.fields["thread"]  # a thread's conversations share one split (no leak)
+        # A thread's conversations share one split (no leak): the split assigner hashes an integer key.
+        extra["group"] = content_key(f"thread {record.fields['thread']}")
     return Example(record.line, record.source, messages=messages, label=get.label(), date=get.date(), extra=extra)
 
 
@@ -357,6 +360,12 @@ def _turn_content(turn: dict[str, Any], content_key: str, i: int) -> str:
     if not isinstance(content, str):
         raise RecipeError(f"turn {i} {content_key!r} is {type(content).__name__}, not a string")
     return content
+
+
+def map_role(raw: str, recipe: RecipeSection) -> str:
+    """A speaker name in the data -> system/user/assistant/drop (data.recipe.role_map, then the built-ins);
+    RecipeError naming the fix when neither knows it."""
+    return _map_role(raw, _role_lookup(recipe))
 
 
 def _role_lookup(recipe: RecipeSection) -> dict[str, str]:

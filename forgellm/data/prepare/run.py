@@ -219,7 +219,16 @@ class _PrepareRun:
         from forgellm.data.read.readers import estimate_rows, open_dataset
 
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
-        return itertools.chain.from_iterable(dataset.batches()), estimate_rows(dataset)
+        items = itertools.chain.from_iterable(dataset.batches())
+        if self.config.data.format == "thread":
+            from forgellm.data.read.threads import link_threads
+
+            # Threads are linked over the whole file first; the items are then conversations and the rows
+            # that could not be placed, in an order fixed by the file (so a resume skips the same ones).
+            self.hooks.step(f"Linking the reply threads of {self.input_path.name}")
+            linked = link_threads(items, self.config.data.recipe)
+            return linked, linked.count
+        return items, estimate_rows(dataset)
 
     def _verify_chunks(self, work: Path, manifest: Manifest) -> int:
         """Check every finished chunk's files against the size and checksum recorded when it was written.

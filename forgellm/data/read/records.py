@@ -57,6 +57,12 @@ class MissingColumnError(RecipeError):
         self.column, self.role, self.available = column, role, available
 
 
+# Quoted ids after "id"/"ids" (reply threads: "parent id 'a1f3' not found", "reply cycle through ids 'a' -> 'b'"):
+# ids such as UUIDs are not numbers, and each would otherwise count as a reason of its own.
+_QUOTED_IDS = re.compile(r"\b(ids?) '[^']*'(?:(?:, | -> )'[^']*')*")
+
+
 def reason_kind(reason: str) -> str:
-    """A reject reason with its numbers generalised, to count reasons by kind ("duplicate of line N")."""
-    return re.sub(r"\d+", "N", reason)[:160]
+    """A reject reason with its numbers (and quoted ids) generalised, to count reasons by kind
+    ("duplicate of line N", "parent id '…' not found in the file")."""
+    return re.sub(r"\d+", "N", _QUOTED_IDS.sub(r"\1 '…'", reason))[:160]
