@@ -200,6 +200,10 @@ def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str],
     from forgellm.data.study.checks import language_of
     from forgellm.data.study.stats import TokenCounter
 
+    if profile.format == "thread":  # conversations along the reply links, as prepare will make them
+        from forgellm.data.read.threads import link_sample
+
+        records = link_sample(records, profile.recipe)
     tokenizer = _counting_tokenizer(progress)
     counter = TokenCounter(tokenizer, None)
     languages: Counter[str] = Counter()

@@ -22,9 +22,13 @@ _ASSISTANT_SPEAKER = re.compile(
 
 
 def detect_documents(sample: list[Record]) -> Detection:
-    readings = [d for d in (_detect_transcript(sample), _detect_faq(sample), _documents(sample)) if d is not None]
+    readings = [d for d in (_detect_transcript(sample), _detect_faq(sample)) if d is not None]
     readings.sort(key=lambda d: -d.confidence)
-    return replace(readings[0], alternatives=readings[1:])
+    plain = _documents(sample)
+    if not readings:
+        return plain
+    # Found speakers or questions outweigh the plain reading, which stays as the alternative.
+    return replace(readings[0], alternatives=[*readings[1:], replace(plain, confidence=0.5)])
 
 
 _QUESTION_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+.+\?\s*#*\s*$", re.MULTILINE)

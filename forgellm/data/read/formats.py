@@ -174,6 +174,8 @@ def _detect_prompt_completion(cols: dict[str, Column]) -> Detection | None:
 
 def _with_label_and_date(found: Detection, cols: dict[str, Column]) -> Detection:
     """Add a label column (stratified splits, label statistics) and an ISO date column (temporal splits)."""
+    if found.format == "thread":
+        return found  # linked conversations carry no row's label or date
     used = set(found.recipe.column_names())
     reasons, columns = list(found.reasons), dict(found.recipe.columns)
     if "label" not in columns:

@@ -89,6 +89,10 @@ def study_file(
             "the whole file; run with --full to study every row."
         )
     items = _spread(iter(dataset), every)
+    if detection.format == "thread":  # study the conversations the reply links make, as prepare will
+        from forgellm.data.read.threads import link_threads
+
+        items = link_threads(iter(dataset), detection.recipe)
     target = estimate // every if estimate else None
     report = study_dataset(
         items,
