@@ -47,6 +47,8 @@ class StudyReport:
     label_column: str | None
     findings: list[Finding] = field(default_factory=list)
     sample_note: str | None = None
+    # How the file was read: encoding, spill columns dropped, blank rows skipped (Dataset.reading()).
+    reading: dict[str, Any] = field(default_factory=dict)
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def study_file(
         max_length=max_length,
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,
+        reading=dataset.reading,
     )
     layout = layout or ProjectLayout(Path("."))
     html_path, json_path = layout.study_html, layout.study_json
