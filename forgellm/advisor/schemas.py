@@ -13,13 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.config.schema import DataFormat  # one list of formats and recipe fields: forge.yaml's
+from forgellm.config.schema import (
+    CleaningStepName,
+    DataFormat,  # one list of formats and recipe fields: forge.yaml's
+)
 from forgellm.config.schema import RecipeField as RecipeFieldName
 
 TaskType = Literal[
     "chat", "qa", "instruction", "classification", "summarization", "extraction", "code", "cpt", "other"
 ]
-CleaningStep = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]
+CleaningStep = CleaningStepName  # one list of cleaning steps: forge.yaml's
 
 
 class Answer(BaseModel):
@@ -75,7 +78,7 @@ class RecipeProposal(Answer):
     faq_headings: bool = Field(
         default=False, description="transcript only: a markdown FAQ whose question headings are the user turns."
     )
-    cleaning: list[CleaningStep] = Field(default_factory=lambda: ["unicode_nfc", "strip_whitespace"], max_length=4)
+    cleaning: list[CleaningStep] = Field(default_factory=lambda: ["unicode_nfc", "strip_whitespace"], max_length=5)
     reasons: str = Field(default="", max_length=2000, description="Why, in one or two sentences.")
 
 

@@ -207,6 +207,14 @@ def _render_result(result: Any) -> None:
         console.print(f"Rejected {stats.rejected:,} rows (see {PreparedLayout(result.output_dir).rejects}):")
         for reason, count in list(stats.rejected_by_reason.items())[:8]:
             console.print(f"  {count:>7,}  {reason}")
+    skipped = stats.reading.get("blank_rows", 0)
+    dropped = stats.reading.get("dropped_columns") or []
+    if skipped or dropped:
+        console.print(
+            f"Skipped {skipped:,} blank rows"
+            + (f"; dropped {len(dropped)} empty spill column(s) ({', '.join(dropped[:5])})" if dropped else "")
+            + "."
+        )
     if stats.truncated:
         console.print(
             f"Truncated {stats.truncated:,} examples to {stats.max_length} tokens "
@@ -219,8 +227,7 @@ def _render_result(result: Any) -> None:
     if seconds:
         parts = ", ".join(f"{stage} {value:.1f}s" for stage, value in seconds.items())
         console.print(
-            f"[dim]Time by stage: {parts}; bottleneck: {stats.bottleneck}; "
-            f"peak memory {stats.peak_rss_mb:,.0f} MB.[/]"
+            f"[dim]Time by stage: {parts}; bottleneck: {stats.bottleneck}; peak memory {stats.peak_rss_mb:,.0f} MB.[/]"
         )
     for warning in stats.warnings:
         console.print(f"[yellow]warning[/] {warning}")

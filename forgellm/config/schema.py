@@ -111,6 +111,7 @@ RecipeField = Literal[
     "chosen", "rejected",  # preference pairs
     "id", "parent", "author", "role",  # reply threads linked by ids
 ]  # fmt: skip
+CleaningStepName = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html", "unescape_newlines"]
 DataFormat = Literal[
     "messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text", "transcript",
     "classification", "preference", "thread",
@@ -152,8 +153,10 @@ class RecipeSection(BaseModel):
         description="Speaker names in the data -> chat roles, e.g. {human: user, gpt: assistant, observation: user}.",
     )
     system_prompt: str | None = Field(default=None, description="System prompt added to every conversation.")
-    cleaning: list[Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]] = Field(
-        default_factory=lambda: ["unicode_nfc", "strip_whitespace"], description="Cleaning steps, in order."
+    cleaning: list[CleaningStepName] = Field(
+        default_factory=lambda: ["unicode_nfc", "strip_whitespace"],
+        description="Cleaning steps, in order. `unescape_newlines` turns literal \\n / \\t into real ones in "
+        "texts that have no real line break (exports that escaped them); code in quotes or backticks is kept.",
     )
     transcript: TranscriptSection = Field(
         default_factory=TranscriptSection, description="Speaker patterns for transcript files."

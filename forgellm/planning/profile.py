@@ -22,6 +22,7 @@ SAMPLE_ROWS = 2000
 LANGUAGE_SAMPLE = 300  # examples whose language is detected (the detector reads 400 characters each)
 SIGNIFICANT_LANGUAGE = 0.1  # a language counts for planning above this share of examples
 TOKEN_COUNTER_MODEL = "smollm2-135m"
+LITERAL_NEWLINES = 0.05  # share of texts with literal "\n" escapes above which the plan unescapes them
 
 
 @dataclass
@@ -103,6 +104,8 @@ def profile_data(
         _keep_forge_yaml(profile, records, existing, max_error_rate)
     else:
         _understand(profile, records, goal, advisor, settings, progress, max_error_rate)
+    if profile.recipe_source != "forge.yaml":
+        _unescape_if_needed(profile, records)
     _measure(profile, records, progress)
     return profile
 
@@ -191,6 +194,22 @@ def _understand(
     for other, other_fit in tried_rules[:-1]:
         profile.warnings.append(f"the reading {other.shape} does not fit the file ({other_fit.problem()})")
     profile.warnings.extend(reading.warnings)
+
+
+def _unescape_if_needed(profile: DataProfile, records: list[Any]) -> None:
+    """Turn on `unescape_newlines` when the text columns hold line breaks exported as literal "\\n"."""
+    from forgellm.data.prepare.cleaning import literal_newline_share
+
+    recipe = profile.recipe
+    if "unescape_newlines" in recipe.cleaning:
+        return
+    texts = [r.fields.get(c) for r in records[:1000] for c in recipe.column_names()]
+    share = literal_newline_share(texts)
+    if share >= LITERAL_NEWLINES:
+        steps = [*recipe.cleaning]
+        steps.insert(1 if steps[:1] == ["unicode_nfc"] else 0, "unescape_newlines")
+        profile.recipe = recipe.model_copy(update={"cleaning": steps})
+        profile.reasons += f"; {share:.0%} of the texts hold literal \\n for line breaks: cleaning unescapes them"
 
 
 def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str], None]) -> None:

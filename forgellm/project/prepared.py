@@ -63,6 +63,8 @@ class PreparedStats:
     seconds_total_this_run: float | None = None
     peak_rss_mb: float | None = None
     warnings: list[str] = field(default_factory=list)
+    # How the input was read: encoding, empty spill columns dropped, blank rows skipped (Dataset.reading()).
+    reading: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class PreparedStats:
         stats.max_length = as_int(stats.max_length)
         stats.rejected_by_reason = as_dict(stats.rejected_by_reason)
         stats.input = as_dict(stats.input)
+        stats.reading = as_dict(stats.reading)
         return stats
 
     def save(self, folder: PreparedLayout) -> None:

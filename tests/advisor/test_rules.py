@@ -76,7 +76,9 @@ def test_without_a_goal_the_data_decides_the_task():
     assert proposal.task_type == "classification"
     assert proposal.format == "classification"
     assert _columns(proposal) == {"user": "text", "label": "label"}
-    assert proposal.instruction == "Classify the following text as one of: refund, shipping. Answer with the label only."
+    assert proposal.instruction == (
+        "Classify the following text as one of: refund, shipping. Answer with the label only."
+    )
     recipe_from_proposal(proposal, ["text", "label"])  # a recipe prepare can apply
     code_rows = [
         {"question": f"How do I sum a list number {i} in Python?", "answer": f"```python\ntotal = sum(values_{i})\n```"}

@@ -306,6 +306,8 @@ def test_info_to_dict_has_stable_keys(tmp_path):
         "delimiter",
         "quotechar",
         "columns",
+        "dropped_columns",
+        "header",
         "json_key",
         "files",
         "skipped",

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Literal
 
-CleaningStep = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html"]
-CLEANING_STEPS: tuple[str, ...] = ("unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html")
+CleaningStep = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html", "unescape_newlines"]
+CLEANING_STEPS: tuple[str, ...] = (
+    "unicode_nfc",
+    "strip_whitespace",
+    "collapse_spaces",
+    "strip_html",
+    "unescape_newlines",
+)
 
 
 # --------------------------------------------------------------------------------------------- cleaning
@@ -30,6 +36,8 @@ def clean_text(text: str, steps: Iterable[str]) -> str:
             text = collapse_spaces(text)
         elif step == "strip_html":
             text = strip_html(text)
+        elif step == "unescape_newlines":
+            text = unescape_newlines(text)
         else:
             raise ValueError(f"unknown cleaning step {step!r}; allowed: {', '.join(CLEANING_STEPS)}")
     return text
@@ -46,6 +54,60 @@ def strip_whitespace(text: str) -> str:
         return text.strip()
     # map(str.rstrip) keeps the per-line work in C: prepare cleans every message of every row
     return "\n".join(map(str.rstrip, text.split("\n"))).strip()
+
+
+# Literal escapes: backslash + r backslash + n, backslash + n, backslash + t. An escaped backslash (two of
+# them) is matched first, so that two backslashes and an n (a backslash, then the letter) are left as they are.
+_ESCAPE = re.compile(r"\\\\|\\r\\n|\\n|\\t")
+_ESCAPED = {"\\r\\n": "\n", "\\n": "\n", "\\t": "\t"}
+# Where an escape is meant literally: inline code, quoted string literals on one line, Windows paths. A
+# code fence's own line breaks are real ones escaped (fences are consumed whole so that their backticks do not
+# pair up as inline code; inside, quoted literals still protect ``print("\\n")``). A single quote counts only
+# at a word's edge: apostrophes (don't, can't) are not quotes.
+_VERBATIM = re.compile(
+    r"(?P<fence>```)|`[^`\n]*`|\"(?:[^\"\\\n]|\\.)*\"|(?<!\w)'(?:[^'\\\n]|\\.)*'(?!\w)|(?<![\w\\])[A-Za-z]:\\\S*|\\\\\S+",
+)
+
+
+def _unverbatim_escapes(text: str) -> list[re.Match[str]]:
+    """The literal escapes of ``text`` outside code spans, quoted literals and paths (escaped backslashes too)."""
+    spans = [m.span() for m in _VERBATIM.finditer(text) if not m["fence"]] if any(c in text for c in "`\"':") else []
+    found, i = [], 0
+    for m in _ESCAPE.finditer(text):
+        while i < len(spans) and spans[i][1] <= m.start():
+            i += 1
+        if i < len(spans) and spans[i][0] <= m.start():
+            continue
+        found.append(m)
+    return found
+
+
+def has_literal_newlines(text: str) -> bool:
+    """Whether ``text`` is one whose line breaks were exported as literal "\\n": it holds such an escape
+    outside code and quotes, and no real line break (a text with both means its "\\n" are meant literally)."""
+    if "\\" not in text or "\n" in text or "\\n" not in text:
+        return False
+    return any(m.group(0) != "\\\\" and "n" in m.group(0) for m in _unverbatim_escapes(text))
+
+
+def unescape_newlines(text: str) -> str:
+    """Literal "\\n", "\\r\\n" and "\\t" made real, in a text that `has_literal_newlines`; other texts,
+    and escapes inside backticks, quoted literals (``print("\\n")``) and Windows paths, stay as they are."""
+    if not has_literal_newlines(text):
+        return text
+    out, last = [], 0
+    for m in _unverbatim_escapes(text):
+        if m.group(0) in _ESCAPED:
+            out += (text[last : m.start()], _ESCAPED[m.group(0)])
+            last = m.end()
+    return "".join(out) + text[last:]
+
+
+def literal_newline_share(values: Iterable[object]) -> float:
+    """Share (0..1) of the non-blank string ``values`` that `has_literal_newlines`: the planner turns the
+    `unescape_newlines` cleaning step on for a column where this is high."""
+    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    return sum(map(has_literal_newlines, texts)) / len(texts) if texts else 0.0
 
 
 _INDENT = re.compile(r"^[ \t]*")

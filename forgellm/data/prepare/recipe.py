@@ -405,7 +405,9 @@ def _finish(raw_turns: list[tuple[str, str]], recipe: RecipeSection) -> tuple[li
     if not any(m["role"] == "user" for m in body):
         raise RecipeError("no user turn: a conversation needs a user message before the assistant's reply")
     if not any(m["role"] == "assistant" for m in body):
-        raise RecipeError("no assistant turn: nothing for the model to learn")
+        # Nothing to learn is an empty answer (dropped like one), not a row that breaks the format: a thread's
+        # unanswered prompt, a chat export's last message.
+        raise EmptyTextError("no assistant turn: nothing for the model to learn")
     if body[0]["role"] != "user":
         raise RecipeError("the conversation starts with an assistant turn; the user must speak first")
     dropped = 0

@@ -143,6 +143,7 @@ class _PrepareRun:
         self.layout = layout
         self.timer = StageTimer()
         self.started = time.perf_counter()
+        self.reading: Any = None  # the open Dataset's reading(), once the pass has read to the end
 
     def execute(self, *, restart: bool, chunk_rows: int | None) -> PrepareResult:
         from forgellm.models.loading import chat_setup
@@ -219,6 +220,7 @@ class _PrepareRun:
         from forgellm.data.read.readers import estimate_rows, open_dataset
 
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
+        self.reading = dataset.reading
         items = itertools.chain.from_iterable(dataset.batches())
         if self.config.data.format == "thread":
             from forgellm.data.read.threads import link_threads
@@ -415,6 +417,7 @@ class _PrepareRun:
             seconds_total_this_run=round(time.perf_counter() - self.started, 3),
             peak_rss_mb=round(peak_kb / 1024, 1),
             warnings=self.setup.warnings,
+            reading=self.reading() if self.reading is not None else {},
         )
 
 

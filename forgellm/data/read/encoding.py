@@ -53,6 +53,10 @@ _BOMS = (  # longest first: the UTF-32 LE BOM starts with the UTF-16 LE one
 
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _TRIED = "byte-order mark, UTF-8, charset-normalizer, cp1252"
+# charset-normalizer names plain Shift-JIS or JIS X 0213 for text that is cp932 (Microsoft's Shift-JIS): they
+# read the same Japanese, but differ on the characters Windows users type (～ − ∥ ￠ ① ㈱ and IBM kanji).
+_SHIFT_JIS = frozenset({"shift_jis", "shift_jis_2004", "shift_jisx0213"})
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 _WESTERN = ("cp1252", "latin_1", "iso8859_15")
 _WESTERN_LANGUAGES = frozenset(
     "English French Spanish German Italian Portuguese Dutch Danish Swedish Norwegian Finnish Catalan Unknown".split()
@@ -197,6 +201,8 @@ def detect_encoding(sample: bytes, probes: list[bytes] | None = None, *, name: s
         encoding = codecs.lookup(chosen.encoding).name
         if _prefer_cp1252(matches, data):
             encoding = "cp1252"
+        elif encoding in _SHIFT_JIS and _decodes_cp932(data):
+            encoding = "cp932"
         how = f"charset-normalizer (chaos {chosen.chaos:.2f}, language {chosen.language})"
         return EncodingGuess(encoding, round(max(0.0, 1.0 - chosen.chaos), 3), how)
     if _decodes(data, "cp1252"):
@@ -217,12 +223,17 @@ def _without_utf8_lines(data: bytes) -> bytes:
 
 
 def _without_stray_lines(data: bytes) -> bytes:
-    """``data`` without the lines cp1252 cannot decode, when they are few (under 1 in 10): a line or two
-    damaged beyond any encoding must not decide the file's code page (they become U+FFFD and are rejected).
-    Many such lines mean another code page (Shift-JIS lead bytes, say): then every line counts."""
+    """``data`` without the lines cp1252 cannot decode, when they are few (under 1 in 10 of the lines that
+    are not ASCII): a line or two damaged beyond any encoding must not decide the file's code page (they
+    become U+FFFD and are rejected). Many such lines mean another code page (Shift-JIS lead bytes, say): then
+    every line counts. Counted among the non-ASCII lines only: a mostly-English file with a few Japanese
+    lines is Shift-JIS, and its ASCII lines say nothing about the code page."""
     lines = data.split(b"\n")
-    kept = [line for line in lines if _decodes(line, "cp1252")]
-    return b"\n".join(kept) if (len(lines) - len(kept)) * 10 < len(lines) else data
+    odd = [line for line in lines if not line.isascii()]
+    stray = [line for line in odd if not _decodes(line, "cp1252")]
+    if not stray or len(stray) * 10 >= len(odd):
+        return data
+    return b"\n".join(line for line in lines if line.isascii() or _decodes(line, "cp1252"))
 
 
 def _prefer_cp1252(matches: list[CharsetMatch], data: bytes) -> bool:
@@ -238,6 +249,16 @@ def _prefer_cp1252(matches: list[CharsetMatch], data: bytes) -> bool:
         and (len(close) > 1 and (close[1].chaos == best.chaos or any(m.encoding in _WESTERN for m in close)))
         and _decodes(data, "cp1252")
     )
+
+
+def _decodes_cp932(data: bytes) -> bool:
+    """Whether cp932 reads ``data`` without private-use characters (its user-defined area, where JIS X 0213
+    puts real characters): then cp932 it is, the Shift-JIS that Windows and Excel write."""
+    try:
+        text = data.decode("cp932")
+    except UnicodeDecodeError:
+        return False
+    return not _PRIVATE_USE.search(text)
 
 
 def _around_non_ascii(data: bytes, size: int) -> bytes:

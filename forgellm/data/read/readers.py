@@ -21,7 +21,15 @@ from forgellm.data.read import encoding as enc
 from forgellm.data.read.encoding import count_lines_fast
 from forgellm.data.read.json_lines import iter_json, iter_jsonl, jsonl_columns, sniff_json
 from forgellm.data.read.records import BadRow, Record
-from forgellm.data.read.tabular import iter_csv, iter_parquet, iter_texts, parquet_footer, sniff_dialect
+from forgellm.data.read.tabular import (
+    ReadCounts,
+    iter_csv,
+    iter_parquet,
+    iter_texts,
+    parquet_footer,
+    sniff_dialect,
+    spill_columns,
+)
 from forgellm.errors import ErrorCode, ForgeError
 
 __all__ = ["Dataset", "DatasetInfo", "count_lines_fast", "estimate_rows", "open_dataset", "sample_records"]
@@ -42,6 +50,7 @@ _SUFFIX_KINDS: dict[str, Kind] = {
 }
 TEXT_SUFFIXES = frozenset(s for s, k in _SUFFIX_KINDS.items() if k == "text")
 # Licence, notice and read-me files sit beside documents in most repositories; they are not training text.
+_SPILL_SAMPLE_ROWS = 20_000  # rows of the head sample (256 KB) that decide which columns are empty spill
 _NOT_CONTENT = {
     **dict.fromkeys(("license", "licence", "copying", "notice"), "licence or notice file, not content"),
     "readme": "read-me file, not content",
@@ -65,6 +74,9 @@ class DatasetInfo:
     delimiter: str | None = None  # csv/tsv
     quotechar: str | None = None  # csv/tsv
     columns: tuple[str, ...] | None = None  # header, Parquet schema, keys of the first JSON record
+    # csv/tsv: empty columns that trailing delimiters made (blank header, no values): read past, not in `columns`
+    dropped_columns: tuple[str, ...] = ()
+    header: tuple[str, ...] | None = None  # csv/tsv: every header cell, as named in `columns`
     json_key: str | None = None  # a JSON object's key whose array holds the records
     files: tuple[str, ...] = ()  # folder input: the documents read, relative, in reading order
     skipped: tuple[tuple[str, str], ...] = ()  # folder input: (relative name, why it is not read)
@@ -74,6 +86,8 @@ class DatasetInfo:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["columns"] = list(self.columns) if self.columns is not None else None
+        data["dropped_columns"] = list(self.dropped_columns)
+        data["header"] = list(self.header) if self.header is not None else None
         data["files"] = list(self.files)
         data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         return data
@@ -92,6 +106,25 @@ class Dataset:
         self.info = info
         self.batch_rows = batch_rows
         self._replacements = enc.ReplacementCounter()
+        self._counts = ReadCounts()
+
+    @property
+    def counts(self) -> ReadCounts:
+        """Blank rows skipped and rows trimmed by the latest pass (complete once a pass has read to the end)."""
+        return self._counts
+
+    def reading(self) -> dict[str, Any]:
+        """How the file was read and what reading skipped or repaired, for the study report and prepare stats."""
+        info = self.info
+        return {
+            "kind": info.kind,
+            "encoding": info.encoding,
+            "encoding_how": info.encoding_how,
+            "dropped_columns": list(info.dropped_columns),
+            "blank_rows": self._counts.blank_rows,
+            "trimmed_rows": self._counts.trimmed_rows,
+            "replaced_chars": self.replaced_chars,
+        }
 
     @property
     def replaced_chars(self) -> int:
@@ -129,7 +162,16 @@ class Dataset:
         codec, per_line = info.encoding or "utf-8", info.encoding_per_line
         with enc.open_text(path, compression, codec, self._replacements.name, per_line=per_line) as stream:
             if info.kind in ("csv", "tsv"):
-                yield from iter_csv(stream, path.name, info.delimiter or ",", info.quotechar or '"', info.columns)
+                self._counts = ReadCounts()  # each pass counts afresh: the last complete one is the file's
+                yield from iter_csv(
+                    stream,
+                    path.name,
+                    info.delimiter or ",",
+                    info.quotechar or '"',
+                    info.header or info.columns,
+                    info.dropped_columns,
+                    self._counts,
+                )
             elif info.kind == "jsonl":
                 yield from iter_jsonl(stream, path.name)
             else:
@@ -273,10 +315,13 @@ def _csv_info(base: DatasetInfo, text: str, whole: bool, name: str) -> DatasetIn
     if not whole:  # parse complete lines only
         text = text[: text.rfind("\n") + 1] or text
     delimiter, quotechar = sniff_dialect(text, "\t" if base.kind == "tsv" else None)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quotechar=quotechar, doublequote=True)
+    # newline="": CR-only and CRLF files split into rows as the csv module does when reading them for real.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, doublequote=True)
     try:
-        header = next(row for row in reader if row)
-        has_rows = any(any(cell.strip() for cell in row) for row in islice(reader, 50))
+        header = next(row for row in reader if any(cell.strip() for cell in row))
+        # Every row of the head sample: thousands of blank rows may come before the first data row.
+        rows = list(islice(reader, _SPILL_SAMPLE_ROWS))
+        has_rows = any(any(cell.strip() for cell in row) for row in rows)
     except csv.Error as e:
         raise ForgeError(
             f"{name}: cannot read the CSV header: {e}.",
@@ -284,14 +329,23 @@ def _csv_info(base: DatasetInfo, text: str, whole: bool, name: str) -> DatasetIn
             code=ErrorCode.DATA_FORMAT_INVALID,
         ) from e
     except StopIteration:
-        header, has_rows = [], False
+        header, rows, has_rows = [], [], False
     if whole and not has_rows:
         raise ForgeError(
             f"{name} has a header but no rows (columns: {', '.join(header)}).",
             fix="Add data rows below the header line, or check that the right file or sheet was exported.",
             code=ErrorCode.DATA_EMPTY,
         )
-    return replace(base, delimiter=delimiter, quotechar=quotechar, columns=tuple(unique_columns(header)))
+    names = unique_columns(header)
+    dropped = spill_columns(header, names, rows)
+    return replace(
+        base,
+        delimiter=delimiter,
+        quotechar=quotechar,
+        columns=tuple(n for n in names if n not in dropped),
+        dropped_columns=dropped,
+        header=tuple(names),
+    )
 
 
 def unique_columns(header: list[str]) -> list[str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import IO
 
@@ -57,33 +60,102 @@ def _looks_tabular(sample: str, delimiter: str, quotechar: str) -> bool:
     return len(counts) >= 2 and counts[0] >= 2 and counts.count(counts[0]) >= 0.8 * len(counts)
 
 
+@dataclass
+class ReadCounts:
+    """What a pass over a CSV/TSV file skipped or repaired, to report (study) and record (prepare stats)."""
+
+    blank_rows: int = 0  # empty lines and rows of only delimiters/whitespace: skipped, not rejects
+    trimmed_rows: int = 0  # rows with empty cells past the header's width (trailing commas): trimmed
+
+
+# pandas writes an unnamed index or blank header cell as "Unnamed: 3"; unique_columns makes a blank one "column_4".
+_SPILL_NAME = re.compile(r"(?:Unnamed: \d+(?:_level_\d+)?|column_\d+)")
+
+
+def spill_columns(header: list[str], names: list[str], rows: list[list[str]]) -> tuple[str, ...]:
+    """The columns that trailing delimiters made: blank (or pandas "Unnamed: N") header cell and no value in
+    any sampled row. They are left out of the records; a real column with a blank header keeps its values."""
+    if not any(not _blank(row) for row in rows):
+        return ()
+    spill = []
+    for i, (raw, name) in enumerate(zip(header, names, strict=True)):
+        if raw.strip() and not _SPILL_NAME.fullmatch(raw.strip()):
+            continue
+        if all(i >= len(row) or not row[i].strip() for row in rows):
+            spill.append(name)
+    return tuple(spill) if len(spill) < len(names) else ()
+
+
+def _blank(row: list[str]) -> bool:
+    """An empty line or a row of only delimiters and whitespace (map/any stop at the first real cell)."""
+    return not any(map(str.strip, row))
+
+
 def iter_csv(
-    stream: IO[str], name: str, delimiter: str, quotechar: str, columns: tuple[str, ...] | None
+    stream: IO[str],
+    name: str,
+    delimiter: str,
+    quotechar: str,
+    columns: tuple[str, ...] | None,
+    dropped: tuple[str, ...] = (),
+    counts: ReadCounts | None = None,
 ) -> Iterator[Record | BadRow]:
     """Rows as Records keyed by the header; the start line of each comes from ``reader.line_num``.
 
-    A row with the wrong number of cells, or that the csv module rejects, becomes a BadRow.
+    ``columns`` is the whole header (named as `unique_columns` does) and ``dropped`` the spill columns left
+    out of the records (`spill_columns`); a value that does turn up in one is kept, not lost. Blank rows are
+    skipped and counted in ``counts``; empty cells past the header's width are trimmed (trailing commas).
+    A row with another number of cells, or that the csv module rejects, becomes a BadRow.
     """
+    counts = counts if counts is not None else ReadCounts()
     csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
     reader = csv.reader(stream, delimiter=delimiter, quotechar=quotechar, doublequote=True, strict=False)
-    header = next((row for row in reader if row), None)
+    header = next((row for row in reader if not _blank(row)), None)
     if header is None:
         return
     names = list(columns or header)
     width = len(names)
+    if len(names) != len(header):  # columns from another head than this file's: name them from this header
+        names = list(header)
+    drop = [i for i, n in enumerate(names) if n in dropped]
+    keep = [i for i in range(width) if i not in drop]
+    # Short rows are fine when only spill columns are missing (a header with trailing commas, rows without).
+    needed = keep[-1] + 1 if keep else width
+    pick = itemgetter(*keep) if drop and len(keep) > 1 else None
+    kept_names = [names[i] for i in keep]
     previous = reader.line_num  # the record after it starts on the next line
     while True:
         try:
             for row in reader:
                 start, previous = previous + 1, reader.line_num
-                if len(row) == width:
+                if _blank(row):
+                    counts.blank_rows += 1
+                    continue
+                if previous > start:  # a quoted cell spans lines: its CRLF / CR line ends become \n
+                    row = [_one_newline(cell) for cell in row]
+                if len(row) > width and _blank(row[width:]):
+                    del row[width:]
+                    counts.trimmed_rows += 1
+                if len(row) == width and not drop:
                     yield Record(start, dict(zip(names, row)), name)  # noqa: B905 (width checked)
-                elif row and (len(row) > 1 or row[0].strip()):
+                elif needed <= len(row) <= width:
+                    row += [""] * (width - len(row))
+                    if any(row[i].strip() for i in drop):  # a spill column with a value after all: keep it
+                        yield Record(start, dict(zip(names, row)), name)  # noqa: B905 (padded to width)
+                    elif pick is not None:
+                        yield Record(start, dict(zip(kept_names, pick(row))), name)  # noqa: B905
+                    else:
+                        yield Record(start, {kept_names[0]: row[keep[0]]} if keep else {}, name)
+                else:
                     yield _ragged(row, width, start, previous, name, delimiter)
             return
         except csv.Error as e:
             yield BadRow(previous + 1, f"CSV error: {e}", name)
             previous = reader.line_num
+
+
+def _one_newline(cell: str) -> str:
+    return cell.replace("\r\n", "\n").replace("\r", "\n") if "\r" in cell else cell
 
 
 def _ragged(row: list[str], width: int, start: int, end: int, name: str, delimiter: str) -> BadRow:

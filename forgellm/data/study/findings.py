@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from forgellm.data.study.reading_findings import reading_findings
 from forgellm.data.study.report import Finding, StudyReport
 
 MAX_ERROR_RATE = 0.2  # the default of preprocessing.max_error_rate
@@ -399,4 +400,5 @@ _RULES: list[Callable[[StudyReport], list[Finding]]] = [
     _columns,
     _labels,
     _languages,
+    reading_findings,
 ]

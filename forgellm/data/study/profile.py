@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from forgellm.data.prepare.cleaning import find_pii, find_placeholders
+from forgellm.data.prepare.cleaning import find_pii, find_placeholders, has_literal_newlines
 from forgellm.data.read.damage import encoding_problems
 from forgellm.data.read.records import BadRow, Example, RecipeError, Record
 from forgellm.data.study import checks
@@ -47,6 +47,7 @@ SHORT_CHARS = 5  # fewer non-space characters than this is "very short"
 _MAIN_NAMES = ("instruction", "prompt", "question", "query", "input", "user", "description", "text", "content")
 _LABEL_NAMES = ("label", "category", "intent", "class", "type", "kind", "topic", "tag")
 
+
 class _Column:
     """What one column looked like: types of present values, missing kinds, small value counts."""
 
@@ -58,6 +59,7 @@ class _Column:
         self.missing_lines: list[int] = []
         self.values: Counter[str] | None = Counter()  # None once it has too many distinct values
         self.chars = 0
+        self.literal_newlines = 0  # values whose line breaks are literal "\n" (unescape_newlines)
 
     def add(self, value: Any, line: int) -> None:
         self.present += 1
@@ -70,6 +72,8 @@ class _Column:
         self.types[checks.value_type(value) or "string"] += 1
         if isinstance(value, str):
             self.chars += len(value)
+            if "\\" in value and has_literal_newlines(value):
+                self.literal_newlines += 1
         if self.values is not None:
             key = value.strip() if isinstance(value, str) else json.dumps(value, default=str)[:200]
             self.values[key] += 1
@@ -97,6 +101,7 @@ class _Column:
             },
             "distinct": len(self.values) if self.values is not None else None,
             "mean_chars": round(self.chars / filled, 1) if filled else 0.0,
+            "literal_newlines": self.literal_newlines,
             "values": dict(self.values.most_common(LABEL_MAX_DISTINCT)) if self.values is not None else None,
         }
 
@@ -110,6 +115,7 @@ def study_dataset(
     max_length: int | None = None,
     sample_note: str | None = None,
     progress: Callable[[int], None] | None = None,
+    reading: Callable[[], dict[str, Any]] | None = None,
 ) -> StudyReport:
     """Profile records in one streamed pass.
 
@@ -117,7 +123,8 @@ def study_dataset(
     `open_dataset(path).batches()` yields. With `detection` (a Detection: `.format`, `.recipe`) the
     examples are made by `to_example(record, detection.format, detection.recipe)` (default: the one in
     forgellm.data.prepare.recipe); with only `to_example`, it is called as `to_example(record)`. `progress`
-    gets the number of records read so far, every 1000 records and at the end.
+    gets the number of records read so far, every 1000 records and at the end. `reading` (`Dataset.reading`)
+    says, once the records are read, how the file was read and what the reader skipped.
     """
     from forgellm.data.study.findings import build_findings
 
@@ -130,6 +137,8 @@ def study_dataset(
     report = profiler.finish(sample_note)
     if progress is not None:
         progress(profiler.read)
+    if reading is not None:
+        report.reading = reading()
     report.findings = sorted(build_findings(report), key=lambda f: (SEVERITY_ORDER[f.severity], -f.count))
     return report
 

@@ -48,6 +48,8 @@ class StudyReport:
     findings: list[Finding] = field(default_factory=list)
     sample_note: str | None = None
     shape: dict[str, Any] | None = None  # the detected shape, why, and the alternatives with their scores
+    # How the file was read: encoding, spill columns dropped, blank rows skipped (Dataset.reading()).
+    reading: dict[str, Any] = field(default_factory=dict)
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -101,6 +101,7 @@ def study_file(
         max_length=max_length,
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,
+        reading=dataset.reading,
     )
     report.shape = detection.to_dict()
     layout = layout or ProjectLayout(Path("."))
