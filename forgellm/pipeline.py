@@ -226,7 +226,9 @@ def _stage_study(carried: Carried, options: IgniteOptions, hooks: IgniteHooks) -
     findings = run.report.to_dict().get("findings", [])
     serious = [f for f in findings if f.get("severity") in ("error", "warning")]
     report = run.html_path.relative_to(project_dir) if run.html_path.is_relative_to(project_dir) else run.html_path
-    decision = f"format {run.detection['format']}; {len(findings)} findings ({len(serious)} to look at); {report}"
+    fits = run.detection.get("fits") is not False
+    shape = f"format {run.detection['format']}" if fits else "no reading of the file fits (the plan says what to set)"
+    decision = f"{shape}; {len(findings)} findings ({len(serious)} to look at); {report}"
     details = {"format": run.detection["format"], "report": str(run.html_path)}
     return StageOutcome("study", "done", 0.0, decision, details, run)
 

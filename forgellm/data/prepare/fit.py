@@ -191,8 +191,8 @@ def settle(detection: Detection, records: list[Record], max_error_rate: float = 
     reading, fit, tried = first_fitting(detection, records, max_error_rate)
     if reading is None or fit is None:
         why = "; ".join(f"{d.shape}: {f.problem()}" for d, f in tried[:3]) or "no reading recognised the columns"
-        return replace(detection, warnings=[*detection.warnings, f"no reading fits the file ({why})"])
+        return replace(detection, warnings=[*detection.warnings, f"no reading fits the file ({why})"], fits=False)
     others = [d for d in detection.readings() if d is not reading and d.shape != reading.shape]
     unfit = [f"{d.shape} does not fit ({f.problem()})" for d, f in tried if d is not reading]
     return replace(reading, reasons=[*reading.reasons, fit.summary()], warnings=[*reading.warnings, *unfit],
-                   alternatives=others)  # fmt: skip
+                   alternatives=others, fits=True)  # fmt: skip

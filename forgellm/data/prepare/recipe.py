@@ -24,24 +24,11 @@ from forgellm.config.schema import RecipeSection
 from forgellm.data.prepare.cleaning import clean_text
 from forgellm.data.prepare.splits import content_key
 from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
+from forgellm.data.read.roles import lookup_role, role_lookup
+from forgellm.data.read.threads import THREAD_COLUMNS
 from forgellm.data.read.transcripts import split_transcript
 from forgellm.errors import ErrorCode, ForgeError
 
-BUILTIN_ROLES: dict[str, str] = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "prompter": "user",  # OpenAssistant's message trees
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "chatgpt": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-    "function_call": "assistant",
-    "observation": "user",
-    "tool": "user",
-    "function": "user",
-}
 # Column names used when recipe.columns does not name one, per format.
 DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "messages": {"messages": "messages", "system": "system"},
@@ -61,7 +48,7 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "preference": {"user": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system"},
     # A thread's records are linked into conversations before this module sees them (data/read/threads.py):
     # each arrives as one record whose "messages" field holds the conversation along the reply links.
-    "thread": {"id": "id", "parent": "parent_id", "text": "text", "messages": "messages"},
+    "thread": THREAD_COLUMNS,
 }
 # Fields a recipe must map for each format (an advisor's proposed recipe is checked against it).
 REQUIRED_COLUMNS = {
@@ -98,12 +85,14 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
         turns = [*_history_turns(get.optional("history")), _pair_user(get), ("assistant", get.nonempty("assistant"))]
     elif format == "transcript":
         try:
-            split = split_transcript(get.text("text"), recipe.transcript, _role_lookup(recipe))
+            split = split_transcript(get.text("text"), recipe.transcript, role_lookup(recipe))
         except ValueError as exc:  # a configuration problem, the same for every record: stop, don't reject
             raise ForgeError(
                 str(exc), fix="edit data.recipe.transcript in forge.yaml", code=ErrorCode.DATA_RECIPE_MISMATCH
             ) from exc
         turns = [(t["role"], t["content"]) for t in split.turns]
+        if not split.speakers_seen:
+            raise RecipeError(_no_speakers(get.text("text"), recipe))
         if split.dropped:
             extra["dropped_text_chars"] = sum(len(d) for d in split.dropped)
     elif format == "classification":
@@ -281,7 +270,7 @@ def _reply_turns(value: Any, role: str, column: str | None, recipe: RecipeSectio
     text = str(value)
     if recipe.transcript.speakers:
         try:
-            split = split_transcript(text, recipe.transcript, _role_lookup(recipe))
+            split = split_transcript(text, recipe.transcript, role_lookup(recipe))
         except ValueError as exc:
             raise ForgeError(
                 str(exc), fix="edit data.recipe.transcript in forge.yaml", code=ErrorCode.DATA_RECIPE_MISMATCH
@@ -362,32 +351,12 @@ def _turn_content(turn: dict[str, Any], content_key: str, i: int) -> str:
     return content
 
 
-def map_role(raw: str, recipe: RecipeSection) -> str:
-    """A speaker name in the data -> system/user/assistant/drop (data.recipe.role_map, then the built-ins);
-    RecipeError naming the fix when neither knows it."""
-    return _map_role(raw, _role_lookup(recipe))
-
-
-def _role_lookup(recipe: RecipeSection) -> dict[str, str]:
-    return {k.lower(): v for k, v in recipe.role_map.items()}
-
-
-def _map_role(raw: str, mapping: dict[str, str]) -> str:
-    key = raw.strip().lower()
-    role = mapping.get(key) or BUILTIN_ROLES.get(key)
-    if role is None:
-        raise RecipeError(
-            f"unknown role {raw!r}; add it to data.recipe.role_map, e.g. {{{raw}: user}} or {{{raw}: drop}}"
-        )
-    return role
-
-
 def _finish(raw_turns: list[tuple[str, str]], recipe: RecipeSection) -> tuple[list[Message], int]:
     """Map roles, clean, merge and validate the turns; returns the messages and the trailing user turns dropped."""
-    mapping = _role_lookup(recipe)
+    mapping = role_lookup(recipe)
     messages: list[Message] = []
     for i, (raw_role, content) in enumerate(raw_turns):
-        role = _map_role(raw_role, mapping)
+        role = lookup_role(raw_role, mapping)
         if role == "drop":
             continue
         text = clean_text(content, recipe.cleaning)
@@ -415,6 +384,17 @@ def _finish(raw_turns: list[tuple[str, str]], recipe: RecipeSection) -> tuple[li
         messages.pop()
         dropped += 1
     return messages, dropped
+
+
+def _no_speakers(text: str, recipe: RecipeSection) -> str:
+    """No configured speaker label starts a line: the lines seen and a setting to copy."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:2]
+    configured = {role: labels for role, labels in recipe.transcript.speakers.items()} or "none"
+    return (
+        f"no speaker label of data.recipe.transcript.speakers ({configured}) starts a line; the first lines are "
+        f"{' / '.join(_short(line, 50) for line in lines) or '(empty)'}. Set the labels the text uses, e.g. "
+        "data.recipe.transcript.speakers: {user: ['Customer:'], assistant: ['Agent:']}"
+    )
 
 
 def _short(value: Any, limit: int = 60) -> str:

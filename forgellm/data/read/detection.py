@@ -23,6 +23,7 @@ class Detection:
     reasons: list[str]
     warnings: list[str] = field(default_factory=list)
     alternatives: list[Detection] = field(default_factory=list)
+    fits: bool | None = None  # checked against the file (data/prepare/fit.py): True, False, or None = not checked
 
     @property
     def shape(self) -> str:
@@ -43,6 +44,7 @@ class Detection:
             "confidence": round(self.confidence, 3),
             "reasons": list(self.reasons),
             "warnings": list(self.warnings),
+            "fits": self.fits,
         }
         if self.alternatives:
             out["alternatives"] = [

@@ -139,7 +139,8 @@ def detect_speakers(texts: list[str]) -> tuple[dict[str, list[str]], list[str], 
     _, a, b, alternation, paired = best
     pairs = [seq for seq in ([x for x in s if x in (a, b)] for s in sequences) if a in seq and b in seq]
     user, assistant, how = _assign_speakers(a, b, pairs)
-    before = [x for x in frequent if x not in (a, b) and x.startswith("#") == a.startswith("#")
+    # Only "Name:" labels join the user's turn: another markdown heading is the author's own section.
+    before = [x for x in frequent if x not in (a, b) and not x.startswith("#") and not a.startswith("#")
               and all(seq.index(x) < seq.index(user) for seq in sequences if x in seq and user in seq)]  # fmt: skip
     speakers = {"user": [spelled[x] for x in (*before, user)], "assistant": [spelled[assistant]]}
     reasons = [

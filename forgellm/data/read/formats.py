@@ -21,23 +21,9 @@ from forgellm.data.read import shapes
 from forgellm.data.read.columns import Column, as_list, columns_of, find
 from forgellm.data.read.detection import Detection
 from forgellm.data.read.records import Record
+from forgellm.data.read.roles import BUILTIN_ROLES
 
 DOCUMENT_KINDS = frozenset({"text", "txt", "markdown", "md", "document", "documents"})
-SHAREGPT_ROLES: dict[str, str] = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "chatgpt": "assistant",
-    "bing": "assistant",
-    "bard": "assistant",
-    "model": "assistant",
-    "system": "system",
-    "function_call": "assistant",
-    "observation": "user",
-    "tool": "user",
-    "function": "user",
-}
 
 
 def detect_format(sample: list[Record], *, kind: str | None = None) -> Detection:
@@ -116,7 +102,7 @@ def _conversation_detection(fmt: str, col: Column, roles: list[str], cols: dict[
     role_map: dict[str, Any] = {}
     warnings: list[str] = []
     for raw, n in counts.items():
-        target = SHAREGPT_ROLES.get(raw)
+        target = BUILTIN_ROLES.get(raw)
         if target is None:
             warnings.append(
                 f"unknown speaker {raw!r} in {n} turns: add it to data.recipe.role_map "

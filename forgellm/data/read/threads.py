@@ -78,13 +78,16 @@ class _Message:
     position: int  # the order in the input, for a deterministic output
 
 
+# Column names used when data.recipe.columns does not name one (prepare's DEFAULT_COLUMNS["thread"] too);
+# "messages" is the field each linked conversation carries.
+THREAD_COLUMNS = {"id": "id", "parent": "parent_id", "text": "text", "messages": "messages"}
+
+
 class LinkedThreads(Iterator[Record | BadRow]):
     """Builds the reply forest of all items, then yields conversations and rejects in input order."""
 
     def __init__(self, items: Iterable[Record | BadRow], recipe: RecipeSection) -> None:
-        from forgellm.data.prepare.recipe import DEFAULT_COLUMNS
-
-        defaults = DEFAULT_COLUMNS["thread"]
+        defaults = THREAD_COLUMNS
         self.recipe = recipe
         self.columns = {
             key: _one(recipe.columns.get(key) or defaults.get(key))  # type: ignore[call-overload]
@@ -196,7 +199,7 @@ class LinkedThreads(Iterator[Record | BadRow]):
                 state[i] = 2
 
     def _map_roles(self) -> None:
-        from forgellm.data.prepare.recipe import map_role
+        from forgellm.data.read.roles import map_role
 
         column = self.columns["role"]
         for index, message in enumerate(self.messages):
@@ -469,7 +472,7 @@ def _text_column(columns: list[str], values: dict, used: set[str]) -> str | None
 
 
 def _role_column(columns: list[str], values: dict, used: set[str]) -> tuple[str, dict[str, str]] | None:
-    from forgellm.data.prepare.recipe import BUILTIN_ROLES
+    from forgellm.data.read.roles import BUILTIN_ROLES
 
     for column in columns:
         if column in used:

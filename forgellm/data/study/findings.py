@@ -298,7 +298,8 @@ def _lengths(report: StudyReport) -> list[Finding]:
 
 def _columns(report: StudyReport) -> list[Finding]:
     findings = []
-    used = {report.main_text_column, *report.recipe_columns.values()} - {None}
+    named = [n for v in report.recipe_columns.values() for n in (v if isinstance(v, list) else [v])]
+    used = {report.main_text_column, *named} - {None}
     for column in report.columns:
         missing = column["missing"]
         # Without a recipe, long free-text columns are the ones a recipe would map to user/assistant.

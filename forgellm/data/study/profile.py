@@ -154,7 +154,7 @@ def _example_maker(detection: Any, to_example: Callable[..., Example] | None) ->
     return lambda record: fn(record, detection.format, detection.recipe)
 
 
-def _recipe_columns(detection: Any) -> dict[str, str]:
+def _recipe_columns(detection: Any) -> dict[str, Any]:
     columns = getattr(getattr(detection, "recipe", None), "columns", None)
     return dict(columns) if isinstance(columns, dict) else {}
 
@@ -163,7 +163,7 @@ class _Profiler:
     def __init__(
         self,
         make_example: Callable[[Record], Example] | None,
-        recipe_columns: dict[str, str],
+        recipe_columns: dict[str, Any],
         tokenizer: Any,
         max_length: int | None,
     ) -> None:
@@ -212,7 +212,8 @@ class _Profiler:
     def _decide_main_column(self) -> None:
         """Choose the prompt-like column from the first records, then profile them."""
         self.main_decided = True
-        self.main_column = self.recipe_columns.get("user") or self.recipe_columns.get("text")
+        main = self.recipe_columns.get("user") or self.recipe_columns.get("text")
+        self.main_column = main[-1] if isinstance(main, list) else main  # several user columns: the body, last
         if self.main_column is None and self.make_example is None:
             self.main_column = _guess_main_column(self.buffer)
         buffered, self.buffer = self.buffer, []

@@ -30,7 +30,7 @@ class StudyReport:
     unreadable: dict[str, Any]
     columns: list[dict[str, Any]]
     main_text_column: str | None
-    recipe_columns: dict[str, str]  # the recipe's field -> column, when a detection was given
+    recipe_columns: dict[str, Any]  # the recipe's field -> column (user: maybe a list), when a detection was given
     examples: dict[str, Any] | None
     duplicates: dict[str, Any]
     encoding: dict[str, Any]
