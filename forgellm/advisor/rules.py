@@ -17,6 +17,7 @@ from forgellm.advisor.schemas import (
     ScriptProposal,
     ScriptRequest,
 )
+from forgellm.config.schema import RecipeSection
 from forgellm.data.read.detection import Detection
 from forgellm.errors import ErrorCode, ForgeError
 
@@ -104,15 +105,43 @@ def choose_task(goal: str | None, fmt: str, columns: dict[str, str], rows: list[
     return task_from_goal(goal) or task_from_data(fmt, columns, rows)
 
 
-def choose_reading(detection: Detection, goal: str | None) -> Detection:
+def choose_reading(detection: Detection, goal: str | None, columns: list[str] = ()) -> Detection:  # type: ignore[assignment]
     """The detection's best reading, unless the goal names a task another reading serves: a goal that asks
-    to classify takes the classification reading (a label column next to text) when there is one."""
-    if task_from_goal(goal) == "classification" and detection.format != "classification":
-        found = next((d for d in detection.alternatives if d.format == "classification"), None)
-        if found is not None:
+    to classify takes a classification reading (a label column next to text) when there is one, the one whose
+    label column the goal names first. Columns the goal names that the reading leaves out (metadata such as
+    a product or a priority) join the user's turn."""
+    chosen = detection
+    if task_from_goal(goal) == "classification":
+        readings = [d for d in detection.readings() if d.format == "classification"]
+        named = [d for d in readings if _named_in(goal, str(d.recipe.columns.get("label")))]
+        found = (named or readings or [None])[0]
+        if found is not None and found.shape != detection.shape:
             why = "the goal asks to classify: " + (found.reasons[0] if found.reasons else "")
-            return replace(found, reasons=[why, *found.reasons[1:]], alternatives=[])
-    return detection
+            chosen = replace(found, reasons=[why, *found.reasons[1:]], alternatives=[])
+    return _with_goal_columns(chosen, goal, columns)
+
+
+def _named_in(goal: str | None, column: str) -> bool:
+    """Whether the goal names the column: all the words of its name appear in the goal."""
+    from forgellm.data.read.columns import normalise
+
+    words = normalise(column).split()
+    goal_words = set(re.findall(r"\w+", (goal or "").lower()))
+    return bool(words) and all(w in goal_words or f"{w}s" in goal_words for w in words)
+
+
+def _with_goal_columns(reading: Detection, goal: str | None, columns: list[str]) -> Detection:
+    if not goal or reading.format not in ("qa", "classification", "alpaca", "prompt_completion"):
+        return reading
+    used = set(reading.recipe.column_names())
+    wanted = [c for c in columns if c not in used and _named_in(goal, c)]
+    if not wanted:
+        return reading
+    user = reading.recipe.columns.get("user")
+    users = [*(user if isinstance(user, list) else [user] if user else []), *wanted]
+    recipe = reading.recipe.model_copy(update={"columns": {**reading.recipe.columns, "user": users}})
+    why = f"the goal names {', '.join(map(repr, wanted))}: added to the user's turn under their names"
+    return replace(reading, recipe=RecipeSection.model_validate(recipe.model_dump()), reasons=[*reading.reasons, why])
 
 
 def _detection(request: DataRequest) -> Detection:
@@ -136,7 +165,8 @@ class RulesAdvisor:
     def understand_data(self, request: DataRequest) -> RecipeProposal:
         from forgellm.advisor.recipes import proposal_parts
 
-        detection = choose_reading(_detection(request), request.goal)
+        names = [str(c.get("name")) for c in request.columns if isinstance(c, dict) and c.get("name")]
+        detection = choose_reading(_detection(request), request.goal, names)
         recipe, fmt = detection.recipe, detection.format
         columns, speakers = proposal_parts(recipe)
         task = choose_task(request.goal, fmt, dict(recipe.columns), request.rows)

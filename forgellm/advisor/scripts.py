@@ -270,4 +270,14 @@ def conversation_of(line: str) -> tuple[list[dict[str, str]] | None, str]:
     roles = {m["role"] for m in messages}
     if "user" not in roles or "assistant" not in roles:
         return None, "needs at least one user and one assistant message"
+    # Then the checks prepare applies to every conversation (order of turns, system turns, cleaning), so
+    # a line kept here is one prepare will train on.
+    from forgellm.config.schema import RecipeSection
+    from forgellm.data.prepare.recipe import to_example
+    from forgellm.data.read.records import RecipeError, Record
+
+    try:
+        to_example(Record(line=0, fields={"messages": messages}), "messages", RecipeSection())
+    except RecipeError as exc:
+        return None, str(exc)
     return messages, ""

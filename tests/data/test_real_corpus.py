@@ -90,6 +90,15 @@ def test_a_real_file_is_planned_and_prepared_as_a_person_reads_it(name, make_pro
         assert made == 1 and _answer_turns(result.output_dir) >= 0.9 * expected["nonblank_rows"]
     else:
         assert made >= 0.9 * expected["nonblank_rows"], (stats.kept, stats.rejected_by_reason)
+    rows = _rows(result.output_dir)
+    if expected["shape"] == "preference":  # SFT on the chosen side; the pair kept for preference training
+        assert all(r["rejected"][-1]["role"] == "assistant" for r in rows)
+        assert all(r["rejected"][-1]["content"] != r["messages"][-1]["content"] for r in rows)
+    if expected.get("history"):  # alpaca history: earlier exchanges become earlier turns
+        assert any(len(r["messages"]) >= 4 for r in rows)
+    if "literal backslash-n escapes" in expected.get("notes", ""):
+        assert "unescape_newlines" in profile.recipe.cleaning
+        assert not any("\\n" in m["content"] for r in rows for m in r["messages"] if m["role"] == "user")
 
 
 def _answers_in(path: Path) -> int:
@@ -100,14 +109,17 @@ def _answers_in(path: Path) -> int:
         return len({r["text"].strip() for r in csv.DictReader(handle) if r["role"] == "assistant"})
 
 
-def _messages(output_dir: Path) -> list[dict]:
+def _rows(output_dir: Path) -> list[dict]:
     found = []
     for split in ("train", "val", "test"):
         file = output_dir / f"{split}.jsonl"
         if file.is_file():
-            for line in file.read_text(encoding="utf-8").splitlines():
-                found += json.loads(line).get("messages") or []
+            found += [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
     return found
+
+
+def _messages(output_dir: Path) -> list[dict]:
+    return [m for row in _rows(output_dir) for m in row.get("messages") or []]
 
 
 def _answer_turns(output_dir: Path) -> int:

@@ -204,3 +204,15 @@ def test_prepare_with_format_auto_refuses_a_file_no_recipe_fits(tmp_path, make_p
         prepare_dataset(*staged(project), data)
     assert refused.value.code == ErrorCode.DATA_NO_RECIPE
     assert (project / "forge.yaml").read_bytes() == before
+
+
+def test_the_goal_chooses_the_label_and_brings_named_metadata_into_the_turn(tmp_path):
+    rows = [{"subject": f"Login problem {i}", "body": f"I cannot log in to account {i} since this morning.",
+             "queue": ["Technical Support", "Billing"][i % 2], "priority": ["high", "low", "medium"][i % 3],
+             "product": ["Router X", "App Y"][i % 2]} for i in range(60)]  # fmt: skip
+    data = _csv(tmp_path / "tickets.csv", rows)
+    assert _plan(data, "Classify tickets by queue").recipe.columns["label"] == "queue"
+    by_priority = _plan(data, "Classify each ticket by its priority, using the product too")
+    assert by_priority.format == "classification" and by_priority.recipe.columns["label"] == "priority"
+    assert by_priority.recipe.columns["user"] == ["subject", "body", "product"]
+    assert "high, low, medium" in by_priority.recipe.instruction

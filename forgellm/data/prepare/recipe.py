@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from forgellm.config.schema import RecipeSection
-from forgellm.data.prepare.cleaning import clean_text
+from forgellm.data.prepare.cleaning import clean_text, unescape_newlines
 from forgellm.data.prepare.splits import content_key
 from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
 from forgellm.data.read.roles import lookup_role, role_lookup
@@ -144,7 +144,7 @@ class _Columns:
                 continue
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise RecipeError(f"column {name!r} (user) holds {type(value).__name__}, not text")
-            parts.append((name, str(value).strip()))
+            parts.append((name, self.unescaped(str(value)).strip()))
         if len(parts) == 1:
             return parts[0][1]
         return "\n\n".join(f"{name}: {value}" for name, value in parts)
@@ -180,7 +180,12 @@ class _Columns:
             return ""
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise RecipeError(f"column {self.column(key)!r} ({key}) holds {type(value).__name__}, not text")
-        return str(value)
+        return self.unescaped(str(value))
+
+    def unescaped(self, text: str) -> str:
+        """A column's own text with literal "\\n" made real when the recipe says so: per value, before texts
+        are joined (a joined text has real line breaks, and then its escapes would read as meant literally)."""
+        return unescape_newlines(text) if "unescape_newlines" in self.recipe.cleaning else text
 
     def nonempty(self, key: str) -> str:
         text = self.text(key)
@@ -218,7 +223,8 @@ def _pair_user(get: _Columns) -> tuple[str, str]:
     if extra_input not in (None, ""):
         if not isinstance(extra_input, str | int | float) or isinstance(extra_input, bool):
             raise RecipeError(f"input column {get.column('input')!r} holds {type(extra_input).__name__}, not text")
-        user = f"{user}\n\n{extra_input}" if user.strip() else str(extra_input)
+        extra_text = get.unescaped(str(extra_input))
+        user = f"{user}\n\n{extra_text}" if user.strip() else extra_text
     if empty_after_cleaning(user, get.recipe.cleaning):
         raise EmptyTextError(f"column {get.column('user')!r} (user) is empty")
     return ("user", user)

@@ -56,7 +56,7 @@ def detect_format(sample: list[Record], *, kind: str | None = None) -> Detection
             _detect_thread(sample),
             shapes.detect_transcript_column(cols, sample),
             shapes.detect_pair(cols),
-            shapes.detect_classification(cols),
+            *shapes.detect_classification(cols),
             shapes.detect_text(cols),
         )
         if detection is not None

@@ -10,6 +10,7 @@ in the reasons so the user sees what was not used.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from forgellm.config.schema import RecipeSection, TranscriptSection
@@ -144,11 +145,21 @@ def label_column(cols: dict[str, Column], exclude: set[str] = frozenset()) -> tu
     return (found[0] if found else None), found[1:]
 
 
-def detect_classification(cols: dict[str, Column]) -> Detection | None:
-    """A short label column next to text: the model learns to answer each text with its label."""
-    label, _others = label_column(cols)
+def detect_classification(cols: dict[str, Column]) -> list[Detection]:
+    """A short label column next to text: the model learns to answer each text with its label. One reading
+    per label candidate (up to three, best first), so a goal that names another label can choose it."""
+    label, others = label_column(cols)
     if label is None or label.distinct < 2:
-        return None
+        return []
+    readings = []
+    for rank, candidate in enumerate([label, *[c for c in others if c.distinct >= 2]][:3]):
+        reading = _classification(cols, candidate)
+        if reading is not None:
+            readings.append(replace(reading, confidence=round(reading.confidence - 0.05 * rank, 3)))
+    return readings
+
+
+def _classification(cols: dict[str, Column], label: Column) -> Detection | None:
     texty = [c for c in _content(cols) if c is not label and _assistant_score(c) < NAMED]
     if not texty:
         return None
