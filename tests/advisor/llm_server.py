@@ -68,8 +68,9 @@ class LocalLLMServer:
         assert self._child.stdout is not None
         line = self._child.stdout.readline().strip()  # the address, once the model is loaded and bound
         if not line.startswith("http://"):
+            tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"llama.cpp server did not start: {line!r}\n{self.log_tail()}")
+            raise RuntimeError(f"llama.cpp server did not start: {line!r}\n{tail}")
         self.root = line
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
@@ -79,12 +80,15 @@ class LocalLLMServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"llama.cpp server at {self.root} never became healthy\n{self.log_tail()}")
+        raise RuntimeError(f"llama.cpp server at {self.root} never became healthy\n{tail}")
 
     def stop(self) -> None:
-        """Close the child's stdin (it exits at once); kill it only if it hangs."""
+        """Close the child's stdin (it exits at once); kill it only if it hangs. Removes the log."""
         child, self._child = self._child, None
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
         if child is None:
             return
         try:
