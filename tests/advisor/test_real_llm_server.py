@@ -24,7 +24,7 @@ from forgellm.advisor.llm import parse_answer
 from forgellm.advisor.openai_compat import OpenAICompatClient
 from forgellm.advisor.retry import Backoff
 from forgellm.advisor.sampling import build_data_request
-from forgellm.advisor.schemas import RecipeProposal
+from forgellm.advisor.schemas import Fix, PlanProposal, RecipeProposal, ScriptProposal
 from forgellm.advisor.select import make_advisor
 from forgellm.cli.main import app
 from forgellm.config.io import load_config
@@ -238,3 +238,14 @@ def test_an_answer_cut_at_the_servers_token_limit_is_named_as_such(cramped_serve
     assert "cut off at the server's token limit" in caught.value.message
     assert "finish reason: length" in caught.value.message
     assert "--n-predict" in caught.value.fix
+
+
+@pytest.mark.parametrize("schema", [PlanProposal, Fix, ScriptProposal], ids=lambda s: s.__name__)
+def test_llama_cpp_accepts_the_schema_of_every_other_advisor_answer(cramped_server, schema):
+    """The plan, diagnosis and script questions carry their own schemas (numeric bounds, patterns, long
+    strings): llama.cpp takes each as a grammar and starts answering, cut by the 8-token cap, rather than
+    refusing the request (which the client would report as a wrong base_url or model)."""
+    client = OpenAICompatClient(base_url=cramped_server.url, model=MODEL, timeout_seconds=SLOW_SECONDS, max_retries=0)
+    with pytest.raises(AdvisorAnswerError) as caught:
+        client.generate_json(system="Answer in JSON.", prompt="Go.", schema=schema)
+    assert "finish reason: length" in caught.value.message
