@@ -20,6 +20,17 @@ if TYPE_CHECKING:
 
 AUTH_FIX = "Run `forge login --provider openai` with a valid key, or set OPENAI_API_KEY."
 ANSWER_FIX = "Run the command again; if it keeps happening, set advisor.provider: rules in forge.yaml to plan offline."
+CONTEXT_FIX = (
+    "Send less: lower advisor.sample_rows in forge.yaml (0 sends column statistics only), or start the server "
+    "with a longer context (llama.cpp: --ctx-size 8192; vLLM: --max-model-len 8192); or set advisor.provider: rules."
+)
+LENGTH_FIX = (
+    "Raise the server's limit on answer length (llama.cpp: --n-predict; or use a model that answers more briefly), "
+    "or set advisor.provider: rules in forge.yaml to plan offline."
+)
+# How servers say a prompt is too long: llama.cpp ("exceeds the available context size"), vLLM and OpenAI
+# ("maximum context length", "context_length_exceeded").
+_CONTEXT_SIGNS = ("context size", "context length", "context_length_exceeded", "context window")
 
 
 class _SchemaFormatRejected(Exception):
@@ -131,6 +142,13 @@ class OpenAICompatClient:
         lowered = message.lower()
         if may_reject_format and code in (400, 422) and ("response_format" in lowered or "json_schema" in lowered):
             return _SchemaFormatRejected()
+        if code in (400, 413, 422) and any(sign in lowered for sign in _CONTEXT_SIGNS):
+            # Not a wrong URL or model: the prompt (mostly the data sample) does not fit the model's window.
+            return AdvisorUnavailable(
+                f"The OpenAI-compatible server at {self.base_url} refused the request because it is longer than "
+                f"the model's context window ({summary}).",
+                fix=CONTEXT_FIX,
+            )
         return AdvisorUnavailable(
             f"The OpenAI-compatible server at {self.base_url} refused the request ({summary}).",
             fix="Check advisor.model and advisor.base_url in forge.yaml (e.g. base_url: http://127.0.0.1:8000/v1).",
@@ -172,6 +190,13 @@ def answer_text(body: Any) -> str:
     if isinstance(content, list):  # some servers send content as a list of typed parts
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     if isinstance(content, str) and content.strip():
+        if choices[0].get("finish_reason") == "length" and not _is_json(content):
+            # The server's token cap stopped the model mid-answer: say so, not "invalid JSON at position N".
+            raise AdvisorAnswerError(
+                f"The model's answer was cut off at the server's token limit after {len(content):,} characters "
+                "(finish reason: length), before its JSON was complete.",
+                fix=LENGTH_FIX,
+            )
         return content
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal.strip():
@@ -180,6 +205,18 @@ def answer_text(body: Any) -> str:
     raise AdvisorAnswerError(
         f"The OpenAI-compatible server returned an empty answer (finish reason: {finish}).", fix=ANSWER_FIX
     )
+
+
+def _is_json(text: str) -> bool:
+    """Whether ``text`` is one complete JSON value, also inside a Markdown code fence."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[-1].removesuffix("```")
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
 
 
 def _error_message(response: httpx.Response) -> str:

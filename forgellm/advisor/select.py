@@ -107,7 +107,7 @@ class FallbackAdvisor:
         elif isinstance(exc, AdvisorUnavailable):
             self.notes.append(f"Warning: {name} was unavailable ({reason}); used the offline rules instead.")
         elif isinstance(exc, AdvisorAnswerError):
-            self.notes.append(f"Warning: {reason}; used the offline rules instead.")
+            self.notes.append(f"Warning: {reason.rstrip('.')}; used the offline rules instead.")
         else:
             self.notes.append(f"Warning: {name} gave no answer ({reason}); used the offline rules instead.")
 

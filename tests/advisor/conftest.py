@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from advisor.docker_engine import PrivateEngine, why_no_private_engine
+from advisor.llm_server import LocalLLMServer, why_no_server
 from advisor.sandbox_support import make_job
 
 
@@ -67,3 +68,14 @@ def docker_engine():
         else:
             os.environ["DOCKER_HOST"] = previous
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """A real llama.cpp OpenAI-compatible server (xllamacpp) with the bundled SmolLM2-135M GGUF on
+    127.0.0.1, for the session: 4,096 tokens of context, answers capped at 256 tokens, two threads."""
+    why = why_no_server()
+    if why is not None:
+        pytest.skip(why)
+    with LocalLLMServer(context=4096, max_tokens=256, threads=2) as server:
+        yield server

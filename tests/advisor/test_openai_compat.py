@@ -234,6 +234,36 @@ def test_a_response_without_an_answer_is_an_answer_error(reply, words):
     assert len(server.requests) == 1
 
 
+def _finished(content: str, reason: str) -> Reply:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": reason}
+    return Reply.raw(json.dumps({"choices": [choice]}))
+
+
+def test_an_answer_cut_at_the_token_limit_says_so_and_a_complete_one_at_the_limit_passes():
+    fenced = "```json\n" + json.dumps(FIX_ANSWER) + "\n```"
+    with openai_server([_finished('{"problem": "oom", "expl', "length"), _finished(fenced, "length")]) as server:
+        with pytest.raises(AdvisorAnswerError) as caught:
+            ask(make_client(server.url))
+        assert ask(make_client(server.url)) == fenced  # complete JSON that happened to end at the limit
+    assert "cut off at the server's token limit" in caught.value.message and "--n-predict" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "request (2900 tokens) exceeds the available context size (2048 tokens), try increasing it",  # llama.cpp
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",  # vLLM, OpenAI
+    ],
+    ids=["llama.cpp", "vllm-openai"],
+)
+def test_a_prompt_longer_than_the_context_is_named_with_the_fix_to_send_less(message):
+    with openai_server([Reply.status(400, message=message)]) as server:
+        with pytest.raises(AdvisorUnavailable) as caught:
+            ask(make_client(server.url))
+    assert "longer than the model's context window" in caught.value.message and message[:40] in caught.value.message
+    assert "advisor.sample_rows" in caught.value.fix and len(server.requests) == 1  # not retried
+
+
 @pytest.mark.parametrize(
     "script",
     [

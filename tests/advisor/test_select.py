@@ -79,6 +79,7 @@ def test_a_good_answer_comes_from_the_llm(tmp_path):
         ({**GOOD_RECIPE, "format": "spreadsheet"}, "does not match the RecipeProposal schema"),
         ({**GOOD_RECIPE, "columns": [{"field": "user", "column": "Frage"}]}, "which the data does not have"),
         (AdvisorUnavailable("Gemini could not be reached (ConnectTimeout)"), "gemini was unavailable"),
+        (AdvisorAnswerError("The model's answer was cut off (finish reason: length)."), "(finish reason: length)"),
     ],
 )
 def test_an_unusable_answer_falls_back_to_the_rules_with_a_visible_warning(tmp_path, answer, said):
@@ -88,6 +89,7 @@ def test_an_unusable_answer_falls_back_to_the_rules_with_a_visible_warning(tmp_p
     warnings = [n for n in advisor.notes if n.startswith("Warning:")]
     assert len(warnings) == 1
     assert said in warnings[0] and warnings[0].endswith("used the offline rules instead.")
+    assert ".;" not in warnings[0]  # a reason that ends its sentence reads as one sentence with the fallback
 
 
 def test_a_rejected_key_stops_unless_the_user_allows_going_on_offline(tmp_path):
