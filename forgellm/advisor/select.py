@@ -47,15 +47,18 @@ class FallbackAdvisor:
         self.allow_auth_fallback = allow_auth_fallback
         self._secret = secret  # only to mask it, should a client ever echo it in a message
         self.name = primary.name
+        self.answered_by = primary.name  # who gave the last answer: the rules after a fall back
         # One list for everyone, so the notes read in the order things happened.
         self.notes: list[str] = primary.notes
         fallback.notes = self.notes
 
     def understand_data(self, request: DataRequest) -> RecipeProposal:
+        self.answered_by = self.primary.name
         try:
             return self.primary.understand_data(request)
         except AdvisorError as exc:
             self._fall_back(exc)
+        self.answered_by = self.fallback.name
         return self.fallback.understand_data(request)
 
     def propose_plan(self, request: PlanRequest) -> PlanProposal:

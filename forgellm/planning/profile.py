@@ -171,13 +171,13 @@ def _understand(
         if fit.ok:
             profile.format, profile.recipe = fmt, recipe
             profile.task_type, profile.reasons = proposal.task_type, f"{proposal.reasons} ({fit.summary()})"
-            profile.recipe_source = f"advisor:{advisor.name}"
+            profile.recipe_source = f"advisor:{getattr(advisor, 'answered_by', advisor.name)}"
             profile.warnings.extend(detection.warnings if fmt == detection.format else [])
             return
         tried.append((proposed, fit))
         advisor.notes.append(
-            f"The {advisor.name} advisor's data recipe ({proposed.shape}) does not fit the file: {fit.problem()}; "
-            "the first reading of the rules' detection that fits is used."
+            f"Warning: the {getattr(advisor, 'answered_by', advisor.name)} advisor's data recipe ({proposed.shape}) "
+            f"does not fit the file ({fit.problem()}); used the rules' first reading that fits instead."
         )
     except AdvisorAuthError:  # a rejected key is the user's to fix, never a silent fallback
         raise

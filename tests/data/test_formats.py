@@ -206,4 +206,4 @@ def test_to_dict_is_json_ready():
     data = json.loads(json.dumps(d.to_dict()))
     assert data["format"] == "prompt_completion"
     assert data["recipe"]["columns"] == {"user": "prompt", "assistant": "completion"}
-    assert set(data) == {"format", "recipe", "confidence", "reasons", "warnings"}
+    assert set(data) == {"format", "recipe", "confidence", "reasons", "warnings", "fits"}

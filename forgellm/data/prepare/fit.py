@@ -20,7 +20,7 @@ from forgellm.data.read.detection import Detection
 from forgellm.data.read.records import EmptyTextError, RecipeError, Record, reason_kind
 from forgellm.errors import ErrorCode, ForgeError
 
-MIN_KEPT = 0.5  # a reading that turns fewer of the sampled rows into examples is not this file's layout
+MIN_KEPT = 0.1  # a reading that turns fewer of the sampled rows into examples is not this file's layout
 FIT_SAMPLE = 1000  # records a recipe is tried on
 
 
