@@ -24,11 +24,17 @@ _BASE = (
 
 DATA_SYSTEM = (
     _BASE + "\nTask: decide how the records become training examples. Pick the data format, map each "
-    "column to its role (user, assistant, system, input, history, text, label, date, messages) using "
-    "column names exactly as written in the statistics, map speaker names of conversations to roles, "
-    "choose the task type, an optional system prompt for the fine-tuned model, and cleaning steps. "
-    "A column that is not in the statistics does not exist. The offline detection is a hint: keep it "
-    "unless the rows show it is wrong, and say why in `reasons`."
+    "column to its role (user, assistant, system, input, history, text, label, date, messages; chosen and "
+    "rejected for preference pairs; id, parent, author, role for reply threads) using column names exactly "
+    "as written in the statistics, map speaker names of conversations to roles, choose the task type, an "
+    "optional system prompt for the fine-tuned model, and cleaning steps. Several `user` entries form one "
+    "user turn (e.g. subject then body). Leave ids, dates, URLs and other metadata out unless the goal asks "
+    "for them. Format `classification` (a label column next to text, when the goal asks to classify or no "
+    "answer column exists) needs user + label and an `instruction` such as 'Classify this ticket as one of: "
+    "a, b. Answer with the label only.'. A column that is not in the statistics does not exist. Your recipe "
+    "is applied to the rows before it is used, and replaced when it makes no examples. The offline "
+    "detection is a hint (its `alternatives` are other readings with scores): keep it unless the rows show "
+    "it is wrong, and say why in `reasons`."
 )
 PLAN_SYSTEM = (
     _BASE + "\nTask: propose the model and the hyper-parameters of a fine-tuning run for this goal, data "

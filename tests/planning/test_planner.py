@@ -193,3 +193,25 @@ def test_a_model_the_plan_chose_is_chosen_again(tmp_path, ampere_24gb, online):
     again = plan(tmp_path, ampere_24gb, goal="Review Python code")
     assert get_spec(first.model_key).family == "qwen2.5" and again.overrides == []
     assert get_spec(again.model_key).family in ("llama3", "phi3")
+
+
+def test_classification_data_plans_a_stratified_split_and_a_consistent_config(tmp_path, cpu_machine):
+    """A label next to text plans classification with splits stratified by the label; the written forge.yaml
+    passes the same cross-section checks prepare runs first (config/consistency.py)."""
+    import csv
+
+    from forgellm.config.consistency import config_problems
+
+    data = tmp_path / "intents.csv"
+    with data.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["utterance", "intent"])
+        for i in range(120):
+            writer.writerow([f"I want to {['cancel', 'change', 'track'][i % 3]} my order number {i}",
+                             ["cancel_order", "change_order", "track_order"][i % 3]])  # fmt: skip
+    result = plan(tmp_path, cpu_machine, goal="Route customer messages", data=data)
+    config = load_config(tmp_path).config
+    assert config.data.format == "classification" and config.data.recipe.columns["label"] == "intent"
+    assert config.preprocessing.split.method == "stratified" and config.preprocessing.split.column == "intent"
+    assert config.preprocessing.cpt_overlap < config.model.max_length and config_problems(config) == []
+    assert "classification" in result.config.data.rationale
