@@ -109,7 +109,7 @@ class HardwareSection(Section):
 RecipeField = Literal[
     "messages", "system", "user", "assistant", "input", "history", "text", "label", "date",
     "chosen", "rejected",  # preference pairs
-    "id", "parent", "author", "role",  # reply threads linked by ids
+    "id", "parent", "author", "role", "tree",  # reply threads linked by ids, or nested in a tree field
 ]  # fmt: skip
 CleaningStepName = Literal["unicode_nfc", "strip_whitespace", "collapse_spaces", "strip_html", "unescape_newlines"]
 DataFormat = Literal[

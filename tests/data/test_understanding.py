@@ -216,3 +216,23 @@ def test_the_goal_chooses_the_label_and_brings_named_metadata_into_the_turn(tmp_
     assert by_priority.format == "classification" and by_priority.recipe.columns["label"] == "priority"
     assert by_priority.recipe.columns["user"] == ["subject", "body", "product"]
     assert "high, low, medium" in by_priority.recipe.instruction
+
+
+def test_nested_reply_trees_without_ids_become_one_conversation_per_path():
+    from forgellm.data.read.threads import link_threads
+
+    tree = {"author": "ana", "body": "My router blinks red. What now?", "children": [
+        {"author": "support", "body": "Unplug it for ten seconds, then plug it back in.", "children": [
+            {"author": "ana", "body": "Still red.", "children": [
+                {"author": "support", "body": "Then it needs replacing: we will send a new one."}]}]},
+        {"author": "support", "body": "Is the cable firmly in the WAN port?", "children": []}]}  # fmt: skip
+    records = [Record(line=2, fields={"post": tree}), Record(line=3, fields={"post": "not a tree"})]
+    found = detect_format(records[:1] * 3)
+    assert found.format == "thread" and found.recipe.columns["tree"] == "post"
+    assert found.recipe.columns["author"] == "author" and found.recipe.columns["text"] == "body"
+    linked = list(link_threads(records, found.recipe))
+    conversations = [r for r in linked if isinstance(r, Record)]
+    assert [len(c.fields["messages"]) for c in conversations] == [4, 2]
+    assert [m["role"] for m in conversations[0].fields["messages"]] == ["user", "assistant", "user", "assistant"]
+    [rejected] = [r for r in linked if not isinstance(r, Record)]
+    assert rejected.line == 3 and "holds no message object" in rejected.reason

@@ -57,6 +57,8 @@ class RecipeFit:
         return f"{self.rows - self.made} of {self.rows} sampled rows make no example ({top})"
 
     def summary(self) -> str:
+        if self.format == "thread":  # rows were linked first: what is counted are conversations
+            return f"{self.made} of {self.rows} conversations linked in the sample become examples ({self.kept:.0%})"
         return f"{self.made} of {self.rows} sampled rows become examples ({self.kept:.0%})"
 
 
@@ -71,6 +73,8 @@ def check_fit(records: list[Record], fmt: str, recipe: RecipeSection, max_error_
     named = recipe.column_names() + [
         DEFAULT_COLUMNS[fmt][f] for f in REQUIRED_COLUMNS.get(fmt, ()) if f not in recipe.columns
     ]
+    if fmt == "thread" and recipe.columns.get("tree"):  # the other keys are inside each tree's messages
+        named = [str(recipe.columns["tree"])]
     fit.missing = [n for n in dict.fromkeys(named) if n not in present]
     if fit.missing or not rows:
         return fit
@@ -166,11 +170,13 @@ def recipe_lines(guess: Detection | None, columns: list[str]) -> str:
     fmt = guess.format if guess is not None and guess.format != "text" else "qa"
     known: dict[str, Any] = dict(guess.recipe.columns) if guess is not None and guess.format == fmt else {}
     needed = {"classification": ("user", "label"), "transcript": ("text",), "preference": ("chosen", "rejected"),
-              "thread": ("id", "parent", "text")}.get(fmt, ("user", "assistant"))  # fmt: skip
+              "thread": ("id", "parent", "text"), "messages": ("messages",), "sharegpt": ("messages",)
+              }.get(fmt, ("user", "assistant"))  # fmt: skip
     hints = {"user": "the column with the user's message", "assistant": "the column with the answer",
              "label": "the column with the category", "text": "the column with the text",
              "chosen": "the preferred answer", "rejected": "the worse answer", "id": "the message id",
-             "parent": "the id of the message it replies to"}  # fmt: skip
+             "parent": "the id of the message it replies to",
+             "messages": "the column with the list of turns"}  # fmt: skip
     lines = ["data:", f"  format: {fmt}", "  recipe:", "    columns:"]
     for key in needed:
         value = known.get(key)

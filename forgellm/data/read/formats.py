@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from forgellm.config.schema import RecipeSection
-from forgellm.data.read import shapes
+from forgellm.data.read import shapes, trees
 from forgellm.data.read.columns import Column, as_list, columns_of, find
 from forgellm.data.read.detection import Detection
 from forgellm.data.read.records import Record
@@ -54,6 +54,7 @@ def detect_format(sample: list[Record], *, kind: str | None = None) -> Detection
             _detect_prompt_completion(cols),
             shapes.detect_preference(cols, sample),
             _detect_thread(sample),
+            trees.detect_tree(cols),
             shapes.detect_transcript_column(cols, sample),
             shapes.detect_pair(cols),
             *shapes.detect_classification(cols),

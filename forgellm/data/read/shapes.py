@@ -253,7 +253,8 @@ def detect_preference(cols: dict[str, Column], sample: list[Record]) -> Detectio
         reasons.append(f"each side is a whole conversation: {found[1][0]}")
     reasons.append("trained on the chosen conversation (SFT); each pair is kept in the prepared rows "
                    "(`rejected`) for preference training later")  # fmt: skip
-    return Detection("preference", RecipeSection(columns=columns, transcript=transcript), 0.95, reasons)
+    # Above a conversations column beside them (its last turn is the prompt the pair answers).
+    return Detection("preference", RecipeSection(columns=columns, transcript=transcript), 0.97, reasons)
 
 
 _RANKED = ("output", "outputs", "responses", "answers", "completions", "candidates", "ranking", "ranked")

@@ -87,6 +87,10 @@ class LinkedThreads(Iterator[Record | BadRow]):
     """Builds the reply forest of all items, then yields conversations and rejects in input order."""
 
     def __init__(self, items: Iterable[Record | BadRow], recipe: RecipeSection) -> None:
+        if recipe.columns.get("tree"):  # nested reply trees: one record per message first (trees.py)
+            from forgellm.data.read.trees import flatten_trees
+
+            items = flatten_trees(items, recipe)
         defaults = THREAD_COLUMNS
         self.recipe = recipe
         self.columns = {
