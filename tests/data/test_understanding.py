@@ -236,3 +236,11 @@ def test_nested_reply_trees_without_ids_become_one_conversation_per_path():
     assert [m["role"] for m in conversations[0].fields["messages"]] == ["user", "assistant", "user", "assistant"]
     [rejected] = [r for r in linked if not isinstance(r, Record)]
     assert rejected.line == 3 and "holds no message object" in rejected.reason
+
+
+def test_two_subject_like_columns_and_an_answer_still_make_one_user_turn():
+    rows = [{"subject": f"Order {i} late", "title": f"Where is parcel {i}?",
+             "answer": f"Thank you for contacting us: parcel {i} arrives tomorrow."} for i in range(20)]  # fmt: skip
+    found = detect_format(_records(rows))
+    assert found.format == "qa" and found.recipe.columns["assistant"] == "answer"
+    assert sorted(found.recipe.columns["user"]) == ["subject", "title"]

@@ -88,7 +88,8 @@ def detect_pair(cols: dict[str, Column]) -> Detection | None:
     users, context, left = _user_side(texty, assistant)
     if not users:
         return None
-    main = users[-1] if len(users) == 1 else next(c for c in users if c.name_score(SUBJECT_HINTS) < NAMED)
+    # The main user column: the one that is not a subject line (the last one when all of them are).
+    main = next((c for c in users if c.name_score(SUBJECT_HINTS) < NAMED), users[-1])
     by_name = how == "name" and _user_score(main) >= NAMED
     clear = assistant.avg_len >= 1.3 * main.avg_len or assistant.reply_share >= 0.3 or main.question_share >= 0.3
     if how == "name":
