@@ -40,7 +40,7 @@ _GOAL_STEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("instruction", ("instruction", "anweisung", "instrucc", "istruzion", "指令")),
 )
 # fmt: on
-_FORMAT_TASKS = {
+FORMAT_TASKS = {
     "messages": "chat",
     "sharegpt": "chat",
     "transcript": "chat",
@@ -86,7 +86,7 @@ def _answers(rows: list[dict[str, Any]], columns: dict[str, str]) -> list[str]:
 def task_from_data(fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
     """The task the data shows: short repeated answers are labels, code-looking answers are code."""
     if fmt in ("text", "classification"):
-        return _FORMAT_TASKS[fmt]
+        return FORMAT_TASKS[fmt]
     answers = _answers(rows, columns)
     if answers:
         short = all(len(a) <= SHORT_ANSWER_CHARS and "\n" not in a for a in answers)
@@ -95,7 +95,7 @@ def task_from_data(fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]
             return "classification"
         if sum(1 for a in answers if _CODE.search(a)) * 2 > len(answers):
             return "code"
-    return _FORMAT_TASKS.get(fmt, "other")
+    return FORMAT_TASKS.get(fmt, "other")
 
 
 def choose_task(goal: str | None, fmt: str, columns: dict[str, str], rows: list[dict[str, Any]]) -> str:

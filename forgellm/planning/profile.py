@@ -121,6 +121,13 @@ def _columns(records: list[Any]) -> list[str]:
     return list(names)
 
 
+def _task_of(fmt: str) -> str:
+    """The task type a format implies when no advisor said (the rules' table)."""
+    from forgellm.advisor.rules import FORMAT_TASKS
+
+    return FORMAT_TASKS.get(fmt, "other")
+
+
 def _keep_forge_yaml(profile: DataProfile, records: list[Any], existing: DataSection, max_error_rate: float) -> None:
     from forgellm.data.prepare.fit import check_fit, recipe_lines
 
@@ -140,7 +147,7 @@ def _keep_forge_yaml(profile: DataProfile, records: list[Any], existing: DataSec
     profile.format, profile.recipe = existing.format, existing.recipe
     profile.recipe_source, profile.reasons = "forge.yaml", f"kept data.format and data.recipe from forge.yaml " \
         f"({fit.summary()})"
-    profile.task_type = {"text": "cpt", "classification": "classification"}.get(existing.format, "chat")
+    profile.task_type = _task_of(existing.format)
 
 
 def _understand(
@@ -188,7 +195,7 @@ def _understand(
     if reading is None or fit is None:
         raise no_recipe_error(profile.path.name, records, tried + tried_rules, proposed)
     profile.format, profile.recipe = reading.format, reading.recipe
-    profile.task_type = {"text": "cpt", "classification": "classification"}.get(reading.format, "chat")
+    profile.task_type = _task_of(reading.format)
     profile.recipe_source = "rules detection"
     profile.reasons = "; ".join(reading.reasons) + f" ({fit.summary()})"
     for other, other_fit in tried_rules[:-1]:
