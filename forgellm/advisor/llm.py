@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -85,6 +86,14 @@ def _check_script(script: ScriptProposal) -> None:
         raise AdvisorAnswerError(f"a script that is not valid Python ({exc.__class__.__name__})", fix=_FIX) from None
 
 
+def _without_free_memory(value: Any) -> Any:
+    """The hardware summary without the amounts of memory free right now (RAM available, GPU memory free)."""
+    if isinstance(value, dict):
+        return {k: _without_free_memory(v) for k, v in value.items()
+                if not (k.endswith(("_available_bytes", "_free_bytes")))}  # fmt: skip
+    return [_without_free_memory(v) for v in value] if isinstance(value, list) else value
+
+
 class LLMAdvisor:
     """Implements the Advisor protocol through ``client``; answers are cached in ``cache`` when given."""
 
@@ -105,7 +114,12 @@ class LLMAdvisor:
         sent = f"the goal, the hardware summary, {len(request.candidates)} candidate models"
         if request.data is not None:
             sent += " and the data summary"
-        return self._ask("plan", system, prompt, PlanProposal, None, sent=self._sent(sent))
+        # Free memory moves from one run to the next; a re-plan of the same project is answered from the
+        # cache all the same. That is safe: planning checks every answer, cached or not, against the memory
+        # free now (planning/guards.py), and a change in what fits changes the candidates' verdicts, so the key.
+        steady = replace(request, hardware=_without_free_memory(request.hardware))
+        key_prompt = prompts.plan_prompt(steady)[1]
+        return self._ask("plan", system, prompt, PlanProposal, None, sent=self._sent(sent), key_prompt=key_prompt)
 
     def diagnose(self, request: DiagnosisRequest) -> Fix | None:
         system, prompt = prompts.diagnosis_prompt(request)
@@ -129,10 +143,14 @@ class LLMAdvisor:
         check: Callable[[AnswerT], Any] | None,
         *,
         sent: str,
+        key_prompt: str | None = None,
     ) -> AnswerT:
+        """``key_prompt``: the prompt the cache key is made of, when it should not follow every byte of the
+        prompt sent (see propose_plan)."""
         client = self.client
         key = request_key(
-            provider=client.provider, model=client.model, task=task, system=system, prompt=prompt, schema=schema
+            provider=client.provider, model=client.model, task=task, system=system, prompt=key_prompt or prompt,
+            schema=schema,
         )
         cached = self._from_cache(key, schema, check)
         if cached is not None:

@@ -101,7 +101,7 @@ def profile_data(
     profile = DataProfile(path, dataset.info.kind, rows, len(records), "text", RecipeSection(), "other", "", "",
                           "", {}, 0)  # fmt: skip
     if existing.format != "auto" and _same_file(existing.source, path):
-        _keep_forge_yaml(profile, records, existing, max_error_rate)
+        _keep_forge_yaml(profile, records, existing, max_error_rate, goal)
     else:
         _understand(profile, records, goal, advisor, settings, progress, max_error_rate)
     if profile.recipe_source != "forge.yaml":
@@ -121,14 +121,18 @@ def _columns(records: list[Any]) -> list[str]:
     return list(names)
 
 
-def _task_of(fmt: str) -> str:
-    """The task type a format implies when no advisor said (the rules' table)."""
-    from forgellm.advisor.rules import FORMAT_TASKS
+def _task_of(goal: str | None, fmt: str, recipe: RecipeSection, records: list[Any]) -> str:
+    """The task type when no advisor said: the rules' choice (the goal's words, then the data), the same
+    on every run for the same goal and data, so a re-plan asks the advisor the same question."""
+    from forgellm.advisor.rules import choose_task
 
-    return FORMAT_TASKS.get(fmt, "other")
+    columns = {k: v for k, v in recipe.columns.items() if isinstance(v, str)}
+    return choose_task(goal, fmt, columns, [r.fields for r in records[:200]])
 
 
-def _keep_forge_yaml(profile: DataProfile, records: list[Any], existing: DataSection, max_error_rate: float) -> None:
+def _keep_forge_yaml(
+    profile: DataProfile, records: list[Any], existing: DataSection, max_error_rate: float, goal: str | None
+) -> None:
     from forgellm.data.prepare.fit import check_fit, recipe_lines
 
     fit = check_fit(records, existing.format, existing.recipe, max_error_rate)
@@ -147,7 +151,7 @@ def _keep_forge_yaml(profile: DataProfile, records: list[Any], existing: DataSec
     profile.format, profile.recipe = existing.format, existing.recipe
     profile.recipe_source, profile.reasons = "forge.yaml", f"kept data.format and data.recipe from forge.yaml " \
         f"({fit.summary()})"
-    profile.task_type = _task_of(existing.format)
+    profile.task_type = _task_of(goal, existing.format, existing.recipe, records)
 
 
 def _understand(
@@ -195,7 +199,7 @@ def _understand(
     if reading is None or fit is None:
         raise no_recipe_error(profile.path.name, records, tried + tried_rules, proposed)
     profile.format, profile.recipe = reading.format, reading.recipe
-    profile.task_type = _task_of(reading.format)
+    profile.task_type = _task_of(goal, reading.format, reading.recipe, records)
     profile.recipe_source = "rules detection"
     profile.reasons = "; ".join(reading.reasons) + f" ({fit.summary()})"
     for other, other_fit in tried_rules[:-1]:

@@ -226,3 +226,24 @@ def test_a_mapping_that_cannot_make_examples_is_refused(tmp_path, columns, reaso
     advisor, _ = _advisor(tmp_path / "cache", {**GOOD_RECIPE, "columns": columns})
     with pytest.raises(AdvisorAnswerError, match=reason):
         advisor.understand_data(_data_request())
+
+
+def test_a_replan_with_other_free_memory_is_answered_from_the_cache(tmp_path):
+    """Free RAM moves between runs; the same project planned again is answered from the cache (the planner
+    checks the answer against the memory free now). Other hardware, or other candidates, ask again."""
+    plan = {"model": "smollm2-135m", "method": "lora", "learning_rate": 2e-4, "max_length": 512}
+
+    def request(available: int, total: int = 24 << 30) -> PlanRequest:
+        gpu = {"name": "x", "vram_total_bytes": 8 << 30, "vram_free_bytes": available // 3}
+        hardware = {"ram_total_bytes": total, "ram_available_bytes": available, "gpus": [gpu]}
+        return PlanRequest(goal="support bot", hardware=hardware, candidates=[{"key": "smollm2-135m"}])
+
+    first, _ = _advisor(tmp_path / "cache", plan)
+    answer = first.propose_plan(request(19 << 30))
+    again, client = _advisor(tmp_path / "cache", AssertionError("the cache should have answered"))
+    assert again.propose_plan(request(20 << 30)) == answer and client.calls == []  # nothing was sent
+    assert "answered from cache" in again.notes[0]
+    other, asked = _advisor(tmp_path / "cache", plan)
+    other.propose_plan(request(19 << 30, total=64 << 30))
+    # Another machine asks again, and the advisor is told the memory free now.
+    assert len(asked.calls) == 1 and f'"ram_available_bytes": {19 << 30}' in asked.calls[0]["prompt"]
