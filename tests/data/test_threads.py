@@ -14,7 +14,8 @@ from forgellm.config.schema import RecipeSection
 from forgellm.data.prepare.run import prepare_dataset
 from forgellm.data.read.readers import open_dataset
 from forgellm.data.read.records import BadRow, Record, reason_kind
-from forgellm.data.read.threads import detect_thread, link_sample, link_threads
+from forgellm.data.read.thread_detection import detect_thread
+from forgellm.data.read.threads import link_sample, link_threads
 
 OASST = RecipeSection(columns={"id": "message_id", "parent": "parent_id", "text": "text", "role": "role"})
 # An OpenAssistant-like tree: two prompts, the first with two answers, one of which is followed up.

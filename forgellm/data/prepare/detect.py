@@ -43,10 +43,10 @@ def detect_data_format(layout: ProjectLayout, input_path: Path, config: ForgeCon
 
     detection = detect_format(sample, kind=dataset.info.kind)
     limit = config.preprocessing.max_error_rate
-    reading, _fit, tried = first_fitting(detection, sample, limit)
-    if reading is None:  # prepare would reject the whole file: say what to set instead
-        raise no_recipe_error(input_path.name, sample, tried)
-    detection = settle(detection, sample, limit)
+    settled = settle(detection, sample, limit)
+    if settled.fits is False:  # prepare would reject the whole file: say what to set instead
+        raise no_recipe_error(input_path.name, sample, first_fitting(detection, sample, limit)[2])
+    detection = settled
     return _with_detection(config, input_path, detection), detection
 
 

@@ -77,7 +77,7 @@ def detect_format(sample: list[Record], *, kind: str | None = None) -> Detection
 
 
 def _detect_thread(sample: list[Record]) -> Detection | None:
-    from forgellm.data.read.threads import detect_thread
+    from forgellm.data.read.thread_detection import detect_thread
 
     return detect_thread(sample)
 
