@@ -94,6 +94,13 @@ class ErrorCode(StrEnum):
     CREDENTIALS_INVALID = "credentials-invalid"  # an empty key, or an unreadable credentials file
     SANDBOX_UNAVAILABLE = "sandbox-unavailable"  # no sandbox (bubblewrap, docker) to run a script in
     SCRIPT_FAILED = "script-failed"  # an advisor-written script failed or wrote unusable output
+    # runtime: Docker images and containers
+    DOCKER_UNAVAILABLE = "docker-unavailable"  # no engine answers, or the docker SDK is missing
+    DOCKER_GPU_UNAVAILABLE = "docker-gpu-unavailable"  # the engine cannot pass GPUs (no NVIDIA container toolkit)
+    DOCKER_IMAGE_MISSING = "docker-image-missing"  # the image for this arch is not built (data: tag)
+    DOCKER_BUILD_FAILED = "docker-build-failed"  # an image build failed or was interrupted (data: tag)
+    DOCKER_ARCH_MISMATCH = "docker-arch-mismatch"  # the image's torch cannot run on this GPU (data: tag, capability)
+    DOCKER_RUN_FAILED = "docker-run-failed"  # a container could not start (data: image)
 
 
 class ForgeError(Exception):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from tiny_project_support import _support_csv, tiny_causal_lm_dir, tiny_train_project  # noqa: F401
 
-_FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE", "FORGE_TEST_CPU"}
+# FORGE_TEST_DOCKER_HOST: a running engine the Docker tests use instead of starting their own (development).
+_FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE", "FORGE_TEST_CPU", "FORGE_TEST_DOCKER_HOST", "FORGE_TEST_FORGE_IMAGE"}
 _TEST_CPU = os.environ.get("FORGE_TEST_CPU", "emulated-bf16")
 _CPUINFO = None if _TEST_CPU == "host" else Path(__file__).parent / "cpus" / f"{_TEST_CPU}.cpuinfo"
 if _CPUINFO is not None and not _CPUINFO.is_file():
@@ -67,3 +68,46 @@ def bundled_model_dir(_bundled_model_cache, monkeypatch):
     cache, folder = _bundled_model_cache
     monkeypatch.setenv("FORGE_CACHE_DIR", str(cache))
     return folder
+
+
+@pytest.fixture(scope="session")
+def docker_host():
+    """A real Docker engine for the session, DOCKER_HOST pointing at it: a private one started here
+    (docker_support.PrivateEngine), or the engine named by FORGE_TEST_DOCKER_HOST. Skipped, with the
+    reason, where neither can be had."""
+    import shutil
+    from types import SimpleNamespace
+
+    from docker_support import PrivateEngine, why_no_private_engine
+
+    given = os.environ.get("FORGE_TEST_DOCKER_HOST")
+    previous = os.environ.get("DOCKER_HOST")
+    engine = None
+    if given:
+        host = given
+    else:
+        why = why_no_private_engine()
+        if why is not None:
+            from forgellm.advisor.sandbox import docker_problem
+
+            if shutil.which("docker") is not None and docker_problem() is None:  # the user's own engine
+                yield SimpleNamespace(host=previous)
+                return
+            pytest.skip(why)
+        engine = PrivateEngine(tmpfs_bytes=12 << 30)
+        try:
+            engine.start()
+        except RuntimeError as exc:
+            engine.stop()
+            pytest.skip(f"dockerd is installed but cannot run here: {exc}")
+        host = engine.host
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield SimpleNamespace(host=host)
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        if engine is not None:
+            engine.stop()

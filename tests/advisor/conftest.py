@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -8,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor.docker_engine import PrivateEngine, why_no_private_engine
 from advisor.llm_server import LocalLLMServer, why_no_server
 from advisor.sandbox_support import make_job
 
@@ -35,39 +33,17 @@ def sandbox_job(request, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
-    """A private Docker engine for the session (DOCKER_HOST points at it) with Forge's sandbox image
-    built by Forge itself, as for a user whose engine has never seen it."""
+def docker_engine(docker_host):
+    """The session's Docker engine (``docker_host``) with Forge's sandbox image built by Forge itself,
+    as for a user whose engine has never seen it."""
     from forgellm.advisor import sandbox_image
-    from forgellm.advisor.sandbox import docker_problem
 
-    why = why_no_private_engine()
-    if why is not None:
-        if shutil.which("docker") is not None and docker_problem() is None:  # the user's own engine
-            yield SimpleNamespace(host=os.environ.get("DOCKER_HOST"), image=sandbox_image.ensure_image(), built=None)
-            return
-        pytest.skip(why)
-    engine = PrivateEngine()
-    try:
-        engine.start()
-    except RuntimeError as exc:
-        engine.stop()
-        pytest.skip(f"dockerd is installed but cannot run here: {exc}")
-    previous = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = engine.host
-    try:
-        tag = sandbox_image.image_tag()
-        before = subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
-        started = time.monotonic()
-        image = sandbox_image.ensure_image()
-        built = None if before else time.monotonic() - started
-        yield SimpleNamespace(host=engine.host, image=image, built=built)
-    finally:
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = previous
-        engine.stop()
+    tag = sandbox_image.image_tag()
+    before = subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+    started = time.monotonic()
+    image = sandbox_image.ensure_image()
+    built = None if before else time.monotonic() - started
+    yield SimpleNamespace(host=docker_host.host, image=image, built=built)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A private Docker engine for the sandbox tests: started once per session, stopped at the end.
+"""A private Docker engine for the tests (the advisor's Docker sandbox, the runtime's images and runner):
+started once per session, stopped at the end.
 
 It has its own data and exec roots and socket under a temporary folder, and touches neither the
 host's iptables nor its IP forwarding (``--iptables=false --ip-forward=false --bridge=none``), so
@@ -27,19 +28,22 @@ def why_no_private_engine() -> str | None:
 
 
 class PrivateEngine:
-    def __init__(self) -> None:
+    def __init__(self, *, tmpfs_bytes: int | None = 2 << 30) -> None:
         # Short paths: the engine's sockets must fit in a unix socket address (108 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="forge-dockerd-"))
+        self.tmpfs_bytes = tmpfs_bytes
         self.socket = self.root / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.log = self.root / "dockerd.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
-        # Layers in memory: on a disk with online discard, deleting them at the end took ~10 s.
+        # Layers in memory: on a disk with online discard, deleting them at the end took ~10 s. (Pages
+        # count only as they are used; the Forge image of the runtime tests needs a few GB of them.)
         (self.root / "data").mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g,mode=0710", "forge-dockerd", str(self.root / "data")],
-                       capture_output=True)  # fmt: skip
+        if self.tmpfs_bytes:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_bytes},mode=0710", "forge-dockerd",
+                            str(self.root / "data")], capture_output=True)  # fmt: skip
         command = [
             "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"), "-H", self.host,
