@@ -7,6 +7,7 @@ a ForgeError (``require_engine``) or into the reason ``runtime: auto`` stays loc
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -33,11 +34,23 @@ def connect(timeout: float = 10) -> tuple[Any | None, str | None]:
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except DockerException as exc:
-        return None, f"no Docker engine answers ({_short(exc)})"
-    except Exception as exc:  # requests' connection errors, a socket without permission
-        return None, f"no Docker engine answers ({_short(exc)})"
+    except (DockerException, Exception) as exc:  # requests' connection errors too
+        return None, _why_unreachable(exc)
     return client, None
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    """The usual reasons in words: no socket (Docker not running), no permission on it, else the error."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    text = str(exc)
+    if "FileNotFoundError" in text or "No such file or directory" in text:
+        return f"no Docker engine answers at {host} (the socket does not exist: Docker is not running there)"
+    if "PermissionError" in text or "Permission denied" in text:
+        return (f"this user may not use the Docker engine at {host} (permission denied: add the user to the "
+                "`docker` group, then log in again)")  # fmt: skip
+    if "Connection refused" in text:
+        return f"no Docker engine answers at {host} (connection refused)"
+    return f"no Docker engine answers at {host} ({_short(exc)})"
 
 
 def engine_problem() -> str | None:
