@@ -88,9 +88,9 @@ def docker_host():
     else:
         why = why_no_private_engine()
         if why is not None:
-            from forgellm.advisor.sandbox import docker_problem
+            from forgellm.runtime.engine import engine_problem
 
-            if shutil.which("docker") is not None and docker_problem() is None:  # the user's own engine
+            if shutil.which("docker") is not None and engine_problem() is None:  # the user's own engine
                 yield SimpleNamespace(host=previous)
                 return
             pytest.skip(why)
