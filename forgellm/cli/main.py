@@ -12,6 +12,7 @@ def _register() -> None:
     from forgellm.cli import (  # noqa: F401
         config_cmds,
         data_cmds,
+        docker_probe_cmds,
         eval_cmds,
         export_cmds,
         ignite_cmds,
