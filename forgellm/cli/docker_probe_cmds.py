@@ -28,7 +28,7 @@ class ArchChoice(StrEnum):
 
 @docker_app.command("probe")
 def probe_command(
-    arch: ArchChoice = typer.Option(ArchChoice.auto, "--arch", help="Which image: auto = the one for this machine's GPUs."),
+    arch: ArchChoice = typer.Option(ArchChoice.auto, "--arch", help="Which image: auto = the one for this machine."),
     image: str | None = typer.Option(None, "--image", help="Probe this image tag instead of forge:<arch>."),
     as_json: bool = typer.Option(False, "--json", help="Print the record and its findings as JSON."),
 ) -> None:
@@ -71,7 +71,8 @@ def _render(probe: Any, problems: list[str]) -> None:
     console.print(f"bf16     {bf16.get('summary', 'unknown')}")
     cpus = limits.get("cpus") or limits.get("cpu_affinity") or seen.get("cpu_logical_cores")
     memory = limits.get("memory_bytes") or seen.get("ram_total_bytes") or 0
-    console.print(f"CPU/RAM  {cpus} CPUs, {human_bytes(memory)}{' (container limit)' if limits.get('memory_bytes') else ''}")
+    limited = " (container limit)" if limits.get("memory_bytes") else ""
+    console.print(f"CPU/RAM  {cpus} CPUs, {human_bytes(memory)}{limited}")
     if probe.gpu_note:
         console.print(f"[yellow]GPUs not passed:[/] {probe.gpu_note}", soft_wrap=True)
     for note in probe.notes:

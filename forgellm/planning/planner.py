@@ -167,6 +167,9 @@ def _with_model_from_config(overrides: PlanOverrides, existing: ForgeConfig) -> 
     return replace(overrides, model=model.ref)
 
 
+_UNSTABLE = ("disk_path", "disk_free_bytes", "notes", "source")  # source: a probe's date and image id
+
+
 def _stable_hardware(hardware: HardwareInfo) -> dict[str, Any]:
     """The hardware as the advisor sees it: free memory rounded down to whole GiB and no local paths, so
     the same machine gives the same request (and a re-run is answered from the advisor cache)."""
@@ -174,7 +177,7 @@ def _stable_hardware(hardware: HardwareInfo) -> dict[str, Any]:
     def stable(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: (v // GIB * GIB if k.endswith("_bytes") and isinstance(v, int) else stable(v))
-                    for k, v in value.items() if k not in ("disk_path", "disk_free_bytes", "notes", "source")}  # fmt: skip
+                    for k, v in value.items() if k not in _UNSTABLE}  # fmt: skip
         return [stable(v) for v in value] if isinstance(value, list) else value
 
     return stable(hardware.to_dict())

@@ -77,8 +77,9 @@ def container_hardware(probe: ContainerProbe, host: HardwareInfo) -> HardwareInf
         driver_version=seen.get("driver_version"),
         cuda_driver_version=seen.get("cuda_driver_version"),
         mps=False,
-        bf16=Bf16Support(gpu=bool(gpus) and all(g.bf16 for g in gpus), cpu=host.bf16.cpu,
-                         cpu_flags=host.bf16.cpu_flags),  # fmt: skip
+        bf16=Bf16Support(
+            gpu=bool(gpus) and all(g.bf16 for g in gpus), cpu=host.bf16.cpu, cpu_flags=host.bf16.cpu_flags
+        ),  # fmt: skip
         notes=tuple(probe.notes),
         source=probe.summary,
     )

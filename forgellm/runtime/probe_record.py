@@ -170,8 +170,11 @@ def require_image_serves(probe: ContainerProbe) -> None:
         details=problems,
         fix=_fix(problems, right),
         code=ErrorCode.DOCKER_ARCH_MISMATCH,
-        data={"tag": probe.tag, "capability": capabilities[0] if capabilities else None,
-              "arch": right.name if right else None},  # fmt: skip
+        data={
+            "tag": probe.tag,
+            "capability": capabilities[0] if capabilities else None,
+            "arch": right.name if right else None,
+        },  # fmt: skip
     )
 
 
@@ -198,7 +201,8 @@ def _fix(problems: list[str], right: Any) -> str:
         return "Update the NVIDIA driver, then run `forge docker probe` again."
     if right is None:
         return "Train with the local runtime (`runtime: local` in forge.yaml or `--runtime local`)."
-    return f"Build and use {right.tag}: `forge docker build --arch {right.name}`, then `forge docker probe --arch {right.name}`."
+    name = right.name
+    return f"Build and use {right.tag}: `forge docker build --arch {name}`, then `forge docker probe --arch {name}`."
 
 
 def _torch_note(probe: ContainerProbe) -> str:
@@ -208,4 +212,3 @@ def _torch_note(probe: ContainerProbe) -> str:
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
-

@@ -157,6 +157,7 @@ def saved_probe(tag: str, client: Any) -> tuple[ContainerProbe | None, str | Non
     if attrs is None:
         return None, f"The saved probe of {tag} was ignored: the image no longer exists."
     if attrs.get("Id") != probe.image_id:
-        return None, (f"The saved probe of {tag} was ignored: it was made from image {str(probe.image_id)[:19]}, "
-                      f"the engine now has {str(attrs.get('Id'))[:19]} (rebuilt). Run `forge docker probe` again.")  # fmt: skip
+        made, now = str(probe.image_id)[:19], str(attrs.get("Id"))[:19]
+        return None, (f"The saved probe of {tag} was ignored: it was made from image {made}, the engine now has "
+                      f"{now} (rebuilt). Run `forge docker probe` again.")  # fmt: skip
     return probe, None
