@@ -61,7 +61,7 @@ def probe_image(
     answer = _run(client, tag, requests, timeout, mem_limit, nano_cpus)
     probe = ContainerProbe(
         tag=tag, image_id=attrs.get("Id"), made_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        host_gpus=[{"index": g.index, "name": g.name, "compute_capability": g.compute_capability} for g in host.gpus],
+        host_gpus=_host_gpus(host),
         gpus_requested=requests is not None, gpu_note=note, container=answer,
     )  # fmt: skip
     if save:
@@ -139,6 +139,10 @@ def _run_failed(tag: str, why: str) -> ForgeError:
     )
 
 
+def _host_gpus(host: HardwareInfo) -> list[dict[str, Any]]:
+    return [{"index": g.index, "name": g.name, "compute_capability": g.compute_capability} for g in host.gpus]
+
+
 def _host() -> HardwareInfo:
     from forgellm.hardware.probe import probe_hardware
 
@@ -161,3 +165,17 @@ def saved_probe(tag: str, client: Any) -> tuple[ContainerProbe | None, str | Non
         return None, (f"The saved probe of {tag} was ignored: it was made from image {made}, the engine now has "
                       f"{now} (rebuilt). Run `forge docker probe` again.")  # fmt: skip
     return probe, None
+
+
+def checked_probe(tag: str, client: Any, host: HardwareInfo | None = None) -> ContainerProbe:
+    """For the docker runner, before training in ``tag``: the saved probe while the image and this machine's
+    GPUs are unchanged, else a new one (saved); raises DOCKER_ARCH_MISMATCH when the image cannot train on
+    the GPUs its container sees (probe_record.require_image_serves)."""
+    from forgellm.runtime.probe_record import require_image_serves
+
+    host = host or _host()
+    probe, _ = saved_probe(tag, client)
+    if probe is None or probe.host_gpus != _host_gpus(host):  # a GPU added, removed or swapped: probe again
+        probe = probe_image(tag, client=client, host=host)
+    require_image_serves(probe)
+    return probe

@@ -14,9 +14,10 @@ import pytest
 from stage_support import planned
 
 from forgellm.advisor.rules import RulesAdvisor
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.planning import make_plan
 from forgellm.runtime.probe_record import ContainerProbe, probe_path
-from forgellm.runtime.probe_run import IMAGE_ENV, probe_image
+from forgellm.runtime.probe_run import IMAGE_ENV, checked_probe, probe_image
 
 PROBES = Path(__file__).parent / "probes"
 
@@ -106,6 +107,28 @@ def test_plan_ignores_the_probe_when_no_engine_answers(tmp_path, monkeypatch):
     result = _plan(tmp_path / "project")
     assert result.config.hardware.gpu_name is None
     assert any("was not used" in w and "no Docker engine answers" in w for w in result.warnings)
+
+
+@pytest.mark.slow
+def test_checked_probe_reprobes_when_the_gpus_changed_and_stops_on_a_mismatch(forge_image):
+    import docker
+
+    client = docker.from_env()
+    image_id = client.images.get(forge_image).id
+    _gpu_probe_of(forge_image, image_id)  # made on an H100 machine: this one has no GPU, so probe again
+    probe = checked_probe(forge_image, client)
+    assert probe.host_gpus == [] and probe.gpus == [] and probe.made_at != "2026-12-07T02:00:00+00:00"
+    assert ContainerProbe.load(probe_path(forge_image)) == probe
+    probe.made_at = "saved"
+    probe.save()
+    assert checked_probe(forge_image, client).made_at == "saved"  # image and GPUs unchanged: the saved one
+
+    mismatch = ContainerProbe.from_dict(json.loads((PROBES / "rtx5090_torch_cu124.json").read_text()))
+    mismatch.tag, mismatch.image_id, mismatch.host_gpus = forge_image, image_id, []
+    mismatch.save()
+    with pytest.raises(ForgeError) as raised:
+        checked_probe(forge_image, client)
+    assert raised.value.code == ErrorCode.DOCKER_ARCH_MISMATCH and "--arch blackwell" in raised.value.fix
 
 
 def _probe_containers() -> list:
