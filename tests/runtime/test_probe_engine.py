@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from stage_support import planned
@@ -16,7 +17,7 @@ from stage_support import planned
 from forgellm.advisor.rules import RulesAdvisor
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.planning import make_plan
-from forgellm.runtime.probe_record import ContainerProbe, probe_path
+from forgellm.runtime.probe_record import ContainerProbe, check_image_for_gpus, probe_path
 from forgellm.runtime.probe_run import IMAGE_ENV, checked_probe, probe_image
 
 PROBES = Path(__file__).parent / "probes"
@@ -49,6 +50,28 @@ def test_probe_command_prints_what_the_container_sees(forge_image):
     as_json = forge("docker", "probe", "--image", forge_image, "--json")
     record = json.loads(as_json.stdout)
     assert record["problems"] == [] and record["tag"] == forge_image and record["container"]["torch"]["cuda"] is None
+
+
+class _OneH100:
+    """NVML as a host with one H100 answers it (no GPU here): what probe_image decides from the host's GPUs."""
+
+    def __getattr__(self, name):
+        answers = {"nvmlSystemGetDriverVersion": "570.124.06", "nvmlSystemGetCudaDriverVersion": 12080,
+                   "nvmlDeviceGetCount": 1, "nvmlDeviceGetHandleByIndex": 0, "nvmlDeviceGetName": "NVIDIA H100",
+                   "nvmlDeviceGetMemoryInfo": SimpleNamespace(total=80 << 30, free=79 << 30),
+                   "nvmlDeviceGetCudaComputeCapability": (9, 0)}  # fmt: skip
+        return lambda *args: answers.get(name)
+
+
+def test_an_engine_without_the_nvidia_toolkit_is_said_and_found(forge_image, tmp_path):
+    from forgellm.hardware.probe import probe_hardware
+
+    host = probe_hardware(tmp_path, nvml=_OneH100())
+    probe = probe_image(forge_image, host=host, save=False)
+    assert not probe.gpus_requested and "no NVIDIA runtime" in probe.gpu_note and "nvidia-ctk" in probe.gpu_note
+    assert probe.host_gpus == [{"index": 0, "name": "NVIDIA H100", "compute_capability": "9.0"}]
+    problems = check_image_for_gpus(probe)
+    assert problems and "1 NVIDIA GPU(s) but the container sees none" in problems[0]
 
 
 def test_probe_of_a_missing_image_offers_the_build_command(docker_host):
