@@ -35,6 +35,7 @@ def probe_command(
     """Run the hardware probe inside the image: GPUs, VRAM, capability, driver, CUDA, torch and its arch flags.
 
     The record is kept under FORGE_HOME; `forge plan` plans with its figures while the image is unchanged.
+    Exit code 1 when the image cannot train on what its container sees (the findings name the --arch to build).
     """
     from forgellm.hardware.probe import probe_hardware
     from forgellm.runtime.probe_record import check_image_for_gpus, probe_path
