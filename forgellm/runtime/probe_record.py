@@ -159,10 +159,21 @@ def _driver_problems(driver_cuda: Any, torch_cuda: Any, driver: Any) -> list[str
 
 def require_image_serves(probe: ContainerProbe) -> None:
     """Raise DOCKER_ARCH_MISMATCH when ``check_image_for_gpus`` finds a problem: for a caller that must stop
-    (training in a container would fail with "no kernel image is available" or a CUDA driver error)."""
+    (training in a container would fail with "no kernel image is available" or a CUDA driver error);
+    DOCKER_GPU_UNAVAILABLE when the host's GPUs never reached the container (no NVIDIA toolkit)."""
     problems = check_image_for_gpus(probe)
     if not problems:
         return
+    if probe.host_gpus and not probe.gpus:  # not the image's fault: the engine did not pass the GPUs
+        from forgellm.runtime.engine import TOOLKIT_INSTALL
+
+        raise ForgeError(
+            f"The container of {probe.tag} sees none of this machine's {len(probe.host_gpus)} NVIDIA GPU(s).",
+            details=problems,
+            fix=TOOLKIT_INSTALL,
+            code=ErrorCode.DOCKER_GPU_UNAVAILABLE,
+            data={"tag": probe.tag},
+        )
     capabilities = [str(g.get("compute_capability")) for g in probe.gpus or probe.host_gpus]
     right = right_arch(capabilities)
     raise ForgeError(

@@ -17,7 +17,7 @@ from stage_support import planned
 from forgellm.advisor.rules import RulesAdvisor
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.planning import make_plan
-from forgellm.runtime.probe_record import ContainerProbe, check_image_for_gpus, probe_path
+from forgellm.runtime.probe_record import ContainerProbe, check_image_for_gpus, probe_path, require_image_serves
 from forgellm.runtime.probe_run import IMAGE_ENV, checked_probe, probe_image
 
 PROBES = Path(__file__).parent / "probes"
@@ -72,6 +72,9 @@ def test_an_engine_without_the_nvidia_toolkit_is_said_and_found(forge_image, tmp
     assert probe.host_gpus == [{"index": 0, "name": "NVIDIA H100", "compute_capability": "9.0"}]
     problems = check_image_for_gpus(probe)
     assert problems and "1 NVIDIA GPU(s) but the container sees none" in problems[0]
+    with pytest.raises(ForgeError) as raised:
+        require_image_serves(probe)
+    assert raised.value.code == ErrorCode.DOCKER_GPU_UNAVAILABLE and "nvidia-container-toolkit" in raised.value.fix
 
 
 def test_probe_of_a_missing_image_offers_the_build_command(docker_host):
