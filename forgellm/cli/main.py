@@ -13,6 +13,7 @@ def _register() -> None:
         config_cmds,
         data_cmds,
         docker_cmds,
+        docker_probe_cmds,
         eval_cmds,
         export_cmds,
         ignite_cmds,

@@ -82,6 +82,8 @@ class HardwareInfo:
     mps: bool  # Apple-silicon Metal backend (PyTorch "mps")
     bf16: Bf16Support
     notes: tuple[str, ...]
+    # Where the figures come from when not this machine's own probe: a container's (runtime/probe_plan.py).
+    source: str | None = None
 
     @property
     def has_cuda(self) -> bool:

@@ -96,7 +96,9 @@ def make_plan(
     overrides = _with_model_from_config(overrides or PlanOverrides(), existing)
     user_target = resolve_target(overrides.model) if overrides.model else None  # a misspelt name fails first
     advisor = advisor or _make_advisor(existing, root, provider)
-    hardware = hardware or _probe(root, step)
+    hardware_notes: list[str] = []
+    if hardware is None:
+        hardware, hardware_notes = _probe(root, existing, step)
     offline = _offline() if offline is None else offline
     data = Path(data).expanduser().resolve() if data is not None else None
     profile = (
@@ -137,6 +139,7 @@ def make_plan(
     notes = list(advisor.notes) + ([] if exists else [_no_project_note(root, dry_run)])
     result = _result(config, root, path, dry_run, created, advisor, checked, schedule, profile, flags, notes, data)
     result.precision = precision
+    result.warnings += hardware_notes
     return result
 
 
@@ -164,6 +167,9 @@ def _with_model_from_config(overrides: PlanOverrides, existing: ForgeConfig) -> 
     return replace(overrides, model=model.ref)
 
 
+_UNSTABLE = ("disk_path", "disk_free_bytes", "notes", "source")  # source: a probe's date and image id
+
+
 def _stable_hardware(hardware: HardwareInfo) -> dict[str, Any]:
     """The hardware as the advisor sees it: free memory rounded down to whole GiB and no local paths, so
     the same machine gives the same request (and a re-run is answered from the advisor cache)."""
@@ -171,7 +177,7 @@ def _stable_hardware(hardware: HardwareInfo) -> dict[str, Any]:
     def stable(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: (v // GIB * GIB if k.endswith("_bytes") and isinstance(v, int) else stable(v))
-                    for k, v in value.items() if k not in ("disk_path", "disk_free_bytes", "notes")}  # fmt: skip
+                    for k, v in value.items() if k not in _UNSTABLE}  # fmt: skip
         return [stable(v) for v in value] if isinstance(value, list) else value
 
     return stable(hardware.to_dict())
@@ -186,11 +192,14 @@ def _make_advisor(config: ForgeConfig, root: Path, provider: str | None) -> Any:
     return make_advisor(effective.config.advisor, root, provider=provider)
 
 
-def _probe(root: Path, step: Callable[[str], None]) -> HardwareInfo:
+def _probe(root: Path, config: ForgeConfig, step: Callable[[str], None]) -> tuple[HardwareInfo, list[str]]:
+    """This machine, or what a container of its image sees when training runs in Docker (the saved
+    `forge docker probe`, runtime/probe_plan.py); and notes when a saved probe was not used."""
     from forgellm.hardware.probe import probe_hardware
+    from forgellm.runtime.probe_plan import plan_hardware
 
     step("Probing the hardware")
-    return probe_hardware(root)
+    return plan_hardware(probe_hardware(root), config)
 
 
 def _offline() -> bool:

@@ -88,11 +88,17 @@ def _hardware_section(hardware: HardwareInfo, checked: CheckedPlan) -> HardwareS
         ram_gb=round(hardware.ram_total_bytes / 1e9, 1),
         cpu_cores=hardware.cpu_physical_cores,
         rationale=(
-            f"Probed: {hardware.accelerator}, {hardware.cpu_physical_cores} CPU cores, {ram}; bf16 "
+            f"{_hardware_source(hardware)}: {hardware.accelerator}, {hardware.cpu_physical_cores} CPU cores, {ram}; "
+            f"bf16 "
             f"{hardware.bf16.summary}. The plan needs ~{checked.memory.total_bytes / GIB:.1f} GiB of "
             f"{budget.bytes / GIB:.1f} GiB ({budget.source}), kept under 85% for safety."
         ),
     )
+
+
+def _hardware_source(hardware: HardwareInfo) -> str:
+    # A plan for a container says whose figures it used: a stale probe would mislead later readers.
+    return f"Hardware from {hardware.source}" if hardware.source else "Probed"
 
 
 def _data_section(existing: DataSection, profile: DataProfile, checked: CheckedPlan, root: Path) -> DataSection:
