@@ -24,6 +24,7 @@ from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
+from forgellm.runtime.runner import LocalRunner, Runner, record_runtime
 from forgellm.training.healing import Failure, classify, plan_recovery
 from forgellm.training.protocol import (
     MEMORY_LIMIT_ENV,
@@ -297,13 +298,18 @@ def run_attempt(
     metrics: MetricsLog,
     on_event: EventHandler,
     interrupts: Interrupts,
+    runner: Runner | None = None,
 ) -> AttemptResult:
-    """One worker process from start to exit; every event recorded and shown as it arrives."""
+    """One worker process (or container: ``runner``) from start to exit; every event recorded and shown
+    as it arrives."""
     log_path = run.layout.worker_log(attempt)
     result = AttemptResult(attempt, exit_code=0, log_path=log_path)
+    runner = runner or LocalRunner()
     with open(log_path, "ab") as log:
-        process = start_worker(run.run_dir, resume_from, log, Path(run.spec.project_dir))
-        interrupts.process = process
+        process = runner.start_worker(
+            run.run_dir, resume_from, log, Path(run.spec.project_dir), run_id=run.run_id, attempt=attempt
+        )
+        interrupts.process = process  # type: ignore[assignment]
         try:
             assert process.stdout is not None
             with Watchdog(process, run.layout.heartbeat) as watchdog:
@@ -317,6 +323,8 @@ def run_attempt(
                     _remember(result, event)
                     on_event(metrics.append(event, attempt))
                 result.exit_code = process.wait()
+            if result.error is None:  # e.g. a container the kernel's OOM killer ended: it sent nothing
+                result.error = runner.exit_error(process)
             result.silent_seconds = watchdog.silent_seconds
             if result.silent_seconds is not None:
                 log.write(f"supervisor: no heartbeat for {result.silent_seconds:g} s; the worker was killed\n".encode())
@@ -356,7 +364,9 @@ def _checkpoint_step(run: Run) -> int | None:
     return found[-1].step if found else None
 
 
-def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts) -> _Outcome:
+def _attempts(
+    run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts, runner: Runner
+) -> _Outcome:
     """Run attempts until one finishes, the user interrupts, or healing gives up."""
     outcome = _Outcome("interrupted", "interrupted")
     resume_from = latest_checkpoint(run.run_dir) if resumed else None
@@ -364,7 +374,7 @@ def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandl
     attempt = _next_attempt(run.run_dir)
     while not interrupts.count:
         on_event({"event": "attempt", "attempt": attempt, "resume_from": str(resume_from) if resume_from else None})
-        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts)
+        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts, runner)
         if interrupts.count or result.exit_code == ExitCode.INTERRUPTED:
             if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
@@ -430,11 +440,14 @@ def run_training(
     resume: str | bool | None = None,
     max_steps: int | None = None,
     on_event: EventHandler | None = None,
+    runner: Runner | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train `config` (the project's forge.yaml, loaded by the caller) in a new run on `prepared` (None: the
     prepared data matching it), or resume one (`resume`: a run id, or True for the newest unfinished run;
     it trains with its own snapshot). Returns when the run completed or was interrupted; ForgeError when
-    it failed."""
+    it failed. ``runner``: where each worker attempt runs (default: a local subprocess); ``runtime``: what
+    the run records about that choice (runtime.json: name, reason, image)."""
     from forgellm.training.summary import write_summary
 
     project_dir = layout.root.expanduser().resolve()
@@ -449,12 +462,14 @@ def run_training(
             else create_run(layout, config, prepared=prepared, max_steps=max_steps)
         )
         lock.record(run.run_id)
+        runner = runner or LocalRunner()
+        record_runtime(run.layout, runtime or {"name": runner.name, "reason": "the library's default"})
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
         metrics = MetricsLog(run.layout.metrics)
         tracker = _tracker(run, project_dir)
         try:
             with Interrupts() as interrupts:
-                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts)
+                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts, runner)
         finally:
             metrics.close()
             if tracker is not None:
