@@ -117,6 +117,13 @@ def plan_mounts(project_dir: Path, read_only: list[Path] = (), writable: list[Pa
     return mounts
 
 
+def local_model(ref: str, project_dir: Path) -> list[Path]:
+    """A model named by a local path (not a catalog alias or hub id): the folder to mount read-only."""
+    path = Path(ref).expanduser()
+    path = path if path.is_absolute() else Path(project_dir) / path
+    return [path.resolve()] if path.exists() else []
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -126,9 +133,7 @@ def environment(extra: dict[str, str] | None = None, source: dict[str, str] | No
     paths, a FORGE_HOME of the container's own."""
     source = dict(os.environ if source is None else source)
     env = {
-        k: v
-        for k, v in source.items()
-        if k.startswith(_PASSED_PREFIXES) and k not in _NOT_PASSED and k not in KEY_VARS
+        k: v for k, v in source.items() if k.startswith(_PASSED_PREFIXES) and k not in _NOT_PASSED and k not in KEY_VARS
     }
     env.update({k: source[k] for k in KEY_VARS if source.get(k)})
     hf_home = source.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")

@@ -178,9 +178,7 @@ class DockerRunner:
              memory_limit: int | None = None, tty: bool = False) -> ContainerSpec:  # fmt: skip
         env = environment()
         mounts = plan_mounts(project_dir, [*read_only, *path_settings(env)], cache_dirs())
-        return ContainerSpec(
-            self.image, name, command, cwd, mounts, env, host_user(), self.gpus, memory_limit, tty
-        )
+        return ContainerSpec(self.image, name, command, cwd, mounts, env, host_user(), self.gpus, memory_limit, tty)
 
     def start_worker(
         self, run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path, *, run_id: str, attempt: int
