@@ -80,7 +80,8 @@ def test_a_missing_image_offers_forge_docker_build(tiny_train_project, docker_ho
     assert result.exit_code == 1, result.output
     assert "docker-image-missing" in result.output and "forge docker build --arch cpu" in result.output
     auto = runner.invoke(app, ["train", "-C", str(root), "--max-steps", "1"])
-    assert auto.exit_code == 0 and "Runtime: local — auto: the image forge-test-missing:none is not built" in auto.output
+    assert auto.exit_code == 0, auto.output
+    assert "Runtime: local — auto: the image forge-test-missing:none is not built" in auto.output
 
 
 @pytest.mark.slow
