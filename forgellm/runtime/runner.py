@@ -174,9 +174,19 @@ class DockerRunner:
     def __init__(self, client: Any, image: str, *, gpus: bool = False) -> None:
         self.client, self.image, self.gpus = client, image, gpus
 
-    def spec(self, name: str, command: list[str], cwd: Path, *, project_dir: Path, read_only: list[Path] = (),  # type: ignore[assignment]
-             memory_limit: int | None = None, tty: bool = False) -> ContainerSpec:  # fmt: skip
-        env = environment()
+    def spec(
+        self,
+        name: str,
+        command: list[str],
+        cwd: Path,
+        *,
+        project_dir: Path,
+        read_only: list[Path] = (),  # type: ignore[assignment]
+        memory_limit: int | None = None,
+        tty: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> ContainerSpec:
+        env = environment(env)
         mounts = plan_mounts(project_dir, [*read_only, *path_settings(env)], cache_dirs())
         return ContainerSpec(self.image, name, command, cwd, mounts, env, host_user(), self.gpus, memory_limit, tty)
 
@@ -223,14 +233,14 @@ class DockerRunner:
         }  # fmt: skip
 
     def run_command(self, name: str, command: list[str], cwd: Path, *, project_dir: Path,
-                    read_only: list[Path] = ()) -> int:  # type: ignore[assignment]  # fmt: skip
+                    read_only: list[Path] = (), env: dict[str, str] | None = None) -> int:  # type: ignore[assignment]  # fmt: skip
         """A whole stage in a container, its output on this terminal (a TTY when there is one, so its
         progress bars render); Ctrl-C: the first reaches the stage, a second kills the container.
         Returns its exit code."""
         from forgellm.training.supervisor import Interrupts
 
         tty = sys.stdout.isatty()
-        spec = self.spec(name, command, cwd, project_dir=project_dir, read_only=list(read_only), tty=tty)
+        spec = self.spec(name, command, cwd, project_dir=project_dir, read_only=list(read_only), tty=tty, env=env)
         out, err = sys.stdout.buffer, sys.stderr.buffer
         sys.stdout.flush()
         sys.stderr.flush()

@@ -39,8 +39,16 @@ def in_container(carried: Any, options: Any, hooks: Any, stage: str, args: list[
     root = carried.layout.root
     read_only = [Path(options.data), *local_model(carried.config.model.ref, root)]
     command = ["forge", stage, *args, "-C", str(root), "--runtime", "local"]
-    code = choice.runner().run_command(container_name(root.name, stage), command, root, project_dir=root,
-                                       read_only=read_only)  # fmt: skip
+    from forgellm.project.lock import ProjectLock
+
+    lock = ProjectLock(root, "ignite")  # ignite holds the project lock: the forge inside takes it over
+    lock.acquire()
+    try:
+        code = choice.runner().run_command(container_name(root.name, stage), command, root, project_dir=root,
+                                           read_only=read_only, env=lock.hand_over())  # fmt: skip
+    finally:
+        lock.take_back()
+        lock.release()
     if code == 130:
         from forgellm.pipeline import IgniteInterrupted
 

@@ -169,3 +169,23 @@ def test_keys_are_the_containers_environment_only(tmp_path, docker_host, forge_i
     for path in Path(project).rglob("*"):
         assert secret not in path.read_text(errors="replace")
     assert not _containers("forge-test-keys")
+
+
+@pytest.mark.slow
+def test_ignite_in_docker_plans_here_and_runs_prepare_train_export_in_containers(
+    tmp_path, tiny_causal_lm_dir, _support_csv, docker_host, forge_image, monkeypatch
+):
+    monkeypatch.setenv("FORGE_DOCKER_IMAGE", forge_image)
+    monkeypatch.setenv("FORGE_TRAINING__SAVE_EVERY_STEPS", "2")
+    project = tmp_path / "bot"
+    args = ["ignite", str(_support_csv), "Make a customer support bot", "--model", str(tiny_causal_lm_dir),
+            "--max-steps", "2", "--yes", "-C", str(project), "--runtime", "docker"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output[-4000:]
+    assert "Runtime: docker (image " + forge_image in result.output
+    state = json.loads((project / ".forge" / "ignite.json").read_text())
+    assert set(state["done"]) == {"init", "study", "plan", "prepare", "train", "eval", "export"}
+    (run_dir,) = (project / "runs").iterdir()
+    assert json.loads((run_dir / "runtime.json").read_text())["name"] == "docker"
+    assert (project / "exports" / "bot" / "metadata.json").is_file()
+    assert not _containers("forge-")
