@@ -205,6 +205,8 @@ class DockerRunner:
             container_name(run_id, f"a{attempt}"), command, cwd, project_dir=Path(run.project_dir),
             read_only=[Path(run.model_dir), Path(run.prepared_dir)], memory_limit=limit,
         )  # fmt: skip
+        for leftover in self._leftovers(container_name(run_id, "a")):
+            log.write(f"supervisor: removed container {leftover} left by a supervisor that was killed\n".encode())
         log.write(f"supervisor: the worker runs in container {spec.name} of image {spec.image}".encode())
         log.write(f" (memory limit {limit} bytes)\n".encode() if limit else b"\n")
         log.flush()
@@ -220,6 +222,20 @@ class DockerRunner:
         process = ContainerProcess(self.client, spec, write_stdout, write_log, lambda: os.close(write_end))
         process.stdout = os.fdopen(read_end, "r", encoding="utf-8", errors="replace")
         return process
+
+    def _leftovers(self, prefix: str) -> list[str]:
+        """Containers of this run's earlier attempts still there: a `forge train` killed with SIGKILL
+        cannot remove its container, which would go on writing checkpoints beside the new attempt (the
+        project lock says no other supervisor trains this run now). Removed, their names returned."""
+        removed = []
+        try:
+            for container in self.client.containers.list(all=True, filters={"name": prefix}):
+                if container.name.startswith(prefix):
+                    container.remove(force=True)
+                    removed.append(container.name)
+        except Exception:  # the attempt's own start says what is wrong with the engine
+            pass
+        return removed
 
     def exit_error(self, process: WorkerProcess) -> dict[str, Any] | None:
         if not getattr(process, "oom_killed", False):
