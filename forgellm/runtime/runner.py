@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.runtime.container import (
@@ -29,9 +29,6 @@ from forgellm.runtime.container import (
     plan_mounts,
 )
 from forgellm.training.protocol import ExitCode
-
-if TYPE_CHECKING:
-    from forgellm.project.layout import RunLayout
 
 # Signals a container's exit code says killed its main process (128 + n): the worker's own exits
 # (130 after SIGINT/SIGTERM) are codes, not deaths.
@@ -277,18 +274,6 @@ class DockerRunner:
                 if process.returncode is None:
                     process.kill()
                     process.wait()
-
-
-def record_runtime(run: RunLayout, choice: dict[str, Any]) -> None:
-    """runtime.json: the runtime of each `forge train` session of the run (a resume may run elsewhere),
-    newest last, so `forge status` and later readers know where the run trained."""
-    import time
-
-    from forgellm.project.record_io import read_object, write_object
-
-    sessions = list((read_object(run.runtime) or {}).get("sessions") or [])
-    sessions.append({**choice, "time": round(time.time(), 3)})
-    write_object(run.runtime, {**sessions[-1], "sessions": sessions})
 
 
 def _run_failed(spec: ContainerSpec, exc: BaseException) -> ForgeError:

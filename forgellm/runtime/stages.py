@@ -49,10 +49,8 @@ def in_container(carried: Any, options: Any, hooks: Any, stage: str, args: list[
     finally:
         lock.take_back()
         lock.release()
-    if code == 130:
-        from forgellm.pipeline import IgniteInterrupted
-
-        raise IgniteInterrupted(stage, "run the same `forge ignite` again")
+    if code == 130:  # Ctrl-C reached the stage inside: as if it had run here
+        raise KeyboardInterrupt
     if code != 0:
         raise ForgeError(
             f"`forge {stage}` in the container (image {choice.image}) failed with exit code {code}; its messages "

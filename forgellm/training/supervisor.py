@@ -24,7 +24,6 @@ from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
-from forgellm.runtime.runner import LocalRunner, Runner, record_runtime
 from forgellm.training.healing import Failure, classify, plan_recovery
 from forgellm.training.protocol import (
     MEMORY_LIMIT_ENV,
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
     from forgellm.project.prepared import PreparedData
     from forgellm.project.run_record import RunRecord
+    from forgellm.runtime.runner import Runner
 
 EventHandler = Callable[[dict[str, Any]], None]
 _LOG_TAIL_CHARS = 20_000
@@ -304,10 +304,12 @@ def run_attempt(
     as it arrives."""
     log_path = run.layout.worker_log(attempt)
     result = AttemptResult(attempt, exit_code=0, log_path=log_path)
-    runner = runner or LocalRunner()
     with open(log_path, "ab") as log:
-        process = runner.start_worker(
-            run.run_dir, resume_from, log, Path(run.spec.project_dir), run_id=run.run_id, attempt=attempt
+        project_dir = Path(run.spec.project_dir)
+        process = (
+            runner.start_worker(run.run_dir, resume_from, log, project_dir, run_id=run.run_id, attempt=attempt)
+            if runner is not None
+            else start_worker(run.run_dir, resume_from, log, project_dir)
         )
         interrupts.process = process  # type: ignore[assignment]
         try:
@@ -323,7 +325,7 @@ def run_attempt(
                     _remember(result, event)
                     on_event(metrics.append(event, attempt))
                 result.exit_code = process.wait()
-            if result.error is None:  # e.g. a container the kernel's OOM killer ended: it sent nothing
+            if result.error is None and runner is not None:  # e.g. a container the OOM killer ended: no event
                 result.error = runner.exit_error(process)
             result.silent_seconds = watchdog.silent_seconds
             if result.silent_seconds is not None:
@@ -365,7 +367,7 @@ def _checkpoint_step(run: Run) -> int | None:
 
 
 def _attempts(
-    run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts, runner: Runner
+    run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts, runner: Runner | None
 ) -> _Outcome:
     """Run attempts until one finishes, the user interrupts, or healing gives up."""
     outcome = _Outcome("interrupted", "interrupted")
@@ -432,6 +434,16 @@ def _tracked(on_event: EventHandler, tracker: Any) -> EventHandler:
     return handle
 
 
+def record_runtime(run: RunLayout, choice: dict[str, Any]) -> None:
+    """runtime.json: the runtime of each `forge train` session of the run (a resume may run elsewhere),
+    newest last, so `forge status` and later readers know where the run trained."""
+    from forgellm.project.record_io import read_object, write_object
+
+    sessions = list((read_object(run.runtime) or {}).get("sessions") or [])
+    sessions.append({**choice, "time": round(time.time(), 3)})
+    write_object(run.runtime, {**sessions[-1], "sessions": sessions})
+
+
 def run_training(
     layout: ProjectLayout,
     config: ForgeConfig,
@@ -462,8 +474,7 @@ def run_training(
             else create_run(layout, config, prepared=prepared, max_steps=max_steps)
         )
         lock.record(run.run_id)
-        runner = runner or LocalRunner()
-        record_runtime(run.layout, runtime or {"name": runner.name, "reason": "the library's default"})
+        record_runtime(run.layout, runtime or {"name": runner.name if runner else "local", "reason": "library default"})
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
         metrics = MetricsLog(run.layout.metrics)
         tracker = _tracker(run, project_dir)
