@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.hardware.disk import bytes_per_param, require_free_space
 from forgellm.project.layout import ProjectLayout
+from forgellm.runtime.stages import in_container, training_runner
 
 if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
@@ -47,6 +48,7 @@ class IgniteOptions:
     dry_run: bool = False
     yes: bool = False
     time_budget: float | None = None  # minutes of training
+    runtime: str | None = None  # --runtime (None: forge.yaml's runtime:); not part of the key: same work anywhere
 
     def key(self) -> str:
         """What decides the work: the data file's identity, the goal and every flag that changes the plan."""
@@ -119,6 +121,7 @@ class Carried:
     config: ForgeConfig | None = None  # the same with FORGE_* overrides: what the later stages take
     prepared: PreparedData | None = None  # what prepare published: train trains on it
     run: RunRecord | None = None  # the run train finished: eval and export take it
+    runtime: Any = None  # the RuntimeChoice, made by the first stage that runs something (runtime/stages.py)
 
     def set_written(self, written: ForgeConfig) -> None:
         from forgellm.config.io import with_environment
@@ -303,6 +306,7 @@ def _stage_prepare(carried: Carried, options: IgniteOptions, hooks: IgniteHooks)
 
     check_model_disk_space(carried.config)
     progress = PrepareHooks(step=hooks.step, rows=hooks.rows)
+    in_container(carried, options, hooks, "prepare", [str(options.data)])  # then the line below finds its data
     result = prepare_dataset(carried.layout, carried.config, options.data, hooks=progress)
     carried.prepared, carried.config = result.prepared, result.config  # detection may have filled data.format
     counts = ", ".join(f"{name} {examples:,}" for name, examples in result.stats.examples().items())
@@ -329,7 +333,8 @@ def _stage_train(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, s
 
     try:
         result = run_training(
-            carried.layout, carried.config, prepared=carried.prepared, resume=resume, on_event=remember
+            carried.layout, carried.config, prepared=carried.prepared, resume=resume, on_event=remember,
+            **training_runner(carried, options, hooks),
         )  # a resumed run trains with its own snapshot, not with forge.yaml
     except ForgeError as exc:
         if resume and exc.code == ErrorCode.NOTHING_TO_RESUME:  # it finished just before the kill
@@ -387,6 +392,8 @@ def _stage_eval(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, st
 def _stage_export(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, state: dict[str, Any]) -> StageOutcome:
     from forgellm.export.pipeline import export_model
 
+    if in_container(carried, options, hooks, "export", ["--run", carried.run.run_id]):  # type: ignore[union-attr]
+        return StageOutcome("export", "done", 0.0, f"in Docker ({carried.runtime.image}): exports/", {}, None)
     result = export_model(carried.layout, carried.config, run=carried.run, progress=hooks.export_progress)
     files = ", ".join(p.name for p in result.gguf_files.values())
     ollama = result.ollama

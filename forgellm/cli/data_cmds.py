@@ -10,6 +10,8 @@ import typer
 
 from forgellm.cli.app import app
 from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
+from forgellm.cli.runtime_opt import choose, run_in_container, runtime_option
+from forgellm.runtime.container import local_model
 
 
 @app.command()
@@ -26,6 +28,7 @@ def prepare(
     allow_unsandboxed: bool = typer.Option(
         False, help="Run a --script even when no sandbox (bubblewrap, Docker) is available: limits only."
     ),
+    runtime: str | None = runtime_option(),  # type: ignore[assignment]
 ) -> None:
     """Turn raw data into train/val/test examples in the model's chat template, with assistant-only labels."""
     from forgellm.data.prepare.detect import detect_recipe
@@ -34,6 +37,14 @@ def prepare(
 
     layout = ProjectLayout((find_project(project) or project).resolve())
     config = load_project_config(layout.root)
+    if script is None:  # a --script runs in its own sandbox, on this machine
+        choice = choose(runtime, config.runtime, "Preparing the data", gpu_work=False, quiet=as_json)
+        if choice.name == "docker":
+            data = file.resolve()
+            args = [str(data), "-C", str(layout.root), *(["--show-recipe"] if show_recipe else [])]
+            args += [*(["--restart"] if restart else []), *(["--json"] if as_json else [])]
+            args += ["--chunk-rows", str(chunk_rows)] if chunk_rows else []
+            run_in_container(choice, "prepare", args, layout.root, [data, *local_model(config.model.ref, layout.root)])
     if script is not None:
         _prepare_scripted(layout, config, file, script, allow_unsandboxed, restart, chunk_rows, as_json)
         return

@@ -9,6 +9,8 @@ import typer
 
 from forgellm.cli.app import app
 from forgellm.cli.output import StageBar, console, err_console, print_json
+from forgellm.cli.runtime_opt import choose, run_in_container, runtime_option
+from forgellm.runtime.container import local_model
 from forgellm.units import human_bytes
 
 
@@ -30,6 +32,7 @@ def export(
     ),
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    runtime: str | None = runtime_option(),  # type: ignore[assignment]
 ) -> None:
     """Export a trained run: merged Hugging Face weights, GGUF, Ollama Modelfile, model card."""
     from forgellm.errors import ErrorCode, ForgeError
@@ -39,6 +42,12 @@ def export(
 
     layout, config = load_project(project)
     root = layout.root
+    choice = choose(runtime, config.runtime, "Exporting", gpu_work=True, quiet=as_json)
+    if choice.name == "docker":
+        options = {"--run": run, "--quant": quant, "--name": name, "--push-to-hub": push_to_hub}
+        args = ["-C", str(root), *(a for k, v in options.items() if v is not None for a in (k, v))]
+        args += [*(["--no-ollama"] if no_ollama else []), *(["--json"] if as_json else [])]
+        run_in_container(choice, "export", args, root, local_model(config.model.ref, root))
     quants = parse_quants(quant) if quant is not None else None
     if as_json:
         result = export_model(

@@ -10,6 +10,7 @@ import typer
 
 from forgellm.cli.app import app
 from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
+from forgellm.cli.runtime_opt import runtime_option
 
 _TITLES = {
     "init": "1/7 Project",
@@ -39,6 +40,7 @@ def ignite(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before training or before replacing a plan."),
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (created if needed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the stages' results as JSON at the end."),
+    runtime: str | None = runtime_option(),  # type: ignore[assignment]
 ) -> None:
     """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
     from forgellm.errors import ErrorCode, ForgeError
@@ -54,7 +56,8 @@ def ignite(
         )
     root = find_project(project) or project
     options = IgniteOptions(
-        data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes, time_budget=time_budget
+        data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes, time_budget=time_budget,
+        runtime=runtime,
     )
     display = _IgniteDisplay(quiet=as_json)
     try:

@@ -9,6 +9,7 @@ import typer
 
 from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, print_json
+from forgellm.cli.runtime_opt import choose, runtime_option
 from forgellm.units import human_bytes
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def train(
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after N optimizer steps."),
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON (no live display)."),
+    runtime: str | None = runtime_option(),  # type: ignore[assignment]
 ) -> None:
     """Train on the prepared data; recovers from out-of-memory, NaN loss and crashes on its own."""
     from forgellm.errors import ErrorCode, ForgeError
@@ -39,12 +41,16 @@ def train(
         )
     layout, config = load_project(project)
     which: str | bool | None = (run or True) if resume else None
+    choice = choose(runtime, config.runtime, "Training", gpu_work=True, quiet=as_json)
+    where = {"runner": choice.runner(), "runtime": choice.record()}
     if as_json:
-        result = run_training(layout, config, resume=which, max_steps=max_steps)
+        result = run_training(layout, config, resume=which, max_steps=max_steps, **where)
         print_json(result.to_dict())
     else:
         with _LiveDisplay() as display:
-            result = run_training(layout, config, resume=which, max_steps=max_steps, on_event=display.update)
+            result = run_training(
+                layout, config, resume=which, max_steps=max_steps, on_event=display.update, **where
+            )
         _render_summary(result.summary)
     if result.status == "interrupted":
         if not as_json:

@@ -410,6 +410,12 @@ class ForgeConfig(BaseModel):
     training: TrainingSection = Field(default_factory=TrainingSection, description="Training.")
     export: ExportSection = Field(default_factory=ExportSection, description="Export.")
     advisor: AdvisorSection = Field(default_factory=AdvisorSection, description="The planning advisor.")
+    runtime: Literal["auto", "local", "docker"] = Field(
+        default="auto",
+        description="Where prepare, train and export run: `local` (this Python), `docker` (a container of Forge's "
+        "image for this machine's GPUs, `forge docker build`), or `auto`: docker when an engine answers, the "
+        "image is built and, on a GPU machine, the engine can pass the GPUs; else local. `--runtime` overrides it.",
+    )
 
     @field_validator("version")
     @classmethod

@@ -51,6 +51,7 @@ LOSS_PLOT = "loss.png"
 LOGS = "logs"
 TRAINER_STATE = "trainer_state.pt"  # inside a checkpoint, written last: its presence marks a complete one
 FAULTS_FIRED = ".faults-fired"  # injected faults already fired in this run (see training.protocol)
+RUNTIME = "runtime.json"  # where the run's worker attempts ran (local or docker, and why), per session
 HEARTBEAT = ".heartbeat"  # the worker touches it from its training loop; the supervisor's watchdog reads its time
 TENSORBOARD = "tensorboard"  # training.report_to: tensorboard
 MLRUNS = "mlruns"  # training.report_to: mlflow, one store beside the runs
@@ -164,6 +165,10 @@ class RunLayout:
     @property
     def heartbeat(self) -> Path:
         return self.folder / HEARTBEAT
+
+    @property
+    def runtime(self) -> Path:
+        return self.folder / RUNTIME
 
     @property
     def tensorboard(self) -> Path:

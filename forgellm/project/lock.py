@@ -26,6 +26,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 # lock file -> (its descriptor, the holders' records, outermost first) of the locks this process holds
 _HELD: dict[Path, tuple[int, list[dict[str, Any]]]] = {}
+# A holder that runs a stage as another process (ignite -> `forge prepare` in a Docker container) hands it
+# the lock: a token in its record and in this variable of the child's environment (hand_over).
+HANDED_ENV = "FORGE_PROJECT_LOCK_TOKEN"
+_HANDED: set[Path] = set()  # locks this process holds because its parent handed them over
 
 
 def pid_alive(pid: int) -> bool:
@@ -58,8 +62,11 @@ class ProjectLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                raise self._busy() from None
+                token = os.environ.get(HANDED_ENV)
+                if not token or self.holder().get("handed_to") != token:
+                    os.close(fd)
+                    raise self._busy() from None
+                _HANDED.add(self.path)  # the holder waits for us: we write under its lock
             _HELD[self.path] = (fd, [record])
         self._holding = True
         self._write()
@@ -85,9 +92,28 @@ class ProjectLock:
             self._write()
             return
         del _HELD[self.path]
+        if self.path in _HANDED:  # the lock is the holder's: it rewrites its own record when we are done
+            _HANDED.discard(self.path)
+            os.close(fd)
+            return
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+    def hand_over(self) -> dict[str, str]:
+        """The environment that lets a child process (a container) take this lock while we hold it."""
+        import secrets
+
+        assert self._holding, "hand_over() needs the lock"
+        token = secrets.token_hex(16)
+        _HELD[self.path][1][-1]["handed_to"] = token
+        self._write()
+        return {HANDED_ENV: token}
+
+    def take_back(self) -> None:
+        """After the child ended: our record again, without the token."""
+        _HELD[self.path][1][-1].pop("handed_to", None)
+        self._write()
 
     def _write(self) -> None:
         fd, records = _HELD[self.path]

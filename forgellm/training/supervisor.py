@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from forgellm.config.schema import ForgeConfig
     from forgellm.project.prepared import PreparedData
     from forgellm.project.run_record import RunRecord
+    from forgellm.runtime.runner import Runner
 
 EventHandler = Callable[[dict[str, Any]], None]
 _LOG_TAIL_CHARS = 20_000
@@ -297,13 +298,20 @@ def run_attempt(
     metrics: MetricsLog,
     on_event: EventHandler,
     interrupts: Interrupts,
+    runner: Runner | None = None,
 ) -> AttemptResult:
-    """One worker process from start to exit; every event recorded and shown as it arrives."""
+    """One worker process (or container: ``runner``) from start to exit; every event recorded and shown
+    as it arrives."""
     log_path = run.layout.worker_log(attempt)
     result = AttemptResult(attempt, exit_code=0, log_path=log_path)
     with open(log_path, "ab") as log:
-        process = start_worker(run.run_dir, resume_from, log, Path(run.spec.project_dir))
-        interrupts.process = process
+        project_dir = Path(run.spec.project_dir)
+        process = (
+            runner.start_worker(run.run_dir, resume_from, log, project_dir, run_id=run.run_id, attempt=attempt)
+            if runner is not None
+            else start_worker(run.run_dir, resume_from, log, project_dir)
+        )
+        interrupts.process = process  # type: ignore[assignment]
         try:
             assert process.stdout is not None
             with Watchdog(process, run.layout.heartbeat) as watchdog:
@@ -317,6 +325,8 @@ def run_attempt(
                     _remember(result, event)
                     on_event(metrics.append(event, attempt))
                 result.exit_code = process.wait()
+            if result.error is None and runner is not None:  # e.g. a container the OOM killer ended: no event
+                result.error = runner.exit_error(process)
             result.silent_seconds = watchdog.silent_seconds
             if result.silent_seconds is not None:
                 log.write(f"supervisor: no heartbeat for {result.silent_seconds:g} s; the worker was killed\n".encode())
@@ -356,7 +366,9 @@ def _checkpoint_step(run: Run) -> int | None:
     return found[-1].step if found else None
 
 
-def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts) -> _Outcome:
+def _attempts(
+    run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts, runner: Runner | None
+) -> _Outcome:
     """Run attempts until one finishes, the user interrupts, or healing gives up."""
     outcome = _Outcome("interrupted", "interrupted")
     resume_from = latest_checkpoint(run.run_dir) if resumed else None
@@ -364,7 +376,7 @@ def _attempts(run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandl
     attempt = _next_attempt(run.run_dir)
     while not interrupts.count:
         on_event({"event": "attempt", "attempt": attempt, "resume_from": str(resume_from) if resume_from else None})
-        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts)
+        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts, runner)
         if interrupts.count or result.exit_code == ExitCode.INTERRUPTED:
             if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
@@ -422,6 +434,16 @@ def _tracked(on_event: EventHandler, tracker: Any) -> EventHandler:
     return handle
 
 
+def record_runtime(run: RunLayout, choice: dict[str, Any]) -> None:
+    """runtime.json: the runtime of each `forge train` session of the run (a resume may run elsewhere),
+    newest last, so `forge status` and later readers know where the run trained."""
+    from forgellm.project.record_io import read_object, write_object
+
+    sessions = list((read_object(run.runtime) or {}).get("sessions") or [])
+    sessions.append({**choice, "time": round(time.time(), 3)})
+    write_object(run.runtime, {**sessions[-1], "sessions": sessions})
+
+
 def run_training(
     layout: ProjectLayout,
     config: ForgeConfig,
@@ -430,11 +452,14 @@ def run_training(
     resume: str | bool | None = None,
     max_steps: int | None = None,
     on_event: EventHandler | None = None,
+    runner: Runner | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train `config` (the project's forge.yaml, loaded by the caller) in a new run on `prepared` (None: the
     prepared data matching it), or resume one (`resume`: a run id, or True for the newest unfinished run;
     it trains with its own snapshot). Returns when the run completed or was interrupted; ForgeError when
-    it failed."""
+    it failed. ``runner``: where each worker attempt runs (default: a local subprocess); ``runtime``: what
+    the run records about that choice (runtime.json: name, reason, image)."""
     from forgellm.training.summary import write_summary
 
     project_dir = layout.root.expanduser().resolve()
@@ -449,12 +474,13 @@ def run_training(
             else create_run(layout, config, prepared=prepared, max_steps=max_steps)
         )
         lock.record(run.run_id)
+        record_runtime(run.layout, runtime or {"name": runner.name if runner else "local", "reason": "library default"})
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
         metrics = MetricsLog(run.layout.metrics)
         tracker = _tracker(run, project_dir)
         try:
             with Interrupts() as interrupts:
-                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts)
+                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts, runner)
         finally:
             metrics.close()
             if tracker is not None:

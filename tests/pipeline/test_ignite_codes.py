@@ -14,7 +14,7 @@ def _train_stage_failing_with(error: ForgeError, tmp_path, monkeypatch):
     # The run ignite remembers looked unfinished, but by the time training resumed it had completed.
     monkeypatch.setattr(runs, "run_status", lambda run_dir: "interrupted")
 
-    def run_training(layout, config, *, prepared=None, resume=None, on_event=None):
+    def run_training(layout, config, *, prepared=None, resume=None, on_event=None, **where):
         raise error
 
     monkeypatch.setattr(supervisor, "run_training", run_training)
