@@ -98,6 +98,7 @@ class ErrorCode(StrEnum):
     DOCKER_UNAVAILABLE = "docker-unavailable"  # no engine answers, or the docker SDK is missing
     DOCKER_GPU_UNAVAILABLE = "docker-gpu-unavailable"  # the engine cannot pass GPUs (no NVIDIA container toolkit)
     DOCKER_IMAGE_MISSING = "docker-image-missing"  # the image for this arch is not built (data: tag)
+    DOCKER_IMAGE_STALE = "docker-image-stale"  # the image holds another Forge than this one (data: tag)
     DOCKER_BUILD_FAILED = "docker-build-failed"  # an image build failed or was interrupted (data: tag)
     DOCKER_ARCH_MISMATCH = "docker-arch-mismatch"  # the image's torch cannot run on this GPU (data: tag, capability)
     DOCKER_RUN_FAILED = "docker-run-failed"  # a container could not start (data: image)

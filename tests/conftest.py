@@ -19,6 +19,11 @@ from tiny_project_support import _support_csv, tiny_causal_lm_dir, tiny_train_pr
 # FORGE_TEST_DOCKER_HOST: a running engine the Docker tests use instead of starting their own (development).
 _FORGE_VARS_KEPT = {"FORGE_TEST_MODEL_CACHE", "FORGE_TEST_CPU", "FORGE_TEST_DOCKER_HOST", "FORGE_TEST_FORGE_IMAGE"}
 _TEST_CPU = os.environ.get("FORGE_TEST_CPU", "emulated-bf16")
+# Docker: only the tests that ask for an engine (these fixtures) see one; for every other test no engine
+# answers, so `runtime: auto` cannot quietly move its work into a container of whatever image is there.
+_DOCKER_FIXTURES = {"docker_host", "docker_engine", "forge_image"}
+_REAL_DOCKER_HOST = os.environ.get("DOCKER_HOST")
+NO_DOCKER = "unix:///nonexistent/forge-tests-no-docker.sock"
 _CPUINFO = None if _TEST_CPU == "host" else Path(__file__).parent / "cpus" / f"{_TEST_CPU}.cpuinfo"
 if _CPUINFO is not None and not _CPUINFO.is_file():
     raise pytest.UsageError(f"FORGE_TEST_CPU={_TEST_CPU}: use emulated-bf16, native-bf16 or host")
@@ -39,7 +44,19 @@ def isolated_forge_home(tmp_path_factory, monkeypatch, request):
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     if _CPUINFO is not None and request.node.get_closest_marker("host_cpu") is None:
         monkeypatch.setenv("FORGE_CPUINFO", str(_CPUINFO))
+    if _DOCKER_FIXTURES.intersection(request.fixturenames):
+        use_docker_host(monkeypatch, request.getfixturevalue("docker_host").host)
+    else:
+        monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     return home
+
+
+def use_docker_host(monkeypatch, host: str | None) -> None:
+    """DOCKER_HOST for one test: the session's engine (None: the default socket)."""
+    if host is None:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    else:
+        monkeypatch.setenv("DOCKER_HOST", host)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +98,11 @@ def docker_host():
     from docker_support import PrivateEngine, why_no_private_engine
 
     given = os.environ.get("FORGE_TEST_DOCKER_HOST")
-    previous = os.environ.get("DOCKER_HOST")
+    previous = _REAL_DOCKER_HOST  # not the NO_DOCKER of a test that asked for the engine late
+    if previous is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = previous
     engine = None
     if given:
         host = given

@@ -75,14 +75,17 @@ def build_image(
             "CAPABILITIES": " ".join(variant.capabilities),
             "PIP_OFFLINE": "1" if wheels is not None else "0",
             "LLAMA_CPP_VERSION": context.llama_cpp_version,
-            "FORGE_VERSION": context.forge_version,
-            "FORGE_SOURCE": context.forge_source,
-            "BUILT_FROM": f"wheelhouse {wheels} ({context.wheels} files)" if wheels is not None else "network",
+        }
+        labels = {  # on the finished image (see the Dockerfile: as build arguments they would defeat the cache)
+            "org.opencontainers.image.version": context.forge_version,
+            "io.forgellm.source": context.forge_source,
+            "io.forgellm.base-image": base,
+            "io.forgellm.built-from": f"wheelhouse {wheels} ({context.wheels} files)" if wheels else "network",
         }
         with context.path.open("rb") as tar, log_path.open("w", encoding="utf-8") as log:
-            log.write(f"forge docker build --arch {arch.name}: base {base}, arguments {arguments}\n")
+            log.write(f"forge docker build --arch {arch.name}: base {base}, arguments {arguments}, labels {labels}\n")
             stream = client.api.build(
-                fileobj=tar, custom_context=True, buildargs=arguments, nocache=no_cache,
+                fileobj=tar, custom_context=True, buildargs=arguments, labels=labels, nocache=no_cache,
                 rm=True, forcerm=True, pull=False, decode=True,
             )  # fmt: skip
             image_id = _follow(stream, log, on_step, on_line, arch)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgellm.errors import ErrorCode, ForgeError
-from forgellm.runtime.container import IMAGE_ENV
+from forgellm.runtime.images import IMAGE_ENV
 
 RUNTIMES = ("auto", "local", "docker")
 
@@ -45,11 +45,11 @@ def machine_image() -> tuple[str, str, list[str]]:
     """(image tag, arch name, GPU capabilities): FORGE_DOCKER_IMAGE when set, else the tag of this
     machine's GPUs (images.arch_for_machine)."""
     from forgellm.hardware.probe import probe_hardware
-    from forgellm.runtime.images import arch_for_machine
+    from forgellm.runtime.images import machine_image as image_for
 
     capabilities = [gpu.compute_capability for gpu in probe_hardware().gpus]
-    arch = arch_for_machine(capabilities)
-    return os.environ.get(IMAGE_ENV) or arch.tag, arch.name, capabilities
+    image, arch = image_for(capabilities)
+    return image, arch.name, capabilities
 
 
 def choose_runtime(requested: str, *, purpose: str, gpu_work: bool = True) -> RuntimeChoice:
@@ -81,6 +81,16 @@ def choose_runtime(requested: str, *, purpose: str, gpu_work: bool = True) -> Ru
                 code=ErrorCode.DOCKER_IMAGE_MISSING,
             )
         return RuntimeChoice("local", f"auto: the image {image} is not built (`forge docker build --arch {arch}`)")
+    if (stale := _stale(client, image)) is not None:
+        client.close()
+        if explicit:
+            raise ForgeError(
+                f"{purpose} in Docker would run {stale}, so records written on one side could be misread on the "
+                "other.",
+                fix=f"Rebuild the image: `forge docker build --arch {arch}`.",
+                code=ErrorCode.DOCKER_IMAGE_STALE, data={"tag": image},
+            )  # fmt: skip
+        return RuntimeChoice("local", f"auto: the image {image} holds {stale} (`forge docker build --arch {arch}`)")
     gpus = bool(capabilities)
     if gpus and gpu_work and (gpu_problem := gpu_passthrough_problem(client)):
         if explicit:
@@ -89,5 +99,31 @@ def choose_runtime(requested: str, *, purpose: str, gpu_work: bool = True) -> Ru
                              fix=TOOLKIT_INSTALL, code=ErrorCode.DOCKER_GPU_UNAVAILABLE)  # fmt: skip
         client.close()
         return RuntimeChoice("local", f"auto: {gpu_problem}")
+    if gpus and gpu_work:  # the image's torch must run on the GPUs its container sees (probe, cached)
+        from forgellm.runtime.probe_run import checked_probe
+
+        try:
+            checked_probe(image, client)
+        except ForgeError as exc:
+            if explicit or exc.code != ErrorCode.DOCKER_ARCH_MISMATCH:
+                client.close()
+                raise
+            client.close()
+            return RuntimeChoice("local", f"auto: {exc.message}")
     why = "runtime: docker was asked for" if explicit else "auto: a Docker engine answers and the image is built"
     return RuntimeChoice("docker", why, image, gpus and gpu_work, client)
+
+
+def _stale(client: Any, image: str) -> str | None:
+    """What Forge the image holds when it is not this one (its io.forgellm.source label differs from this
+    install's source); None when it is the same, or when the image carries no label (not built by
+    `forge docker build`: an image of the user's own, trusted as it is)."""
+    from forgellm.runtime.context import source_fingerprint
+    from forgellm.runtime.engine import image_attrs
+
+    labels = ((image_attrs(client, image) or {}).get("Config") or {}).get("Labels") or {}
+    source = labels.get("io.forgellm.source")
+    if source is None or source == source_fingerprint():
+        return None
+    version = labels.get("org.opencontainers.image.version", "?")
+    return f"Forge {version} built from other source than this Forge's"

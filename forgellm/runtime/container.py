@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forgellm.config.settings import KEY_ENV_VARS, credentials_path, model_cache_dir
+from forgellm.runtime.images import IMAGE_ENV
 from forgellm.training.protocol import MEMORY_LIMIT_ENV
 
 # The image to run instead of the one for this machine's GPUs (tests, a custom build).
-IMAGE_ENV = "FORGE_DOCKER_IMAGE"
 # Secrets: passed when set, never written anywhere.
 KEY_VARS: tuple[str, ...] = (*{v for names in KEY_ENV_VARS.values() for v in names}, "HF_TOKEN")
 # Settings of the host's environment the stages read (offline mode, drills, the CPU a test pretends).

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 
 IMAGE_REPO = "forge"
+# An image tag to run instead of forge:<arch> (an image of one's own, a registry copy, the tests' image).
+IMAGE_ENV = "FORGE_DOCKER_IMAGE"
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,14 @@ def arch_for_machine(gpu_capabilities: list[str]) -> Arch:
         if arch is not None:
             return arch
     return ARCHES["cpu"]
+
+
+def machine_image(gpu_capabilities: list[str], arch: str = "auto") -> tuple[str, Arch]:
+    """(the image tag this machine runs, its arch): $FORGE_DOCKER_IMAGE when set and arch is auto,
+    else forge:<arch> (auto: the tag of this machine's GPUs)."""
+    import os
+
+    chosen = arch_for_machine(gpu_capabilities) if arch == "auto" else ARCHES[arch]
+    if arch == "auto" and os.environ.get(IMAGE_ENV):
+        return os.environ[IMAGE_ENV], chosen
+    return chosen.tag, chosen

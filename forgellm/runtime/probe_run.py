@@ -8,13 +8,12 @@ GPU must not hide what the container sees), and is removed afterwards whatever h
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError
-from forgellm.runtime.images import ARCHES, arch_for_machine
+from forgellm.runtime.images import ARCHES
 from forgellm.runtime.probe import PROBE_FORMAT
 from forgellm.runtime.probe_record import ContainerProbe, probe_path
 
@@ -23,17 +22,14 @@ if TYPE_CHECKING:
 
 # An image to use instead of forge:<arch> (one built under another name); `forge plan` and `forge docker
 # probe` without --image read it.
-IMAGE_ENV = "FORGE_DOCKER_IMAGE"
 PROBE_COMMAND = ["python", "-m", "forgellm.runtime.probe"]
 
 
 def machine_image(host: HardwareInfo, arch: str = "auto") -> str:
-    """The image tag this machine runs: $FORGE_DOCKER_IMAGE, else forge:<arch> (auto: from its GPUs)."""
-    if arch == "auto" and os.environ.get(IMAGE_ENV):
-        return os.environ[IMAGE_ENV]
-    if arch == "auto":
-        return arch_for_machine([g.compute_capability for g in host.gpus]).tag
-    return ARCHES[arch].tag
+    """The image tag this machine runs (images.machine_image)."""
+    from forgellm.runtime.images import machine_image as image_for
+
+    return image_for([g.compute_capability for g in host.gpus], arch)[0]
 
 
 def probe_image(

@@ -28,7 +28,9 @@ def sandbox_job(request, tmp_path):
     if request.param == "bubblewrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (`bwrap`) is not installed: `apt-get install bubblewrap`")
     if request.param == "docker":
-        request.getfixturevalue("docker_engine")
+        from conftest import use_docker_host
+
+        use_docker_host(request.getfixturevalue("monkeypatch"), request.getfixturevalue("docker_engine").host)
     return make_job(tmp_path, runtime=request.param)
 
 

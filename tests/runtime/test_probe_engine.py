@@ -17,8 +17,9 @@ from stage_support import planned
 from forgellm.advisor.rules import RulesAdvisor
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.planning import make_plan
+from forgellm.runtime.images import IMAGE_ENV
 from forgellm.runtime.probe_record import ContainerProbe, check_image_for_gpus, probe_path, require_image_serves
-from forgellm.runtime.probe_run import IMAGE_ENV, checked_probe, probe_image
+from forgellm.runtime.probe_run import checked_probe, probe_image
 
 PROBES = Path(__file__).parent / "probes"
 
