@@ -45,18 +45,12 @@ def isolated_forge_home(tmp_path_factory, monkeypatch, request):
     if _CPUINFO is not None and request.node.get_closest_marker("host_cpu") is None:
         monkeypatch.setenv("FORGE_CPUINFO", str(_CPUINFO))
     if _DOCKER_FIXTURES.intersection(request.fixturenames):
+        from docker_support import use_docker_host
+
         use_docker_host(monkeypatch, request.getfixturevalue("docker_host").host)
     else:
         monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     return home
-
-
-def use_docker_host(monkeypatch, host: str | None) -> None:
-    """DOCKER_HOST for one test: the session's engine (None: the default socket)."""
-    if host is None:
-        monkeypatch.delenv("DOCKER_HOST", raising=False)
-    else:
-        monkeypatch.setenv("DOCKER_HOST", host)
 
 
 @pytest.fixture(scope="session")
@@ -89,46 +83,36 @@ def bundled_model_dir(_bundled_model_cache, monkeypatch):
 
 @pytest.fixture(scope="session")
 def docker_host():
-    """A real Docker engine for the session, DOCKER_HOST pointing at it: a private one started here
-    (docker_support.PrivateEngine), or the engine named by FORGE_TEST_DOCKER_HOST. Skipped, with the
-    reason, where neither can be had."""
+    """A real Docker engine for the session: a private one started here (docker_support.PrivateEngine), or
+    the engine named by FORGE_TEST_DOCKER_HOST, or the user's own. Skipped, with the reason, where none can
+    be had. Tests that ask for it get DOCKER_HOST pointing at it (isolated_forge_home); session fixtures
+    working with it set it for their own work (docker_support.engine_env)."""
     import shutil
     from types import SimpleNamespace
 
-    from docker_support import PrivateEngine, why_no_private_engine
+    from docker_support import PrivateEngine, engine_env, why_no_private_engine
 
     given = os.environ.get("FORGE_TEST_DOCKER_HOST")
-    previous = _REAL_DOCKER_HOST  # not the NO_DOCKER of a test that asked for the engine late
-    if previous is None:
-        os.environ.pop("DOCKER_HOST", None)
-    else:
-        os.environ["DOCKER_HOST"] = previous
-    engine = None
     if given:
-        host = given
-    else:
-        why = why_no_private_engine()
-        if why is not None:
-            from forgellm.runtime.engine import engine_problem
+        yield SimpleNamespace(host=given)
+        return
+    why = why_no_private_engine()
+    if why is not None:
+        from forgellm.runtime.engine import engine_problem
 
-            if shutil.which("docker") is not None and engine_problem() is None:  # the user's own engine
-                yield SimpleNamespace(host=previous)
-                return
-            pytest.skip(why)
-        engine = PrivateEngine(tmpfs_bytes=12 << 30)
-        try:
-            engine.start()
-        except RuntimeError as exc:
-            engine.stop()
-            pytest.skip(f"dockerd is installed but cannot run here: {exc}")
-        host = engine.host
-    os.environ["DOCKER_HOST"] = host
+        with engine_env(_REAL_DOCKER_HOST):
+            usable = shutil.which("docker") is not None and engine_problem() is None
+        if usable:  # the user's own engine
+            yield SimpleNamespace(host=_REAL_DOCKER_HOST)
+            return
+        pytest.skip(why)
+    engine = PrivateEngine(tmpfs_bytes=12 << 30)
     try:
-        yield SimpleNamespace(host=host)
+        engine.start()
+    except RuntimeError as exc:
+        engine.stop()
+        pytest.skip(f"dockerd is installed but cannot run here: {exc}")
+    try:
+        yield SimpleNamespace(host=engine.host)
     finally:
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = previous
-        if engine is not None:
-            engine.stop()
+        engine.stop()

@@ -8,6 +8,7 @@ it can run beside a system engine. ``DOCKER_HOST`` points at it while the sessio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -82,3 +83,29 @@ class PrivateEngine:
         for point in sorted((m for m in mounts if m.startswith(str(self.root))), reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def use_docker_host(monkeypatch, host: str | None) -> None:
+    """DOCKER_HOST for one test: the session's engine (None: the default socket)."""
+    if host is None:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    else:
+        monkeypatch.setenv("DOCKER_HOST", host)
+
+
+@contextlib.contextmanager
+def engine_env(host: str | None):
+    """DOCKER_HOST = ``host`` (None: unset) while a session fixture works with the engine: the tests'
+    own DOCKER_HOST is set per test (tests/conftest.py), after the session's fixtures are made."""
+    previous = os.environ.get("DOCKER_HOST")
+    if host is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = host
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous

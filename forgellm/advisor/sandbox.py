@@ -165,13 +165,20 @@ def _shortfalls(runtime: str) -> list[str]:
 
 
 def docker_problem() -> str | None:
-    """Why Docker cannot run containers here, or None when an engine answers (the sandbox drives the
-    `docker` command, so it must be installed too)."""
+    """Why the `docker` command cannot run containers here, or None when an engine answers it. (The
+    sandbox drives the `docker` command; the runtime, which talks to the engine's API through the SDK,
+    asks runtime.engine instead: the advisor package must not import the runtime, which imports training.)"""
     if shutil.which("docker") is None:
         return "the `docker` command is not installed"
-    from forgellm.runtime.engine import engine_problem
-
-    return engine_problem()
+    try:
+        answer = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer within 15 s"
+    if answer.returncode != 0 or not answer.stdout.strip():
+        return "no Docker engine answers (`docker info` failed)"
+    return None
 
 
 # ---------------------------------------------------------------- command lines

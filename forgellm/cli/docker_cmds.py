@@ -52,7 +52,7 @@ def build(
     """Build Forge's image for a GPU architecture (one CUDA 12.8 build serves all four GPU tags)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from forgellm.runtime.base import docker_cache_dir
+    from forgellm.runtime.base import build_log_dir
     from forgellm.runtime.build import build_image
     from forgellm.runtime.images import arches_of
 
@@ -89,7 +89,7 @@ def build(
         try:
             result = build_image(
                 chosen, base_image=base_image, local_base=local_base, wheels=wheels, no_cache=no_cache,
-                log_dir=docker_cache_dir() / "logs", on_step=on_step, on_line=on_line,
+                log_dir=build_log_dir(), on_step=on_step, on_line=on_line,
             )  # fmt: skip
         except KeyboardInterrupt:
             err_console.print(

@@ -56,7 +56,17 @@ def ignite(
         )
     root = find_project(project) or project
     options = IgniteOptions(
-        data, goal, model, epochs, batch_size, max_steps, advisor, not no_export, dry_run, yes, time_budget=time_budget,
+        data,
+        goal,
+        model,
+        epochs,
+        batch_size,
+        max_steps,
+        advisor,
+        not no_export,
+        dry_run,
+        yes,
+        time_budget=time_budget,
         runtime=runtime,
     )
     display = _IgniteDisplay(quiet=as_json)

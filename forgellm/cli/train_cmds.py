@@ -48,9 +48,7 @@ def train(
         print_json(result.to_dict())
     else:
         with _LiveDisplay() as display:
-            result = run_training(
-                layout, config, resume=which, max_steps=max_steps, on_event=display.update, **where
-            )
+            result = run_training(layout, config, resume=which, max_steps=max_steps, on_event=display.update, **where)
         _render_summary(result.summary)
     if result.status == "interrupted":
         if not as_json:

@@ -192,9 +192,7 @@ class RecipeSection(BaseModel):
 
 class DataSection(Section):
     source: str | None = Field(default=None, description="Path of the training data (file or folder).")
-    format: Literal["auto"] | DataFormat = Field(
-        default="auto", description="Layout of the data; `auto` detects it."
-    )
+    format: Literal["auto"] | DataFormat = Field(default="auto", description="Layout of the data; `auto` detects it.")
     recipe: RecipeSection = Field(default_factory=RecipeSection, description="Mapping from records to conversations.")
 
 
@@ -310,7 +308,9 @@ class TrainingSection(Section):
         default=None, ge=1, description="Checkpoint every N steps (null = once per epoch)."
     )
     eval_max_examples: int | None = Field(
-        default=None, ge=1, description="Validation examples scored at each evaluation, the same seeded subset "
+        default=None,
+        ge=1,
+        description="Validation examples scored at each evaluation, the same seeded subset "
         "every time (null = the whole val split); the plan sets it when a time budget cannot afford more.",
     )
     early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection, description="Early stopping.")
@@ -365,8 +365,9 @@ class AdvisorSection(Section):
     )
     model: str | None = Field(default=None, description="Advisor model name, e.g. gemini-2.5-flash.")
     base_url: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
-        "(for gemini: a proxy or compatible endpoint; null = Google's)."
+        default=None,
+        description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+        "(for gemini: a proxy or compatible endpoint; null = Google's).",
     )
     sample_rows: int = Field(
         default=5, ge=0, le=100, description="Data rows sent to a remote advisor (0 = column statistics only)."

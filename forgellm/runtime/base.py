@@ -39,6 +39,11 @@ def docker_cache_dir() -> Path:
     return Path(configured).expanduser() if configured else forge_home() / "docker"
 
 
+def build_log_dir() -> Path:
+    """Where `forge docker build` writes the whole output of each build."""
+    return docker_cache_dir() / "build-logs"
+
+
 def base_key(suite: str = SUITE, packages: tuple[str, ...] = PACKAGES) -> str:
     text = f"{_FORMAT}|{suite}|{VARIANT}|{','.join(sorted(packages))}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]

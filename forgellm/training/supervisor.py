@@ -382,7 +382,10 @@ def _attempts(
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
             return outcome
         failure = classify(
-            result.exit_code, result.error, result.end is not None, _checkpoint_step(run),
+            result.exit_code,
+            result.error,
+            result.end is not None,
+            _checkpoint_step(run),
             silent_seconds=result.silent_seconds,
         )
         if failure is None:

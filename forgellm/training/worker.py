@@ -116,7 +116,7 @@ def _parse_fault(item: str, *, strict: bool = True) -> Fault | None:
 
 
 def parse_faults(spec: str) -> set[Fault]:
-    """"oom@3, crash:checkpoint@4" -> {oom:forward@3, crash:checkpoint@4}; anything malformed is a
+    """ "oom@3, crash:checkpoint@4" -> {oom:forward@3, crash:checkpoint@4}; anything malformed is a
     programming error of the drill."""
     return {_parse_fault(item) for item in filter(None, (part.strip() for part in spec.split(",")))}  # type: ignore[misc]
 

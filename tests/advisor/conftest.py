@@ -28,7 +28,7 @@ def sandbox_job(request, tmp_path):
     if request.param == "bubblewrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (`bwrap`) is not installed: `apt-get install bubblewrap`")
     if request.param == "docker":
-        from conftest import use_docker_host
+        from docker_support import use_docker_host
 
         use_docker_host(request.getfixturevalue("monkeypatch"), request.getfixturevalue("docker_engine").host)
     return make_job(tmp_path, runtime=request.param)
@@ -38,13 +38,16 @@ def sandbox_job(request, tmp_path):
 def docker_engine(docker_host):
     """The session's Docker engine (``docker_host``) with Forge's sandbox image built by Forge itself,
     as for a user whose engine has never seen it."""
+    from docker_support import engine_env
+
     from forgellm.advisor import sandbox_image
 
-    tag = sandbox_image.image_tag()
-    before = subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
-    started = time.monotonic()
-    image = sandbox_image.ensure_image()
-    built = None if before else time.monotonic() - started
+    with engine_env(docker_host.host):
+        tag = sandbox_image.image_tag()
+        before = subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+        started = time.monotonic()
+        image = sandbox_image.ensure_image()
+        built = None if before else time.monotonic() - started
     yield SimpleNamespace(host=docker_host.host, image=image, built=built)
 
 

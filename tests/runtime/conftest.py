@@ -12,6 +12,9 @@ def forge_image(docker_host):
     given = os.environ.get("FORGE_TEST_FORGE_IMAGE")
     if given:
         return given
+    from docker_support import engine_env
+
     from runtime.image_support import build_test_image
 
-    return build_test_image()
+    with engine_env(docker_host.host):
+        return build_test_image()

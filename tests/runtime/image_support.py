@@ -39,7 +39,7 @@ def build_test_image() -> str:
     os.environ.setdefault(CACHE_ENV, str(TEST_CACHE))  # the session's own (FORGE_HOME is per test)
     wheels = wheelhouse(context)
     started = time.monotonic()
-    result = build_image(ARCHES["cpu"], local_base=True, wheels=wheels, log_dir=TEST_CACHE / "logs")
+    result = build_image(ARCHES["cpu"], local_base=True, wheels=wheels, log_dir=TEST_CACHE / "build-logs")
     BUILT.update(seconds=time.monotonic() - started, result=result, wheels=wheels)
     return "forge:cpu"
 

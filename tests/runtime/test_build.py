@@ -94,10 +94,15 @@ def test_an_interrupted_build_tags_nothing_and_leaves_no_container(forge_image, 
          "--wheels", str(wheels), "--no-cache"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not set(docker("ps", "-q").split()) - containers_before:
-        time.sleep(0.2)  # until the build runs a step in a container of its own
-    assert set(docker("ps", "-q").split()) - containers_before, "the build never started a step"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and build.poll() is None:
+        if set(docker("ps", "-q").split()) - containers_before:
+            break  # the build runs a step in a container of its own
+        time.sleep(0.2)
+    if build.poll() is not None or time.monotonic() >= deadline:
+        build.kill()
+        out, err = build.communicate()
+        pytest.fail(f"the build never ran a step (exit {build.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
     build.send_signal(signal.SIGINT)
     out, err = build.communicate(timeout=60)
     assert build.returncode == 130, out + err
