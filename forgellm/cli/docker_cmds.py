@@ -35,6 +35,38 @@ def resolve_arch(name: str):
     return arch_for_machine(_gpu_capabilities()) if name == "auto" else arch_named(name)
 
 
+class _BuildView:
+    """The build's one-line display: a bar over the Dockerfile's steps, the time, the latest instruction."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.started, self.step, self.total, self.latest = time.monotonic(), 0, 0, ""
+
+    def __rich__(self):
+        import time
+
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        elapsed = int(time.monotonic() - self.started)
+        line = Table.grid(padding=(0, 1))
+        line.add_row(
+            "build",
+            ProgressBar(total=self.total or None, completed=max(self.step - 1, 0), width=30),
+            f"step {self.step}/{self.total}" if self.total else "",
+            f"{elapsed // 60}:{elapsed % 60:02d}",
+            f"[dim]{escape_markup(self.latest[:60])}",
+        )
+        return line
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 @docker_app.command("build")
 def build(
     arch: str = typer.Option("auto", "--arch", help=ARCH_HELP),
@@ -50,7 +82,7 @@ def build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild every layer."),
 ) -> None:
     """Build Forge's image for a GPU architecture (one CUDA 12.8 build serves all four GPU tags)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.live import Live
 
     from forgellm.runtime.base import build_log_dir
     from forgellm.runtime.build import build_image
@@ -72,19 +104,18 @@ def build(
         + (f", serves compute capabilities {' '.join(chosen.variant.capabilities)}" if chosen.variant.cuda else "")
         + (f"; the same build is tagged {', '.join('forge:' + n for n in shared)}" if len(shared) > 1 else "")
     )
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
-               TimeElapsedColumn(), TextColumn("[dim]{task.fields[instruction]}")]  # fmt: skip
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("build", total=None, instruction="", steps="")
+    view = _BuildView()
+    # Live renders `view` from its own thread; the build's callbacks only set plain attributes. (Progress's
+    # update takes a lock in this thread; a Ctrl-C landing while it is held can leave the display unable to
+    # stop, the likely cause of one interrupted build that hung in a CI run.)
+    with Live(view, console=console, refresh_per_second=4, transient=False):
 
         def on_step(step: int, total: int, instruction: str) -> None:
-            progress.update(
-                task, completed=step - 1, total=total, instruction=instruction[:60], steps=f"step {step}/{total}"
-            )
+            view.step, view.total, view.latest = step, total, instruction
 
         def on_line(line: str) -> None:  # the latest line under the bar; the whole output goes to the log
             if not line.startswith(("Step ", " ---> ", "Removing intermediate")):
-                progress.update(task, instruction=line.strip()[:60])
+                view.latest = line.strip()
 
         try:
             result = build_image(
@@ -96,7 +127,7 @@ def build(
                 f"[yellow]Interrupted.[/] The build stopped; no image was tagged (forge:{chosen.name} is unchanged)."
             )
             raise typer.Exit(130) from None
-        progress.update(task, completed=progress.tasks[0].total or 0, instruction="done")
+        view.step, view.latest = view.total, "done"
     console.print(
         f"[green]Built[/] {result.image_id.split(':')[-1][:12]} in {result.seconds:g} s on {result.base_image}; "
         f"tagged {', '.join(result.tags)}. Build log: {result.log_path}"
