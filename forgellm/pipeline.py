@@ -168,8 +168,7 @@ def check_inputs(options: IgniteOptions) -> None:
             f"The data {options.data} does not exist.",
             fix="Give the path of your data: a CSV, JSON/JSONL, Parquet, text file or folder "
             '(e.g. forge ignite examples/customer_support.csv "Make a customer support bot").',
-            code=ErrorCode.FILE_NOT_FOUND,
-            data={"path": str(options.data)},
+            code=ErrorCode.FILE_NOT_FOUND, data={"path": str(options.data)},
         )
 
 
@@ -334,11 +333,7 @@ def _stage_train(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, s
 
     try:
         result = run_training(
-            carried.layout,
-            carried.config,
-            prepared=carried.prepared,
-            resume=resume,
-            on_event=remember,
+            carried.layout, carried.config, prepared=carried.prepared, resume=resume, on_event=remember,
             **training_runner(carried, options, hooks),
         )  # a resumed run trains with its own snapshot, not with forge.yaml
     except ForgeError as exc:

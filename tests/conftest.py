@@ -23,7 +23,6 @@ _TEST_CPU = os.environ.get("FORGE_TEST_CPU", "emulated-bf16")
 # answers, so `runtime: auto` cannot quietly move its work into a container of whatever image is there.
 _DOCKER_FIXTURES = {"docker_host", "docker_engine", "forge_image"}
 _REAL_DOCKER_HOST = os.environ.get("DOCKER_HOST")
-NO_DOCKER = "unix:///nonexistent/forge-tests-no-docker.sock"
 _CPUINFO = None if _TEST_CPU == "host" else Path(__file__).parent / "cpus" / f"{_TEST_CPU}.cpuinfo"
 if _CPUINFO is not None and not _CPUINFO.is_file():
     raise pytest.UsageError(f"FORGE_TEST_CPU={_TEST_CPU}: use emulated-bf16, native-bf16 or host")
@@ -49,6 +48,8 @@ def isolated_forge_home(tmp_path_factory, monkeypatch, request):
 
         use_docker_host(monkeypatch, request.getfixturevalue("docker_host").host)
     else:
+        from docker_support import NO_DOCKER
+
         monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     return home
 

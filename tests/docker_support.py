@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# A DOCKER_HOST where no engine answers: what the tests that do not ask for an engine see.
+NO_DOCKER = "unix:///nonexistent/forge-tests-no-docker.sock"
 INSTALL = "`apt-get install docker.io` (Debian/Ubuntu), run the tests as root"
 
 
@@ -109,3 +111,14 @@ def engine_env(host: str | None):
             os.environ.pop("DOCKER_HOST", None)
         else:
             os.environ["DOCKER_HOST"] = previous
+
+
+def containers_named(prefix: str) -> list:
+    """The engine's containers (running or not) whose name starts with ``prefix``."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c for c in client.containers.list(all=True) if c.name.startswith(prefix)]
+    finally:
+        client.close()

@@ -149,11 +149,7 @@ class LLMAdvisor:
         prompt sent (see propose_plan)."""
         client = self.client
         key = request_key(
-            provider=client.provider,
-            model=client.model,
-            task=task,
-            system=system,
-            prompt=key_prompt or prompt,
+            provider=client.provider, model=client.model, task=task, system=system, prompt=key_prompt or prompt,
             schema=schema,
         )
         cached = self._from_cache(key, schema, check)

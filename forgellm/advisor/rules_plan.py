@@ -301,7 +301,9 @@ def learning_rate_for(params: int, method: str, precision: str = "fp32", device:
     return 2e-4, "Learning rate 2e-4: the usual LoRA rate for models of this size."
 
 
-def learning_rate_range(params: int, method: str, precision: str = "fp32", device: str = "cpu") -> tuple[float, float]:
+def learning_rate_range(
+    params: int, method: str, precision: str = "fp32", device: str = "cpu"
+) -> tuple[float, float]:
     """Rates that train without diverging or crawling, for the guard on advisor proposals."""
     if method == "full" or (params < SMALL_MODEL_PARAMS and _reduced_precision_gpu(precision, device)):
         return 2e-6, 5e-5

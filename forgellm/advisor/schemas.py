@@ -19,7 +19,9 @@ from forgellm.config.schema import (
 )
 from forgellm.config.schema import RecipeField as RecipeFieldName
 
-TaskType = Literal["chat", "qa", "instruction", "classification", "summarization", "extraction", "code", "cpt", "other"]
+TaskType = Literal[
+    "chat", "qa", "instruction", "classification", "summarization", "extraction", "code", "cpt", "other"
+]
 CleaningStep = CleaningStepName  # one list of cleaning steps: forge.yaml's
 
 

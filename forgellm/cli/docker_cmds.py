@@ -46,6 +46,7 @@ class _BuildView:
     def __rich__(self):
         import time
 
+        from rich.markup import escape
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
@@ -56,15 +57,9 @@ class _BuildView:
             ProgressBar(total=self.total or None, completed=max(self.step - 1, 0), width=30),
             f"step {self.step}/{self.total}" if self.total else "",
             f"{elapsed // 60}:{elapsed % 60:02d}",
-            f"[dim]{escape_markup(self.latest[:60])}",
+            f"[dim]{escape(self.latest[:60])}",
         )
         return line
-
-
-def escape_markup(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 @docker_app.command("build")

@@ -226,8 +226,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ForgeError(
             f"No {path.name} at {path.parent.resolve()}.",
             fix="Run `forge init` to create a project here, or change to your project folder.",
-            code=ErrorCode.PROJECT_NOT_FOUND,
-            data={"path": str(path.parent.resolve())},
+            code=ErrorCode.PROJECT_NOT_FOUND, data={"path": str(path.parent.resolve())},
         )
     try:
         text = path.read_text(encoding="utf-8")

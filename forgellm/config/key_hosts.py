@@ -81,6 +81,7 @@ def key_refusal(provider: str, url: str | None) -> str | None:
     if parts.scheme.lower() == "https" and host in PROVIDER_HOSTS.get(provider, ()):
         return None
     own = ", ".join(f"https://{h}" for h in PROVIDER_HOSTS.get(provider, ()))
-    return f"{origin(url)} is not {provider}'s own API ({own}), this machine, or an address you allowed" + (
-        " (and it is plain http: anyone on the way could read the key)" if parts.scheme.lower() == "http" else ""
+    return (
+        f"{origin(url)} is not {provider}'s own API ({own}), this machine, or an address you allowed"
+        + (" (and it is plain http: anyone on the way could read the key)" if parts.scheme.lower() == "http" else "")
     )

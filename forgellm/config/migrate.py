@@ -65,8 +65,7 @@ def migrate(raw: Raw) -> tuple[Raw, list[str]]:
             f"forge.yaml is schema version {version}, but this Forge understands versions up to {SCHEMA_VERSION}: "
             "it was written by a newer Forge.",
             fix="Upgrade Forge (`pip install -U forgellm`) to use this project; nothing was changed.",
-            code=ErrorCode.CONFIG_TOO_NEW,
-            data={"version": version},
+            code=ErrorCode.CONFIG_TOO_NEW, data={"version": version},
         )
     raw = copy.deepcopy(raw)
     notes: list[str] = []

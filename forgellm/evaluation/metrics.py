@@ -56,8 +56,7 @@ class Scorers:
             raise ForgeError(
                 f"`forge eval` scores answers with the rouge-score and sacrebleu packages; {exc.name} is missing.",
                 fix=_METRICS_FIX,
-                code=ErrorCode.DEPENDENCY_MISSING,
-                data={"package": exc.name},
+                code=ErrorCode.DEPENDENCY_MISSING, data={"package": exc.name},
             ) from None
         return cls(rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeTokenizer()), CHRF())
 

@@ -65,8 +65,7 @@ def _load_tokenizer(hf_dir: Path) -> Any:
             f"Could not load the tokenizer in {hf_dir} ({type(exc).__name__}: {exc}).",
             fix="The folder needs tokenizer.json (or tokenizer.model plus `pip install sentencepiece`) and "
             "tokenizer_config.json as transformers saves them.",
-            code=ErrorCode.TOKENIZER_UNREADABLE,
-            data={"cause": cause(exc)},
+            code=ErrorCode.TOKENIZER_UNREADABLE, data={"cause": cause(exc)},
         ) from None
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ForgeError(

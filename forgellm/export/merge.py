@@ -70,8 +70,7 @@ def load_merged_model(source: ExportSource):
         raise ForgeError(
             f"Cannot load the model to export ({type(exc).__name__}: {exc}).",
             fix="Check that the base model folder and the run's weights are complete.",
-            code=ErrorCode.MODEL_LOAD_FAILED,
-            data={"cause": cause(exc)},
+            code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
         ) from None
     from peft import PeftModel
 
@@ -85,8 +84,7 @@ def load_merged_model(source: ExportSource):
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}).",
             fix="The adapter was trained on another model. Export the run it belongs to (--run ID), "
             "or point forge.yaml's model back to the model it was trained on.",
-            code=ErrorCode.ADAPTER_MISMATCH,
-            data={"cause": cause(exc)},
+            code=ErrorCode.ADAPTER_MISMATCH, data={"cause": cause(exc)},
         ) from None
     merged = model.merge_and_unload()
     return merged.to(save_dtype)

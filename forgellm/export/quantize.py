@@ -39,8 +39,7 @@ def require_llama_cpp(purpose: str = "This") -> Any:
         raise ForgeError(
             f"{purpose} needs llama-cpp-python, which is not installed.",
             fix=f"Install it (it compiles llama.cpp, a few minutes): {LLAMA_CPP_INSTALL}",
-            code=ErrorCode.DEPENDENCY_MISSING,
-            data={"package": "llama-cpp-python"},
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": "llama-cpp-python"},
         ) from None
     return llama_cpp
 

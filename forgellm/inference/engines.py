@@ -162,8 +162,7 @@ def _load_causal_lm(model_dir: Path, precision: str) -> Any:
         raise ForgeError(
             f"Cannot load the model in {model_dir} ({type(exc).__name__}: {str(exc)[:300]}).",
             fix="The folder needs config.json and its weights (*.safetensors); a damaged file needs a fresh copy.",
-            code=ErrorCode.MODEL_LOAD_FAILED,
-            data={"cause": cause(exc)},
+            code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
         ) from None
 
 
@@ -186,8 +185,7 @@ def _attach_adapter(model: Any, adapter_dir: Path, base_dir: Path) -> Any:
             f"The LoRA adapter in {adapter_dir} does not fit the base model {base_dir} "
             f"({type(exc).__name__}: {first_line}).",
             fix=fix,
-            code=ErrorCode.ADAPTER_MISMATCH,
-            data={"cause": cause(exc)},
+            code=ErrorCode.ADAPTER_MISMATCH, data={"cause": cause(exc)},
         ) from None
     missing, unexpected = _adapter_key_mismatch(model, adapter_dir / "adapter_model.safetensors")
     if missing or unexpected:  # same shapes, other layout (e.g. another layer count): peft loads it silently
@@ -340,8 +338,7 @@ def import_llama_cpp() -> Any:
         raise ForgeError(
             "The llama.cpp engine needs the llama-cpp-python package, which is not installed.",
             fix=f"Install it with: {LLAMA_INSTALL}  (or use --engine transformers).",
-            code=ErrorCode.DEPENDENCY_MISSING,
-            data={"package": "llama-cpp-python"},
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": "llama-cpp-python"},
         ) from None
     return llama_cpp
 
@@ -366,8 +363,7 @@ class LlamaCppEngine:
                 f"llama.cpp cannot load {gguf_path} ({type(exc).__name__}: {exc}).",
                 fix="The file may be damaged or of an architecture this llama.cpp build does not know; "
                 "try --engine transformers, or export it again with `forge export`.",
-                code=ErrorCode.MODEL_LOAD_FAILED,
-                data={"cause": cause(exc)},
+                code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
             ) from None
         return cls(llm, chat_format, f"{label} (llama.cpp, n_ctx {n_ctx})")
 

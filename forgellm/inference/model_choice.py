@@ -245,8 +245,7 @@ def path_choice(project_dir: Path | None, ref: str, engine: str, step: Progress,
             raise ForgeError(
                 f"No such file or folder: {ref}.",
                 fix="Check the path, or use --model export|run|base in a project.",
-                code=ErrorCode.FILE_NOT_FOUND,
-                data={"path": ref},
+                code=ErrorCode.FILE_NOT_FOUND, data={"path": ref},
             )
         return _named_model_choice(ref, engine, step)
     path = path.absolute()  # not resolve(): merged/ of an export may be a link, and its parent matters

@@ -222,8 +222,7 @@ def get_spec(alias: str) -> ModelSpec:
     raise ForgeError(
         f"Unknown model '{alias}'.",
         fix=f"{hint}See `forge models` for the catalog, or pass a hub id, a local folder or a .gguf file.",
-        code=ErrorCode.MODEL_UNKNOWN,
-        data={"model": alias},
+        code=ErrorCode.MODEL_UNKNOWN, data={"model": alias},
     )
 
 

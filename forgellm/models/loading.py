@@ -60,8 +60,7 @@ def _read_tokenizer(model_dir: Path) -> Any:
         raise ForgeError(
             f"Cannot load the tokenizer of {model_dir} ({type(exc).__name__}: {exc}).",
             fix="The model folder needs tokenizer.json (or tokenizer.model) and tokenizer_config.json.",
-            code=ErrorCode.TOKENIZER_UNREADABLE,
-            data={"cause": cause(exc)},
+            code=ErrorCode.TOKENIZER_UNREADABLE, data={"cause": cause(exc)},
         ) from None
 
 
@@ -80,8 +79,7 @@ def custom_jinja(settings: ChatTemplateSection, base_dir: Path) -> str | None:
         raise ForgeError(
             f"model.chat_template.jinja names a file that does not exist: {path}.",
             fix="Give the path of a .jinja file (relative to forge.yaml) or the template text itself.",
-            code=ErrorCode.FILE_NOT_FOUND,
-            data={"path": str(path)},
+            code=ErrorCode.FILE_NOT_FOUND, data={"path": str(path)},
         )
     return path.read_text(encoding="utf-8")
 

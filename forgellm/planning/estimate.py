@@ -100,11 +100,7 @@ def device_flops(hardware: HardwareInfo) -> tuple[float, str]:
 
 
 def training_throughput(
-    params: int,
-    method: str,
-    hardware: HardwareInfo,
-    *,
-    gradient_checkpointing: bool,
+    params: int, method: str, hardware: HardwareInfo, *, gradient_checkpointing: bool,
     measured: tuple[float, str] | None = None,
 ) -> Throughput:
     """Tokens/s of training: ``measured`` (tokens/s, what was measured) when there is a measurement."""

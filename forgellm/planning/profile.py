@@ -149,10 +149,8 @@ def _keep_forge_yaml(
             data={"columns": _columns(records)},
         )
     profile.format, profile.recipe = existing.format, existing.recipe
-    profile.recipe_source, profile.reasons = (
-        "forge.yaml",
-        f"kept data.format and data.recipe from forge.yaml ({fit.summary()})",
-    )
+    profile.recipe_source, profile.reasons = "forge.yaml", f"kept data.format and data.recipe from forge.yaml " \
+        f"({fit.summary()})"
     profile.task_type = _task_of(goal, existing.format, existing.recipe, records)
 
 

@@ -188,3 +188,5 @@ class _Estimator:
             effective_batch=effective, packing=plan.packing, epochs=plan.epochs or 1.0, max_steps=max_steps,
             evaluations=evaluations, measured=self.measured,
         )  # fmt: skip
+
+

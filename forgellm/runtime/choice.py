@@ -62,7 +62,7 @@ def choose_runtime(requested: str, *, purpose: str, gpu_work: bool = True) -> Ru
     if requested == "local":
         return RuntimeChoice("local", "runtime: local was asked for")
     explicit = requested == "docker"
-    from forgellm.runtime.engine import ENGINE_INSTALL, TOOLKIT_INSTALL, connect, gpu_passthrough_problem, image_attrs
+    from forgellm.runtime.engine import ENGINE_INSTALL, connect
 
     client, problem = connect()
     if client is None:
@@ -70,58 +70,71 @@ def choose_runtime(requested: str, *, purpose: str, gpu_work: bool = True) -> Ru
             raise ForgeError(f"{purpose} in Docker needs an engine, but {problem}.", fix=ENGINE_INSTALL,
                              code=ErrorCode.DOCKER_UNAVAILABLE)  # fmt: skip
         return RuntimeChoice("local", f"auto: {problem}")
-    image, arch, capabilities = machine_image()
-    if image_attrs(client, image) is None:
+    try:
+        choice = _docker_or_why(client, explicit, purpose, gpu_work)
+    except BaseException:
         client.close()
+        raise
+    if choice.name != "docker":  # the docker runner keeps the client; nothing else needs it
+        client.close()
+    return choice
+
+
+def _docker_or_why(client: Any, explicit: bool, purpose: str, gpu_work: bool) -> RuntimeChoice:
+    """Docker, or local with the reason (auto); for an explicit docker, the reason as a ForgeError."""
+    from forgellm.runtime.engine import TOOLKIT_INSTALL, gpu_passthrough_problem, image_attrs
+
+    def refuse(reason: str, error: ForgeError) -> RuntimeChoice:
         if explicit:
-            raise ForgeError(
+            raise error
+        return RuntimeChoice("local", f"auto: {reason}")
+
+    image, arch, capabilities = machine_image()
+    attrs = image_attrs(client, image)
+    if attrs is None:
+        return refuse(
+            f"the image {image} is not built (`forge docker build --arch {arch}`)",
+            ForgeError(
                 f"{purpose} in Docker needs the image {image}, which the engine does not have.",
                 fix=f"Build it: `forge docker build --arch {arch}`"
                 + (f" (or unset {IMAGE_ENV})" if os.environ.get(IMAGE_ENV) else ""),
                 code=ErrorCode.DOCKER_IMAGE_MISSING,
-            )
-        return RuntimeChoice("local", f"auto: the image {image} is not built (`forge docker build --arch {arch}`)")
-    if (stale := _stale(client, image)) is not None:
-        client.close()
-        if explicit:
-            raise ForgeError(
+            ),
+        )
+    if (stale := _stale(attrs)) is not None:
+        return refuse(
+            f"the image {image} holds {stale} (`forge docker build --arch {arch}`)",
+            ForgeError(
                 f"{purpose} in Docker would run {stale}, so records written on one side could be misread on the "
                 "other.",
                 fix=f"Rebuild the image: `forge docker build --arch {arch}`.",
                 code=ErrorCode.DOCKER_IMAGE_STALE, data={"tag": image},
-            )  # fmt: skip
-        return RuntimeChoice("local", f"auto: the image {image} holds {stale} (`forge docker build --arch {arch}`)")
-    gpus = bool(capabilities)
-    if gpus and gpu_work and (gpu_problem := gpu_passthrough_problem(client)):
-        if explicit:
-            client.close()
-            raise ForgeError(f"{purpose} in Docker needs this machine's GPUs, but {gpu_problem}.",
-                             fix=TOOLKIT_INSTALL, code=ErrorCode.DOCKER_GPU_UNAVAILABLE)  # fmt: skip
-        client.close()
-        return RuntimeChoice("local", f"auto: {gpu_problem}")
-    if gpus and gpu_work:  # the image's torch must run on the GPUs its container sees (probe, cached)
+            ),
+        )  # fmt: skip
+    gpus = bool(capabilities) and gpu_work
+    if gpus and (gpu_problem := gpu_passthrough_problem(client)):
+        return refuse(gpu_problem, ForgeError(f"{purpose} in Docker needs this machine's GPUs, but {gpu_problem}.",
+                                              fix=TOOLKIT_INSTALL, code=ErrorCode.DOCKER_GPU_UNAVAILABLE))  # fmt: skip
+    if gpus:  # the image's torch must run on the GPUs its container sees (probe, cached)
         from forgellm.runtime.probe_run import checked_probe
 
         try:
             checked_probe(image, client)
         except ForgeError as exc:
-            if explicit or exc.code != ErrorCode.DOCKER_ARCH_MISMATCH:
-                client.close()
+            if exc.code != ErrorCode.DOCKER_ARCH_MISMATCH:
                 raise
-            client.close()
-            return RuntimeChoice("local", f"auto: {exc.message}")
+            return refuse(exc.message, exc)
     why = "runtime: docker was asked for" if explicit else "auto: a Docker engine answers and the image is built"
-    return RuntimeChoice("docker", why, image, gpus and gpu_work, client)
+    return RuntimeChoice("docker", why, image, gpus, client)
 
 
-def _stale(client: Any, image: str) -> str | None:
+def _stale(attrs: dict[str, Any]) -> str | None:
     """What Forge the image holds when it is not this one (its io.forgellm.source label differs from this
     install's source); None when it is the same, or when the image carries no label (not built by
     `forge docker build`: an image of the user's own, trusted as it is)."""
     from forgellm.runtime.context import source_fingerprint
-    from forgellm.runtime.engine import image_attrs
 
-    labels = ((image_attrs(client, image) or {}).get("Config") or {}).get("Labels") or {}
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
     source = labels.get("io.forgellm.source")
     if source is None or source == source_fingerprint():
         return None

@@ -8,7 +8,6 @@ a ForgeError (``require_engine``) or into the reason ``runtime: auto`` stays loc
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Any
 
 from forgellm.errors import ErrorCode, ForgeError
@@ -106,13 +105,3 @@ def _info(client: Any) -> dict[str, Any]:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("…" if len(text) > 300 else "")
-
-
-@lru_cache(maxsize=1)
-def sdk_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("docker")
-    except Exception:
-        return None

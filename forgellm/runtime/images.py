@@ -15,6 +15,7 @@ sm_120). B300 (10.3) needs CUDA 12.9 and is not a tag of the brief. The ``cpu`` 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -134,8 +135,6 @@ def arch_for_machine(gpu_capabilities: list[str]) -> Arch:
 def machine_image(gpu_capabilities: list[str], arch: str = "auto") -> tuple[str, Arch]:
     """(the image tag this machine runs, its arch): $FORGE_DOCKER_IMAGE when set and arch is auto,
     else forge:<arch> (auto: the tag of this machine's GPUs)."""
-    import os
-
     chosen = arch_for_machine(gpu_capabilities) if arch == "auto" else ARCHES[arch]
     if arch == "auto" and os.environ.get(IMAGE_ENV):
         return os.environ[IMAGE_ENV], chosen

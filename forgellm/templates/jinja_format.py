@@ -60,8 +60,7 @@ class JinjaChatFormat:
             raise ForgeError(
                 f"The {self.name} chat template failed to render this conversation: {exc}",
                 fix=f"Fix the template, or use a builtin one ({', '.join(BUILTIN_NAMES)}).",
-                code=ErrorCode.TEMPLATE_INVALID,
-                data={"template": self.name, "cause": cause(exc)},
+                code=ErrorCode.TEMPLATE_INVALID, data={"template": self.name, "cause": cause(exc)},
             ) from exc
         if not isinstance(text, str):  # a list when transformers thinks it got a batch
             raise ForgeError(

@@ -96,9 +96,5 @@ def _measure(model_dir: Path, training: TrainingSection, rows, precision: str) -
     per_step = float(np.median(seconds))
     finite = first_loss is not None and np.isfinite(first_loss)
     del trainable, optimizer
-    return Measurement(
-        precision,
-        round(batch.real_tokens / per_step, 1),
-        round(per_step, 3),  # type: ignore[arg-type]
-        first_loss if finite else None,
-    )
+    return Measurement(precision, round(batch.real_tokens / per_step, 1), round(per_step, 3),  # type: ignore[arg-type]
+                       first_loss if finite else None)

@@ -146,12 +146,8 @@ class TrainingLoop:
         tokenizer = self.model.tokenizer
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self.batches = MicroBatches(
-            self.train_split,
-            seed=t.seed,
-            max_length=self.config.model.max_length,
-            micro_batch_size=t.micro_batch_size,
-            packing=t.packing,
-            pad_id=self.pad_id,
+            self.train_split, seed=t.seed, max_length=self.config.model.max_length,
+            micro_batch_size=t.micro_batch_size, packing=t.packing, pad_id=self.pad_id,
             mask_dtype=self.model.mask_dtype(),
         )
         steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / t.gradient_accumulation))
@@ -162,10 +158,8 @@ class TrainingLoop:
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(
-            t.lr_scheduler,
-            self.optimizer,
-            num_warmup_steps=int(t.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps,
+            t.lr_scheduler, self.optimizer,
+            num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
         resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
@@ -174,41 +168,22 @@ class TrainingLoop:
         self.setup_seconds = time.perf_counter() - self.created_at
         self._emit_start(resumed_from)
         if self.length_cut is not None:
-            self.emit(
-                event(
-                    "warning",
-                    kind="max_length",
-                    message=self.length_cut.message(),
-                    step=self.progress.step,
-                    cut=self.length_cut.to_dict(),
-                )
-            )
+            self.emit(event("warning", kind="max_length", message=self.length_cut.message(),
+                            step=self.progress.step, cut=self.length_cut.to_dict()))
 
     def _emit_start(self, resumed_from: Path | None) -> None:
         t, m = self.settings, self.model
-        self.emit(
-            event(
-                "start",
-                step=self.progress.step,
-                total_steps=self.total_steps,
-                epochs=None if t.max_steps else t.epochs,
-                device=str(m.device),
-                precision=m.precision,
-                method=t.method,
-                stage=t.stage,
-                packing=t.packing,
-                trainable_params=m.trainable_params,
-                total_params=m.total_params,
-                train_examples=len(self.train_split),
-                val_examples=len(self.val_split),
-                tokens_per_epoch=self.train_split.tokens,
-                max_length=self.config.model.max_length,
-                micro_batch_size=t.micro_batch_size,
-                gradient_accumulation=t.gradient_accumulation,
-                learning_rate=t.learning_rate,
-                resumed_from=str(resumed_from) if resumed_from else None,
-            )
-        )
+        self.emit(event(
+            "start", step=self.progress.step, total_steps=self.total_steps,
+            epochs=None if t.max_steps else t.epochs,
+            device=str(m.device), precision=m.precision, method=t.method, stage=t.stage, packing=t.packing,
+            trainable_params=m.trainable_params, total_params=m.total_params,
+            train_examples=len(self.train_split), val_examples=len(self.val_split),
+            tokens_per_epoch=self.train_split.tokens, max_length=self.config.model.max_length,
+            micro_batch_size=t.micro_batch_size,
+            gradient_accumulation=t.gradient_accumulation, learning_rate=t.learning_rate,
+            resumed_from=str(resumed_from) if resumed_from else None,
+        ))
 
     def _restore(self, folder: Path, state: dict[str, Any]) -> None:
         load_weights(self.model, folder)
@@ -317,21 +292,13 @@ class TrainingLoop:
         real = sum(b.real_tokens for b in batches)
         recent = self.step_seconds[-20:]
         position = self.progress.position
-        self.emit(
-            event(
-                "step",
-                step=self.progress.step,
-                epoch=round(position.epoch + position.index / len(self.train_split), 4),
-                loss=loss,
-                lr=self.scheduler.get_last_lr()[0],
-                grad_norm=grad_norm if math.isfinite(grad_norm) else None,
-                tokens=sum(b.tokens for b in batches),
-                real_tokens=real,
-                tokens_per_s=real / seconds if seconds else None,
-                memory_bytes=peak_memory_bytes(self.model.device),
-                eta_s=(self.total_steps - self.progress.step) * sum(recent) / len(recent),
-            )
-        )
+        self.emit(event(
+            "step", step=self.progress.step, epoch=round(position.epoch + position.index / len(self.train_split), 4),
+            loss=loss, lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm if math.isfinite(grad_norm) else None,
+            tokens=sum(b.tokens for b in batches), real_tokens=real, tokens_per_s=real / seconds if seconds else None,
+            memory_bytes=peak_memory_bytes(self.model.device),
+            eta_s=(self.total_steps - self.progress.step) * sum(recent) / len(recent),
+        ))
 
     def _epoch_ended(self, before: DataPosition, after: DataPosition) -> bool:
         return after.epoch > before.epoch or after.index >= len(self.train_split)
@@ -344,10 +311,8 @@ class TrainingLoop:
         budget = self.settings.time_budget_minutes
         if budget is None or self.progress.seconds + self.setup_seconds < budget * 60:
             return False
-        self.warn(
-            "time_budget",
-            f"The time budget of {budget:g} minutes is used up; stopping after an evaluation and a checkpoint.",
-        )
+        self.warn("time_budget", f"The time budget of {budget:g} minutes is used up; stopping after an evaluation "
+                  "and a checkpoint.")
         return True
 
     # ----- evaluation ------------------------------------------------------------------------------
@@ -374,16 +339,8 @@ class TrainingLoop:
         else:
             p.evals_without_improvement += 1
         p.val_losses.append((p.step, val_loss))
-        self.emit(
-            event(
-                "eval",
-                step=p.step,
-                val_loss=val_loss,
-                best_val_loss=p.best_val_loss,
-                improved=improved,
-                train_loss=self._recent_train_loss(),
-            )
-        )
+        self.emit(event("eval", step=p.step, val_loss=val_loss, best_val_loss=p.best_val_loss,
+                        improved=improved, train_loss=self._recent_train_loss()))
         if self._overfitting(val_loss) and self.settings.stop_on_overfitting:
             return "overfitting"
         if stopping.enabled and p.evals_without_improvement >= stopping.patience:
@@ -397,12 +354,9 @@ class TrainingLoop:
         total, count = 0.0, 0
         with torch.no_grad():
             for batch in evaluation_batches(
-                self.val_split,
-                max_length=self.config.model.max_length,
-                micro_batch_size=self.settings.micro_batch_size,
-                packing=self.settings.packing,
-                pad_id=self.pad_id,
-                mask_dtype=self.model.mask_dtype(),
+                self.val_split, max_length=self.config.model.max_length,
+                micro_batch_size=self.settings.micro_batch_size, packing=self.settings.packing,
+                pad_id=self.pad_id, mask_dtype=self.model.mask_dtype(),
             ):
                 self.beat()
                 if self.faults is not None:
@@ -420,10 +374,8 @@ class TrainingLoop:
     def _overfitting(self, val_loss: float) -> bool:
         """Validation loss well above its best while training loss still falls."""
         p = self.progress
-        if (
-            p.best_val_loss is None
-            or p.best_step is None
-            or val_loss <= p.best_val_loss * (1 + self.settings.overfitting_threshold)
+        if p.best_val_loss is None or p.best_step is None or val_loss <= p.best_val_loss * (
+            1 + self.settings.overfitting_threshold
         ):
             return False
         at_best = p.train_losses[max(0, p.best_step - 10) : p.best_step]
@@ -431,12 +383,9 @@ class TrainingLoop:
         if not at_best or now is None or now >= sum(at_best) / len(at_best):
             return False
         if not p.overfitting_warned or self.settings.stop_on_overfitting:
-            self.warn(
-                "overfitting",
-                f"Validation loss {val_loss:.4f} is more than "
-                f"{self.settings.overfitting_threshold:.0%} above its best ({p.best_val_loss:.4f}, step "
-                f"{p.best_step}) while training loss still falls: the model memorises the training data.",
-            )
+            self.warn("overfitting", f"Validation loss {val_loss:.4f} is more than "
+                      f"{self.settings.overfitting_threshold:.0%} above its best ({p.best_val_loss:.4f}, step "
+                      f"{p.best_step}) while training loss still falls: the model memorises the training data.")
             p.overfitting_warned = True
         return True
 
@@ -460,7 +409,6 @@ class TrainingLoop:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": ckpt.capture_rng(),
         }
-
         def write_weights(folder: Path) -> None:
             save_weights(self.model, folder)
             if self.faults is not None:  # half a checkpoint on disk: the weights, not yet the trainer state
@@ -476,17 +424,8 @@ class TrainingLoop:
 
     def end(self, reason: str) -> None:
         p = self.progress
-        self.emit(
-            event(
-                "end",
-                step=p.step,
-                reason=reason,
-                best_val_loss=p.best_val_loss,
-                best_step=p.best_step,
-                final_train_loss=self._recent_train_loss(),
-                seconds=round(p.seconds, 3),
-            )
-        )
+        self.emit(event("end", step=p.step, reason=reason, best_val_loss=p.best_val_loss, best_step=p.best_step,
+                        final_train_loss=self._recent_train_loss(), seconds=round(p.seconds, 3)))
 
     def beat(self) -> None:
         """Refresh the heartbeat the supervisor's watchdog reads (protocol.py). Called from the loop

@@ -112,8 +112,7 @@ def load_trainable_model(
         raise ForgeError(
             f"Cannot load the model at {model_dir} ({type(exc).__name__}: {exc}).",
             fix="Check that the folder holds config.json and the weights (*.safetensors).",
-            code=ErrorCode.MODEL_LOAD_FAILED,
-            data={"cause": cause(exc)},
+            code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
         ) from None
     if training.method != "qlora":
         model.to(device)
@@ -132,8 +131,7 @@ def _four_bit_config(precision: str):
         raise ForgeError(
             "training.method is qlora, which needs the bitsandbytes package; it is not installed.",
             fix="Install it (`pip install bitsandbytes`) or use `--method lora`.",
-            code=ErrorCode.DEPENDENCY_MISSING,
-            data={"package": "bitsandbytes"},
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": "bitsandbytes"},
         )
     from transformers import BitsAndBytesConfig
 
@@ -188,15 +186,11 @@ def _apply_kernels(model, kernels: str, device) -> list[str]:
     if device.type != "cuda":
         return [f"training.kernels is {kernels}, but kernels only apply on a CUDA GPU; training without them."]
     if kernels == "unsloth":
-        return [
-            "training.kernels unsloth needs Unsloth's own model loading, which Forge does not use; "
-            "training without it (liger works with Forge)."
-        ]
+        return ["training.kernels unsloth needs Unsloth's own model loading, which Forge does not use; "
+                "training without it (liger works with Forge)."]
     if importlib.util.find_spec("liger_kernel") is None:
-        return [
-            "training.kernels is liger, but liger-kernel is not installed (`pip install liger-kernel`); "
-            "training without it."
-        ]
+        return ["training.kernels is liger, but liger-kernel is not installed (`pip install liger-kernel`); "
+                "training without it."]
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=model)

@@ -196,16 +196,13 @@ class Batch:
 
     def to(self, device) -> Batch:
         moved = {k: getattr(self, k).to(device) for k in ("input_ids", "labels", "attention_mask", "position_ids")}
-        return Batch(
-            **moved,
-            examples=self.examples,
-            tokens=self.tokens,
-            real_tokens=self.real_tokens,
-            target_tokens=self.target_tokens,
-        )
+        return Batch(**moved, examples=self.examples, tokens=self.tokens,
+                     real_tokens=self.real_tokens, target_tokens=self.target_tokens)
 
 
-def collate_padded(input_ids: Sequence[np.ndarray], labels: Sequence[np.ndarray], pad_id: int) -> Batch:
+def collate_padded(
+    input_ids: Sequence[np.ndarray], labels: Sequence[np.ndarray], pad_id: int
+) -> Batch:
     """One example per row, right-padded to the longest in the micro-batch."""
     import torch
 

@@ -198,8 +198,7 @@ def open_run(project_dir: Path, which: str | bool, *, max_steps: int | None = No
             raise ForgeError(
                 f"Run {spec.run_id} cannot be resumed: its {what} {path} no longer exists.",
                 fix="Start a new run with `forge train` (after `forge prepare FILE` if the data is gone).",
-                code=ErrorCode.RUN_NOT_RESUMABLE,
-                data={"run": spec.run_id, "path": str(path)},
+                code=ErrorCode.RUN_NOT_RESUMABLE, data={"run": spec.run_id, "path": str(path)},
             )
     run = Run(run_dir, spec, config)
     run.save_config(config)

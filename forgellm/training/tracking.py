@@ -98,8 +98,7 @@ def open_tracker(report_to: str, run_dir: Path, run_id: str, project: str, param
         raise ForgeError(
             f"training.report_to is {report_to}, but the `{package}` package is not installed.",
             fix=f"Install it (`pip install {package}`) or set training.report_to: none in forge.yaml.",
-            code=ErrorCode.DEPENDENCY_MISSING,
-            data={"package": package},
+            code=ErrorCode.DEPENDENCY_MISSING, data={"package": package},
         ) from None
 
 

@@ -217,10 +217,8 @@ def test_scripts_must_be_python_that_parses(tmp_path):
     ("columns", "reason"),
     [
         ([{"field": "user", "column": "question"}, {"field": "assistant", "column": "question"}], "one column for two"),
-        (
-            [{"field": "assistant", "column": "question"}, {"field": "assistant", "column": "answer"}],
-            "maps 'assistant' twice",
-        ),
+        ([{"field": "assistant", "column": "question"}, {"field": "assistant", "column": "answer"}],
+         "maps 'assistant' twice"),
         ([{"field": "user", "column": "question"}, {"field": "user", "column": "question"}], "to user twice"),
     ],
 )

@@ -192,17 +192,11 @@ def test_no_sandbox_refuses_before_asking_the_advisor(tmp_path, tickets, monkeyp
         ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}', "message 2 has"),
         ('{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}', "needs at least"),
         # what prepare refuses is refused here too (the same recipe code)
-        (
-            '{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}, '
-            '{"role": "assistant", "content": "b"}]}',
-            "the conversation starts with an assistant turn",
-        ),
-        (
-            '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, '
-            '{"role": "system", "content": "s"}, {"role": "user", "content": "q2"}, {"role": "assistant", '
-            '"content": "b"}]}',
-            "turn 2 is a system turn in the middle",
-        ),
+        ('{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}, '
+         '{"role": "assistant", "content": "b"}]}', "the conversation starts with an assistant turn"),
+        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, '
+         '{"role": "system", "content": "s"}, {"role": "user", "content": "q2"}, {"role": "assistant", '
+         '"content": "b"}]}', "turn 2 is a system turn in the middle"),
     ],
 )
 def test_conversation_of(line, why):

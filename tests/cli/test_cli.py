@@ -29,22 +29,8 @@ def test_version():
 def test_help_lists_only_real_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in (
-        "init",
-        "status",
-        "models",
-        "config",
-        "hardware",
-        "login",
-        "logout",
-        "template",
-        "plan",
-        "train",
-        "export",
-        "inference",
-        "ignite",
-        "eval",
-    ):
+    for command in ("init", "status", "models", "config", "hardware", "login", "logout", "template", "plan", "train",
+                    "export", "inference", "ignite", "eval"):
         assert command in result.output
 
 

@@ -9,21 +9,12 @@ import os
 import threading
 
 import pytest
+from docker_support import containers_named
 
 from forgellm.runtime.choice import choose_runtime
 from forgellm.training.supervisor import run_training
 
 pytestmark = pytest.mark.slow
-
-
-def _containers(prefix: str) -> list:
-    import docker
-
-    client = docker.from_env()
-    try:
-        return [c for c in client.containers.list(all=True) if c.name.startswith(prefix)]
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def test_training_runs_in_a_named_container_and_streams_its_events(tiny_train_pr
     def on_event(event: dict) -> None:
         seen.append(event)
         if event["event"] == "step" and not running:  # the container is alive while its events arrive
-            running.extend(c.name for c in _containers(f"forge-{event_run[0]}"))
+            running.extend(c.name for c in containers_named(f"forge-{event_run[0]}"))
 
     event_run: list[str] = []
 
@@ -62,7 +53,7 @@ def test_training_runs_in_a_named_container_and_streams_its_events(tiny_train_pr
     assert result.status == "completed", result
     run_id = result.run_id
     assert running == [f"forge-{run_id}-a1"]
-    assert not _containers(f"forge-{run_id}")  # removed after it ended
+    assert not containers_named(f"forge-{run_id}")  # removed after it ended
     kinds = [e["event"] for e in seen]
     assert kinds.count("step") == 6 and "start" in kinds and "end" in kinds
     metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -83,7 +74,7 @@ def test_a_container_killed_from_outside_resumes_from_its_checkpoint(tiny_train_
     def on_event(event: dict) -> None:
         if event["event"] == "checkpoint" and event.get("step") == 2 and not killed.is_set():
             killed.set()
-            (container,) = _containers(f"forge-{run_id[0]}-a1")
+            (container,) = containers_named(f"forge-{run_id[0]}-a1")
             container.kill()  # `docker kill`: from outside, mid-run
         if event["event"] == "run":
             run_id.append(event["run_id"])
@@ -95,7 +86,7 @@ def test_a_container_killed_from_outside_resumes_from_its_checkpoint(tiny_train_
     (recovery,) = result.recoveries
     assert recovery["kind"] == "killed" and "/checkpoints/step-" in recovery["resume_from"]
     assert result.summary.attempts == 2
-    assert not _containers(f"forge-{result.run_id}")
+    assert not containers_named(f"forge-{result.run_id}")
 
 
 def test_an_oom_killed_container_is_an_out_of_memory_failure(tiny_train_project, docker_runtime, monkeypatch):
@@ -109,4 +100,4 @@ def test_an_oom_killed_container_is_an_out_of_memory_failure(tiny_train_project,
     error = caught.value
     assert error.code == ErrorCode.TRAIN_OUT_OF_MEMORY, error
     assert "ran out of memory" in error.message and "OOM killer" in error.message
-    assert not _containers("forge-")
+    assert not containers_named("forge-")

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from docker_support import NO_DOCKER, containers_named
 from typer.testing import CliRunner
 
 from forgellm.cli.main import app
 
 runner = CliRunner()
-DEAD = "unix:///nonexistent/forge-test-docker.sock"
 _CODE = "from forgellm.cli.main import run; run()"
 
 
@@ -25,19 +25,9 @@ def _forge(*args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", _CODE, *args], text=True, **popen)
 
 
-def _containers(prefix: str) -> list:
-    import docker
-
-    client = docker.from_env()
-    try:
-        return [c for c in client.containers.list(all=True) if c.name.startswith(prefix)]
-    finally:
-        client.close()
-
-
 def test_auto_without_an_engine_trains_locally_and_says_why(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(max_steps=1, save_every_steps=1, eval_every_steps=1)
-    monkeypatch.setenv("DOCKER_HOST", DEAD)
+    monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     result = runner.invoke(app, ["train", "-C", str(root)])
     assert result.exit_code == 0, result.output[-3000:]
     assert "Runtime: local — auto: no Docker engine answers" in result.output
@@ -48,7 +38,7 @@ def test_auto_without_an_engine_trains_locally_and_says_why(tiny_train_project, 
 
 def test_explicit_docker_without_an_engine_is_a_clear_error(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project()
-    monkeypatch.setenv("DOCKER_HOST", DEAD)
+    monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     for command in (["train"], ["export"], ["prepare", str(root / "forge.yaml")]):
         result = runner.invoke(app, [*command, "-C", str(root), "--runtime", "docker"])
         assert result.exit_code == 1, result.output
@@ -65,7 +55,7 @@ def test_runtime_in_forge_yaml_and_the_flag_over_it(tiny_train_project, monkeypa
     text = (root / "forge.yaml").read_text()
     assert "\nruntime: auto" in text  # written with its description, like every key
     (root / "forge.yaml").write_text(text.replace("\nruntime: auto", "\nruntime: docker"))
-    monkeypatch.setenv("DOCKER_HOST", DEAD)
+    monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     refused = runner.invoke(app, ["train", "-C", str(root)])
     assert refused.exit_code == 1 and "docker-unavailable" in refused.output
     local = runner.invoke(app, ["train", "-C", str(root), "--runtime", "local"])
@@ -101,7 +91,7 @@ def test_prepare_in_docker_publishes_the_same_data_as_local(tiny_train_project, 
     assert (prepared.parent / fingerprint).is_dir(), list(prepared.parent.iterdir())
     for path in prepared.parent.rglob("*"):
         assert path.stat().st_uid == os.getuid(), path
-    assert not _containers(f"forge-{root.name}-prepare")
+    assert not containers_named(f"forge-{root.name}-prepare")
     # The forge inside failed: its own message, once, and its exit code; no traceback.
     missing = subprocess.run(
         [sys.executable, "-c", _CODE, "prepare", str(root / "absent.csv"), "-C", str(root), "--runtime", "docker"],
@@ -130,13 +120,13 @@ def test_ctrl_c_stops_the_container_and_leaves_none(tiny_train_project, docker_h
         process.kill()
         raise AssertionError("no step came: " + process.communicate()[1][-3000:])
     (run_dir,) = runs
-    assert _containers(f"forge-{run_dir.name}-a1")
+    assert containers_named(f"forge-{run_dir.name}-a1")
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-3000:]
     records = read_metrics(run_dir)
     assert any(r["event"] == "checkpoint" and r.get("reason") == "signal" for r in records), records[-3:]
-    assert not _containers(f"forge-{run_dir.name}")
+    assert not containers_named(f"forge-{run_dir.name}")
 
 
 @pytest.mark.slow
@@ -168,11 +158,11 @@ def test_keys_are_the_containers_environment_only(tmp_path, docker_host, forge_i
     assert secret not in json.dumps(attrs)
     for path in Path(project).rglob("*"):
         assert secret not in path.read_text(errors="replace")
-    assert not _containers("forge-test-keys")
+    assert not containers_named("forge-test-keys")
 
 
 @pytest.mark.slow
-def test_ignite_in_docker_plans_here_and_runs_prepare_train_export_in_containers(
+def test_ignite_in_docker_plans_here_and_runs_prepare_train_export_incontainers_named(
     tmp_path, tiny_causal_lm_dir, _support_csv, docker_host, forge_image, monkeypatch
 ):
     monkeypatch.setenv("FORGE_DOCKER_IMAGE", forge_image)
@@ -188,4 +178,4 @@ def test_ignite_in_docker_plans_here_and_runs_prepare_train_export_in_containers
     (run_dir,) = (project / "runs").iterdir()
     assert json.loads((run_dir / "runtime.json").read_text())["name"] == "docker"
     assert (project / "exports" / "bot" / "metadata.json").is_file()
-    assert not _containers("forge-")
+    assert not containers_named("forge-")

@@ -62,15 +62,8 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_best_intact(tmp_path):
 
 
 def test_progress_survives_a_round_trip():
-    progress = ckpt.Progress(
-        step=7,
-        position=DataPosition(1, 33),
-        best_val_loss=1.5,
-        best_step=5,
-        train_losses=[2.0, 1.9],
-        val_losses=[(5, 1.5)],
-        seconds=12.5,
-    )
+    progress = ckpt.Progress(step=7, position=DataPosition(1, 33), best_val_loss=1.5, best_step=5,
+                             train_losses=[2.0, 1.9], val_losses=[(5, 1.5)], seconds=12.5)
     assert ckpt.Progress.from_dict(json.loads(json.dumps(progress.to_dict()))) == progress
 
 

@@ -55,9 +55,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 def test_fault_specs_name_a_kind_a_point_and_a_step():
     assert parse_faults("oom@3, crash@4, nan@5") == {("oom", "forward", 3), ("crash", "step", 4), ("nan", "forward", 5)}
     assert parse_faults("oom:backward@3,crash:checkpoint@4,hang:eval@2") == {
-        ("oom", "backward", 3),
-        ("crash", "checkpoint", 4),
-        ("hang", "eval", 2),
+        ("oom", "backward", 3), ("crash", "checkpoint", 4), ("hang", "eval", 2),
     }
     for bad in ("oom:nowhere@3", "nan:checkpoint@2", "oom:backward", "melt:step@1"):
         with pytest.raises(ValueError, match="KIND\\[:POINT\\]@STEP"):
@@ -147,13 +145,10 @@ def test_out_of_memory_at_every_point_keeps_the_effective_batch_and_the_weights(
     recoveries = _records(result.run_dir, "recovery")
     # An evaluation's failure is reported at the step in progress: step 6 is done, 7 was next.
     assert [(r["kind"], r["step"], Path(r["resume_from"]).name) for r in recoveries] == [
-        ("oom", 3, "step-2"),
-        ("oom", 5, "step-4"),
-        ("oom", 7, "step-4"),
+        ("oom", 3, "step-2"), ("oom", 5, "step-4"), ("oom", 7, "step-4"),
     ]
     assert recoveries[0]["changes"] == {
-        "training.micro_batch_size": {"from": 8, "to": 4},
-        "training.gradient_accumulation": {"from": 1, "to": 2},
+        "training.micro_batch_size": {"from": 8, "to": 4}, "training.gradient_accumulation": {"from": 1, "to": 2},
         "training.gradient_checkpointing": {"from": False, "to": True},
     }
     assert [r["changes"]["training.micro_batch_size"]["to"] for r in recoveries] == [4, 2, 1]

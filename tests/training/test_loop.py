@@ -79,11 +79,8 @@ def test_resume_with_another_micro_batch_continues_at_the_same_example(tiny_trai
 
         shutil.rmtree(halved / "checkpoints" / step)
     config_path = halved / "config.yaml"
-    config_path.write_text(
-        config_path.read_text()
-        .replace("micro_batch_size: 4", "micro_batch_size: 2")
-        .replace("gradient_accumulation: 1", "gradient_accumulation: 2")
-    )
+    config_path.write_text(config_path.read_text().replace("micro_batch_size: 4", "micro_batch_size: 2")
+                           .replace("gradient_accumulation: 1", "gradient_accumulation: 2"))
     code, events = run_training(halved, halved / "checkpoints" / "step-3")
     assert code == ExitCode.OK and of_kind(events, "start")[0]["micro_batch_size"] == 2
     want_state = torch.load(straight / "checkpoints" / "step-6" / "trainer_state.pt", weights_only=False)
@@ -95,10 +92,7 @@ def test_resume_with_another_micro_batch_continues_at_the_same_example(tiny_trai
 
 def test_early_stopping_ends_the_run_when_validation_stops_improving(tiny_train_project):
     root, prepared = tiny_train_project(
-        packing=False,
-        max_steps=50,
-        eval_every_steps=1,
-        save_every_steps=100,
+        packing=False, max_steps=50, eval_every_steps=1, save_every_steps=100,
         early_stopping={"enabled": True, "patience": 2, "min_delta": 10.0},
     )
     code, events = run_training(make_run_dir(root, prepared))

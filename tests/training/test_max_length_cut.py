@@ -35,14 +35,12 @@ def _examples(split: TokenizedSplit) -> list[tuple[list[int], list[int]]]:
 
 
 def test_a_chat_example_keeps_its_start_with_aligned_labels_and_the_losses_are_counted():
-    split = _split(
-        [
-            ([1, 2, 3], [X, X, 3]),  # short: untouched
-            ([1, 2, 3, 4, 5, 6], [X, X, 3, 4, 5, 6]),  # answer from token 3: cut keeps 3, 4; loses its stop (6)
-            ([1, 2, 3, 4, 5, 6], [X, X, X, X, X, 6]),  # its only trained token lies beyond the cut: dropped
-            ([1, 2, 3, 4, 5], [X, 2, 3, 4, X]),  # trained tokens all within the cut: cut, keeps its stop
-        ]
-    )
+    split = _split([
+        ([1, 2, 3], [X, X, 3]),  # short: untouched
+        ([1, 2, 3, 4, 5, 6], [X, X, 3, 4, 5, 6]),  # answer from token 3: cut keeps 3, 4; loses its stop (6)
+        ([1, 2, 3, 4, 5, 6], [X, X, X, X, X, 6]),  # its only trained token lies beyond the cut: dropped
+        ([1, 2, 3, 4, 5], [X, 2, 3, 4, X]),  # trained tokens all within the cut: cut, keeps its stop
+    ])
     cut = LengthCut(prepared_max_length=6, max_length=4)
     fitted = fit_to_length(split, 4, split_long=False, cut=cut)
     assert _examples(fitted) == [
@@ -96,7 +94,7 @@ def test_every_batch_the_loop_sees_fits_the_runs_max_length(tiny_train_project, 
 
     def recording(model, batch, targets):
         widths.append(int(batch.input_ids.shape[1]))
-        assert int((batch.labels[:, 1:] != IGNORE_INDEX).sum()) > 0
+        assert int(((batch.labels[:, 1:] != IGNORE_INDEX)).sum()) > 0
         return real_loss(model, batch, targets)
 
     monkeypatch.setattr(loop, "batch_loss", recording)
@@ -131,7 +129,9 @@ def _long_answers_csv(path, rows: int = 40):
     return path
 
 
-def test_an_out_of_memory_heal_to_a_shorter_max_length_really_trains_shorter(tmp_path, tiny_causal_lm_dir, monkeypatch):
+def test_an_out_of_memory_heal_to_a_shorter_max_length_really_trains_shorter(
+    tmp_path, tiny_causal_lm_dir, monkeypatch
+):
     """The memory ladder's last rung before changing the model: halve max_length. The attempt after
     it must see no row longer than the new length (one example per micro-batch: a step's tokens are
     its row's width)."""
@@ -142,14 +142,8 @@ def test_an_out_of_memory_heal_to_a_shorter_max_length_really_trains_shorter(tmp
 
     root = tmp_path / "long"
     root.mkdir()
-    training = {
-        **TRAIN_DEFAULTS,
-        "micro_batch_size": 1,
-        "gradient_checkpointing": True,
-        "max_steps": 6,
-        "save_every_steps": 2,
-        "eval_every_steps": 6,
-    }
+    training = {**TRAIN_DEFAULTS, "micro_batch_size": 1, "gradient_checkpointing": True, "max_steps": 6,
+                "save_every_steps": 2, "eval_every_steps": 6}
     model = {"ref": str(tiny_causal_lm_dir), "max_length": 512, "chat_template": {"name": "chatml"}}
     save_config(ForgeConfig.model_validate({"model": model, "training": training}), root / "forge.yaml")
     prepared = prepare_dataset(*staged(root), _long_answers_csv(tmp_path / "long.csv")).output_dir

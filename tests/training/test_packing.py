@@ -61,9 +61,8 @@ def test_packed_and_unpacked_examples_have_the_same_loss(tiny_causal_lm_dir, pre
     examples = [example for row in rows for example in row]
     padded = collate_padded([e[0] for e in examples], [e[1] for e in examples], pad_id=0)
     with torch.no_grad():
-        packed_logits = model(
-            input_ids=packed.input_ids, attention_mask=packed.attention_mask, position_ids=packed.position_ids
-        ).logits
+        packed_logits = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                              position_ids=packed.position_ids).logits
         padded_logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits
         leaky_logits = model(input_ids=packed.input_ids).logits  # plain causal attention across examples
     want = example_losses(padded_logits, padded.labels, [(i, 0, len(e[0])) for i, e in enumerate(examples)])
@@ -94,7 +93,6 @@ def test_packed_rows_restart_positions_and_never_predict_across_examples(prepare
 
 def test_packing_wastes_little_on_short_examples(prepared_train):
     """Examples of 46-182 tokens in rows of 1024: packing keeps >= 95% real tokens; padding alone far less."""
-
     def one_epoch(packing: bool):
         stream = MicroBatches(prepared_train, seed=3, max_length=1024, micro_batch_size=4, packing=packing, pad_id=0)
         batches = []
@@ -113,9 +111,8 @@ def test_packing_wastes_little_on_short_examples(prepared_train):
 @pytest.mark.parametrize("packing", [True, False])
 def test_the_data_order_counts_examples_whatever_the_micro_batch(prepared_train, packing):
     def examples_seen(micro_batch_size: int, start: DataPosition, count: int) -> list[int]:
-        stream = MicroBatches(
-            prepared_train, seed=5, max_length=256, micro_batch_size=micro_batch_size, packing=packing, pad_id=0
-        )
+        stream = MicroBatches(prepared_train, seed=5, max_length=256, micro_batch_size=micro_batch_size,
+                              packing=packing, pad_id=0)
         seen, positions = 0, []
         for batch, position in stream.stream(start):
             seen += batch.examples
@@ -161,11 +158,8 @@ def reference_ffd(window: np.ndarray, lengths: np.ndarray, max_length: int) -> l
 
 
 def reference_arrange(order: np.ndarray, lengths: np.ndarray, max_length: int) -> list[list[int]]:
-    return [
-        row
-        for start in range(0, len(order), PACKING_WINDOW)
-        for row in reference_ffd(order[start : start + PACKING_WINDOW], lengths, max_length)
-    ]
+    return [row for start in range(0, len(order), PACKING_WINDOW)
+            for row in reference_ffd(order[start : start + PACKING_WINDOW], lengths, max_length)]
 
 
 def loop_efficiency(rows, lengths: np.ndarray, micro_batch_size: int) -> float:
@@ -238,9 +232,8 @@ def test_rows_depend_on_the_order_lengths_and_max_length_and_the_seed_only_shuff
     part = order[: len(order) // 2]
     changed = lengths.copy()
     changed[order[len(order) // 2 :]] = 1
-    assert [r.tolist() for r in arrange_rows(part, lengths, max_length, 5)] == [
-        r.tolist() for r in arrange_rows(part, changed, max_length, 5)
-    ]
+    assert [r.tolist() for r in arrange_rows(part, lengths, max_length, 5)] == \
+        [r.tolist() for r in arrange_rows(part, changed, max_length, 5)]
 
 
 def test_long_rows_do_not_come_first():

@@ -52,28 +52,26 @@ def write_project(root: Path) -> None:
     from forgellm.config.schema import ForgeConfig
     from forgellm.models.catalog import get_spec
 
-    config = ForgeConfig.model_validate(
-        {
-            "model": {"ref": "smollm2-135m", "max_length": 256},
-            "preprocessing": {"split": {"train": 0.85, "val": 0.05, "test": 0.10}},
-            "training": {
-                "method": "lora",
-                "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-                # The rate the plan gives this model on a CPU (the learning-rate rule is what is tested).
-                "learning_rate": learning_rate_for(get_spec("smollm2-135m").params, "lora", "fp32", "cpu")[0],
-                "lr_scheduler": "cosine",
-                "warmup_ratio": 0.05,
-                "max_steps": 24,  # ~24k real tokens: ~1.5 min at the ~300 tokens/s of 2 idle cores
-                "micro_batch_size": 4,
-                "gradient_accumulation": 1,
-                "packing": True,
-                "precision": "fp32",
-                "gradient_checkpointing": False,
-                "eval_every_steps": 12,
-                "save_every_steps": 12,
-            },
-        }
-    )
+    config = ForgeConfig.model_validate({
+        "model": {"ref": "smollm2-135m", "max_length": 256},
+        "preprocessing": {"split": {"train": 0.85, "val": 0.05, "test": 0.10}},
+        "training": {
+            "method": "lora",
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            # The rate the plan gives this model on a CPU (the learning-rate rule is what is tested).
+            "learning_rate": learning_rate_for(get_spec("smollm2-135m").params, "lora", "fp32", "cpu")[0],
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.05,
+            "max_steps": 24,  # ~24k real tokens: ~1.5 min at the ~300 tokens/s of 2 idle cores
+            "micro_batch_size": 4,
+            "gradient_accumulation": 1,
+            "packing": True,
+            "precision": "fp32",
+            "gradient_checkpointing": False,
+            "eval_every_steps": 12,
+            "save_every_steps": 12,
+        },
+    })
     root.mkdir(parents=True, exist_ok=True)
     save_config(config, root / "forge.yaml")
 
@@ -96,17 +94,17 @@ def held_out_loss(model, examples, pad_id: int) -> float:
     return total / count
 
 
+
+
 def greedy_answer(model, tokenizer, question: str) -> str:
     import torch
 
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
     end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     with torch.no_grad():
-        output = model.generate(
-            **prompt, max_new_tokens=ANSWER_TOKEN_LIMIT, do_sample=False, eos_token_id=end_id, pad_token_id=end_id
-        )
+        output = model.generate(**prompt, max_new_tokens=ANSWER_TOKEN_LIMIT, do_sample=False, eos_token_id=end_id,
+                                pad_token_id=end_id)
     return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=False)
 
 
@@ -145,10 +143,8 @@ def test_forge_train_makes_smollm2_better_on_held_out_support_chats(tmp_path, bu
     tuned_loss = held_out_loss(tuned, examples, pad_id)
     tuned_answer = greedy_answer(tuned, tokenizer, question)
 
-    report = (
-        f"test loss base {base_loss:.3f} -> fine-tuned {tuned_loss:.3f}; question {question!r}\n"
-        f"base answer: {base_answer!r}\nfine-tuned answer: {tuned_answer!r}"
-    )
+    report = (f"test loss base {base_loss:.3f} -> fine-tuned {tuned_loss:.3f}; question {question!r}\n"
+              f"base answer: {base_answer!r}\nfine-tuned answer: {tuned_answer!r}")
     print(report)
     assert tuned_loss <= 0.9 * base_loss, report
     assert tuned_answer.rstrip().endswith(END_OF_TURN), report  # it stopped by itself within the limit

@@ -99,9 +99,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_train_project):
     root, prepared = tiny_train_project(max_steps=500, eval_every_steps=100, save_every_steps=100)
     run_dir = make_run_dir(root, prepared)
     process = subprocess.Popen(
-        [sys.executable, "-m", "forgellm.training.worker", str(run_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "forgellm.training.worker", str(run_dir)], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     events = []

@@ -125,10 +125,8 @@ def no_recipe_error(file_name: str, records: list[Record], tried: list[tuple[Det
                     proposed: Detection | None = None) -> ForgeError:  # fmt: skip
     """The refusal when no reading fits: what was tried, the columns with samples, the lines to fill in."""
     columns = _column_samples(records)
-    why = (
-        "; ".join(f"{d.shape}: {f.problem()}" for d, f in tried[:4])
-        or "no column pairs with an answer, a label or speaker labels"
-    )
+    why = "; ".join(f"{d.shape}: {f.problem()}" for d, f in tried[:4]) or "no column pairs with an answer, a " \
+        "label or speaker labels"
     guess = proposed or (tried[0][0] if tried else None)
     yaml = recipe_lines(guess, list(columns))
     details = [f"{name}: {samples}" for name, samples in columns.items()]

@@ -154,9 +154,7 @@ class _Columns:
         where = "data.recipe.columns." + key
         return MissingColumnError(
             f"column {name!r} ({key}) is missing; available columns: {available}. Set {where}",
-            column=name,
-            role=key,
-            available=[str(k) for k in self.fields],
+            column=name, role=key, available=[str(k) for k in self.fields],
         )
 
     def value(self, key: str) -> Any:

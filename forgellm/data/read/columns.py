@@ -158,14 +158,8 @@ class Column:
         texts = self.texts
         if not texts:
             return "empty"
-        if all(isinstance(v, bool) for v in self.values) or {t.lower() for t in texts} <= {
-            "true",
-            "false",
-            "0",
-            "1",
-            "yes",
-            "no",
-        }:
+        if all(isinstance(v, bool) for v in self.values) or {t.lower() for t in texts} <= {"true", "false", "0", "1",
+                                                                                           "yes", "no"}:
             return "bool"
         for kind, pattern in (("date", _ISO_DATE), ("url", _URL), ("email", _EMAIL), ("number", _NUMBER)):
             if self.share(lambda t, p=pattern: bool(p.match(t))) >= 0.9:

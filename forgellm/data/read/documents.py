@@ -130,12 +130,8 @@ def detect_speakers(texts: list[str]) -> tuple[dict[str, list[str]], list[str], 
             # Of labels that both alternate with the assistant's, the one right before it is the speaker.
             adjacent_share = sum(sum(1 for x, y in zip(s, s[1:], strict=False) if {x, y} == {a, b})
                                  for s in sequences) / max(1, adjacent)  # fmt: skip
-            score = (
-                alternation
-                + (0.5 if named else 0.0)
-                + 0.2 * min(1.0, adjacent_share)
+            score = alternation + (0.5 if named else 0.0) + 0.2 * min(1.0, adjacent_share) \
                 + 0.1 * len(pairs) / max(1, len(texts))
-            )
             if best is None or score > best[0]:
                 best = (score, a, b, alternation, len(pairs))
     if best is None:

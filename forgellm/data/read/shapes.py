@@ -67,9 +67,8 @@ def _user_side(texty: list[Column], assistant: Column) -> tuple[list[Column], Co
     rest = [c for c in rest if c is not context]
     subjects = [c for c in rest if c.name_score(SUBJECT_HINTS) >= NAMED and c.avg_len < 200]
     candidates = [c for c in rest if c not in subjects] or subjects
-    main = max(
-        candidates, key=lambda c: (round(c.name_score(USER_HINTS), 1), -c.markup_share, c.question_share, c.avg_len)
-    )
+    main = max(candidates,
+               key=lambda c: (round(c.name_score(USER_HINTS), 1), -c.markup_share, c.question_share, c.avg_len))
     # Other user-named text joins the turn; a raw HTML copy of a clean column does not.
     extra = [c for c in candidates if c is not main and c.name_score(USER_HINTS) >= NAMED and c.avg_len >= 20
              and c.markup_share < 0.5]  # fmt: skip
@@ -269,10 +268,8 @@ def _ranked_answers(cols: dict[str, Column]) -> Detection | None:
         if col.norm not in _RANKED or col.list_share < 0.8:
             continue
         lists = [as_list(v) for v in col.values]
-        if (
-            sum(1 for v in lists if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, str) for x in v))
-            < 0.8 * col.rows
-        ):
+        if sum(1 for v in lists if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, str) for x in v)) \
+                < 0.8 * col.rows:
             continue
         columns: dict[str, Any] = {"chosen": col.name, "rejected": col.name}
         for key, names in (("user", _PROMPT[:5]), ("input", ("input",)), ("history", ("history",))):

@@ -185,9 +185,7 @@ def _shape_section(report: StudyReport) -> str:
     )
     warnings = "".join(f"<li>{escape(w)}</li>" for w in shape.get("warnings", []))
     return (
-        "<h2>Shape</h2><table><tr><th>reading</th><th>score</th><th></th><th>why</th></tr>"
-        + body
-        + "</table>"
+        "<h2>Shape</h2><table><tr><th>reading</th><th>score</th><th></th><th>why</th></tr>" + body + "</table>"
         + (f"<ul>{warnings}</ul>" if warnings else "")
     )
 
