@@ -102,6 +102,9 @@ class ErrorCode(StrEnum):
     DOCKER_BUILD_FAILED = "docker-build-failed"  # an image build failed or was interrupted (data: tag)
     DOCKER_ARCH_MISMATCH = "docker-arch-mismatch"  # the image's torch cannot run on this GPU (data: tag, capability)
     DOCKER_RUN_FAILED = "docker-run-failed"  # a container could not start (data: image)
+    # web: `forge ui` and `forge serve`
+    PORT_IN_USE = "port-in-use"  # the port to serve on is taken (data: host, port, free)
+    WEB_UNAUTHORIZED = "web-unauthorized"  # a request without the server's token (HTTP 401)
 
 
 class ForgeError(Exception):
