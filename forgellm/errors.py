@@ -105,7 +105,7 @@ class ErrorCode(StrEnum):
     # web: `forge ui` and `forge serve`
     PORT_IN_USE = "port-in-use"  # the port to serve on is taken (data: host, port, free)
     WEB_UNAUTHORIZED = "web-unauthorized"  # a request without the server's token (HTTP 401)
-    TRAIN_START_FAILED = "train-start-failed"  # `forge train` started from the dashboard exited at once (data: exit_code, log)
+    TRAIN_START_FAILED = "train-start-failed"  # `forge train` started by the UI exited at once (data: exit_code, log)
 
 
 class ForgeError(Exception):

@@ -107,3 +107,32 @@ def lock_held_elsewhere(root: Path, run_id: str = "") -> Iterator[subprocess.Pop
     finally:
         process.kill()
         process.wait()
+
+
+def sse_events(url: str, *, headers: dict[str, str] | None = None, until: Any = None, timeout: float = 20.0):
+    """The server-sent events of `url` as (id, event, data) until the stream ends or `until(events)` holds."""
+    import time
+
+    import httpx
+
+    events: list[tuple[int | None, str, Any]] = []
+    deadline = time.monotonic() + timeout
+    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            assert time.monotonic() < deadline, f"no end after {timeout} s: {events[-3:]}"
+            if line.startswith(":") or line.startswith("retry:"):
+                continue
+            if line:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+                continue
+            if "event" in fields:
+                event_id = int(fields["id"]) if "id" in fields else None
+                events.append((event_id, fields["event"], json.loads(fields["data"])))
+                if until is not None and until(events):
+                    return events
+            fields = {}
+    return events

@@ -35,7 +35,7 @@ PLAN_FIELDS = {
     "export": ("quantizations",),
 }
 # What a page without its record says to run.
-NO_RUNS_HINT = "No training runs yet. Start one with `forge train` (or `forge ignite DATA_FILE \"GOAL\"` from raw data)."
+NO_RUNS_HINT = 'No training runs yet. Start one with `forge train` (or `forge ignite DATA_FILE "GOAL"` from raw data).'
 
 
 def run_layout(root: Path, run_id: str) -> RunLayout:

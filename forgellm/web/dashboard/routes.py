@@ -4,7 +4,7 @@ server-sent events, the project's HTML reports (sandboxed) and training start/st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
@@ -55,8 +55,8 @@ def dashboard_router(project_dir: Path) -> APIRouter:
         return records.runs_page(root)
 
     @router.get("/api/curves")
-    def curves(run: list[str] = Query(default=[])) -> dict[str, Any]:
-        ids = [run_id_of(run_id) for run_id in run[:COMPARE_LIMIT]]
+    def curves(run: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
+        ids = [run_id_of(run_id) for run_id in (run or [])[:COMPARE_LIMIT]]
         return {"runs": records.run_curves(root, ids)}
 
     @router.get("/runs/{run_id}", response_class=HTMLResponse)
