@@ -35,7 +35,8 @@ def test_start_streams_the_run_and_stop_saves_a_checkpoint(tiny_train_project, m
             assert events[-1][2]["step"] >= 1 and "loss" in events[-1][2]
             stopped = httpx.post(f"{url}/api/train/stop", json={})
             assert stopped.status_code == 200 and stopped.json() == {"pid": pid, "run_id": run_id, "signal": "SIGINT"}
-            tail = ds.sse_events(f"{url}/runs/{run_id}/events", headers={"Last-Event-ID": str(events[-1][0])}, timeout=120)
+            after = {"Last-Event-ID": str(events[-1][0])}
+            tail = ds.sse_events(f"{url}/runs/{run_id}/events", headers=after, timeout=120)
             assert tail[-1][1] == "end"
         finally:
             if pid_alive(pid):  # a failed assertion must not leave the training running
