@@ -45,6 +45,7 @@ def test_run_page_draws_metrics_appended_while_it_is_open(tmp_path, monkeypatch,
             page.wait_for_function("document.getElementById('chart-loss').data[0].x.length === 5")
             assert page.evaluate(POINTS, "chart-lr") == [5] and page.evaluate(POINTS, "chart-memory") == [5]
             assert page.inner_text("#skipped-count") == "1"
+            time.sleep(1.5)  # several polls find nothing new: a stream that did not follow the file ends here
             appended = time.monotonic()
             recovery = {"event": "recovery", "kind": "oom", "step": 7, "changes": {}, "explanation": "<b>smaller</b>"}
             writer = threading.Thread(

@@ -72,6 +72,7 @@ def test_events_follow_a_growing_file_and_resume_after_last_event_id(tmp_path, m
     lock.acquire(RUN)  # the run trains: the stream follows its file
 
     def write_more() -> None:
+        time.sleep(1.5)  # several polls find nothing new: a stream that did not follow the file ends here
         for step in range(4, 9):
             time.sleep(0.3)
             ds.write_lines(metrics, [ds.step_line(step)])

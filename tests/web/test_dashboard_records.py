@@ -53,12 +53,13 @@ def test_curves_keep_the_last_value_of_a_step_trained_again(tmp_path):
 def test_eval_and_exports_pages_read_their_records(tmp_path):
     root = ds.project(tmp_path)
     assert records.eval_page(root)["eval"] is None and records.exports_page(root)["exports"] == []
-    summary = {"base": {"loss": 2.5, "stop_rate": 0.1}, "tuned": {"loss": 1.1, "stop_rate": 0.95}, "verdict": "Better."}
+    summary = {"base": {"loss": 2.5, "stop_rate": 0.1}, "tuned": {"loss": 1.1, "stop_rate": 0.95}}
+    summary["verdict"] = {"status": "better", "message": "Better.", "suggestions": []}
     example = {"question": "Where?", "base": "No idea", "tuned": "It ships.", "reference": "Tomorrow."}
     (root / "reports" / "eval.json").write_text(json.dumps({"run_id": "r1", "summary": summary, "examples": [example]}))
     page = records.eval_page(root)
     assert {f["name"]: (f["base"], f["tuned"]) for f in page["figures"]}["loss"] == (2.5, 1.1)
-    assert page["examples"][0]["tuned"] == "It ships." and page["verdict"] == "Better."
+    assert page["examples"][0]["tuned"] == "It ships." and page["verdict"]["message"] == "Better."
     folder = root / "exports" / "bot"
     folder.mkdir(parents=True)
     (folder / "bot-q8_0.gguf").write_bytes(b"G" * 4096)

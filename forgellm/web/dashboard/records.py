@@ -207,14 +207,16 @@ def eval_page(root: Path) -> dict[str, Any]:
     status = eval_status(root)
     record = EvalRecord.load(layout) if status and not status["damaged"] else None
     keys = sorted(set((status or {}).get("base", {})) | set((status or {}).get("tuned", {})))
-    verdict = (record.summary.get("verdict") if record else None) or None
+    verdict = record.summary.get("verdict") if record else None  # {status, message, suggestions}
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("message"), str):
+        verdict = None
     return {
         "eval": status,
         "figures": [
             {"name": key, "base": status["base"].get(key), "tuned": status["tuned"].get(key)}  # type: ignore[index]
             for key in keys
         ],
-        "verdict": verdict if isinstance(verdict, str) else None,
+        "verdict": verdict,
         "examples": record.examples if record else [],
         "warnings": record.warnings if record else [],
         "checkpoint": record.checkpoint if record else None,

@@ -10,7 +10,7 @@ const PLOT_CONFIG = { responsive: true, displaylogo: false };
 // chart div -> its series: [trace index, event kind, field, scale]
 const CHARTS = {
   "chart-loss": { title: "Loss", series: [["loss", "step", "loss", 1], ["val loss", "eval", "val_loss", 1]] },
-  "chart-lr": { title: "Learning rate", series: [["lr", "step", "lr", 1]] },
+  "chart-lr": { title: "Learning rate", series: [["lr", "step", "lr", 1]], yaxis: { exponentformat: "e" } },
   "chart-speed": { title: "Tokens/s", series: [["tokens/s", "step", "tokens_per_s", 1]] },
   "chart-memory": { title: "Peak memory (MiB)", series: [["memory", "step", "memory_bytes", 1 / MIB]] },
 };
@@ -40,7 +40,7 @@ function setupCharts() {
     state.pending[id] = chart.series.map(() => []);
     Plotly.newPlot(id, traces, {
       title: { text: chart.title }, margin: { t: 40, r: 10, l: 50, b: 40 },
-      xaxis: { title: { text: "step" } }, legend: { orientation: "h" }, showlegend: chart.series.length > 1,
+      xaxis: { title: { text: "step" } }, yaxis: chart.yaxis || {}, legend: { orientation: "h" }, showlegend: chart.series.length > 1,
     }, PLOT_CONFIG);
   }
 }
@@ -83,7 +83,7 @@ function addIncident(record, step) {
   const color = record.event === "recovery" ? "#c2410c" : "#b42318";
   state.shapes.push({ type: "line", xref: "x", yref: "paper", x0: step, x1: step, y0: 0, y1: 1, line: { color: color, dash: "dash", width: 1 } });
   state.annotations.push({
-    x: step, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false, textangle: -90,
+    x: step, xref: "x", y: 1, yref: "paper", yanchor: "top", xanchor: "left", showarrow: false, textangle: -90,
     text: plainText(`${kind} ${text}`, 60), hovertext: plainText(text, 300), font: { size: 10, color: color },
   });
   state.marksDirty = true;
@@ -139,6 +139,8 @@ function connect(runId) {
     source.close();  // else EventSource reconnects to a finished stream forever
     flush();
     status.textContent = "not training (all metrics shown)";
+    const stop = document.getElementById("train-stop");
+    if (stop) stop.hidden = true;
   });
   source.addEventListener("error", () => {
     if (source.readyState !== EventSource.CLOSED) status.textContent = "reconnecting…";
