@@ -130,3 +130,38 @@ def test_a_training_that_dies_at_once_shows_its_output(tmp_path, monkeypatch):
     assert "forge prepare" in error["message"]  # the CLI's own message, from the log tail
     (log,) = (root / ".forge").glob("ui-train-*.log")
     assert str(log.relative_to(root)) in error["fix"]
+
+
+def test_data_eval_and_exports_pages_show_their_records(tmp_path, monkeypatch):
+    import json
+
+    root = ds.project(tmp_path)
+    finding = {"code": "dup", "severity": "warning", "title": "Duplicate rows", "detail": "12 rows repeat <b>x</b>",
+               "fix": "Set preprocessing.dedup: true", "count": 12, "examples": [3]}  # fmt: skip
+    column = {"name": "answer_text", "type": "str", "filled": 470, "missing": {"total": 10, "share": 0.0208},
+              "distinct": None, "mean_chars": 88.5}  # fmt: skip
+    (root / "reports" / "study.json").write_text(json.dumps({"rows": 480, "findings": [finding], "columns": [column]}))
+    (root / "reports" / "study.html").write_text("<html>the study</html>")
+    summary = {"base": {"loss": 2.5}, "tuned": {"loss": 1.1}, "verdict": {"status": "better", "message": "Better."}}
+    example = {"question": "Where is my order?", "base": "No idea", "tuned": "It ships.", "reference": "Tomorrow."}
+    (root / "reports" / "eval.json").write_text(json.dumps({"run_id": RUN, "summary": summary, "examples": [example]}))
+    folder = root / "exports" / "bot"
+    folder.mkdir(parents=True)
+    (folder / "bot-q8_0.gguf").write_bytes(b"G" * 4096)
+    (folder / "Modelfile").write_text('FROM ./bot-q8_0.gguf\nPARAMETER stop "<|im_end|>"\n')
+    meta = {"name": "bot", "run_id": RUN, "files": {"gguf": {"q8_0": "bot-q8_0.gguf"}, "modelfile": "Modelfile"}}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with ds.dashboard(root, monkeypatch) as url:
+        data = httpx.get(f"{url}/data").text
+        assert "480" in data and "Duplicate rows" in data and "preprocessing.dedup" in data
+        assert "answer_text" in data and "88.5" in data and "2%" in data
+        assert (
+            "12 rows repeat &lt;b&gt;x&lt;/b&gt;" in data
+            and '<iframe id="study-report" src="/reports/study.html" sandbox' in data
+        )
+        evaluation = httpx.get(f"{url}/eval").text
+        assert "Better." in evaluation and "It ships." in evaluation and "Tomorrow." in evaluation
+        exports = httpx.get(f"{url}/exports").text
+        assert "bot-q8_0.gguf" in exports and "4.1 kB" in exports
+        assert "PARAMETER stop &#34;&lt;|im_end|&gt;&#34;" in exports
+        assert "ollama create bot -f exports/bot/Modelfile" in exports
