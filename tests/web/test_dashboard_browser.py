@@ -63,6 +63,7 @@ def test_run_page_draws_metrics_appended_while_it_is_open(tmp_path, monkeypatch,
             assert page.inner_text("#incidents tbody").count("<b>smaller</b>") == 1  # shown as text
             lock.release()
             page.wait_for_function("document.getElementById('stream-state').textContent.startsWith('not training')")
+            page.wait_for_function("document.getElementById('run-state').textContent === 'incomplete'")
     finally:
         lock.release()
 

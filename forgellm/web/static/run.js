@@ -141,6 +141,12 @@ function connect(runId) {
     status.textContent = "not training (all metrics shown)";
     const stop = document.getElementById("train-stop");
     if (stop) stop.hidden = true;
+    // The run's state as status now reads it (completed, interrupted, failed ...).
+    fetchJSON(`/api/runs/${encodeURIComponent(runId)}`).then((data) => {
+      const badge = document.getElementById("run-state");
+      badge.textContent = data.run.state;
+      badge.className = `state-${data.run.state}`;
+    }).catch((error) => showProblem(error.message));
   });
   source.addEventListener("error", () => {
     if (source.readyState !== EventSource.CLOSED) status.textContent = "reconnecting…";
