@@ -9,6 +9,7 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from forgellm.project.lock import pid_alive
 from forgellm.project.run_record import list_checkpoints
@@ -16,6 +17,7 @@ from forgellm.training.summary import read_metrics
 from web import dashboard_support as ds
 
 
+@pytest.mark.slow  # 13-21 s on 2 cores: a real `forge train` process, its worker and a checkpoint
 def test_start_streams_the_run_and_stop_saves_a_checkpoint(tiny_train_project, monkeypatch):
     root, _ = tiny_train_project(max_steps=400, save_every_steps=100, eval_every_steps=200)
     with ds.dashboard(root, monkeypatch) as url:
