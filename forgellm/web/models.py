@@ -235,7 +235,14 @@ class ModelStatus:
 class ModelHost:
     """The models a server offers, loaded on first use, one generation at a time (see the module's doc)."""
 
-    def __init__(self, entries: list[ModelEntry], *, engine: str = "auto", max_loaded: int = MAX_LOADED) -> None:
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        *,
+        engine: str = "auto",
+        max_loaded: int = MAX_LOADED,
+        scan: Callable[[], list[ModelEntry]] | None = None,
+    ) -> None:
         if not entries:
             raise ForgeError(
                 "There is no model to serve.",
@@ -249,15 +256,20 @@ class ModelHost:
         self._failed: dict[str, tuple[float, ForgeError]] = {}
         self._state = threading.Lock()  # _loaded/_failed are changed by the worker, read by the event loop
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-model")
+        self._scan = scan  # finds the entries again (a project's runs and exports change while it serves)
+        self._running: threading.Event | None = None  # the cancel event of the generation in progress
 
     @classmethod
     def for_project(cls, project_dir: Path, *, engine: str = "auto", config: Any = None) -> ModelHost:
         """Every model of the project: the base model, each run with best weights, each export."""
         from forgellm.config.io import load_config
 
-        config = config if config is not None else load_config(project_dir).config
-        entries = [_base_entry(project_dir, config, engine), *_run_entries(project_dir, engine)]
-        return cls([*entries, *_export_entries(project_dir, engine)], engine=engine)
+        def scan(config: Any = None) -> list[ModelEntry]:
+            config = config if config is not None else load_config(project_dir).config
+            entries = [_base_entry(project_dir, config, engine), *_run_entries(project_dir, engine)]
+            return [*entries, *_export_entries(project_dir, engine)]
+
+        return cls(scan(config), engine=engine, scan=scan)
 
     @classmethod
     def for_model(cls, ref: str | None, project_dir: Path | None, *, engine: str = "auto") -> ModelHost:
@@ -274,7 +286,20 @@ class ModelHost:
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
 
+    def refresh(self) -> None:
+        """Find the models again (a project host: runs and exports finished since appear, deleted ones go)."""
+        if self._scan is None:
+            return
+        try:
+            entries = self._scan()
+        except ForgeError:  # forge.yaml unreadable for a moment (being saved): keep the models known
+            return
+        if entries:
+            self._entries = {entry.id: entry for entry in entries}
+
     def entry(self, model_id: str) -> ModelEntry:
+        if model_id not in self._entries:
+            self.refresh()
         if model_id in self._entries:
             return self._entries[model_id]
         raise ForgeError(
@@ -285,6 +310,8 @@ class ModelHost:
         )
 
     def status(self) -> list[ModelStatus]:
+        """Every model (found again first) with whether it is loaded and its last load failure."""
+        self.refresh()
         with self._state:
             return [ModelStatus(e, e.id in self._loaded, self._recent_failure(e.id)) for e in self._entries.values()]
 
@@ -328,6 +355,7 @@ class ModelHost:
     def _work(self, entry: ModelEntry, request: GenerationRequest, put: Callable[[Any], None], cancel: Any) -> None:
         if cancel.is_set():  # the client left while this request waited its turn
             return
+        self._running = cancel
         try:
             run_generation(self._load(entry), request, put, cancel)
         except ForgeError as error:
@@ -377,8 +405,10 @@ class ModelHost:
             cancel.set()  # the client went away (or the answer is complete): free the worker
 
     def close(self) -> None:
-        """Stop the worker (after the generation in progress) and drop the loaded models."""
+        """Stop the generation in progress and the worker, drop the queued requests and the loaded models."""
         self._worker.shutdown(wait=False, cancel_futures=True)
+        if self._running is not None:
+            self._running.set()
         with self._state:
             self._loaded.clear()
 

@@ -33,3 +33,18 @@ def model_project(root: Path, paris: Path, lyon_adapter: Path, lyon_merged: Path
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
     add_export(root, broken, name=BROKEN)
     return root
+
+
+def looping_model(folder: Path) -> Path:
+    """A Paris-family model that answers "a" without end (its context made long): an answer that runs until a
+    limit or until the client leaves."""
+    from inference.inference_support import _table_model, _tokenizer, _wire
+
+    tokenizer = _tokenizer()
+    model = _table_model(tokenizer)
+    newline, letter = tokenizer("\na", add_special_tokens=False)["input_ids"]
+    _wire(model, [(newline, letter), (letter, letter)])
+    model.config.max_position_embeddings = 1_000_000
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -5,18 +5,26 @@ list with modes, queued concurrent requests, and errors (unknown model, a model 
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import openai
 import pytest
-from inference.inference_support import lyon_adapter_dir, lyon_merged_dir, paris_model_dir  # noqa: F401
+from inference.inference_support import (  # noqa: F401
+    add_export,
+    add_run,
+    lyon_adapter_dir,
+    lyon_merged_dir,
+    paris_model_dir,
+    write_project,
+)
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.web.app import create_app
 from forgellm.web.models import CHAT, COMPLETION, ModelHost, detect_mode
 from forgellm.web.openai_api import openai_router
 from forgellm.web.security import Access
-from web.api_support import BROKEN, CPT_RUN_ID, RUN_ID, model_project
+from web.api_support import BROKEN, CPT_RUN_ID, RUN_ID, looping_model, model_project
 from web.support import serving
 
 END_OF_TURN = "<|im_end|>"
@@ -128,6 +136,39 @@ def test_concurrent_clients_queue_and_all_finish(api):
     assert answers == {"base": "Paris", "export:lyon-bot": "Lyon", f"run:{RUN_ID}": "Lyon"}
     # Three models used, at most two kept in memory.
     assert sum(m["loaded"] for m in httpx.get(f"{url}/v1/models").json()["data"]) == 2
+
+
+def test_a_long_answer_leaves_the_server_free_and_stops_when_its_client_leaves(tmp_path, request):
+    # The base model says "a" without end; the export (Lyon) waits its turn behind it.
+    project = write_project(tmp_path / "loop", str(looping_model(tmp_path / "looping-model")))
+    add_export(project, request.getfixturevalue("lyon_merged_dir"))
+    host = ModelHost.for_project(project)
+    body = {"model": "base", "stream": True, "max_tokens": 200_000, "messages": [{"role": "user", "content": "hi"}]}
+    with serving(create_app(Access("127.0.0.1", None), [openai_router(host)])) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as answer:
+            lines = answer.iter_lines()
+            assert '"content": "a"' in next(line for line in lines if '"content": "a"' in line)
+            started = time.monotonic()
+            assert httpx.get(f"{url}/health").status_code == 200  # the event loop is not generating
+            assert time.monotonic() - started < 1.0
+        # The client left: its generation stops, and the next request does not wait ~2 minutes for it.
+        started = time.monotonic()
+        assert ask(client, "export:lyon-bot").choices[0].message.content == "Lyon"
+        assert time.monotonic() - started < 10
+    host.close()
+
+
+def test_a_run_finished_after_the_start_is_offered(api, project, request):
+    url, client = api
+    add_run(
+        project,
+        request.getfixturevalue("lyon_adapter_dir"),
+        request.getfixturevalue("paris_model_dir"),
+        "20260103-000000-new",
+    )
+    assert "run:20260103-000000-new" in [model.id for model in client.models.list()]
+    assert ask(client, "run:20260103-000000-new").choices[0].message.content == "Lyon"
 
 
 def test_errors_have_openais_shape(api):
