@@ -44,9 +44,6 @@ def test_a_message_gets_a_streamed_answer_and_two_models_compare(page, chat_url)
     assert page.locator("nav a.here").inner_text() == "Chat"
     page.select_option("#model-a", "base")
     assert page.locator("#lane-a .mode").inner_text() == "chat template"
-    page.select_option("#model-a", f"run:{CPT_RUN_ID}")
-    assert page.locator("#lane-a .mode").inner_text() == "plain-text completion"
-    page.select_option("#model-a", "base")
     send(page, "What is the capital? <b>bold</b>")
     answer = page.locator("#lane-a .turn.assistant .text")
     answer.filter(has_text="Paris").wait_for()
@@ -59,6 +56,13 @@ def test_a_message_gets_a_streamed_answer_and_two_models_compare(page, chat_url)
     page.locator("#lane-b .turn.assistant .meta").wait_for()
     page.locator("#lane-a .turn.assistant .meta").nth(1).wait_for()
     assert page.locator("#lane-a .turn.assistant .text").all_inner_texts() == ["Paris", "Paris"]
+    assert page.locator("#lane-b .turn.assistant .text").all_inner_texts() == ["Lyon"]
+    # A completion model gets the message as typed, as plain text: after its final newline it says "Lyon".
+    page.select_option("#model-b", f"run:{CPT_RUN_ID}")
+    assert page.locator("#lane-b .mode").inner_text() == "plain-text completion"
+    page.fill("#message", "Capital:\n")
+    page.click("#send")
+    page.locator("#lane-b .turn.assistant .meta").wait_for()
     assert page.locator("#lane-b .turn.assistant .text").all_inner_texts() == ["Lyon"]
 
 

@@ -183,6 +183,10 @@ def test_errors_have_openais_shape(api):
     # Only JSON bodies: a cross-site form post is refused before any model runs.
     form = httpx.post(f"{url}/v1/chat/completions", data={"model": "base", "messages": "hi"})
     assert form.status_code == 400 and form.json()["error"]["type"] == "invalid_request_error"
+    # Nor JSON text sent as text/plain, which a cross-site fetch may send without asking first.
+    body = '{"model": "base", "messages": [{"role": "user", "content": "hi"}]}'
+    plain = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 400
 
 
 def test_a_model_that_does_not_load_is_an_error_and_the_others_still_answer(api):
@@ -190,7 +194,7 @@ def test_a_model_that_does_not_load_is_an_error_and_the_others_still_answer(api)
     with pytest.raises(openai.APIStatusError, match="could not be loaded") as failed:
         ask(client, f"export:{BROKEN}")
     assert failed.value.status_code == 503 and failed.value.body["code"] == "model_load_failed"
-    assert failed.value.body["fix"]
+    assert failed.value.body["fix"] and failed.value.response.headers["x-should-retry"] == "false"
     streamed = httpx.post(
         f"{url}/v1/chat/completions",
         json={"model": f"export:{BROKEN}", "stream": True, "messages": [{"role": "user", "content": "hi"}]},

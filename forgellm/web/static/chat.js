@@ -96,10 +96,11 @@ function requestFor(someLane, model, text) {
     model: model.id, stream: true, stream_options: { include_usage: true },
     temperature: number("temperature", 0), max_tokens: Math.max(1, Math.round(number("max-tokens", 256))),
   };
+  // A completion prompt goes as typed: its last space or newline decides what comes next.
   if (model.mode === "completion") return ["/v1/completions", { ...options, prompt: text }];
   const system = document.getElementById("system").value.trim();
   const messages = [...(system ? [{ role: "system", content: system }] : []), ...someLane.history,
-    { role: "user", content: text }];
+    { role: "user", content: text.trim() }];
   return ["/v1/chat/completions", { ...options, messages }];
 }
 
@@ -158,7 +159,9 @@ async function answer(someLane, text, signal) {
       }
       usage = event.usage || usage;
     }
-    if (model.mode === "chat") someLane.history.push({ role: "user", content: text }, { role: "assistant", content: reply });
+    if (model.mode === "chat") {
+      someLane.history.push({ role: "user", content: text.trim() }, { role: "assistant", content: reply });
+    }
     addMeta(turn, ending(finish, usage, (performance.now() - started) / 1000));
   } catch (error) {
     if (error.name === "AbortError") {
@@ -180,8 +183,8 @@ function setBusy(busy) {
 async function send(event) {
   event.preventDefault();
   const box = document.getElementById("message");
-  const text = box.value.trim();
-  if (!text || controller || !models.length) return;
+  const text = box.value;
+  if (!text.trim() || controller || !models.length) return;
   box.value = "";
   showProblem("");
   controller = new AbortController();
