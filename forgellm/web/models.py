@@ -134,11 +134,7 @@ def _run_entries(project_dir: Path, engine: str) -> list[ModelEntry]:
         record = RunRecord.load(run_dir)
         if record.best is None:
             continue
-        try:
-            stage = record.load_config().training.stage
-        except ForgeError:  # a damaged snapshot: loading the run will say so
-            stage = "sft"
-        mode, why = detect_mode(stage=stage, template=None, own_template=None)
+        mode, why = detect_mode(stage=_run_stage(record), template=None, own_template=None)
         run_id = record.run_id
         status = f", {record.status}" if record.status and record.status != "completed" else ""
         entries.append(
@@ -150,12 +146,21 @@ def _run_entries(project_dir: Path, engine: str) -> list[ModelEntry]:
                 why,
                 lambda run_id=run_id: run_choice(project_dir, engine, _progressless, run_id),
                 _mtime(record.best),
-            )  # fmt: skip
+            )
         )
     return entries
 
 
+def _run_stage(record: Any) -> str:
+    """The training stage of a run, from its config snapshot."""
+    try:
+        return str(record.load_config().training.stage)
+    except ForgeError:  # a damaged snapshot: loading the run will say so
+        return "sft"
+
+
 def _export_stage(meta: Any) -> str:
+    """The training stage of an export (older metadata has it only in the run's config snapshot)."""
     training = meta.config.get("training") if isinstance(meta.config, dict) else None
     stage = meta.stage or (training.get("stage") if isinstance(training, dict) else None)
     return str(stage or "sft")
@@ -181,7 +186,7 @@ def _export_entries(project_dir: Path, engine: str) -> list[ModelEntry]:
                 why,
                 lambda folder=export.folder: path_choice(project_dir, str(folder), engine, _progressless),
                 _mtime(export.metadata),
-            )  # fmt: skip
+            )
         )
     return entries
 
@@ -190,21 +195,18 @@ def _entry_of_choice(choice: ModelChoice, ref: str | None, project_dir: Path | N
     """The entry for a model already chosen (`forge serve MODEL`): its id, and its mode from the run or
     export its weights belong to, else from its tokenizer and forge.yaml."""
     from forgellm.project.export_record import ExportMetadata
+    from forgellm.project.layout import ExportLayout, RunLayout
     from forgellm.project.run_record import RunRecord
     from forgellm.templates.detect import tokenizer_chat_template
 
     weights = choice.adapter_dir or choice.model_dir or choice.gguf_path
     stage, model_id = None, None
     for folder in (weights.parent, weights.parent.parent) if weights is not None else ():
-        if (folder / "run.json").is_file():
+        if RunLayout(folder).spec.is_file():  # runs/<id>/best or runs/<id>/checkpoints/step-N
             record = RunRecord.load(folder)
-            try:
-                stage = record.load_config().training.stage
-            except ForgeError:
-                stage = "sft"
-            model_id = f"run:{record.run_id}"
+            stage, model_id = _run_stage(record), f"run:{record.run_id}"
             break
-        meta = ExportMetadata.load(folder) if (folder / "metadata.json").is_file() else None
+        meta = ExportMetadata.load(folder) if ExportLayout(folder).metadata.is_file() else None
         if meta is not None:
             stage, model_id = _export_stage(meta), f"export:{folder.name}"
             break
