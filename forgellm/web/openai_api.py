@@ -211,7 +211,8 @@ def _sse(first: Any, rest: AsyncIterator[Any], chunks: Callable[[Any], list[dict
                 item = await anext(rest)
             yield "data: [DONE]\n\n"
         except ForgeError as error:  # after the first piece: the stream carries the error, as OpenAI's does
-            yield f"data: {json.dumps({'error': {'message': error.message, 'code': error.code.value}})}\n\n"
+            problem = {"message": error.message, "fix": error.fix, "code": error.code.value, "type": "server_error"}
+            yield f"data: {json.dumps({'error': problem}, ensure_ascii=False)}\n\n"
         finally:
             await rest.aclose()  # a client that left stops the generation
 
