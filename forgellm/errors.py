@@ -106,6 +106,8 @@ class ErrorCode(StrEnum):
     PORT_IN_USE = "port-in-use"  # the port to serve on is taken (data: host, port, free)
     WEB_UNAUTHORIZED = "web-unauthorized"  # a request without the server's token (HTTP 401)
     TRAIN_START_FAILED = "train-start-failed"  # `forge train` started by the UI exited at once (data: exit_code, log)
+    MODEL_NOT_SERVED = "model-not-served"  # a request names a model the server does not offer (data: model)
+    GENERATION_FAILED = "generation-failed"  # a model failed while answering, not in a way Forge knows (data: cause)
 
 
 class ForgeError(Exception):
