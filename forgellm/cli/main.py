@@ -23,6 +23,7 @@ def _register() -> None:
         project_cmds,
         template_cmds,
         train_cmds,
+        web_cmds,
     )
 
 

@@ -71,6 +71,7 @@ EVAL_JSON = "eval.json"
 # .forge/
 PROJECT_LOCK = "project.lock"  # one writing command at a time (forgellm.project.lock)
 IGNITE_STATE = "ignite.json"
+UI_TRAIN_LOG_PREFIX = "ui-train-"  # .forge/ui-train-<time>.log: the output of a training started from `forge ui`
 INPUT_HASHES = "input-hashes.json"
 ADVISOR_CACHE = "advisor-cache"
 SCRIPTS_DIR = "scripts"
@@ -294,6 +295,9 @@ class ProjectLayout:
     @property
     def project_lock(self) -> Path:
         return self.state_dir / PROJECT_LOCK
+
+    def ui_train_log(self, stamp: str) -> Path:
+        return self.state_dir / f"{UI_TRAIN_LOG_PREFIX}{stamp}.log"
 
     @property
     def ignite_state(self) -> Path:

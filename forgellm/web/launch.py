@@ -84,7 +84,12 @@ def serve(app: Any, host: str, port: int, on_started: Callable[[int], None] | No
             on_started(bound_port(server))
         await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the Ctrl-C it caught
+        if server.started:
+            return  # Ctrl-C is how a server is meant to stop
+        raise
     if not server.started:  # uvicorn logged why (e.g. the port was taken in between) and gave up
         raise ForgeError(
             f"The server could not start on {host}:{port}.",

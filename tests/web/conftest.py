@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inference.inference_support import lyon_adapter_dir, lyon_merged_dir, paris_model_dir  # noqa: F401
 
 CHROMIUM = os.environ.get("FORGE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

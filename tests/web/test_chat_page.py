@@ -5,7 +5,6 @@ shown as its error (message and fix) while the page keeps working."""
 from __future__ import annotations
 
 import pytest
-from inference.inference_support import lyon_adapter_dir, lyon_merged_dir, paris_model_dir  # noqa: F401
 
 from forgellm.web.app import create_app
 from forgellm.web.chat_page import chat_router

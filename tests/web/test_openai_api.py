@@ -10,14 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from inference.inference_support import (  # noqa: F401
-    add_export,
-    add_run,
-    lyon_adapter_dir,
-    lyon_merged_dir,
-    paris_model_dir,
-    write_project,
-)
+from inference.inference_support import add_export, add_run, write_project
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.web.app import create_app

@@ -28,7 +28,6 @@ from forgellm.project.lock import ProjectLock
 
 # The CLI's entry point, as the console script `forge` calls it (forgellm.cli.main has no __main__).
 FORGE_CODE = "from forgellm.cli.main import run; run()"
-LOG_PREFIX = "ui-train-"  # .forge/ui-train-<time>.log: one per start from the dashboard
 STARTUP_SECONDS = 60.0  # how long a start waits for the child to take the lock (imports, config checks)
 LOG_TAIL_BYTES = 4000
 _STARTING = threading.Lock()  # two clicks at once: the second waits, then finds the lock taken
@@ -54,7 +53,7 @@ class TrainOptions:
 
 
 def train_log(root: Path, started: float) -> Path:
-    return ProjectLayout(root).state_dir / f"{LOG_PREFIX}{datetime.fromtimestamp(started):%Y%m%d-%H%M%S-%f}.log"
+    return ProjectLayout(root).ui_train_log(f"{datetime.fromtimestamp(started):%Y%m%d-%H%M%S-%f}")
 
 
 def check_unlocked(root: Path) -> None:
