@@ -89,11 +89,21 @@ def test_an_interrupted_build_tags_nothing_and_leaves_no_container(forge_image, 
         pytest.skip("needs the session's own build (FORGE_TEST_FORGE_IMAGE names a ready image)")
     before_id = docker("image", "inspect", "--format", "{{.Id}}", "forge:cpu")
     containers_before = set(docker("ps", "-aq").split())
-    build = subprocess.Popen(
-        [FORGE, "docker", "build", "--arch", "cpu", "--local-base",
-         "--wheels", str(wheels), "--no-cache"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    # Output to files, not pipes: the test waits for the process itself, never for a pipe some other process
+    # might hold open. PYTHONFAULTHANDLER: if the build ever hangs after Ctrl-C, SIGABRT prints every thread's
+    # stack into err.txt, and the failure shows where it hung.
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        build = subprocess.Popen(
+            [FORGE, "docker", "build", "--arch", "cpu", "--local-base",
+             "--wheels", str(wheels), "--no-cache"],
+            stdout=out_file, stderr=err_file, text=True,
+            env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
+        )  # fmt: skip
+
+    def output() -> str:
+        return f"{out_path.read_text()[-2000:]}\n{err_path.read_text()[-6000:]}"
+
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and build.poll() is None:
         if set(docker("ps", "-q").split()) - containers_before:
@@ -101,10 +111,16 @@ def test_an_interrupted_build_tags_nothing_and_leaves_no_container(forge_image, 
         time.sleep(0.2)
     if build.poll() is not None or time.monotonic() >= deadline:
         build.kill()
-        out, err = build.communicate()
-        pytest.fail(f"the build never ran a step (exit {build.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+        build.wait()
+        pytest.fail(f"the build never ran a step (exit {build.returncode}):\n{output()}")
     build.send_signal(signal.SIGINT)
-    out, err = build.communicate(timeout=60)
+    try:
+        build.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        build.send_signal(signal.SIGABRT)  # faulthandler writes the stacks, then the process dies
+        build.wait(timeout=30)
+        pytest.fail(f"the build did not stop within 60 s of Ctrl-C; its output and stacks:\n{output()}")
+    out, err = out_path.read_text(), err_path.read_text()
     assert build.returncode == 130, out + err
     assert "no image was tagged" in err and "Traceback" not in err
     assert docker("image", "inspect", "--format", "{{.Id}}", "forge:cpu") == before_id
