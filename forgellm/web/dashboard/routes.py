@@ -100,7 +100,7 @@ def dashboard_router(project_dir: Path) -> APIRouter:
 
     @router.get("/eval", response_class=HTMLResponse)
     def eval_page(request: Request) -> HTMLResponse:
-        return page(request, "eval.html", "eval", **records.eval_page(root))
+        return page(request, "evaluation.html", "eval", **records.eval_page(root))
 
     @router.get("/exports", response_class=HTMLResponse)
     def exports_page(request: Request) -> HTMLResponse:
