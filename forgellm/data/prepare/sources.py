@@ -184,8 +184,9 @@ def _hub_snapshot(text: str) -> tuple[Path, ForgeError | None]:
     cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
     snapshots = cache / ("datasets--" + repo.replace("/", "--")) / "snapshots"
     found = sorted(snapshots.glob("*"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
-    if found:
-        return found[-1], None
+    data = _data_files(found[-1]) if found else []
+    if data:
+        return data[0], None
     local = "data/" + repo.rsplit("/", 1)[-1]
     return snapshots, ForgeError(
         f"The hub data set {repo} ({text}) is not on this machine, and `forge prepare` does not download data.",
@@ -195,6 +196,15 @@ def _hub_snapshot(text: str) -> tuple[Path, ForgeError | None]:
         code=ErrorCode.DATA_SOURCE_OFFLINE,
         data={"id": repo, "cache": str(cache)},
     )
+
+
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".jsonl.gz", ".json.gz", ".csv.gz")
+
+
+def _data_files(snapshot: Path) -> list[Path]:
+    """A hub snapshot's data files, its train split first (the file read: one file per source)."""
+    files = [p for p in snapshot.rglob("*") if p.name.lower().endswith(_DATA_SUFFIXES)]
+    return sorted(files, key=lambda p: ("train" not in p.name.lower(), str(p.relative_to(snapshot))))
 
 
 def record_detections(layout: ProjectLayout, mixture: Mixture) -> None:
