@@ -154,7 +154,8 @@ def test_counts_and_a_csv_source(make_project, shared_data, tmp_path):
         {"name": "alpaca", "path": str(shared_data / "alpaca_en_demo.json"), "role": "general", "count": 40},
         {"name": "toy", "path": str(shared_data / "openai_messages_toy.jsonl"), "role": "replay", "count": 2},
     ]
-    result = _prepare(_project(make_project, sources, model={"max_length": 1024}))
+    project = _project(make_project, sources, model={"max_length": 1024})
+    result = _prepare(project)
     stats = result.stats
     assert stats.sources["alpaca"]["train"] == 40 and stats.sources["toy"]["train"] == 2
     assert stats.sources["tickets"]["train"] == stats.sources["tickets"]["available"] - (
@@ -162,6 +163,10 @@ def test_counts_and_a_csv_source(make_project, shared_data, tmp_path):
     )  # ratio 1.0 among the ratio sources: all of it
     per_split = _check_rows_match_stats(result)
     assert per_split["train"]["alpaca"] == 40
+    from forgellm.status.data import prepared_status
+
+    shown = prepared_status(project, load_config(project).config, project)["prepared"][0]["sources"]
+    assert shown == {name: source["used"] for name, source in stats.sources.items()}
 
 
 def test_mixture_seed_changes_the_general_rows_only(make_project, shared_data):
