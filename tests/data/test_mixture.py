@@ -133,6 +133,7 @@ def test_sft_mixture_of_transcripts_and_alpaca(make_project, shared_data):
     # The detected readings are written into each source's entry of forge.yaml, as for one data.source.
     saved = load_config(project).config.data.sources
     assert [s.format for s in saved] == ["transcript", "alpaca"]
+    assert _prepare(project).already_prepared  # with the recorded readings: the same settings, nothing redone
     # The same forge.yaml in another project gives the same rows.
     again = _prepare(_copy(project))
     assert _rows(again.output_dir) == _rows(result.output_dir)

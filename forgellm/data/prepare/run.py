@@ -157,6 +157,7 @@ def _prepare_mixture(
             code=ErrorCode.USAGE_INVALID,
         )
     mixture = open_mixture(layout, config, hooks.step)
+    config = mixture.settled(config)
     anchor = mixture.sources[0].path  # checked to exist; names the preparation in messages
     run = _PrepareRun(layout, anchor, config, hooks, mixture)
     result = run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)

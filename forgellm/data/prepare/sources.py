@@ -96,6 +96,16 @@ class Mixture:
 
         return stream(), total
 
+    def settled(self, config: ForgeConfig) -> ForgeConfig:
+        """The config with each detected source's format and recipe in its entry: what forge.yaml holds after
+        `record_detections`, so the settings' fingerprint is the same on the next run ("already prepared")."""
+        updated = config.model_copy(deep=True)
+        for entry in updated.data.sources:
+            source = next((s for s in self.sources if s.name == entry.name and s.detected is not None), None)
+            if source is not None and entry.format == "auto":
+                entry.format, entry.recipe = source.format, source.recipe  # type: ignore[assignment]
+        return updated
+
     def reading(self) -> dict[str, Any]:
         return {"sources": {name: read() for name, read in self.readings.items()}}
 
@@ -216,8 +226,4 @@ def record_detections(layout: ProjectLayout, mixture: Mixture) -> None:
     from forgellm.config.io import load_config, save_config
 
     on_disk = load_config(layout.config_file, environ={}).config
-    for entry in on_disk.data.sources:
-        source = detected.get(entry.name)
-        if source is not None and entry.format == "auto":
-            entry.format, entry.recipe = source.format, source.recipe  # type: ignore[assignment]
-    save_config(on_disk, layout.config_file)
+    save_config(mixture.settled(on_disk), layout.config_file)
