@@ -221,7 +221,7 @@ def select_counts(shares: list[Share], keys: dict[tuple[str, str], np.ndarray], 
 
 
 def mixture_stats(mixture: Any, plan: MixturePlan | None) -> dict[str, Any]:
-    """stats.json's `sources` and `mixture` of a preparation of data.sources (sources.Mixture); {} else."""
+    """The prepared stats' `sources` and `mixture` of a preparation of data.sources (sources.Mixture); {} else."""
     if mixture is None or plan is None:
         return {}
     counts = plan.per_source()
