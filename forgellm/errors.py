@@ -108,6 +108,11 @@ class ErrorCode(StrEnum):
     TRAIN_START_FAILED = "train-start-failed"  # `forge train` started by the UI exited at once (data: exit_code, log)
     MODEL_NOT_SERVED = "model-not-served"  # a request names a model the server does not offer (data: model)
     GENERATION_FAILED = "generation-failed"  # a model failed while answering, not in a way Forge knows (data: cause)
+    # data mixtures
+    DATA_SOURCE_MISSING = "data-source-missing"  # a required source of data.sources does not exist (data: name, path)
+    DATA_SOURCE_OFFLINE = "data-source-offline"  # a hub source (hf:owner/name) is not on this machine (data: name, id)
+    DATA_MIXTURE_SHORT = "data-mixture-short"  # fewer examples than a count (data: name, count, available)
+    DATA_MIXTURE_INVALID = "data-mixture-invalid"  # sources that cannot be mixed (none left, wrong kind for the stage)
 
 
 class ForgeError(Exception):

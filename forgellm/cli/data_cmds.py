@@ -16,7 +16,11 @@ from forgellm.runtime.container import local_model
 
 @app.command()
 def prepare(
-    file: Path = typer.Argument(..., help="The data: CSV, TSV, JSON, JSONL, Parquet (optionally .gz), text or folder."),
+    file: Path | None = typer.Argument(
+        None,
+        help="The data: CSV, TSV, JSON, JSONL, Parquet (optionally .gz), text or folder. Without it: the mixture "
+        "of forge.yaml's data.sources.",
+    ),
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
     show_recipe: bool = typer.Option(False, help="Print the recipe (detected or from forge.yaml) and stop."),
     restart: bool = typer.Option(False, help="Discard an interrupted preparation instead of resuming it."),
@@ -37,18 +41,28 @@ def prepare(
 
     layout = ProjectLayout((find_project(project) or project).resolve())
     config = load_project_config(layout.root)
+    if file is None and (show_recipe or script is not None):
+        from forgellm.errors import ErrorCode, ForgeError
+
+        raise ForgeError(
+            "--show-recipe and --script work on one file.",
+            fix="Name the file: `forge prepare FILE --show-recipe` (a mixture's detected recipes are written into "
+            "its data.sources entries when it is prepared).",
+            code=ErrorCode.USAGE_INVALID,
+        )
     if script is None:  # a --script runs in its own sandbox, on this machine
         choice = choose(runtime, config.runtime, "Preparing the data", gpu_work=False, quiet=as_json)
         if choice.name == "docker":
-            data = file.resolve()
-            args = [str(data), "-C", str(layout.root), *(["--show-recipe"] if show_recipe else [])]
+            data = [file.resolve()] if file is not None else _source_paths(layout.root, config)
+            args = [*([str(data[0])] if file is not None else []), "-C", str(layout.root)]
+            args += ["--show-recipe"] if show_recipe else []
             args += [*(["--restart"] if restart else []), *(["--json"] if as_json else [])]
             args += ["--chunk-rows", str(chunk_rows)] if chunk_rows else []
-            run_in_container(choice, "prepare", args, layout.root, [data, *local_model(config.model.ref, layout.root)])
+            run_in_container(choice, "prepare", args, layout.root, [*data, *local_model(config.model.ref, layout.root)])
     if script is not None:
         _prepare_scripted(layout, config, file, script, allow_unsandboxed, restart, chunk_rows, as_json)
         return
-    if show_recipe:
+    if show_recipe and file is not None:
         if config.data.format == "auto":
             config, detection = detect_recipe(layout, file.resolve(), config)
             if not as_json:
@@ -65,6 +79,14 @@ def prepare(
     with _progress() as hooks:
         result = prepare_dataset(layout, config, file, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
     _render_result(result)
+
+
+def _source_paths(root: Path, config: Any) -> list[Path]:
+    """The local paths of data.sources (mounted into a container); hub ids and missing paths are left to
+    prepare, which says what is wrong with them."""
+    paths = [Path(s.path).expanduser() for s in config.data.sources if not s.path.startswith("hf:")]
+    found = [p if p.is_absolute() else root / p for p in paths]
+    return [p.resolve() for p in found if p.exists()]
 
 
 def _prepare_scripted(
@@ -214,6 +236,8 @@ def _render_result(result: Any) -> None:
             f"{counts.max_length:,}",
         )
     console.print(table)
+    if stats.sources:
+        _render_sources(stats)
     if stats.rejected:
         console.print(f"Rejected {stats.rejected:,} rows (see {PreparedLayout(result.output_dir).rejects}):")
         for reason, count in list(stats.rejected_by_reason.items())[:8]:
@@ -242,3 +266,23 @@ def _render_result(result: Any) -> None:
         )
     for warning in stats.warnings:
         console.print(f"[yellow]warning[/] {warning}")
+
+
+def _render_sources(stats: Any) -> None:
+    """A mixture's sources: role, what was asked, examples per split, used of available; and how."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Sources (data.sources)")
+    for column in ("source", "role", "asked", "train", "val", "test", "used / available"):
+        table.add_column(column, justify="left" if column in ("source", "role") else "right")
+    for name, source in stats.sources.items():
+        asked = f"ratio {source['ratio']:.4g}" if source.get("ratio") is not None else f"count {source.get('count')}"
+        table.add_row(
+            escape(name), source.get("role", ""), asked,
+            *(f"{source.get(split, 0):,}" for split in ("train", "val", "test")),
+            f"{source.get('used', 0):,} / {source.get('available', 0):,}",
+        )  # fmt: skip
+    console.print(table)
+    if stats.mixture.get("note"):
+        console.print(f"[dim]{escape(stats.mixture['note'])}[/]")

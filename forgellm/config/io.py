@@ -84,6 +84,11 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
                     )
                 lines[sub] = key.start_mark.line + 1
                 walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):  # list items as pydantic names them: data.sources.0.ratio
+            for index, item in enumerate(node.value):
+                sub = (*path, str(index))
+                lines.setdefault(sub, item.start_mark.line + 1)
+                walk(item, sub)
 
     walk(root, ())
     return lines

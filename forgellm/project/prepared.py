@@ -65,6 +65,10 @@ class PreparedStats:
     warnings: list[str] = field(default_factory=list)
     # How the input was read: encoding, empty spill columns dropped, blank rows skipped (Dataset.reading()).
     reading: dict[str, Any] = field(default_factory=dict)
+    # A mixture (data.sources): per source {role, path, format, ratio | count, available, train, val, test,
+    # used}, and how the counts were set {seed, train_total, limited_by, note}. Empty for one data.source.
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mixture: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +84,8 @@ class PreparedStats:
         stats.rejected_by_reason = as_dict(stats.rejected_by_reason)
         stats.input = as_dict(stats.input)
         stats.reading = as_dict(stats.reading)
+        stats.sources = as_dict(stats.sources)
+        stats.mixture = as_dict(stats.mixture)
         return stats
 
     def save(self, folder: PreparedLayout) -> None:

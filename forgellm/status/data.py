@@ -146,6 +146,7 @@ def _entry(
         "prepared_at": iso_mtime(folder.manifest),
         "examples": stats.examples() if stats else {},
         "rejected": number(stats.rejected) if stats else None,
+        "sources": {name: source.get("used") for name, source in stats.sources.items()} if stats else {},  # a mixture
         "input_file": Path(str(recorded_input.get("path") or "")).name or None,
         "tokenizer": manifest.tokenizer if manifest else None,
         "settings_current": None,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from forgellm.config.schema import ForgeConfig, RecipeSection
 from forgellm.data.prepare.keyindex import KeyIndex
 from forgellm.data.prepare.neardup import NearDuplicateIndex, content_text, row_id
+from forgellm.data.prepare.sources import Mixture, SourceItem
 from forgellm.data.prepare.splits import SplitAssigner, content_key, parse_date
 from forgellm.data.prepare.tokenize import (
     Encoded,
@@ -102,9 +103,11 @@ class ChunkProcessor:
         assigner: SplitAssigner,
         timer: StageTimer,
         near: NearDuplicateIndex | None = None,
+        mixture: Mixture | None = None,
     ) -> None:
         self.config, self.fmt, self.chat_format, self.tokenizer = config, fmt, chat_format, tokenizer
         self.recipe: RecipeSection = config.data.recipe
+        self.mixture = mixture  # data.sources: each item says its source, read with that source's format + recipe
         self.index, self.assigner, self.timer, self.near = index, assigner, timer, near
         self.cpt = config.training.stage == "cpt"
 
@@ -113,18 +116,27 @@ class ChunkProcessor:
         from forgellm.data.prepare.recipe import to_example
 
         examples = []
-        for item in items:
+        for tagged in items:
+            fmt, recipe, source, item = self.fmt, self.recipe, None, tagged
+            if isinstance(tagged, SourceItem):  # a mixture's item: its source's reading, its name on the row
+                source, item = self.mixture.source(tagged.name), tagged.item  # type: ignore[union-attr]
+                fmt, recipe = source.format, source.recipe
             if isinstance(item, BadRow):
-                self._reject(out, item.line, item.source, item.reason, item.excerpt, format_error=True)
+                where = _where(source.name, item.source) if source else item.source
+                self._reject(out, item.line, where, item.reason, item.excerpt, format_error=True)
                 continue
             try:
-                example = to_example(item, self.fmt, self.recipe)
+                example = to_example(item, fmt, recipe)
+                if source is not None:
+                    file = {"file": item.source} if item.source else {}
+                    example = replace(example, source=source.name, extra={**example.extra, "role": source.role, **file})
             except RecipeError as exc:
                 # Empty answers are a quality drop; only rows that don't fit the format count as errors.
                 format_error = not isinstance(exc, EmptyTextError)
                 if isinstance(exc, MissingColumnError):
                     _count_missing(out, exc)
-                self._reject(out, item.line, item.source, str(exc), _excerpt(item), format_error=format_error)
+                where = _where(source.name, item.source) if source else item.source
+                self._reject(out, item.line, where, str(exc), _excerpt(item), format_error=format_error)
                 continue
             cleaned = self._filter(example, out)
             if cleaned is not None:
@@ -336,6 +348,7 @@ class ChunkProcessor:
                     "label": label,
                     "date": parse_date(example.date),
                     "duplicate": previous is not None,
+                    "source": example.source,
                     "input_ids": ids,
                     "labels": labels,
                     "length": len(ids),
@@ -396,11 +409,17 @@ def _row(example: Example, text: str, split: str | None, tokens: int, trained: i
         row["label"] = example.label
     if example.messages is not None:
         row["messages"] = example.messages
-    for marker in ("window", "part", "rejected"):  # rejected: a preference pair's other side, kept for later
+    # role, file: a mixture's source's role and the file in it; rejected: a preference pair's other side
+    for marker in ("role", "file", "window", "part", "rejected"):
         if marker in example.extra:
             row[marker] = example.extra[marker]
     row.update(text=text, tokens=tokens, trained_tokens=trained)
     return row
+
+
+def _where(name: str, file: str) -> str:
+    """A mixture reject's source: the source's name, and the file inside a folder source."""
+    return f"{name}/{file}" if file else name
 
 
 def _count_missing(out: ChunkOutput, exc: MissingColumnError) -> None:

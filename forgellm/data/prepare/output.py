@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forgellm.config.schema import ForgeConfig
+from forgellm.data.prepare.mixture import MixturePlan, Selection, rank
 from forgellm.data.prepare.splits import SPLITS, hash_unit, temporal_cutoffs, temporal_split
 from forgellm.data.read.records import reason_kind
 from forgellm.errors import ErrorCode, ForgeError
@@ -35,6 +36,7 @@ TOKEN_SCHEMA = pa.schema(
         ("label", pa.string()),
         ("date", pa.float64()),
         ("duplicate", pa.bool_()),
+        ("source", pa.string()),  # a mixture's source name (the file's name, or "", for one data.source)
         ("input_ids", pa.list_(pa.int32())),
         ("labels", pa.list_(pa.int32())),
         ("length", pa.int32()),
@@ -261,9 +263,15 @@ class SplitWriter:
             tmp.unlink(missing_ok=True)
 
 
-def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str, Any], Counter]:
-    """Route every kept row to its final split; append merge-stage rejects. Returns split stats, reasons."""
+def merge_chunks(
+    work: Path, chunks: int, config: ForgeConfig, mixture: MixturePlan | None = None
+) -> tuple[dict[str, Any], Counter]:
+    """Route every kept row to its final split; append merge-stage rejects. Returns split stats, reasons.
+    With a mixture, a first pass ranks the rows and only those its rule selects are written (the others
+    are not rejects: they are simply not used)."""
     plan = plan_splits(work, chunks, config)
+    if mixture is not None:
+        mixture.choose(_mixture_ranks(work, chunks, plan, config, mixture.seed))
     writer = SplitWriter(work)
     writer.open()
     reasons: Counter = Counter()
@@ -275,6 +283,8 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
                     rejects.writelines(chunk_rejects)
                 table = pq.read_table(paths["tokens"])
                 splits, merge_rejects = final_splits(table.drop_columns(["input_ids", "labels"]), plan, config)
+                if mixture is not None and mixture.selection is not None:
+                    splits = _selected(mixture.selection, table, splits, mixture.seed)
                 with open(paths["rows"], "rb") as handle:
                     lines = handle.readlines()
                 for index, reason in merge_rejects.items():
@@ -294,6 +304,36 @@ def merge_chunks(work: Path, chunks: int, config: ForgeConfig) -> tuple[dict[str
         writer.abort()
         raise
     return writer.stats, reasons
+
+
+_RANK_COLUMNS = ["split", "key", "label", "date", "duplicate", "source"]
+
+
+def _mixture_ranks(
+    work: Path, chunks: int, plan: SplitPlan, config: ForgeConfig, seed: int
+) -> dict[tuple[str, str], np.ndarray]:
+    """Every kept row's rank, by (source, final split), in stream order: small columns only."""
+    parts: dict[tuple[str, str], list[np.ndarray]] = {}
+    for number in range(chunks):
+        meta = pq.read_table(chunk_paths(work, number)["tokens"], columns=_RANK_COLUMNS)
+        splits, _ = final_splits(meta, plan, config)
+        ranks = rank(meta.column("key").to_numpy(), seed)
+        sources = np.array(meta.column("source").to_pylist(), dtype=object)
+        split_array = np.array(splits, dtype=object)
+        for group in set(zip(sources.tolist(), splits, strict=True)):
+            if group[1] is not None:
+                parts.setdefault(group, []).append(ranks[(sources == group[0]) & (split_array == group[1])])
+    return {group: np.concatenate(values) for group, values in parts.items()}
+
+
+def _selected(selection: Selection, table: pa.Table, splits: list[str | None], seed: int) -> list[str | None]:
+    """The chunk's splits with the rows the mixture does not use set to None (in stream order, as ranked)."""
+    ranks = rank(table.column("key").to_numpy(), seed).tolist()
+    sources = table.column("source").to_pylist()
+    return [
+        split if split is not None and selection.keep(source, split, r) else None
+        for split, source, r in zip(splits, sources, ranks, strict=True)
+    ]
 
 
 def _route(writer: SplitWriter, table: pa.Table, lines: list[bytes], splits: list[str | None]) -> None:

@@ -34,9 +34,11 @@ from forgellm.data.prepare.manifest import (
     template_record,
     tokenizer_id,
 )
+from forgellm.data.prepare.mixture import MixturePlan, mixture_stats
 from forgellm.data.prepare.neardup import NearDuplicateIndex
 from forgellm.data.prepare.output import chunk_damage, chunk_paths, merge_chunks, write_chunk
 from forgellm.data.prepare.splits import SplitAssigner
+from forgellm.data.prepare.summary import chunk_summary, nothing_left, rejects_data, release_memory
 from forgellm.data.prepare.validate import validate_outputs
 from forgellm.data.read.records import BadRow, Record
 from forgellm.errors import ErrorCode, ForgeError, cause
@@ -117,15 +119,19 @@ def load_project_config(project_dir: Path) -> ForgeConfig:
 def prepare_dataset(
     layout: ProjectLayout,
     config: ForgeConfig,
-    input_path: Path,
+    input_path: Path | None,
     *,
     restart: bool = False,
     chunk_rows: int | None = None,
     hooks: PrepareHooks | None = None,
 ) -> PrepareResult:
-    """Prepare `input_path` for the project with `config` (its forge.yaml, loaded by the caller)."""
-    layout, input_path = ProjectLayout(layout.root.resolve()), input_path.resolve()
+    """Prepare `input_path` for the project with `config` (its forge.yaml, loaded by the caller); None
+    prepares the mixture of forge.yaml's data.sources."""
+    layout = ProjectLayout(layout.root.resolve())
     hooks = hooks or PrepareHooks()
+    if input_path is None:
+        return _prepare_mixture(layout, config, restart=restart, chunk_rows=chunk_rows, hooks=hooks)
+    input_path = input_path.resolve()
     detection = None
     if config.data.format == "auto":
         hooks.step("Detecting the data format")
@@ -137,9 +143,34 @@ def prepare_dataset(
     return result
 
 
+def _prepare_mixture(
+    layout: ProjectLayout, config: ForgeConfig, *, restart: bool, chunk_rows: int | None, hooks: PrepareHooks
+) -> PrepareResult:
+    """data.sources: each source found and its format settled, then one preparation over all of them."""
+    from forgellm.data.prepare.sources import open_mixture, record_detections
+
+    if not config.data.sources:
+        raise ForgeError(
+            "`forge prepare` without FILE prepares the mixture of data.sources, and forge.yaml has none.",
+            fix="Run `forge prepare FILE`, or list the sources under data.sources in forge.yaml (README: Data "
+            "mixtures).",
+            code=ErrorCode.USAGE_INVALID,
+        )
+    mixture = open_mixture(layout, config, hooks.step)
+    config = mixture.settled(config)
+    anchor = mixture.sources[0].path  # checked to exist; names the preparation in messages
+    run = _PrepareRun(layout, anchor, config, hooks, mixture)
+    result = run.execute(restart=restart, chunk_rows=chunk_rows or config.preprocessing.chunk_rows)
+    record_detections(layout, mixture)  # as for one source: only what prepared successfully is written
+    return result
+
+
 class _PrepareRun:
-    def __init__(self, layout: ProjectLayout, input_path: Path, config: ForgeConfig, hooks: PrepareHooks) -> None:
+    def __init__(
+        self, layout: ProjectLayout, input_path: Path, config: ForgeConfig, hooks: PrepareHooks, mixture: Any = None
+    ) -> None:
         self.project_dir, self.input_path, self.config, self.hooks = layout.root, input_path, config, hooks
+        self.mixture = mixture  # sources.Mixture for data.sources, else None
         self.layout = layout
         self.timer = StageTimer()
         self.started = time.perf_counter()
@@ -163,8 +194,8 @@ class _PrepareRun:
             self.config.model.ref, self.config.model.chat_template, base_dir=self.project_dir, progress=self.hooks.step
         )
         self.setup = setup
-        self.hooks.step(f"Fingerprinting {self.input_path.name}")
-        fingerprint = input_fingerprint(self.input_path)
+        self.hooks.step("Fingerprinting " + ("the sources" if self.mixture else self.input_path.name))
+        fingerprint = self.mixture.fingerprint() if self.mixture else input_fingerprint(self.input_path)
         tokenizer = tokenizer_id(setup)
         settings = settings_fingerprint(self.config, tokenizer, base_dir=self.project_dir)
         final = self.layout.prepared(short_hash(settings, fingerprint["sha256"])).folder
@@ -208,7 +239,7 @@ class _PrepareRun:
             settings,
             tokenizer_id,
             chunk_rows or default_chunk_rows(),
-            self.config.data.format,
+            "mixture" if self.mixture else self.config.data.format,
             max_length=self.config.model.max_length,
             chat_template=template_record(self.setup.chat_format, self.setup.template_name),
         )
@@ -219,6 +250,9 @@ class _PrepareRun:
         """The input's items in order, and an estimate of their number (for the progress bar's ETA)."""
         from forgellm.data.read.readers import estimate_rows, open_dataset
 
+        if self.mixture is not None:
+            self.reading = self.mixture.reading
+            return self.mixture.items(batch_rows, self.hooks.step)
         dataset = open_dataset(self.input_path, batch_rows=batch_rows)
         self.reading = dataset.reading
         items = itertools.chain.from_iterable(dataset.batches())
@@ -268,6 +302,7 @@ class _PrepareRun:
             assigner,
             self.timer,
             near,
+            self.mixture,
         )
         items, total = self._items(min(manifest.chunk_rows, 5000))
         rows_done = sum(c["items"] for c in manifest.chunks)
@@ -307,7 +342,7 @@ class _PrepareRun:
         out = processor.finish(number, tokenized.result())
         start = time.perf_counter()
         files = write_chunk(work, number, out.rows, out.tokens, out.rejects)
-        manifest.chunks.append({**_chunk_summary(number, items, out, assigner), "files": files})
+        manifest.chunks.append({**chunk_summary(number, items, out, assigner), "files": files})
         manifest.save(work)
         self.timer.add("write", start)
         self._check_error_rate(manifest, work)
@@ -341,18 +376,19 @@ class _PrepareRun:
                 "fix the data or data.recipe in forge.yaml (`forge prepare FILE --show-recipe`), then run again "
                 "with --restart.",
                 code=ErrorCode.DATA_ROWS_REJECTED,
-                data=_rejects_data(manifest, reasons),
+                data=rejects_data(manifest, reasons),
             )
 
     def _finish(self, work: Path, final: Path, manifest: Manifest) -> PrepareResult:
         self._check_error_rate(manifest, work, final_check=True)
         self.hooks.step("Writing train/val/test files")
         start = time.perf_counter()
-        split_stats, merge_reasons = merge_chunks(work, len(manifest.chunks), self.config)
+        self.plan = MixturePlan(self.mixture.shares(), self.mixture.seed) if self.mixture else None
+        split_stats, merge_reasons = merge_chunks(work, len(manifest.chunks), self.config, self.plan)
         self.timer.add("write", start)
         if split_stats["train"]["examples"] == 0:
-            raise _nothing_left(manifest, merge_reasons, work)
-        _release_memory()  # hand the merge's buffers back before validation allocates its own
+            raise nothing_left(manifest, merge_reasons, work)
+        release_memory()  # hand the merge's buffers back before validation allocates its own
         self.hooks.step("Validating the output")
         start = time.perf_counter()
         checks = validate_outputs(
@@ -416,70 +452,7 @@ class _PrepareRun:
             bottleneck=max(seconds, key=seconds.get) if seconds else None,
             seconds_total_this_run=round(time.perf_counter() - self.started, 3),
             peak_rss_mb=round(peak_kb / 1024, 1),
-            warnings=self.setup.warnings,
+            warnings=[*(self.mixture.warnings if self.mixture else []), *self.setup.warnings],
             reading=self.reading() if self.reading is not None else {},
+            **mixture_stats(self.mixture, self.plan),
         )
-
-
-def _release_memory() -> None:
-    """Return freed memory to the OS: Arrow's allocator and Python's keep it cached otherwise, and the
-    process's peak would then grow with the size of the input."""
-    import gc
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-
-
-def _chunk_summary(number: int, items: int, out: Any, assigner: SplitAssigner) -> dict[str, Any]:
-    return {
-        "chunk": number,
-        "items": items,
-        "kept": len(out.rows),
-        "rejected": len(out.rejects),
-        "format_errors": out.format_errors,
-        "reasons": dict(out.reasons),
-        "truncated": out.truncated,
-        "truncated_lost_stop": out.truncated_lost_stop,
-        "missing_columns": list(out.missing_columns.values()),
-        "untrained": out.untrained,
-        "error_codes": dict(out.error_codes),
-        "split_state": assigner.state(),
-    }
-
-
-def _nothing_left(manifest: Manifest, merge_reasons: Counter, work: Path) -> ForgeError:
-    reasons: Counter = Counter()
-    for chunk in manifest.chunks:
-        reasons.update(chunk["reasons"])
-    reasons.update(merge_reasons)
-    top = "; ".join(f"{reason}: {count}" for reason, count in reasons.most_common(4)) or "the input has no rows"
-    return ForgeError(
-        f"No training examples are left after preparation ({top}). Nothing was published.",
-        fix=f"Check the rejected rows in {PreparedLayout(work).rejects} and relax the filters or fix data.recipe in "
-        "forge.yaml, then run again.",
-        code=ErrorCode.DATA_NOTHING_LEFT,
-        data=_rejects_data(manifest, reasons),
-    )
-
-
-def _rejects_data(manifest: Manifest, reasons: Counter) -> dict[str, Any]:
-    """What the rejects tell a program (diagnosis): the most often missing recipe column, and how many
-    examples kept no trained token. Chunks of a preparation begun by an older Forge lack both."""
-    missing: dict[tuple[str, str], dict[str, Any]] = {}
-    for chunk in manifest.chunks:
-        for entry in chunk.get("missing_columns", []):
-            seen = missing.setdefault((entry["role"], entry["column"]), {**entry, "count": 0})
-            seen["count"] += entry["count"]
-    top = max(missing.values(), key=lambda entry: entry["count"], default=None)
-    codes: Counter = Counter()
-    for chunk in manifest.chunks:
-        codes.update(chunk.get("error_codes", {}))
-    return {
-        "rejected": sum(reasons.values()),
-        "reasons": dict(reasons.most_common(10)),
-        "missing_column": top,  # role, column, available, count
-        "untrained": sum(chunk.get("untrained", 0) for chunk in manifest.chunks),
-        "error_codes": dict(codes),  # the codes of ForgeErrors that rejected rows (a template that fails)
-    }
