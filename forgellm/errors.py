@@ -108,6 +108,10 @@ class ErrorCode(StrEnum):
     TRAIN_START_FAILED = "train-start-failed"  # `forge train` started by the UI exited at once (data: exit_code, log)
     MODEL_NOT_SERVED = "model-not-served"  # a request names a model the server does not offer (data: model)
     GENERATION_FAILED = "generation-failed"  # a model failed while answering, not in a way Forge knows (data: cause)
+    # pipelines
+    DOCS_EMPTY = "docs-empty"  # a documents folder with no readable text document (data: path, binary, empty)
+    STAGE_MISSING = "stage-missing"  # a pipeline stage's record or result is not there (data: stage)
+    NO_FORGETTING_FIGURE = "no-forgetting-figure"  # --apply-replay without an eval that measured forgetting
 
 
 class ForgeError(Exception):

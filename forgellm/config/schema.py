@@ -5,7 +5,7 @@ Unknown keys are rejected (``extra="forbid"``) so a typo never silently falls ba
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -397,6 +397,30 @@ class AdvisorSection(Section):
         return value
 
 
+class StageSection(BaseModel):
+    """One stage of a multi-stage project (`forge pipeline cpt-ift`): a name and the sections it changes.
+
+    A stage's effective config is forge.yaml with the stage's sections merged over it, key by key
+    (`config/stages.py`, `stage_config`); what a stage leaves out is the project's. The overrides are
+    plain mappings here and validated as a whole ForgeConfig once merged, so a stage accepts exactly what
+    forge.yaml accepts (a typo in a stage is the same error as one at the top level, with its stage named).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="The stage's name, e.g. cpt or ift.")
+    after: str | None = Field(
+        default=None,
+        description="The stage whose result this one starts from (its best weights merged into a model "
+        "folder that becomes this stage's model.ref); null = the project's model.",
+    )
+    model: dict[str, Any] = Field(default_factory=dict, description="Changes to `model:` for this stage.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Changes to `data:` (its source or sources).")
+    preprocessing: dict[str, Any] = Field(default_factory=dict, description="Changes to `preprocessing:`.")
+    training: dict[str, Any] = Field(default_factory=dict, description="Changes to `training:`.")
+    rationale: str | None = Field(default=None, description="Why this stage and its values.")
+
+
 class ForgeConfig(BaseModel):
     """Everything about one project's fine-tuning run; the content of forge.yaml."""
 
@@ -417,6 +441,11 @@ class ForgeConfig(BaseModel):
         "image for this machine's GPUs, `forge docker build`), or `auto`: docker when an engine answers, the "
         "image is built and, on a GPU machine, the engine can pass the GPUs; else local. `--runtime` overrides it.",
     )
+    stages: list[StageSection] = Field(
+        default_factory=list,
+        description="Stages trained one after the other, each over the sections above (e.g. cpt on documents, "
+        "then ift on conversations, written by `forge pipeline cpt-ift`); empty = one stage, the sections above.",
+    )
 
     @field_validator("version")
     @classmethod
@@ -424,3 +453,11 @@ class ForgeConfig(BaseModel):
         if value != SCHEMA_VERSION:
             raise ValueError(f"this Forge writes version {SCHEMA_VERSION}; older files are migrated on load")
         return value
+
+    @model_validator(mode="after")
+    def _stages_merge(self) -> ForgeConfig:
+        """Stage names unique, `after` naming an earlier stage, and each stage valid once merged."""
+        from forgellm.config.stages import check_stages
+
+        check_stages(self)
+        return self
