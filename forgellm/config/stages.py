@@ -51,9 +51,10 @@ def find_stage(config: ForgeConfig, name: str) -> StageSection:
     names = ", ".join(s.name for s in config.stages) or "none"
     raise ForgeError(
         f"forge.yaml has no stage named {name!r} (its stages: {names}).",
-        fix="Run `forge pipeline cpt-ift DOCS CONVERSATIONS \"GOAL\"`, which writes the stages, or add it under "
+        fix='Run `forge pipeline cpt-ift DOCS CONVERSATIONS "GOAL"`, which writes the stages, or add it under '
         "`stages:` in forge.yaml.",
-        code=ErrorCode.STAGE_MISSING, data={"stage": name},
+        code=ErrorCode.STAGE_MISSING,
+        data={"stage": name},
     )
 
 

@@ -116,7 +116,8 @@ def general_slice(prepared_dir: Path | None, general_file: Path | None, limit: i
     if rows:
         return GeneralSlice("prepared-general", "prepared test rows of the general source", _sample(rows, limit, seed))
     if general_file is not None:
-        return GeneralSlice("file", f"{general_file.name} (the general source)", file_conversations(general_file, limit, seed))
+        rows = file_conversations(general_file, limit, seed)
+        return GeneralSlice("file", f"{general_file.name} (the general source)", rows)
     with open(SHIPPED_GENERAL, encoding="utf-8") as handle:
         rows = [json.loads(line)["messages"] for line in handle if line.strip()]
     return GeneralSlice("shipped", SHIPPED_NAME, _sample(rows, limit, seed))
@@ -155,7 +156,8 @@ def judge_forgetting(
     labels = list(losses)
     first, last = losses[labels[0]], losses[labels[-1]]
     rise = relative_change(first, last) if first is not None and last is not None else None
-    described = {"origin": chosen.origin, "description": chosen.description, "examples": len(split), "tokens": split.tokens}
+    described = {"origin": chosen.origin, "description": chosen.description}
+    described |= {"examples": len(split), "tokens": split.tokens}
     result = Forgetting(described, losses, rise, models=labels)
     if rise is None:
         result.message = "The general loss could not be measured (no general conversation with an answer)."

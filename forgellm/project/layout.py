@@ -315,8 +315,9 @@ class ProjectLayout:
         return self.root / STAGE_MODELS_DIR
 
     def stage_model(self, stage: str) -> Path:
-        """The model folder a stage's result was merged into: the base of the stage after it."""
-        return self.stage_models_dir / stage
+        """The model folder a stage's result was merged into: the base of the stage after it. Named
+        `after-<stage>`, so the next stage's run ids (named after their model) read `lora-after-cpt`."""
+        return self.stage_models_dir / f"after-{stage}"
 
     @property
     def input_hashes(self) -> Path:
