@@ -111,7 +111,6 @@ class ErrorCode(StrEnum):
     # pipelines
     DOCS_EMPTY = "docs-empty"  # a documents folder with no readable text document (data: path, binary, empty)
     STAGE_MISSING = "stage-missing"  # a pipeline stage's record or result is not there (data: stage)
-    NO_FORGETTING_FIGURE = "no-forgetting-figure"  # --apply-replay without an eval that measured forgetting
 
 
 class ForgeError(Exception):

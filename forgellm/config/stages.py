@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the schema's validator calls check_stages: no import back at run time
     from forgellm.config.schema import ForgeConfig, StageSection
 
 MERGED_SECTIONS = ("model", "data", "preprocessing", "training")
@@ -61,17 +61,13 @@ def find_stage(config: ForgeConfig, name: str) -> StageSection:
 def stage_config(config: ForgeConfig, name: str) -> ForgeConfig:
     """The effective ForgeConfig of stage ``name`` (no `stages:` of its own): what that stage's prepare,
     train, eval and export take, and what its run's snapshot records."""
-    from forgellm.config.schema import ForgeConfig
-
-    return ForgeConfig.model_validate(merged_mapping(config, find_stage(config, name)))
+    return type(config).model_validate(merged_mapping(config, find_stage(config, name)))
 
 
 def check_stages(config: ForgeConfig) -> None:
     """Called by ForgeConfig's validator: unique names, `after` naming an earlier stage, each stage valid
     once merged (raised as ValueError, which pydantic reports with the key and the stage's name)."""
     from pydantic import ValidationError
-
-    from forgellm.config.schema import ForgeConfig
 
     seen: list[str] = []
     for stage in config.stages:
@@ -81,7 +77,7 @@ def check_stages(config: ForgeConfig) -> None:
             raise ValueError(f"stages: {stage.name!r} comes after {stage.after!r}, which is not an earlier stage")
         seen.append(stage.name)
         try:
-            ForgeConfig.model_validate(merged_mapping(config, stage))
+            type(config).model_validate(merged_mapping(config, stage))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in error['loc']) or 'stage'}: {error['msg']}" for error in exc.errors()

@@ -48,7 +48,7 @@ class GeneralSlice:
 
 @dataclass
 class Forgetting:
-    """eval.json's `summary.forgetting`: the general loss of each model, in training order."""
+    """The eval record's `summary.forgetting`: the general loss of each model, in training order."""
 
     slice: dict[str, Any]  # origin, description, examples, tokens
     losses: dict[str, float | None]  # model label (base, after CPT, after IFT) -> mean loss per answer token
@@ -177,7 +177,8 @@ def judge_forgetting(
     }
     result.message = (
         f"Forgetting: general loss {path} ({rise:+.1%}, over the +{FORGETTING_THRESHOLD:.0%} threshold). "
-        f"Mix {share:.0%} general data into the instruction tuning: `forge plan --apply-replay` writes it."
+        f"Mix {share:.0%} general data into the instruction tuning (data.sources: a source with role general "
+        f"and ratio {share:g})."
     )
     return result
 

@@ -25,8 +25,9 @@ def small_steps(monkeypatch, tiny_causal_lm_dir):
     """Few steps, a checkpoint every step (a stop always has one to resume), the tiny model's length."""
     if not DOCS.is_dir():
         pytest.skip(f"the shared data sets are not at {SHARED}")
-    for key, value in {"SAVE_EVERY_STEPS": "1", "EVAL_EVERY_STEPS": "2", "MICRO_BATCH_SIZE": "2",
-                       "GRADIENT_ACCUMULATION": "1", "PRECISION": "fp32", "GRADIENT_CHECKPOINTING": "false"}.items():  # fmt: skip
+    settings = {"SAVE_EVERY_STEPS": "1", "EVAL_EVERY_STEPS": "2", "MICRO_BATCH_SIZE": "2",
+                "GRADIENT_ACCUMULATION": "1", "PRECISION": "fp32", "GRADIENT_CHECKPOINTING": "false"}  # fmt: skip
+    for key, value in settings.items():
         monkeypatch.setenv(f"FORGE_TRAINING__{key}", value)
     monkeypatch.setenv("FORGE_MODEL__MAX_LENGTH", "1024")  # Japanese turns in a byte tokenizer
     monkeypatch.setenv("FORGE_PREPROCESSING__CPT_OVERLAP", "32")
@@ -39,6 +40,7 @@ class _StopAt(Exception):
 
 def _stop_in(step: str) -> PipelineHooks:
     """Hooks that interrupt the training of ``step`` after its first checkpoint, as Ctrl-C would leave it."""
+
     def event(e: dict) -> None:
         if e.get("event") == "checkpoint":
             raise KeyboardInterrupt
@@ -75,7 +77,9 @@ def test_cpt_then_ift_resumes_at_either_stage_and_reports_both(tmp_path, small_s
     assert ift_snapshot["training"]["stage"] == "sft"
     cpt_snapshot = yaml.safe_load((project / "runs" / runs["cpt"] / "config.yaml").read_text())
     assert cpt_snapshot["training"]["stage"] == "cpt"
-    assert ift_snapshot["training"]["learning_rate"] == pytest.approx(cpt_snapshot["training"]["learning_rate"] / 2, rel=1e-2)
+    assert ift_snapshot["training"]["learning_rate"] == pytest.approx(
+        cpt_snapshot["training"]["learning_rate"] / 2, rel=1e-2
+    )
 
     forgetting = json.loads((project / "reports" / "eval.json").read_text())["summary"]["forgetting"]
     assert forgetting["models"] == ["base", "after CPT", "after IFT"]
