@@ -113,6 +113,9 @@ class ErrorCode(StrEnum):
     DATA_SOURCE_OFFLINE = "data-source-offline"  # a hub source (hf:owner/name) is not on this machine (data: name, id)
     DATA_MIXTURE_SHORT = "data-mixture-short"  # fewer examples than a count (data: name, count, available)
     DATA_MIXTURE_INVALID = "data-mixture-invalid"  # sources that cannot be mixed (none left, wrong kind for the stage)
+    # pipelines
+    DOCS_EMPTY = "docs-empty"  # a documents folder with no readable text document (data: path, binary, empty)
+    STAGE_MISSING = "stage-missing"  # a pipeline stage's record or result is not there (data: stage)
 
 
 class ForgeError(Exception):

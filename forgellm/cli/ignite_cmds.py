@@ -41,8 +41,20 @@ def ignite(
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (created if needed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the stages' results as JSON at the end."),
     runtime: str | None = runtime_option(),  # type: ignore[assignment]
+    conversations: Path | None = typer.Option(
+        None, "--conversations", help="With a folder of documents as DATA: continued pre-training on the documents, "
+        "then instruction tuning on these conversations (`forge pipeline cpt-ift`)."
+    ),
+    general: Path | None = typer.Option(None, "--general", help="With --conversations: general data mixed into IFT."),
 ) -> None:
     """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
+    if conversations is not None:  # documents + conversations: the two-stage pipeline
+        from forgellm.cli.pipeline_cmds import run_pipeline
+        from forgellm.pipelines.cpt_ift import PipelineOptions
+
+        options = PipelineOptions(data, conversations, goal, general, model, max_steps, epochs, time_budget, advisor)
+        run_pipeline(project, options, as_json)
+        return
     from forgellm.errors import ErrorCode, ForgeError
     from forgellm.pipeline import IgniteInterrupted, IgniteOptions
     from forgellm.pipeline import ignite as run_ignite

@@ -19,6 +19,7 @@ def _register() -> None:
         ignite_cmds,
         inference_cmds,
         machine_cmds,
+        pipeline_cmds,
         plan_cmds,
         project_cmds,
         template_cmds,

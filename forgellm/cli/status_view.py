@@ -218,6 +218,27 @@ def next_block(step: dict[str, Any]) -> Group:
     return Group(*lines)
 
 
+def pipeline_panel(pipeline: dict[str, Any]) -> Panel:
+    """The stages of a `forge pipeline` project: each run, the CPT perplexity, the forgetting figure."""
+    grid = Table.grid(padding=(0, 2))
+    for stage in pipeline["stages"]:
+        state = stage["state"]
+        grid.add_row(stage["name"], stage["run_id"] or "–", Text(state, style=_STATE_STYLE.get(state, "")))
+    ppl = pipeline.get("cpt_perplexity")
+    if ppl and ppl.get("before") is not None and ppl.get("after") is not None:
+        grid.add_row(
+            "cpt", "held-out perplexity", f"{ppl['before']:.2f} -> {ppl['after']:.2f} ({ppl['examples']} chunks)"
+        )
+    forgetting = pipeline.get("forgetting")
+    if forgetting and forgetting.get("message"):
+        grid.add_row(
+            "general", "forgetting", Text(forgetting["message"], style="yellow" if forgetting.get("forgot") else "")
+        )
+    if pipeline.get("step"):
+        grid.add_row("next", "step", pipeline["step"])
+    return Panel(grid, title="Pipeline (stages)", title_align="left", box=box.ROUNDED)
+
+
 def render_status(report: dict[str, Any], console: Console) -> None:
     if not report["found"]:
         console.print(next_block(report["next"]), soft_wrap=True)
@@ -233,6 +254,8 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         console.print(exports_table(report["exports"]))
     if report["eval"]:
         console.print(eval_table(report["eval"]))
+    if report.get("pipeline"):
+        console.print(pipeline_panel(report["pipeline"]))
     console.print(machine_line(report["hardware"], report["advisor"]))
     for note in report["notes"]:
         console.print(Text(f"note  {note}", style="yellow"))

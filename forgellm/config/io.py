@@ -266,9 +266,10 @@ _ConfigDumper.add_representer(str, _represent_str)
 
 
 def dump_config(config: ForgeConfig) -> str:
-    body = yaml.dump(
-        config.model_dump(mode="json"), Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, width=100
-    )
+    data = config.model_dump(mode="json")
+    if not data.get("stages"):  # a single-stage project's forge.yaml stays as it always was
+        data.pop("stages", None)
+    body = yaml.dump(data, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, width=100)
     return _HEADER + body
 
 

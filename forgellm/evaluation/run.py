@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.evaluation.general_check import GeneralCheck as _GeneralCheck
 from forgellm.evaluation.judge import JudgeOutcome
 from forgellm.evaluation.metrics import mean, perplexity
 from forgellm.evaluation.result import EvalProgress, EvalResult
@@ -119,11 +120,15 @@ def evaluate_run(
     max_examples: int = 200,
     judge: bool | None = None,
     progress: EvalProgress | Callable[[str], None] | None = None,
+    general: Path | None = None,
+    forgetting: bool = True,
 ) -> EvalResult:
     """Evaluate ``run`` (its record as training handed it, its id or folder; default the newest completed run)
     against its base model and write
     reports/eval.json and reports/eval.html. ``judge``: None = when the advisor is an LLM, True = required.
-    ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`)."""
+    ``max_new_tokens``: None = sized by the test split's reference answers (see `answer_token_limit`).
+    ``forgetting``: also score every model on a general held-out slice (``general``: a general data file
+    to take it from when the prepared data has no general rows; see evaluation/forgetting.py)."""
     from forgellm.evaluation.judge import make_judge
     from forgellm.evaluation.metrics import Scorers
     from forgellm.evaluation.report import write_reports
@@ -149,10 +154,13 @@ def evaluate_run(
     chosen, usable = pick_samples(test_jsonl, samples, seed)
     limit, limit_source, limit_reason = _answer_limit(test_jsonl, base, max_new_tokens, seed)
     measured = {}
+    general_check = _GeneralCheck.start(target, base, general, seed, report) if forgetting else None
     with quiet_libraries():  # library deprecation notes would break the progress display, and mean nothing here
         for who, engine in (("base", base), ("fine-tuned", tuned)):  # every base pass first: see _merged
             with _merged(engine):
                 measured[who] = _measure(engine, who, target, indices, chosen, limit, scorers, report, seconds)
+                if general_check is not None:
+                    general_check.score(who, engine)
     clock = time.perf_counter()
     losses = (measured["base"][0], measured["fine-tuned"][0])
     example_losses = _per_example(target.split, indices, *losses)
@@ -165,6 +173,7 @@ def evaluate_run(
         _timed(seconds, "judge", clock)
 
     summary = _summary(losses, results, outcome, example_losses, scorers, warnings, target.source.config.training)
+    summary["forgetting"] = general_check.result(target.source.config).to_dict() if general_check else None
     asked = {"samples": samples, "max_new_tokens": limit, "max_examples": max_examples, "judge": judge}
     asked |= {"max_new_tokens_source": limit_source, "max_new_tokens_reason": limit_reason}
     settings = _settings(asked, seed, target, usable, base, tuned)

@@ -70,6 +70,8 @@ EVAL_JSON = "eval.json"
 
 # .forge/
 PROJECT_LOCK = "project.lock"  # one writing command at a time (forgellm.project.lock)
+PIPELINE_STATE = "pipeline.json"
+STAGE_MODELS_DIR = "models"
 IGNITE_STATE = "ignite.json"
 UI_TRAIN_LOG_PREFIX = "ui-train-"  # .forge/ui-train-<time>.log: the output of a training started from `forge ui`
 INPUT_HASHES = "input-hashes.json"
@@ -302,6 +304,20 @@ class ProjectLayout:
     @property
     def ignite_state(self) -> Path:
         return self.state_dir / IGNITE_STATE
+
+    @property
+    def pipeline_state(self) -> Path:
+        """`forge pipeline`'s progress: which steps finished, for the same inputs (like ignite_state)."""
+        return self.state_dir / PIPELINE_STATE
+
+    @property
+    def stage_models_dir(self) -> Path:
+        return self.root / STAGE_MODELS_DIR
+
+    def stage_model(self, stage: str) -> Path:
+        """The model folder a stage's result was merged into: the base of the stage after it. Named
+        `after-<stage>`, so the next stage's run ids (named after their model) read `lora-after-cpt`."""
+        return self.stage_models_dir / f"after-{stage}"
 
     @property
     def input_hashes(self) -> Path:

@@ -24,6 +24,7 @@ from forgellm.project.find import find_project
 from forgellm.status.data import prepared_status
 from forgellm.status.files import iso_mtime
 from forgellm.status.next_step import next_step
+from forgellm.status.pipeline import pipeline_status
 from forgellm.status.stages import eval_status, exports_status, runs_status, training_now
 
 
@@ -49,6 +50,7 @@ def project_status(directory: str | Path = ".") -> dict[str, Any]:
         "training_now": training_now(root),
         "exports": exports_status(root),
         "eval": eval_status(root),
+        "pipeline": pipeline_status(root, config),
         "hardware": _hardware(root),
         "advisor": _advisor(config) if config else None,
     }

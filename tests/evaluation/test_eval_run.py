@@ -27,6 +27,7 @@ def test_eval_json_has_the_summary_the_export_reads(evaluated):
     # The keys the model card, ignite and `forge status` read stay; how sure they are and the verdict are added.
     assert set(summary) == {
         "base", "tuned", "judge_win_rate", "examples_scored", "samples_generated", "loss_change", "verdict",
+        "forgetting",
     }  # fmt: skip
     assert set(summary["base"]) == set(summary["tuned"]) == {*METRICS, "stopped", "answers", "stop_rate_ci95"}
     for side in ("base", "tuned"):

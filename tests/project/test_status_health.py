@@ -25,7 +25,7 @@ runner = CliRunner()
 TOKENIZER = "tiny/tokenizer:300"
 ROWS = "instruction,response\nWhere is my order?,It ships tomorrow.\nCan I get a refund?,Yes within 30 days.\n"
 TOP_KEYS = {"found", "project_dir", "project", "plan", "model", "data", "runs", "training_now", "exports", "eval"}
-TOP_KEYS |= {"hardware", "advisor", "notes", "next"}
+TOP_KEYS |= {"hardware", "advisor", "notes", "next", "pipeline"}
 
 
 # ------------------------------------------------------------------------------------------------ builders
