@@ -214,6 +214,10 @@ def _render_result(result: Any) -> None:
             f"{counts.max_length:,}",
         )
     console.print(table)
+    if stats.text:
+        from forgellm.data.study.html import text_totals
+
+        console.print(f"Totals: {text_totals(stats.text)}")
     if stats.rejected:
         console.print(f"Rejected {stats.rejected:,} rows (see {PreparedLayout(result.output_dir).rejects}):")
         for reason, count in list(stats.rejected_by_reason.items())[:8]:

@@ -65,6 +65,8 @@ class PreparedStats:
     warnings: list[str] = field(default_factory=list)
     # How the input was read: encoding, empty spill columns dropped, blank rows skipped (Dataset.reading()).
     reading: dict[str, Any] = field(default_factory=dict)
+    # Tokens (exact), words, lines, characters, pages and the method (data/token_stats.TextStats.to_dict()).
+    text: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class PreparedStats:
         stats.rejected_by_reason = as_dict(stats.rejected_by_reason)
         stats.input = as_dict(stats.input)
         stats.reading = as_dict(stats.reading)
+        stats.text = as_dict(stats.text)
         return stats
 
     def save(self, folder: PreparedLayout) -> None:

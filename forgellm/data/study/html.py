@@ -168,7 +168,10 @@ def _summary_cards(report: StudyReport) -> str:
     ]
     for severity in ("error", "warning", "info"):
         cards.append(_card(_PLURAL[severity], len(report.by_severity(severity)), _COLORS[severity]))
-    counter = f"<p class='muted'>Token counts: <code>{escape(report.token_counter)}</code></p>"
+    counter = f"<p class='muted'>Token counts: <code>{escape(report.token_counter)}</code>"
+    if report.text_stats:
+        counter += f" ({escape(report.text_stats.get('reason', ''))})<br>{escape(text_totals(report.text_stats))}"
+    counter += "</p>"
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>" + counter
 
 
@@ -279,6 +282,16 @@ def _columns_section(report: StudyReport) -> str:
 # ---------------------------------------------------------------- terminal
 
 
+def text_totals(stats: dict[str, Any]) -> str:
+    """One line of data/token_stats.TextStats: tokens (and how counted), words, lines, characters, pages."""
+    no_space = stats.get("no_space_characters", 0)
+    words = f"{stats['words']:,} words" + (f" + {no_space:,} characters without spaces (CJK ...)" if no_space else "")
+    return (
+        f"{stats['tokens']:,} tokens ({stats['method']}) · {words} · {stats['lines']:,} lines · "
+        f"{stats['characters']:,} characters · ~{stats['pages']:,.1f} pages"
+    )
+
+
 def render_study_terminal(report: StudyReport, console: Any) -> None:
     """A rich summary for `forge study`: counts, findings by severity, labels, token statistics."""
     from rich.markup import escape as esc
@@ -321,3 +334,6 @@ def render_study_terminal(report: StudyReport, console: Any) -> None:
             t = report.truncation
             line += f" · {t['examples_share']:.1%} of examples over max_length {t['max_length']}"
         console.print(line)
+    if report.text_stats:
+        reason = esc(report.text_stats["reason"])
+        console.print(f"[bold]Totals[/]: {esc(text_totals(report.text_stats))} [dim]({reason})[/]")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 from forgellm.data.prepare.neardup import NEAR_NUM_PERM, minhash
 from forgellm.data.study import checks
+from forgellm.data.token_stats import TextTally, TokenCounting
 
 NEAR_THRESHOLD = 0.9
 NEAR_LIMIT = 20_000  # texts indexed for near-duplicates (MinHash LSH); later ones are not checked
@@ -107,13 +107,16 @@ class NearDuplicates:
 
 
 class TokenCounter:
-    """Token lengths in batches: the model's tokenizer when given, else ceil(chars / 4)."""
+    """Token lengths in batches, counted by ``counting`` (data/token_stats.py: the model's tokenizer, another
+    local one, or the word estimate; ``name`` says which), plus the words, lines, characters and pages."""
 
-    def __init__(self, tokenizer: Any, max_length: int | None) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, counting: TokenCounting, max_length: int | None) -> None:
+        self.counting = counting
+        self.tokenizer = counting.tokenizer
         self.max_length = max_length
-        self.name = "estimate: chars/4" if tokenizer is None else f"model:{tokenizer_name(tokenizer)}"
+        self.name = counting.method
         self.stats = checks.LengthStats()
+        self.text = TextTally(counting)
         self.pending: list[tuple[int, str, list[dict[str, str]] | None]] = []
         self.over = Hits()
         self.tokens_total = 0
@@ -128,7 +131,9 @@ class TokenCounter:
         if not self.pending:
             return
         lines = [line for line, _, _ in self.pending]
-        counts = self._count([self._render(text, messages) for _, text, messages in self.pending])
+        counts = self.counting.count([self._render(text, messages) for _, text, messages in self.pending])
+        for (_, text, _), count in zip(self.pending, counts, strict=True):
+            self.text.add(text, count)
         self.pending = []
         for line, count in zip(lines, counts, strict=True):
             self.stats.add(count)
@@ -144,13 +149,6 @@ class TokenCounter:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         except Exception:  # a template that rejects this conversation: count the plain text
             return text
-
-    def _count(self, texts: list[str]) -> list[int]:
-        if self.tokenizer is None:
-            return [math.ceil(len(t) / 4) for t in texts]
-        if callable(self.tokenizer):
-            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        return [len(getattr(e, "ids", e)) for e in (self.tokenizer.encode(t) for t in texts)]
 
     def truncation(self) -> dict[str, Any] | None:
         if self.max_length is None:
