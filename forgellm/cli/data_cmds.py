@@ -215,7 +215,7 @@ def _render_result(result: Any) -> None:
         )
     console.print(table)
     if stats.text:
-        from forgellm.data.study.html import text_totals
+        from forgellm.data.token_stats import text_totals
 
         console.print(f"Totals: {text_totals(stats.text)}")
     if stats.rejected:

@@ -224,6 +224,16 @@ DEFINITIONS = {
 }
 
 
+def text_totals(stats: dict[str, Any]) -> str:
+    """One line of data/token_stats.TextStats: tokens (and how counted), words, lines, characters, pages."""
+    no_space = stats.get("no_space_characters", 0)
+    words = f"{stats['words']:,} words" + (f" + {no_space:,} characters without spaces (CJK ...)" if no_space else "")
+    return (
+        f"{stats['tokens']:,} tokens ({stats['method']}) · {words} · {stats['lines']:,} lines · "
+        f"{stats['characters']:,} characters · ~{stats['pages']:,.1f} pages"
+    )
+
+
 class TextTally:
     """Adds texts up; tokens are counted by ``counting`` unless the caller gives them (``add(text, tokens)``)."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
+from forgellm.data.token_stats import text_totals
 
 _COLORS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 _BAR = "#5c6bc0"
@@ -280,16 +281,6 @@ def _columns_section(report: StudyReport) -> str:
 
 
 # ---------------------------------------------------------------- terminal
-
-
-def text_totals(stats: dict[str, Any]) -> str:
-    """One line of data/token_stats.TextStats: tokens (and how counted), words, lines, characters, pages."""
-    no_space = stats.get("no_space_characters", 0)
-    words = f"{stats['words']:,} words" + (f" + {no_space:,} characters without spaces (CJK ...)" if no_space else "")
-    return (
-        f"{stats['tokens']:,} tokens ({stats['method']}) · {words} · {stats['lines']:,} lines · "
-        f"{stats['characters']:,} characters · ~{stats['pages']:,.1f} pages"
-    )
 
 
 def render_study_terminal(report: StudyReport, console: Any) -> None:
