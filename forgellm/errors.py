@@ -108,6 +108,9 @@ class ErrorCode(StrEnum):
     TRAIN_START_FAILED = "train-start-failed"  # `forge train` started by the UI exited at once (data: exit_code, log)
     MODEL_NOT_SERVED = "model-not-served"  # a request names a model the server does not offer (data: model)
     GENERATION_FAILED = "generation-failed"  # a model failed while answering, not in a way Forge knows (data: cause)
+    # synthetic data
+    SYNTHETIC_UNSUPPORTED = "synthetic-unsupported"  # a file `forge expand` cannot grow (documents, nested fields)
+    SYNTHETIC_NONE_KEPT = "synthetic-none-kept"  # every written example was dropped; nothing was written (data: report)
 
 
 class ForgeError(Exception):

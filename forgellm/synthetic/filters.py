@@ -1,0 +1,99 @@
+"""What a synthetic example must pass before it is kept, in this order (the first failure is its reason):
+
+- ``invalid``: not an object of exactly the file's fields and types (shape.py), or the recipe cannot make
+  a training example of it (the same `to_example` prepare applies);
+- ``too_short`` / ``too_long``: its content (message contents or document) is outside the range of
+  characters observed in the data;
+- ``duplicate``: the same content (normalized as prepare's dedup does) as a row of the data or a kept one;
+- ``near_duplicate``: MinHash similarity (prepare's neardup signature) of at least ``NEAR_THRESHOLD``
+  with a row of the data or a kept example;
+- ``copied``: at least ``COPY_THRESHOLD`` of its character 12-grams appear in its own seeds - a seed's
+  answer pasted under a new question is not near-duplicate as a whole, but it is copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from forgellm.data.prepare.neardup import NearDuplicateIndex, content_text, minhash
+from forgellm.data.prepare.recipe import to_example
+from forgellm.data.prepare.splits import content_key
+from forgellm.data.read.records import RecipeError, Record
+
+REASONS = ("invalid", "too_short", "too_long", "duplicate", "near_duplicate", "copied")
+NEAR_THRESHOLD = 0.8  # below prepare's default 0.9: a paraphrase of a real row adds little
+COPY_THRESHOLD = 0.5
+COPY_GRAM = 12  # characters: long enough that shared phrases ("Thank you for ...") are rare hits
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def grams(text: str) -> set[str]:
+    norm = _normalized(text)
+    return {norm[i : i + COPY_GRAM] for i in range(max(1, len(norm) - COPY_GRAM + 1))}
+
+
+def copied_share(text: str, seed_grams: set[str]) -> float:
+    """The share of ``text``'s character 12-grams found in its seeds."""
+    own = grams(text)
+    return len(own & seed_grams) / len(own) if own else 0.0
+
+
+@dataclass
+class Verdict:
+    reason: str | None  # one of REASONS, or None when kept
+    detail: str = ""
+    content: str = ""
+
+
+class SyntheticFilter:
+    """Holds what the data and the kept examples look like; ``check`` says whether an example may be kept."""
+
+    def __init__(self, schema: type[BaseModel], format: str, recipe: Any, *, min_chars: int, max_chars: int) -> None:
+        self.schema, self.format, self.recipe = schema, format, recipe
+        self.min_chars, self.max_chars = min_chars, max_chars
+        self.keys: set[int] = set()
+        self.near = NearDuplicateIndex(NEAR_THRESHOLD)
+        self._ids = 0
+
+    def content(self, fields: dict[str, Any], line: int = 0) -> str:
+        """The example's content as prepare compares it (RecipeError when the recipe rejects it)."""
+        example = to_example(Record(line, fields), self.format, self.recipe)
+        row = {"messages": example.messages} if example.messages is not None else {"text": example.text}
+        return content_text(row)
+
+    def remember(self, text: str) -> None:
+        """A row of the data, or a kept example: later ones may not repeat it."""
+        self.keys.add(content_key(text))
+        self._ids += 1
+        self.near.add(f"synthetic:{self._ids}:0", minhash(text))
+
+    def check(self, candidate: Any, seed_grams: set[str]) -> Verdict:
+        if not isinstance(candidate, dict):
+            return Verdict("invalid", f"a JSON {type(candidate).__name__}, not an object")
+        try:
+            self.schema.model_validate(candidate)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return Verdict("invalid", f"{'.'.join(map(str, first['loc'])) or 'example'}: {first['msg']}")
+        try:
+            text = self.content(candidate)
+        except RecipeError as exc:
+            return Verdict("invalid", f"the recipe cannot use it: {exc}")
+        if len(text) < self.min_chars:
+            return Verdict("too_short", f"{len(text)} characters, the data's shortest has {self.min_chars}", text)
+        if len(text) > self.max_chars:
+            return Verdict("too_long", f"{len(text)} characters, the data's longest has {self.max_chars}", text)
+        if content_key(text) in self.keys:
+            return Verdict("duplicate", "the same content as a row of the data or a kept example", text)
+        if self.near.first_match(text)[1] is not None:
+            return Verdict("near_duplicate", f"MinHash similarity >= {NEAR_THRESHOLD}", text)
+        share = copied_share(text, seed_grams)
+        if share >= COPY_THRESHOLD:
+            return Verdict("copied", f"{share:.0%} of its 12-character pieces come from its seeds", text)
+        return Verdict(None, "", text)
