@@ -29,6 +29,7 @@ SEEDS_FIELD = "synthetic_seeds"
 DEFAULT_BATCH = 8  # examples asked for per request
 DEFAULT_SEEDS = 4  # seed records shown per request
 REQUESTS_PER_BATCH_NEEDED = 5  # give up after this many times the requests a perfect advisor would need
+LENGTH_MARGIN = (0.5, 2)  # kept lengths: from half the data's shortest to twice its longest (in characters)
 DROPPED_EXAMPLES = 10  # dropped examples kept in the report, with their reason
 Progress = Callable[[int, int, int], None]  # (kept, wanted, generated)
 
@@ -180,7 +181,8 @@ def _read(path: Path, format: str, recipe: Any) -> tuple[Rows, Rows, SyntheticFi
             fix="Run `forge study FILE` to see how the file is read, and set data.format / data.recipe in forge.yaml.",
             code=ErrorCode.DATA_RECIPE_MISMATCH,
         )
-    checker.min_chars, checker.max_chars = min(lengths), max(lengths)
+    # The data's observed range, with a margin: a small data set has not shown every length it could hold.
+    checker.min_chars, checker.max_chars = math.ceil(min(lengths) * LENGTH_MARGIN[0]), max(lengths) * LENGTH_MARGIN[1]
     return rows, usable, checker
 
 

@@ -3,7 +3,7 @@
 - ``invalid``: not an object of exactly the file's fields and types (shape.py), or the recipe cannot make
   a training example of it (the same `to_example` prepare applies);
 - ``too_short`` / ``too_long``: its content (message contents or document) is outside the range of
-  characters observed in the data;
+  characters observed in the data, with a margin (expand.LENGTH_MARGIN: half the shortest, twice the longest);
 - ``duplicate``: the same content (normalized as prepare's dedup does) as a row of the data or a kept one;
 - ``near_duplicate``: MinHash similarity (prepare's neardup signature) of at least ``NEAR_THRESHOLD``
   with a row of the data or a kept example;
@@ -86,9 +86,9 @@ class SyntheticFilter:
         except RecipeError as exc:
             return Verdict("invalid", f"the recipe cannot use it: {exc}")
         if len(text) < self.min_chars:
-            return Verdict("too_short", f"{len(text)} characters, the data's shortest has {self.min_chars}", text)
+            return Verdict("too_short", f"{len(text)} characters, under the {self.min_chars} allowed", text)
         if len(text) > self.max_chars:
-            return Verdict("too_long", f"{len(text)} characters, the data's longest has {self.max_chars}", text)
+            return Verdict("too_long", f"{len(text)} characters, over the {self.max_chars} allowed", text)
         if content_key(text) in self.keys:
             return Verdict("duplicate", "the same content as a row of the data or a kept example", text)
         if self.near.first_match(text)[1] is not None:
