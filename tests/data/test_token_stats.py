@@ -101,7 +101,7 @@ def test_cjk_text_counts_characters_and_pages_of_its_own():
 
 def test_study_reports_the_method_in_json_html_and_terminal(tmp_path, monkeypatch, no_local_tokenizer):
     monkeypatch.chdir(tmp_path)
-    rows = [{"question": f"How do I reset password number {i}?", "answer": f"Open settings, step {i}."} for i in range(30)]
+    rows = [{"question": f"How do I reset password {i}?", "answer": f"Open settings, step {i}."} for i in range(30)]
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = runner.invoke(app, ["study", "qa.jsonl"])
     assert result.exit_code == 0, result.output

@@ -134,10 +134,11 @@ def _many_good(count: int) -> list[dict]:
 
 
 def test_prepare_puts_synthetic_rows_in_train_only(tmp_path, tiny_causal_lm_dir):
+    from stage_support import staged
+
     from forgellm.data.prepare.run import prepare_dataset
     from forgellm.data.read.formats import detect_format
     from forgellm.data.read.readers import open_dataset, sample_records
-    from stage_support import staged
 
     project = qa_project(tmp_path / "project", tiny_causal_lm_dir)
     data = write_qa(project)
