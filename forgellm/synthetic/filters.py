@@ -79,8 +79,12 @@ class SyntheticFilter:
         try:
             self.schema.model_validate(candidate)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            return Verdict("invalid", f"{'.'.join(map(str, first['loc'])) or 'example'}: {first['msg']}")
+            errors = exc.errors()
+            first = errors[0]
+            where = f"{'.'.join(map(str, first['loc'])) or 'example'}: {first['msg']}"
+            # Right shape, but a text over its column's limit (shape.py): a length problem, not a shape one.
+            too_long = all(e["type"] == "string_too_long" for e in errors)
+            return Verdict("too_long" if too_long else "invalid", where)
         try:
             text = self.content(candidate)
         except RecipeError as exc:
