@@ -23,6 +23,9 @@ def expand(
     batch: int = typer.Option(8, "--batch", min=1, max=32, help="Examples asked for per request."),
     seeds: int = typer.Option(4, "--seeds", min=1, max=16, help="Seed records shown per request."),
     seed: int = typer.Option(0, "--seed", help="Seed of the choice of seed records."),
+    max_requests: int | None = typer.Option(
+        None, "--max-requests", min=1, help="At most this many requests (default: 5 x what N needs at best)."
+    ),
     project: Path = typer.Option(Path("."), "--project", "-C", help="Project folder: its advisor and recipe."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -32,7 +35,7 @@ def expand(
     from forgellm.synthetic.run import expand_data
 
     layout, config = load_project(project) if find_project(project) else (None, None)
-    options = {"seed": seed, "batch": batch, "seeds_per_request": seeds}
+    options = {"seed": seed, "batch": batch, "seeds_per_request": seeds, "max_requests": max_requests}
     kwargs: dict[str, Any] = dict(config=config, project_dir=layout.root if layout else None, goal=goal,
                                   provider=advisor.value if advisor else None, output=output, **options)  # fmt: skip
     if as_json:

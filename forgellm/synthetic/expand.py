@@ -78,9 +78,11 @@ def expand_file(
     seeds_per_request: int = DEFAULT_SEEDS,
     output: Path | None = None,
     progress: Progress | None = None,
+    max_requests: int | None = None,
 ) -> ExpandReport:
     """Write ``output`` (default: ``<stem>.expanded.jsonl`` beside ``path``) with the rows of ``path`` and
-    synthetic ones up to ``target`` rows in all. ``format``/``recipe``: how prepare will read the file."""
+    synthetic ones up to ``target`` rows in all. ``format``/``recipe``: how prepare will read the file.
+    ``max_requests``: a cap on requests (each costs tokens); default 5 x the requests a perfect advisor needs."""
     from forgellm.advisor.errors import AdvisorAnswerError, AdvisorUnavailable
     from forgellm.advisor.schemas import ExamplesRequest
 
@@ -103,7 +105,7 @@ def expand_file(
     checker.schema = schema
     rng = random.Random(seed)
     kept_rows: list[dict[str, Any]] = []
-    max_requests = math.ceil(report.wanted / batch) * REQUESTS_PER_BATCH_NEEDED + 2
+    max_requests = max_requests or math.ceil(report.wanted / batch) * REQUESTS_PER_BATCH_NEEDED + 2
     while report.kept < report.wanted and report.requests < max_requests:
         picked = rng.sample(range(len(usable)), min(seeds_per_request, len(usable)))
         lines = [usable[i][0] for i in picked]
