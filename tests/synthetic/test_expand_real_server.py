@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from advisor.llm_server import LocalLLMServer, why_no_server
 from typer.testing import CliRunner
 
-from advisor.llm_server import LocalLLMServer, why_no_server
 from forgellm.cli.main import app
-from forgellm.config.schema import RecipeSection
 from forgellm.data.prepare.splits import content_key
 from forgellm.synthetic.filters import REASONS
 from synthetic.support import qa_project, qa_rows, write_qa
 
 runner = CliRunner()
-RECIPE = RecipeSection(columns={"user": "question", "assistant": "answer"})
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +27,12 @@ def server():
     reason = why_no_server()
     if reason:
         pytest.skip(reason)
-    # A short cap per answer: with the schema's bounded texts, a batch of 3 examples fits in 512 tokens.
+    # A short cap per answer: with the schema's bounded texts, a batch of 2 examples fits in 512 tokens.
     with LocalLLMServer(context=4096, max_tokens=512) as running:
         yield running
 
 
-@pytest.mark.slow  # a few requests of ~500 prompt and up to 512 answer tokens: tens of seconds on two cores
+@pytest.mark.slow  # up to 6 requests of ~500 prompt and ~200 answer tokens: ~1 min on two idle cores
 def test_expand_with_the_real_server_keeps_only_checked_rows_and_prepare_keeps_them_in_train(
     server, tmp_path, tiny_causal_lm_dir
 ):
@@ -48,17 +46,22 @@ def test_expand_with_the_real_server_keeps_only_checked_rows_and_prepare_keeps_t
     data = write_qa(project)
     before = data.read_bytes()
     result = runner.invoke(
-        app, ["expand", str(data), "--to", "18", "--batch", "3", "--seeds", "2", "-C", str(project), "--json"]
-    )
+        app,
+        ["expand", str(data), "--to", "16", "--batch", "2", "--seeds", "2", "--max-requests", "6", "-C", str(project),
+         "--json"],
+    )  # fmt: skip
     report = json.loads(result.output[: result.output.rindex("}") + 1])
     assert report["requests"] >= 1 and report["notes"][0].startswith("Sent to smollm2 (openai): 2 records")
     assert set(report["dropped"]) == set(REASONS)
     assert report["generated"] == report["kept"] + sum(report["dropped"].values())
     assert data.read_bytes() == before
     output = project / "support.expanded.jsonl"
-    if report["kept"] == 0:  # the tiny model wrote nothing usable: nothing written, the error says so
+    if report["kept"] == 0:
+        # SmolLM2-135M often echoes its seeds: each such example is dropped and counted, nothing is written, and
+        # the command says so. (The split rule on written rows is then covered by test_expand.py's scripted client.)
         assert result.exit_code == 1 and "synthetic-none-kept" in result.output and not output.exists()
-        pytest.skip(f"SmolLM2 wrote no usable example this time: {report['dropped']}")
+        assert report["generated"] > 0 or report["unusable_answers"] > 0
+        return
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert rows[:12] == qa_rows() and len(rows) == 12 + report["kept"]
