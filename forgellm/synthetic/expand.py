@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import ErrorCode, ForgeError
-from forgellm.synthetic.filters import REASONS, SyntheticFilter, grams
+from forgellm.synthetic.filters import REASONS, SyntheticFilter
 from forgellm.synthetic.shape import example_model, recipe_columns, seed_fields
 
 SYNTHETIC_FIELD = "synthetic"  # the mark prepare's split rule reads (data/prepare/splits.py)
@@ -121,12 +121,12 @@ def expand_file(
         except AdvisorUnavailable as exc:
             report.stopped = f"the advisor became unavailable: {exc.message}"
             break
-        seed_grams = set().union(*(grams(checker.content(usable[i][1])) for i in picked))
+        seeds = checker.seeds([usable[i][1] for i in picked])
         for candidate in proposal.examples:
             if report.kept >= report.wanted:
                 break
             report.generated += 1
-            verdict = checker.check(candidate, seed_grams)
+            verdict = checker.check(candidate, seeds)
             if verdict.reason is not None:
                 report.dropped[verdict.reason] += 1
                 _note_drop(report, verdict.reason, verdict.detail)

@@ -7,8 +7,9 @@
 - ``duplicate``: the same content (normalized as prepare's dedup does) as a row of the data or a kept one;
 - ``near_duplicate``: MinHash similarity (prepare's neardup signature) of at least ``NEAR_THRESHOLD``
   with a row of the data or a kept example;
-- ``copied``: at least ``COPY_THRESHOLD`` of its character 12-grams appear in its own seeds - a seed's
-  answer pasted under a new question is not near-duplicate as a whole, but it is copied.
+- ``copied``: one of its turns repeats a turn of its own seeds word for word (normalized), or at least
+  ``COPY_THRESHOLD`` of its character 12-grams appear in its seeds - a seed's answer pasted under a new
+  question, or a seed's question with a new answer, is not near-duplicate as a whole, but it is copied.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def copied_share(text: str, seed_grams: set[str]) -> float:
 
 
 @dataclass
+class Seeds:
+    """What an example may not copy from the seeds it was written from."""
+
+    grams: set[str]
+    turns: set[str]
+
+
+@dataclass
 class Verdict:
     reason: str | None  # one of REASONS, or None when kept
     detail: str = ""
@@ -63,9 +72,22 @@ class SyntheticFilter:
 
     def content(self, fields: dict[str, Any], line: int = 0) -> str:
         """The example's content as prepare compares it (RecipeError when the recipe rejects it)."""
+        return content_text(self._row(fields, line))
+
+    def _row(self, fields: dict[str, Any], line: int = 0) -> dict[str, Any]:
         example = to_example(Record(line, fields), self.format, self.recipe)
-        row = {"messages": example.messages} if example.messages is not None else {"text": example.text}
-        return content_text(row)
+        return {"messages": example.messages} if example.messages is not None else {"text": example.text}
+
+    def _turns(self, fields: dict[str, Any]) -> set[str]:
+        row = self._row(fields)
+        texts = [m["content"] for m in row["messages"] if m["role"] != "system"] if "messages" in row else [row["text"]]
+        return {_normalized(t) for t in texts if t}
+
+    def seeds(self, seed_fields: list[dict[str, Any]]) -> Seeds:
+        return Seeds(
+            set().union(*(grams(self.content(f)) for f in seed_fields)),
+            set().union(*(self._turns(f) for f in seed_fields)),
+        )
 
     def remember(self, text: str) -> None:
         """A row of the data, or a kept example: later ones may not repeat it."""
@@ -73,7 +95,7 @@ class SyntheticFilter:
         self._ids += 1
         self.near.add(f"synthetic:{self._ids}:0", minhash(text))
 
-    def check(self, candidate: Any, seed_grams: set[str]) -> Verdict:
+    def check(self, candidate: Any, seeds: Seeds) -> Verdict:
         if not isinstance(candidate, dict):
             return Verdict("invalid", f"a JSON {type(candidate).__name__}, not an object")
         try:
@@ -97,7 +119,9 @@ class SyntheticFilter:
             return Verdict("duplicate", "the same content as a row of the data or a kept example", text)
         if self.near.first_match(text)[1] is not None:
             return Verdict("near_duplicate", f"MinHash similarity >= {NEAR_THRESHOLD}", text)
-        share = copied_share(text, seed_grams)
+        if self._turns(candidate) & seeds.turns:
+            return Verdict("copied", "a turn repeats one of its seeds' turns word for word", text)
+        share = copied_share(text, seeds.grams)
         if share >= COPY_THRESHOLD:
             return Verdict("copied", f"{share:.0%} of its 12-character pieces come from its seeds", text)
         return Verdict(None, "", text)

@@ -49,9 +49,12 @@ class ScriptedClient:
 
 
 def _copied(seeds: list[dict]) -> dict:
-    """A new question over a seed's answer pasted word for word (plus a greeting): copying, not a duplicate."""
-    seed = seeds[0]
-    return {"examples": [{"question": "Something else entirely, please help?", "answer": "Hello! " + seed["answer"]}]}
+    """A seed's answer pasted under a new question (plus a greeting), and a seed's question with a new answer:
+    both copying, neither a duplicate nor a near-duplicate as a whole."""
+    return {"examples": [
+        {"question": "Something else entirely, please help?", "answer": "Hello! " + seeds[0]["answer"]},
+        {"question": seeds[1]["question"], "answer": "Our team answers this one by phone, weekdays from 9 to 17."},
+    ]}  # fmt: skip
 
 
 def _bad_batches() -> list:
@@ -83,9 +86,9 @@ def test_every_bad_example_is_dropped_counted_and_never_written(tmp_path):
     report = expand_file(data, 16, LLMAdvisor(client), format="qa", recipe=RECIPE, batch=10, seeds_per_request=3)
     assert report.unusable_answers == 1
     assert report.dropped == {
-        "invalid": 4, "too_short": 1, "too_long": 1, "duplicate": 2, "near_duplicate": 1, "copied": 1,
+        "invalid": 4, "too_short": 1, "too_long": 1, "duplicate": 2, "near_duplicate": 1, "copied": 2,
     }  # fmt: skip
-    assert report.kept == 4 and report.generated == 14 and report.output is not None
+    assert report.kept == 4 and report.generated == 15 and report.output is not None
     assert data.read_bytes() == before  # the user's file is never touched
     lines = [json.loads(line) for line in (tmp_path / "support.expanded.jsonl").read_text().splitlines()]
     assert lines[:12] == qa_rows()  # the data's rows first, unchanged
