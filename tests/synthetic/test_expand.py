@@ -160,3 +160,23 @@ def test_prepare_puts_synthetic_rows_in_train_only(tmp_path, tiny_causal_lm_dir)
     assert all(not row.get("synthetic") for split in ("val", "test") for row in splits[split])
     assert sum(bool(row.get("synthetic")) for row in splits["train"]) == 12
     assert splits["val"] or splits["test"]  # real rows still reach the held-out splits (50/25/25)
+
+
+def test_ignite_suggests_expansion_for_small_data_and_reuses_an_expansion(tmp_path, monkeypatch):
+    from forgellm.synthetic.run import expanded_for_ignite, small_data_hint
+
+    data = write_qa(tmp_path)
+    hint = small_data_hint(data, "forge ignite support.jsonl GOAL --expand 500")
+    assert hint and "only ~12 rows" in hint and "--expand 500" in hint
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) + "\n" for i in range(300)))
+    assert small_data_hint(big, "x") is None
+    # An expansion made earlier is reused, so a re-run of ignite resumes on the same data.
+    (tmp_path / "support.expanded.jsonl").write_text(data.read_text())
+    assert expanded_for_ignite(data, 50) == (tmp_path / "support.expanded.jsonl", None)
+    # --expand with the rules advisor stops at once, with the fix, before any stage runs.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "support.expanded.jsonl").unlink()
+    result = runner.invoke(app, ["ignite", "support.jsonl", "A support bot", "--expand", "50", "--yes"])
+    assert result.exit_code == 1 and "advisor-cannot" in result.output
+    assert not (tmp_path / "forge.yaml").exists()
