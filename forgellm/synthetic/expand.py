@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgellm.data.prepare.splits import SYNTHETIC_FIELD  # the mark prepare's split rule reads
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.synthetic.filters import REASONS, SyntheticFilter
 from forgellm.synthetic.shape import example_model, recipe_columns, seed_fields
 
-SYNTHETIC_FIELD = "synthetic"  # the mark prepare's split rule reads (data/prepare/splits.py)
 SEEDS_FIELD = "synthetic_seeds"
 DEFAULT_BATCH = 8  # examples asked for per request
 DEFAULT_SEEDS = 4  # seed records shown per request
@@ -122,18 +122,7 @@ def expand_file(
             report.stopped = f"the advisor became unavailable: {exc.message}"
             break
         seeds = checker.seeds([usable[i][1] for i in picked])
-        for candidate in proposal.examples:
-            if report.kept >= report.wanted:
-                break
-            report.generated += 1
-            verdict = checker.check(candidate, seeds)
-            if verdict.reason is not None:
-                report.dropped[verdict.reason] += 1
-                _note_drop(report, verdict.reason, verdict.detail)
-                continue
-            checker.remember(verdict.content)
-            kept_rows.append({**candidate, SYNTHETIC_FIELD: True, SEEDS_FIELD: lines})
-            report.kept += 1
+        kept_rows += _check_all(report, proposal.examples, checker, seeds, lines)
         if progress is not None:
             progress(report.kept, report.wanted, report.generated)
     if report.kept < report.wanted and report.stopped is None:
@@ -144,6 +133,26 @@ def expand_file(
         report.output = str(output)
     report.seconds = round(time.monotonic() - started, 2)
     return report
+
+
+def _check_all(
+    report: ExpandReport, candidates: list[Any], checker: SyntheticFilter, seeds: Any, lines: list[int]
+) -> list[dict[str, Any]]:
+    """The candidates that pass every check, marked; each one checked is counted in ``report``."""
+    kept: list[dict[str, Any]] = []
+    for candidate in candidates:
+        if report.kept >= report.wanted:
+            break
+        report.generated += 1
+        verdict = checker.check(candidate, seeds)
+        if verdict.reason is not None:
+            report.dropped[verdict.reason] += 1
+            _note_drop(report, verdict.reason, verdict.detail)
+            continue
+        checker.remember(verdict.content)  # later examples may not repeat it
+        kept.append({**candidate, SYNTHETIC_FIELD: True, SEEDS_FIELD: lines})
+        report.kept += 1
+    return kept
 
 
 Rows = list[tuple[int, dict[str, Any]]]  # (line, fields)
