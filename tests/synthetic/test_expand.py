@@ -180,3 +180,26 @@ def test_ignite_suggests_expansion_for_small_data_and_reuses_an_expansion(tmp_pa
     result = runner.invoke(app, ["ignite", "support.jsonl", "A support bot", "--expand", "50", "--yes"])
     assert result.exit_code == 1 and "advisor-cannot" in result.output
     assert not (tmp_path / "forge.yaml").exists()
+
+
+def test_conversations_keep_their_shape_and_the_schema_suits_gemini(tmp_path):
+    from forgellm.advisor.gemini import gemini_json_schema
+
+    def chat(question: str, answer: str) -> dict:
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(chat(r["question"], r["answer"])) + "\n" for r in qa_rows()))
+    new = chat("Can I change my username?", "Yes, once a month under Profile > Edit username.")
+    wrong = {"messages": [{"speaker": "user", "text": "Where is my order?"}]}  # the file's keys are role/content
+    client = ScriptedClient([{"examples": [wrong, new]}])
+    recipe = RecipeSection(columns={"messages": "messages"})
+    report = expand_file(data, 13, LLMAdvisor(client), format="messages", recipe=recipe, batch=2)
+    assert (report.kept, report.dropped["invalid"]) == (1, 1)
+    assert json.loads((tmp_path / "chats.expanded.jsonl").read_text().splitlines()[-1])["messages"] == new["messages"]
+    from forgellm.advisor.schemas import ExamplesRequest
+    from forgellm.synthetic.shape import example_model
+
+    schema = gemini_json_schema(ExamplesRequest([], 2, "messages", example_model([new], ["messages"])).answer_schema())
+    turn = schema["properties"]["examples"]["items"]["properties"]["messages"]["items"]
+    assert turn["required"] == ["content", "role"] and turn["additionalProperties"] is False
