@@ -203,3 +203,20 @@ def test_conversations_keep_their_shape_and_the_schema_suits_gemini(tmp_path):
     schema = gemini_json_schema(ExamplesRequest([], 2, "messages", example_model([new], ["messages"])).answer_schema())
     turn = schema["properties"]["examples"]["items"]["properties"]["messages"]["items"]
     assert turn["required"] == ["content", "role"] and turn["additionalProperties"] is False
+
+
+def test_forge_expand_over_http_prints_the_report_and_writes_the_file(tmp_path, tiny_causal_lm_dir):
+    """The command as a user runs it: forge.yaml's OpenAI-compatible advisor (a scripted local HTTP server)."""
+    from advisor.servers import Reply, openai_server
+
+    script = [Reply.json({"examples": [GOOD[0], qa_rows()[2]]}), Reply.json({"examples": GOOD[1:3]})]
+    with openai_server(script) as server:
+        advisor = {"provider": "openai", "base_url": server.url, "model": "scripted", "max_retries": 0}
+        project = qa_project(tmp_path / "project", tiny_causal_lm_dir, advisor=advisor)
+        data = write_qa(project)
+        result = runner.invoke(app, ["expand", str(data), "--to", "15", "--batch", "2", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    compact = "".join(result.output.split())  # rich wraps long lines, even inside a path
+    assert "Kept3" in compact and "duplicate1" in compact and "forgeprepare" in compact
+    assert "support.expanded.jsonl" in compact and "Senttoscripted(openai)" in compact
+    assert len((project / "support.expanded.jsonl").read_text().splitlines()) == 15
