@@ -123,3 +123,13 @@ def test_prepare_stats_carry_exact_token_totals_and_the_method(tiny_train_projec
     assert text["method"].startswith("model:") and text["reason"] == "the target model's tokenizer"
     assert text["tokens"] == sum(s.tokens for s in prepared.stats.splits.values())
     assert text["texts"] == prepared.stats.kept and text["words"] > 0 and text["pages"] > 0
+
+
+def test_study_of_a_folder_of_japanese_documents_reports_its_totals(tmp_path, monkeypatch, no_local_tokenizer):
+    """A folder's documents all start at line 1: the study (near-duplicates included) must not trip on that."""
+    _japanese_text()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["study", str(TRANSCRIPTS), "--json"])
+    assert result.exit_code == 0, result.output[-1500:]
+    stats = json.loads(result.output)["report"]["text_stats"]
+    assert stats["method"] == ESTIMATE_METHOD and stats["no_space_characters"] > stats["words"] > 0

@@ -65,7 +65,7 @@ class NearDuplicates:
 
     def __init__(self) -> None:
         self.lsh: Any = None
-        self.signatures: dict[int, Any] = {}
+        self.signatures: dict[int, tuple[Any, int]] = {}  # arrival number -> (signature, line)
         self.checked = 0
         self.rows = 0
         self.lines: list[int] = []
@@ -80,10 +80,12 @@ class NearDuplicates:
             # Candidates at a lower threshold, then the estimated similarity decides: fewer misses near 0.9.
             self.lsh = MinHashLSH(threshold=NEAR_THRESHOLD - 0.1, num_perm=NEAR_NUM_PERM)
         self.checked += 1
+        # Keyed by arrival, not by line: the documents of a folder all start at line 1.
+        key = self.checked
         signature = minhash(text)
         best: tuple[float, int] | None = None
         for other in self.lsh.query(signature):
-            similarity = signature.jaccard(self.signatures[other])
+            similarity = signature.jaccard(self.signatures[other][0])
             if similarity >= NEAR_THRESHOLD and (best is None or similarity > best[0]):
                 best = (similarity, other)
         if best is not None:
@@ -91,9 +93,9 @@ class NearDuplicates:
             if len(self.lines) < EXAMPLE_LINES:
                 self.lines.append(line)
             if len(self.pairs) < PAIR_EXAMPLES:
-                self.pairs.append([best[1], line, round(best[0], 3)])
-        self.lsh.insert(line, signature)
-        self.signatures[line] = signature
+                self.pairs.append([self.signatures[best[1]][1], line, round(best[0], 3)])
+        self.lsh.insert(key, signature)
+        self.signatures[key] = (signature, line)
 
     def to_dict(self) -> dict[str, Any]:
         return {
