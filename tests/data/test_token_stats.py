@@ -24,6 +24,17 @@ runner = CliRunner()
 TRANSCRIPTS = SHARED_DATA / "chat_transcripts_ja"
 
 
+@pytest.fixture(scope="module")
+def _tokenizer_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def shared_model_cache(_tokenizer_cache, monkeypatch):
+    """One model cache for this module: SmolLM2's tokenizer is read out of its GGUF once (~5 s), not per test."""
+    monkeypatch.setenv("FORGE_CACHE_DIR", str(_tokenizer_cache))
+
+
 @pytest.fixture
 def no_local_tokenizer(monkeypatch):
     """A machine without the bundled model: the local rung finds nothing unless the HF cache has one."""
