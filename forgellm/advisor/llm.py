@@ -20,6 +20,8 @@ from forgellm.advisor.sampling import describe_sent
 from forgellm.advisor.schemas import (
     DataRequest,
     DiagnosisRequest,
+    ExamplesProposal,
+    ExamplesRequest,
     Fix,
     PlanProposal,
     PlanRequest,
@@ -130,6 +132,18 @@ class LLMAdvisor:
         system, prompt = prompts.script_prompt(request)
         sent = self._sent(f"the instructions and {len(request.rows)} records of {request.input_name}")
         return self._ask("script", system, prompt, ScriptProposal, _check_script, sent=sent)
+
+    def write_examples(self, request: ExamplesRequest) -> ExamplesProposal:
+        """Not cached: each batch is asked with other seeds, and a repeat should bring new examples."""
+        system, prompt = prompts.examples_prompt(request)
+        note = self._sent(f"{len(request.seeds)} records of the data per request, as seeds for new examples")
+        if note not in self.notes:
+            self.notes.append(note)
+        text = self.client.generate_json(system=system, prompt=prompt, schema=request.answer_schema())
+        try:
+            return parse_answer(text, ExamplesProposal)
+        except AdvisorAnswerError as exc:
+            raise AdvisorAnswerError(f"{self.name}'s examples were unusable: {exc.message}", fix=exc.fix) from None
 
     def _sent(self, what: str) -> str:
         return f"Sent to {self.client.model} ({self.client.provider}): {what}."

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from forgellm.advisor.schemas import DataRequest, DiagnosisRequest, PlanRequest, ScriptRequest
+from forgellm.advisor.schemas import DataRequest, DiagnosisRequest, ExamplesRequest, PlanRequest, ScriptRequest
 
 _BASE = (
     "You are the advisor of Forge, a tool that fine-tunes language models for people with no machine-"
@@ -54,6 +54,13 @@ SCRIPT_SYSTEM = (
     "file into JSONL training examples. The script runs in a sandbox without network, reads only its input "
     "file in the working directory and writes only the output file there: one JSON object "
     '{"messages": [{"role": "user"|"assistant"|"system", "content": "..."}]} per line.'
+)
+
+EXAMPLES_SYSTEM = (
+    _BASE + "\nTask: write new training examples for a fine-tuning data set, in the style, language, tone, "
+    "length and format of the seed examples. Each new example is a JSON object with exactly the fields of the "
+    "seeds, filled the same way. Write about new situations: never copy a seed or reuse its sentences, and "
+    "make every example different from the others."
 )
 
 
@@ -127,3 +134,13 @@ def script_prompt(request: ScriptRequest) -> tuple[str, str]:
         untrusted_block("ROWS", request.rows),
     ]
     return SCRIPT_SYSTEM, "\n\n".join(sections)
+
+
+def examples_prompt(request: ExamplesRequest) -> tuple[str, str]:
+    sections = [
+        f"Goal of the user: {request.goal or '(not given)'}",
+        f"Data format: {request.format}. Write {request.count} new examples as {{\"examples\": [...]}}.",
+        f"{len(request.seeds)} seed examples from the user's data:",
+        untrusted_block("SEEDS", request.seeds),
+    ]
+    return EXAMPLES_SYSTEM, "\n\n".join(sections)

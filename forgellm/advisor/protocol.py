@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from forgellm.advisor.schemas import (
         DataRequest,
         DiagnosisRequest,
+        ExamplesProposal,
+        ExamplesRequest,
         Fix,
         PlanProposal,
         PlanRequest,
@@ -39,6 +41,10 @@ class Advisor(Protocol):
     def diagnose(self, request: DiagnosisRequest) -> Fix | None: ...
 
     def write_script(self, request: ScriptRequest) -> ScriptProposal: ...
+
+    def write_examples(self, request: ExamplesRequest) -> ExamplesProposal:
+        """New records in the style of the seeds (synthetic expansion); the rules raise ADVISOR_CANNOT."""
+        ...
 
 
 class JsonClient(Protocol):

@@ -10,6 +10,8 @@ from typing import Any
 from forgellm.advisor.schemas import (
     DataRequest,
     DiagnosisRequest,
+    ExamplesProposal,
+    ExamplesRequest,
     Fix,
     PlanProposal,
     PlanRequest,
@@ -214,5 +216,14 @@ class RulesAdvisor:
             "The offline rules advisor cannot write scripts.",
             fix="Set advisor.provider to gemini or openai in forge.yaml (`forge init --advisor gemini`), "
             "then store a key with `forge login --provider gemini`.",
+            code=ErrorCode.ADVISOR_CANNOT,
+        )
+
+    def write_examples(self, request: ExamplesRequest) -> ExamplesProposal:
+        raise ForgeError(
+            "The offline rules advisor cannot write new examples: synthetic expansion needs an LLM advisor.",
+            fix="Configure one in forge.yaml: advisor.provider: openai with advisor.base_url (any OpenAI-compatible "
+            "server, e.g. a local llama.cpp or Ollama at http://127.0.0.1:11434/v1) and advisor.model, or "
+            "advisor.provider: gemini and `forge login --provider gemini`; or pass --advisor openai|gemini.",
             code=ErrorCode.ADVISOR_CANNOT,
         )

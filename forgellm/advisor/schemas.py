@@ -188,3 +188,36 @@ class ScriptRequest:
 class ScriptProposal(Answer):
     code: str = Field(min_length=1, max_length=50_000, description="A complete Python 3 script, standard library only.")
     explanation: str = Field(default="", max_length=2000)
+
+
+# ---------------------------------------------------------------- synthetic examples
+
+
+@dataclass
+class ExamplesRequest:
+    """Seed records of the user's data (their fields, as the file holds them) and how many new ones to write.
+
+    ``example_schema`` is the pydantic model of one record of this file (forgellm/synthetic/shape.py): the
+    JSON schema the server's structured output follows. The answer is parsed loosely (``ExamplesProposal``)
+    so that one bad example costs only itself; the expander validates each against ``example_schema``."""
+
+    seeds: list[dict[str, Any]]
+    count: int
+    format: str  # the recipe's data format (qa, alpaca, messages ...)
+    example_schema: Any  # type[BaseModel]
+    goal: str | None = None
+
+    def answer_schema(self) -> type[BaseModel]:
+        from pydantic import create_model
+
+        return create_model(
+            "SyntheticExamples",
+            __config__=ConfigDict(extra="forbid"),
+            examples=(list[self.example_schema], Field(min_length=1, max_length=self.count)),
+        )
+
+
+class ExamplesProposal(Answer):
+    """New records; each is checked on its own by the expander (shape, recipe, length, duplicates, copying)."""
+
+    examples: list[Any] = Field(default_factory=list, max_length=256)

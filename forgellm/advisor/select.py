@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from forgellm.advisor.schemas import (
         DataRequest,
         DiagnosisRequest,
+        ExamplesProposal,
+        ExamplesRequest,
         Fix,
         PlanProposal,
         PlanRequest,
@@ -86,6 +88,16 @@ class FallbackAdvisor:
             raise self._auth_error(exc) from None
         except AdvisorError as exc:
             # The rules cannot write scripts: there is nothing to fall back to.
+            masked_fix = self._masked(exc.fix or "") or None
+            raise type(exc)(self._masked(exc.message), fix=masked_fix, data=exc.data) from None
+
+    def write_examples(self, request: ExamplesRequest) -> ExamplesProposal:
+        try:
+            return self.primary.write_examples(request)
+        except AdvisorAuthError as exc:
+            raise self._auth_error(exc) from None
+        except AdvisorError as exc:
+            # The rules cannot write examples: nothing to fall back to (the expander counts the failure).
             masked_fix = self._masked(exc.fix or "") or None
             raise type(exc)(self._masked(exc.message), fix=masked_fix, data=exc.data) from None
 

@@ -238,6 +238,10 @@ def _render_result(result: Any) -> None:
     console.print(table)
     if stats.sources:
         _render_sources(stats)
+    if stats.text:
+        from forgellm.data.token_stats import text_totals
+
+        console.print(f"Totals: {text_totals(stats.text)}")
     if stats.rejected:
         console.print(f"Rejected {stats.rejected:,} rows (see {PreparedLayout(result.output_dir).rejects}):")
         for reason, count in list(stats.rejected_by_reason.items())[:8]:

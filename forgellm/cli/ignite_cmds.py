@@ -46,6 +46,9 @@ def ignite(
         "then instruction tuning on these conversations (`forge pipeline cpt-ift`)."
     ),
     general: Path | None = typer.Option(None, "--general", help="With --conversations: general data mixed into IFT."),
+    expand: int | None = typer.Option(
+        None, "--expand", min=2, help="First grow the data to N rows with the LLM advisor (see `forge expand`)."
+    ),
 ) -> None:
     """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
     if conversations is not None:  # documents + conversations: the two-stage pipeline
@@ -67,6 +70,7 @@ def ignite(
             code=ErrorCode.ADVISOR_UNKNOWN,
         )
     root = find_project(project) or project
+    data = _expanded(data, goal, expand, advisor, root, quiet=as_json)
     options = IgniteOptions(
         data,
         goal,
@@ -98,6 +102,25 @@ def ignite(
         console.print(f"Stopped after the plan. To go on: {how}.")
         return
     _final_summary(result)
+
+
+def _expanded(data: Path, goal: str, target: int | None, advisor: str | None, root: Path, quiet: bool) -> Path:
+    """The data ignite trains on: ``data``, or its synthetic expansion with --expand (suggested when small)."""
+    from forgellm.synthetic.run import expanded_for_ignite, small_data_hint
+
+    if target is None:
+        hint = None if quiet else small_data_hint(data, f'forge ignite {data} "{goal}" --expand 500')
+        if hint:
+            console.print(f"[yellow]Hint:[/] {hint}", soft_wrap=True)
+        return data
+    from forgellm.project import find_project, load_project
+
+    config = load_project(root)[1] if find_project(root) else None
+    output, report = expanded_for_ignite(data, target, config=config, provider=advisor, goal=goal)
+    if not quiet:
+        done = f"kept {report.kept:,} of {report.generated:,} written" if report else "made earlier, reused"
+        console.print(f"Expanded data: [bold]{output}[/] ({done}).")
+    return output
 
 
 class _IgniteDisplay:

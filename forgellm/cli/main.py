@@ -15,6 +15,7 @@ def _register() -> None:
         docker_cmds,
         docker_probe_cmds,
         eval_cmds,
+        expand_cmds,
         export_cmds,
         ignite_cmds,
         inference_cmds,

@@ -1,10 +1,9 @@
 """What `forge plan` learns from a sample of the data: its layout (via the advisor), size and token lengths.
 
-Token lengths are counted with the bundled SmolLM2 tokenizer and its chat template when that model is
-already converted in the model cache (no conversion is started for a plan: it takes ~30 s); otherwise
-they are estimated as ceil(characters / 4) of the conversation text, the usual rule of thumb for
-English with BPE tokenizers. ``DataProfile.token_counter`` says which ("model:..." or
-"estimate: chars/4"); `forge prepare` counts exactly with the chosen model.
+Token lengths follow data/token_stats.py: another local tokenizer (the bundled SmolLM2's, with its chat
+template, when that model is already converted: no conversion is started for a plan) or the word
+estimate. ``DataProfile.token_counter`` says which ("local:..." or "estimate:words"); `forge prepare`
+counts exactly with the chosen model.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from forgellm.errors import ErrorCode, ForgeError
 SAMPLE_ROWS = 2000
 LANGUAGE_SAMPLE = 300  # examples whose language is detected (the detector reads 400 characters each)
 SIGNIFICANT_LANGUAGE = 0.1  # a language counts for planning above this share of examples
-TOKEN_COUNTER_MODEL = "smollm2-135m"
 LITERAL_NEWLINES = 0.05  # share of texts with literal "\n" escapes above which the plan unescapes them
 
 
@@ -229,13 +227,15 @@ def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str],
     from forgellm.data.read.records import RecipeError
     from forgellm.data.study.checks import language_of
     from forgellm.data.study.stats import TokenCounter
+    from forgellm.data.token_stats import token_counting
 
     if profile.format == "thread":  # conversations along the reply links, as prepare will make them
         from forgellm.data.read.threads import link_sample
 
         records = link_sample(records, profile.recipe)
-    tokenizer = _counting_tokenizer(progress)
-    counter = TokenCounter(tokenizer, None)
+    # No model is chosen yet: another local tokenizer (the bundled model's, when already converted) or the
+    # word estimate (data/token_stats.py); reading one out of a GGUF is not worth its seconds here.
+    counter = TokenCounter(token_counting(None, read_gguf=False, progress=progress), None)
     languages: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     made = 0
@@ -261,7 +261,7 @@ def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str],
             code=ErrorCode.DATA_RECIPE_MISMATCH,
         )
     stats = counter.stats
-    profile.token_counter = f"model:{TOKEN_COUNTER_MODEL}" if tokenizer is not None else counter.name
+    profile.token_counter = counter.name
     profile.tokens = {
         "p50": stats.quantile(0.5), "p90": stats.quantile(0.9), "p99": stats.quantile(0.99),
         "max": float(stats.max or 0), "mean": round(stats.total / stats.count, 1),
@@ -274,19 +274,3 @@ def _measure(profile: DataProfile, records: list[Any], progress: Callable[[str],
     ]
     if labels:
         profile.labels = {"column": profile.recipe.columns.get("label"), "distinct": len(labels)}
-
-
-def _counting_tokenizer(progress: Callable[[str], None]) -> Any:
-    """The bundled model's tokenizer when it is already converted; None (chars/4) otherwise."""
-    from forgellm.models.resolve import is_materialized, resolve_model
-
-    try:
-        source = resolve_model(TOKEN_COUNTER_MODEL)
-    except ForgeError:  # the offline package is not installed
-        return None
-    if not is_materialized(source) or source.cache_dir is None:
-        return None
-    from forgellm.models.loading import load_tokenizer
-
-    progress(f"Counting tokens with the {TOKEN_COUNTER_MODEL} tokenizer")
-    return load_tokenizer(source.cache_dir)

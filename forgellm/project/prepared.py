@@ -69,6 +69,8 @@ class PreparedStats:
     # used}, and how the counts were set {seed, train_total, limited_by, note}. Empty for one data.source.
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     mixture: dict[str, Any] = field(default_factory=dict)
+    # Tokens (exact), words, lines, characters, pages and the method (data/token_stats.TextStats.to_dict()).
+    text: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class PreparedStats:
         stats.reading = as_dict(stats.reading)
         stats.sources = as_dict(stats.sources)
         stats.mixture = as_dict(stats.mixture)
+        stats.text = as_dict(stats.text)
         return stats
 
     def save(self, folder: PreparedLayout) -> None:

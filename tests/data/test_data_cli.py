@@ -62,7 +62,7 @@ def test_study_samples_big_files_and_says_so(tmp_path, monkeypatch):
     result = runner.invoke(app, ["study", "big.jsonl", "--sample-rows", "500", "--json"])
     report = json.loads(result.output)["report"]
     assert report["rows"] <= 600 and "--full" in report["sample_note"]
-    assert report["token_counter"].startswith("estimate")  # no plan here: the documented fallback
+    assert report["token_counter"] == "local:smollm2-135m"  # no plan here: the bundled tokenizer (token_stats)
     full = json.loads(runner.invoke(app, ["study", "big.jsonl", "--full", "--json"]).output)["report"]
     assert full["rows"] == 3000 and full["sample_note"] is None
 

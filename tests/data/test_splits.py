@@ -85,3 +85,22 @@ def test_key_index_lookup_add_forget(tmp_path):
     assert index.lookup([3]) == {}
     index.close()
     assert KeyIndex(tmp_path / "k.sqlite").lookup([1]) == {1: ("train", 10)}  # persisted
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "temporal"])
+def test_the_synthetic_rule_puts_synthetic_rows_in_train_only(method):
+    """Rows `forge expand` wrote go to train, whatever the method, and take no share of a stratified split."""
+    settings_ = SplitSection(method=method, column="c", train=0.34, val=0.33, test=0.33)
+    assigner = SplitAssigner(settings_, seed=0)
+    assert {assigner.assign(key, "a", synthetic=True) for key in range(300)} == {"train"}
+    assert assigner.counts == {}
+    if method == "stratified":  # real rows keep their exact shares after the synthetic ones
+        real = [assigner.assign(key, "a") for key in range(300)]
+        assert (real.count("train"), real.count("val"), real.count("test")) == (102, 99, 99)
+
+
+def test_is_synthetic_reads_the_mark_of_forge_expand():
+    from forgellm.data.prepare.splits import is_synthetic
+
+    assert is_synthetic({"q": "x", "synthetic": True}) and not is_synthetic({"synthetic": "true"})
+    assert not is_synthetic({"q": "x"})

@@ -95,7 +95,7 @@ def test_bitext_double_brace_placeholders_are_info_and_no_encoding_problems(bite
     assert all(v["rows"] == 0 for v in bitext.encoding.values())
     assert not {f.code for f in bitext.findings} & {"mojibake", "control_chars", "replacement_chars"}
     assert bitext.languages[0]["language"] == "en"
-    assert bitext.token_counter == "estimate: chars/4"
+    assert bitext.token_counter == "estimate:words"
     assert {f.code for f in bitext.findings} >= {"constant_column", "max_length"}
 
 
@@ -153,7 +153,7 @@ def test_exact_duplicates_empty_short_and_unreadable_rows():
 def test_token_fallback_is_labelled_and_max_length_suggested():
     records = [Record(i + 1, {"text": "x" * 400}) for i in range(10)]
     report = study_dataset(records)
-    assert report.token_counter == "estimate: chars/4"
+    assert report.token_counter == "estimate:words"
     assert report.lengths["tokens"]["p50"] == 100
     # 100 tokens: the one max_length rule (models/lengths.py) gives its floor, 256, as `forge plan` would.
     assert report.suggested_max_length == {"value": 256, "covers": 1.0}

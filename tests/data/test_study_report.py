@@ -38,7 +38,7 @@ def test_html_is_self_contained_has_charts_and_escapes_user_text(tmp_path):
     assert page.count("<svg") >= 4  # chars + tokens histograms, label bars, languages, missing values
     assert "<rect" in page
     assert "jane.doe@corp.com" not in page and "j***@corp.com" in page
-    assert "estimate: chars/4" in page
+    assert "estimate:words" in page
     assert not list(tmp_path.glob("reports/.*.tmp"))  # atomic write left no temp file
 
 
@@ -59,4 +59,4 @@ def test_terminal_summary_lists_findings_labels_and_tokens():
     assert "34 rows" in out and "warning" in out
     assert "Unfilled template placeholders" in out
     assert "Labels" in out and "billing" in out
-    assert "Tokens (estimate: chars/4)" in out
+    assert "Tokens (estimate:words)" in out

@@ -53,7 +53,7 @@ def test_plan_on_this_cpu_machine_writes_a_sound_forge_yaml(tmp_path, shared_dat
     assert config.model.ref == "smollm2-135m" and training.method == "lora"
     assert training.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR) and training.lora.r == 4
     assert training.precision in ("fp32", "bf16")
-    assert "estimate: chars/4" in config.data.rationale  # no converted model in this test's cache
+    assert "estimate:words" in config.data.rationale  # no converted model in this test's cache
     p99 = chars4_p99(bitext_rows(data))
     assert config.model.max_length % 64 == 0
     assert p99 - 2 <= config.model.max_length < p99 + 64 + 2
@@ -133,7 +133,7 @@ def test_token_lengths_come_from_the_bundled_tokenizer_when_converted(tmp_path, 
     result = runner.invoke(app, ["plan", GOAL, "--data", str(data), "--project", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
-    assert plan["data"]["token_counter"] == "model:smollm2-135m"
+    assert plan["data"]["token_counter"] == "local:smollm2-135m"
     tokenizer = load_tokenizer(bundled_model_dir)
     records = sample_records(open_dataset(data), 2000)
     detection = detect_format(records)

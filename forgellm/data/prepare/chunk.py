@@ -336,7 +336,8 @@ class ChunkProcessor:
             elif group in group_split:
                 split = group_split[group]
             else:
-                split = group_split[group] = self.assigner.assign(group, label)
+                synthetic = example.extra.get("synthetic", False)
+                split = group_split[group] = self.assigner.assign(group, label, synthetic=synthetic)
             if previous is None:
                 fresh[key] = (split, example.line)
             out.rows.append(_row(example, text, split, len(ids), trained))
@@ -409,8 +410,9 @@ def _row(example: Example, text: str, split: str | None, tokens: int, trained: i
         row["label"] = example.label
     if example.messages is not None:
         row["messages"] = example.messages
-    # role, file: a mixture's source's role and the file in it; rejected: a preference pair's other side
-    for marker in ("role", "file", "window", "part", "rejected"):
+    # role, file: a mixture's source's role and the file in it; rejected: a preference pair's other side;
+    # synthetic: written by `forge expand` (the split keeps it in train)
+    for marker in ("role", "file", "window", "part", "rejected", "synthetic"):
         if marker in example.extra:
             row[marker] = example.extra[marker]
     row.update(text=text, tokens=tokens, trained_tokens=trained)

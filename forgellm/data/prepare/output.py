@@ -203,7 +203,7 @@ def final_splits(meta: pa.Table, plan: SplitPlan, config: ForgeConfig) -> tuple[
     columns = [meta.column(c).to_pylist() for c in ("key", "label", "date", "duplicate")]
     for index, (key, label, date, duplicate) in enumerate(zip(*columns, strict=True)):
         split = splits[index]
-        if plan.cutoffs is not None:
+        if plan.cutoffs is not None and split is None:  # a synthetic row is in train already (splits.py)
             if duplicate and key in plan.dup_first_split:
                 split = plan.dup_first_split[key]
             elif date is None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from forgellm.config.schema import RecipeSection
 from forgellm.data.prepare.cleaning import clean_text, unescape_newlines
-from forgellm.data.prepare.splits import content_key
+from forgellm.data.prepare.splits import content_key, is_synthetic
 from forgellm.data.read.records import EmptyTextError, Example, Message, MissingColumnError, RecipeError, Record
 from forgellm.data.read.roles import lookup_role, role_lookup
 from forgellm.data.read.threads import THREAD_COLUMNS
@@ -114,6 +114,8 @@ def to_example(record: Record, format: str, recipe: RecipeSection) -> Example:
     if format == "thread" and "thread" in record.fields:
         # A thread's conversations share one split (no leak): the split assigner hashes an integer key.
         extra["group"] = content_key(f"thread {record.fields['thread']}")
+    if is_synthetic(record.fields):  # for the synthetic rule of splits.py
+        extra["synthetic"] = True
     return Example(record.line, record.source, messages=messages, label=get.label(), date=get.date(), extra=extra)
 
 

@@ -41,6 +41,7 @@ from forgellm.data.prepare.splits import SplitAssigner
 from forgellm.data.prepare.summary import chunk_summary, nothing_left, rejects_data, release_memory
 from forgellm.data.prepare.validate import validate_outputs
 from forgellm.data.read.records import BadRow, Record
+from forgellm.data.token_stats import counting_for, prepared_text_stats
 from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.project.layout import PreparedLayout, ProjectLayout
 from forgellm.project.lock import locked
@@ -408,6 +409,10 @@ class _PrepareRun:
                 code=ErrorCode.DATA_CHECKS_FAILED,
             )
         stats = self._stats(manifest, split_stats, merge_reasons, checks)
+        # Token statistics: one rule for study and prepare (data/token_stats.py); here the counts are exact.
+        counting = counting_for(self.setup.tokenizer, self.config.model.ref)
+        split_files = (work / f"{split}.jsonl" for split in ("train", "val", "test"))
+        stats.text = prepared_text_stats(split_files, counting).to_dict()
         stats.save(PreparedLayout(work))
         manifest.complete, manifest.output_fingerprint = True, final.name
         manifest.save(work)

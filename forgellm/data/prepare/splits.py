@@ -21,6 +21,16 @@ from forgellm.errors import ErrorCode, ForgeError
 
 SPLITS = ("train", "val", "test")
 
+# The synthetic rule: rows an advisor wrote (`forge expand` marks them `synthetic: true`) go to train only, so
+# val and test measure the model on real data alone. They take no share of a stratified split's counts, and
+# a temporal split (placed by date at the end, output.final_splits) leaves them in train.
+SYNTHETIC_FIELD = "synthetic"
+
+
+def is_synthetic(fields: dict) -> bool:
+    """Whether a record is marked as written by an advisor (the synthetic rule)."""
+    return fields.get(SYNTHETIC_FIELD) is True
+
 
 def content_key(text: str) -> int:
     """A 63-bit key of the normalized content: equal keys mean 'the same example' (dedup, leakage).
@@ -55,7 +65,9 @@ class SplitAssigner:
     def ratios(self) -> tuple[float, float, float]:
         return (self.settings.train, self.settings.val, self.settings.test)
 
-    def assign(self, key: int, label: str | None) -> str | None:
+    def assign(self, key: int, label: str | None, *, synthetic: bool = False) -> str | None:
+        if synthetic:  # the synthetic rule (above): train only
+            return "train"
         method = self.settings.method
         if method == "temporal":
             return None

@@ -47,7 +47,8 @@ TEXT_HINTS = ("text", "content", "body", "document", "article", "passage", "mark
               "texte", "testo", "本文", "内容", "正文")
 METADATA_HINTS = ("id", "uuid", "key", "date", "time", "created", "updated", "timestamp", "url", "link", "email",
                   "mail", "name", "author", "user id", "phone", "status", "score", "rating", "lang", "language",
-                  "source", "version", "flags", "count", "number", "age", "gender", "country", "channel")
+                  "source", "version", "flags", "count", "number", "age", "gender", "country", "channel",
+                  "synthetic", "seeds")  # synthetic, synthetic_seeds: the marks of `forge expand`
 # fmt: on
 _WEAK_ALONE = frozenset({"a", "q", "input", "output", "user", "bot", "human", "agent", "body", "message"})
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")

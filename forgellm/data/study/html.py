@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
+from forgellm.data.token_stats import text_totals
 
 _COLORS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 _BAR = "#5c6bc0"
@@ -168,7 +169,10 @@ def _summary_cards(report: StudyReport) -> str:
     ]
     for severity in ("error", "warning", "info"):
         cards.append(_card(_PLURAL[severity], len(report.by_severity(severity)), _COLORS[severity]))
-    counter = f"<p class='muted'>Token counts: <code>{escape(report.token_counter)}</code></p>"
+    counter = f"<p class='muted'>Token counts: <code>{escape(report.token_counter)}</code>"
+    if report.text_stats:
+        counter += f" ({escape(report.text_stats.get('reason', ''))})<br>{escape(text_totals(report.text_stats))}"
+    counter += "</p>"
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>" + counter
 
 
@@ -321,3 +325,6 @@ def render_study_terminal(report: StudyReport, console: Any) -> None:
             t = report.truncation
             line += f" · {t['examples_share']:.1%} of examples over max_length {t['max_length']}"
         console.print(line)
+    if report.text_stats:
+        reason = esc(report.text_stats["reason"])
+        console.print(f"[bold]Totals[/]: {esc(text_totals(report.text_stats))} [dim]({reason})[/]")

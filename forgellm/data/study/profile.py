@@ -8,8 +8,9 @@ A record's *text* is its example's message contents (or document text) when a re
 all its string values joined. Its *main text* is the example's first user turn, else the column that
 looks like the prompt (by name: instruction, prompt, question, description, ... else the longest).
 
-Token counts use the given tokenizer (its chat template when it has one): `token_counter` is
-`"model:<name>"`. Without one they are estimated as ceil(characters / 4): `"estimate: chars/4"`.
+Token counts follow the one rule of `forgellm.data.token_stats` (the model's tokenizer, with its chat
+template when it has one, else another local tokenizer, else the word estimate): `token_counter` names
+the method used, and `text_stats` holds the totals (tokens, words, lines, characters, pages).
 
 Severity of a finding (see `study_findings.py`, which derives every finding from the report's numbers):
 - error: training would fail or silently learn from mostly broken data: no usable records, more than
@@ -38,7 +39,8 @@ from forgellm.data.read.damage import encoding_problems
 from forgellm.data.read.records import BadRow, Example, RecipeError, Record
 from forgellm.data.study import checks
 from forgellm.data.study.report import SEVERITY_ORDER, StudyReport
-from forgellm.data.study.stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter
+from forgellm.data.study.stats import EXAMPLE_LINES, Hits, NearDuplicates, Seen, TokenCounter, tokenizer_name
+from forgellm.data.token_stats import TokenCounting, counting_for, estimate_counting
 from forgellm.models.lengths import max_length_for
 
 MAX_COLUMNS = 200
@@ -112,6 +114,7 @@ def study_dataset(
     detection: Any = None,
     to_example: Callable[..., Example] | None = None,
     tokenizer: Any = None,
+    counting: TokenCounting | None = None,
     max_length: int | None = None,
     sample_note: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -124,11 +127,14 @@ def study_dataset(
     examples are made by `to_example(record, detection.format, detection.recipe)` (default: the one in
     forgellm.data.prepare.recipe); with only `to_example`, it is called as `to_example(record)`. `progress`
     gets the number of records read so far, every 1000 records and at the end. `reading` (`Dataset.reading`)
-    says, once the records are read, how the file was read and what the reader skipped.
+    says, once the records are read, how the file was read and what the reader skipped. Tokens are counted by
+    `counting` (token_stats.token_counting), else by `tokenizer` as the model's, else by the word estimate.
     """
     from forgellm.data.study.findings import build_findings
 
-    profiler = _Profiler(_example_maker(detection, to_example), _recipe_columns(detection), tokenizer, max_length)
+    if counting is None:
+        counting = counting_for(tokenizer, tokenizer_name(tokenizer)) if tokenizer is not None else estimate_counting()
+    profiler = _Profiler(_example_maker(detection, to_example), _recipe_columns(detection), counting, max_length)
     for item in records:
         for entry in item if isinstance(item, list) else (item,):
             profiler.add(entry)
@@ -164,12 +170,12 @@ class _Profiler:
         self,
         make_example: Callable[[Record], Example] | None,
         recipe_columns: dict[str, Any],
-        tokenizer: Any,
+        counting: TokenCounting,
         max_length: int | None,
     ) -> None:
         self.make_example = make_example
         self.recipe_columns = recipe_columns
-        self.tokens = TokenCounter(tokenizer, max_length)
+        self.tokens = TokenCounter(counting, max_length)
         self.read = 0
         self.rows = 0
         self.unreadable = Hits()
@@ -329,6 +335,7 @@ class _Profiler:
             pii={k: {**h.to_dict(), "samples": self.pii_samples[k]} for k, h in sorted(self.pii.items())},
             lengths={"chars": self.chars.to_dict(), "tokens": self.tokens.stats.to_dict()},
             token_counter=self.tokens.name,
+            text_stats=self.tokens.text.result().to_dict(),
             max_length=self.tokens.max_length,
             truncation=self.tokens.truncation(),
             suggested_max_length=suggested,

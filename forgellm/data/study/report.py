@@ -50,6 +50,8 @@ class StudyReport:
     shape: dict[str, Any] | None = None  # the detected shape, why, and the alternatives with their scores
     # How the file was read: encoding, spill columns dropped, blank rows skipped (Dataset.reading()).
     reading: dict[str, Any] = field(default_factory=dict)
+    # Tokens, words, lines, characters, pages and how tokens were counted (data/token_stats.TextStats).
+    text_stats: dict[str, Any] | None = None
     version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

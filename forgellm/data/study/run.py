@@ -21,7 +21,7 @@ class StudyRun:
     detection: dict[str, Any]
     html_path: Path
     json_path: Path
-    token_source: str  # "model:<ref>" or the documented fallback
+    token_source: str  # "model:<ref>", "local:<name>" or "estimate:words" (data/token_stats.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,15 +39,13 @@ def _spread(items: Iterator[Record | BadRow], every: int) -> Iterator[Record | B
 
 
 def _plan_context(config: Any, progress_step: Callable[[str], None]) -> tuple[Any, int | None]:
-    """(tokenizer, max_length) from the project's forge.yaml when there is one; tokens are then the model's."""
-    if config is None:
-        return None, None
-    from forgellm.models.loading import load_tokenizer
-    from forgellm.models.resolve import materialize, resolve_model
+    """(token counting, max_length): the project's model when there is a forge.yaml, else the fallback chain
+    of data/token_stats.py (another local tokenizer, else the word estimate)."""
+    from forgellm.data.token_stats import token_counting
 
-    progress_step(f"Loading the tokenizer of {config.model.ref} for token counts")
-    tokenizer = load_tokenizer(materialize(resolve_model(config.model.ref), progress_step))
-    return tokenizer, config.model.max_length
+    ref = config.model.ref if config is not None else None
+    counting = token_counting(ref, progress=progress_step)
+    return counting, config.model.max_length if config is not None else None
 
 
 def study_file(
@@ -69,7 +67,7 @@ def study_file(
 
     step = step or (lambda _message: None)
     dataset = open_dataset(path)
-    tokenizer, max_length = _plan_context(config, step)
+    counting, max_length = _plan_context(config, step)
     if config is not None and config.data.format != "auto":
         from forgellm.data.read.detection import Detection
 
@@ -97,7 +95,7 @@ def study_file(
     report = study_dataset(
         items,
         detection=detection,
-        tokenizer=tokenizer,
+        counting=counting,
         max_length=max_length,
         sample_note=note,
         progress=(lambda n: rows(n, target)) if rows else None,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 from forgellm.data.prepare.neardup import NEAR_NUM_PERM, minhash
 from forgellm.data.study import checks
+from forgellm.data.token_stats import TextTally, TokenCounting
 
 NEAR_THRESHOLD = 0.9
 NEAR_LIMIT = 20_000  # texts indexed for near-duplicates (MinHash LSH); later ones are not checked
@@ -65,7 +65,7 @@ class NearDuplicates:
 
     def __init__(self) -> None:
         self.lsh: Any = None
-        self.signatures: dict[int, Any] = {}
+        self.signatures: dict[int, tuple[Any, int]] = {}  # arrival number -> (signature, line)
         self.checked = 0
         self.rows = 0
         self.lines: list[int] = []
@@ -80,10 +80,12 @@ class NearDuplicates:
             # Candidates at a lower threshold, then the estimated similarity decides: fewer misses near 0.9.
             self.lsh = MinHashLSH(threshold=NEAR_THRESHOLD - 0.1, num_perm=NEAR_NUM_PERM)
         self.checked += 1
+        # Keyed by arrival, not by line: the documents of a folder all start at line 1.
+        key = self.checked
         signature = minhash(text)
         best: tuple[float, int] | None = None
         for other in self.lsh.query(signature):
-            similarity = signature.jaccard(self.signatures[other])
+            similarity = signature.jaccard(self.signatures[other][0])
             if similarity >= NEAR_THRESHOLD and (best is None or similarity > best[0]):
                 best = (similarity, other)
         if best is not None:
@@ -91,9 +93,9 @@ class NearDuplicates:
             if len(self.lines) < EXAMPLE_LINES:
                 self.lines.append(line)
             if len(self.pairs) < PAIR_EXAMPLES:
-                self.pairs.append([best[1], line, round(best[0], 3)])
-        self.lsh.insert(line, signature)
-        self.signatures[line] = signature
+                self.pairs.append([self.signatures[best[1]][1], line, round(best[0], 3)])
+        self.lsh.insert(key, signature)
+        self.signatures[key] = (signature, line)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,13 +109,16 @@ class NearDuplicates:
 
 
 class TokenCounter:
-    """Token lengths in batches: the model's tokenizer when given, else ceil(chars / 4)."""
+    """Token lengths in batches, counted by ``counting`` (data/token_stats.py: the model's tokenizer, another
+    local one, or the word estimate; ``name`` says which), plus the words, lines, characters and pages."""
 
-    def __init__(self, tokenizer: Any, max_length: int | None) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, counting: TokenCounting, max_length: int | None) -> None:
+        self.counting = counting
+        self.tokenizer = counting.tokenizer
         self.max_length = max_length
-        self.name = "estimate: chars/4" if tokenizer is None else f"model:{tokenizer_name(tokenizer)}"
+        self.name = counting.method
         self.stats = checks.LengthStats()
+        self.text = TextTally(counting)
         self.pending: list[tuple[int, str, list[dict[str, str]] | None]] = []
         self.over = Hits()
         self.tokens_total = 0
@@ -128,7 +133,9 @@ class TokenCounter:
         if not self.pending:
             return
         lines = [line for line, _, _ in self.pending]
-        counts = self._count([self._render(text, messages) for _, text, messages in self.pending])
+        counts = self.counting.count([self._render(text, messages) for _, text, messages in self.pending])
+        for (_, text, _), count in zip(self.pending, counts, strict=True):
+            self.text.add(text, count)
         self.pending = []
         for line, count in zip(lines, counts, strict=True):
             self.stats.add(count)
@@ -144,13 +151,6 @@ class TokenCounter:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         except Exception:  # a template that rejects this conversation: count the plain text
             return text
-
-    def _count(self, texts: list[str]) -> list[int]:
-        if self.tokenizer is None:
-            return [math.ceil(len(t) / 4) for t in texts]
-        if callable(self.tokenizer):
-            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        return [len(getattr(e, "ids", e)) for e in (self.tokenizer.encode(t) for t in texts)]
 
     def truncation(self) -> dict[str, Any] | None:
         if self.max_length is None:

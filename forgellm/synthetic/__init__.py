@@ -1,0 +1,1 @@
+"""Synthetic expansion of small data sets (`forge expand`): shape, filters, the expander."""
