@@ -116,6 +116,7 @@ class ErrorCode(StrEnum):
     # pipelines
     DOCS_EMPTY = "docs-empty"  # a documents folder with no readable text document (data: path, binary, empty)
     STAGE_MISSING = "stage-missing"  # a pipeline stage's record or result is not there (data: stage)
+    EVAL_MISSING = "eval-missing"  # no reports/eval.json (or no figure in it) to act on
     # synthetic data
     SYNTHETIC_UNSUPPORTED = "synthetic-unsupported"  # a file `forge expand` cannot grow (documents, nested fields)
     SYNTHETIC_NONE_KEPT = "synthetic-none-kept"  # every written example was dropped; nothing was written (data: report)

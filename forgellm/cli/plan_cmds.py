@@ -45,6 +45,10 @@ def plan(
     project: Path = typer.Option(
         Path("."), "--project", "-C", help="Project folder (created if it has no forge.yaml)."
     ),
+    apply_replay: bool = typer.Option(
+        False, "--apply-replay", help="Mix in the share of general data `forge eval` recommended after it measured "
+        "forgetting (data.sources); nothing else is planned again.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
@@ -55,6 +59,9 @@ def plan(
     from forgellm.planning import PlanOverrides, make_plan
     from forgellm.project import ProjectLayout, find_project, written_config
 
+    if apply_replay:
+        _apply_replay(project, dry_run)
+        return
     layout = ProjectLayout((find_project(project) or project).expanduser().resolve())
     flags = PlanOverrides(model, method.value if method else None, epochs, batch_size, max_steps, time_budget)
     with progress_steps(enabled=not as_json) as step:
@@ -66,6 +73,30 @@ def plan(
         print_json(result.to_dict())
         return
     _render(result)
+
+
+def _apply_replay(project: Path, dry_run: bool) -> None:
+    from rich.markup import escape
+
+    from forgellm.config.io import save_config
+    from forgellm.planning.replay import apply_replay
+    from forgellm.project import ProjectLayout, require_project, written_config
+
+    layout = ProjectLayout(require_project(project))
+    change = apply_replay(layout, written_config(layout))
+    console.print(f"Replay share {change.share:.0%} in {change.where}:")
+    for source in change.sources:
+        where = escape(str(source["path"]))
+        console.print(f"  {source['name']} ({source['role']}): ratio {source['ratio']:g}  {where}", soft_wrap=True)
+    if change.copied is not None:
+        copied = escape(str(change.copied.relative_to(layout.root)))
+        console.print(f"General data: the set shipped with Forge, copied to {copied}", soft_wrap=True)
+    if dry_run:
+        console.print("[dim]Dry run: nothing was written.[/]")
+        return
+    save_config(change.config, layout.config_file)
+    console.print(f"Wrote [bold]{layout.config_file}[/]: {escape(change.why)}", soft_wrap=True)
+    console.print("Next: [bold]forge prepare[/] (the mixture), then [bold]forge train[/] and [bold]forge eval[/].")
 
 
 def _render(result: Any, *, next_step: bool = True) -> None:

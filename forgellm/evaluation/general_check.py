@@ -49,8 +49,7 @@ class GeneralCheck:
 
 
 def current_general_share(config: Any) -> float | None:
-    """The share of general/replay sources in the run's data mixture (None: no mixture; `data.sources`
-    is the data mixture schema, read here through getattr so a config without mixtures reads the same)."""
-    sources = getattr(config.data, "sources", None) or []
-    shares = [getattr(s, "ratio", None) for s in sources if getattr(s, "role", None) in ("general", "replay")]
-    return round(sum(x for x in shares if x), 4) if sources else None
+    """The share of general/replay sources in the run's data mixture (None: no mixture)."""
+    sources = config.data.sources
+    shares = [s.ratio for s in sources if s.role in ("general", "replay") and s.ratio is not None]
+    return round(sum(shares), 4) if sources else None

@@ -244,7 +244,9 @@ def _prepare(stage: str, source: Callable[[PipelineOptions], Path]) -> Callable[
         from forgellm.data.prepare.run import PrepareHooks, prepare_dataset
 
         config = _effective(layout, stage)
-        result = prepare_dataset(layout, config, source(options), hooks=PrepareHooks(step=hooks.progress))
+        # A stage with data.sources (IFT mixed with general data) prepares its mixture: no single input.
+        data = None if config.data.sources else source(options)
+        result = prepare_dataset(layout, config, data, hooks=PrepareHooks(step=hooks.progress))
         state.setdefault("prepared", {})[stage] = str(result.output_dir)
         counts = ", ".join(f"{name} {n:,}" for name, n in result.stats.examples().items())
         extra = f" ({state['docs_inventory']['line']})" if stage == CPT else ""

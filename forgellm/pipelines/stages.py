@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from forgellm.config.schema import DataSection, ForgeConfig, StageSection
+from forgellm.config.schema import ForgeConfig, StageSection
 
 IFT_LR_FACTOR = 0.5
 IFT_MAX_EPOCHS = 2.0
@@ -29,11 +29,6 @@ GENERAL_SHARE = 0.25
 CPT, IFT = "cpt", "ift"
 SMALL_DATA = 200  # records: below, 10% each is held out for val and test, so each split has a few rows
 SMALL_SPLIT = {"method": "random", "train": 0.8, "val": 0.1, "test": 0.1}
-
-
-def mixtures_supported() -> bool:
-    """Whether this Forge's forge.yaml has data mixtures (`data.sources`, the data mixture contract)."""
-    return "sources" in DataSection.model_fields
 
 
 def cpt_stage(docs: Path) -> StageSection:
@@ -71,17 +66,12 @@ def ift_training(planned: ForgeConfig) -> tuple[dict[str, Any], str]:
 
 
 def ift_data(conversations: Path, detected: dict[str, Any], general: Path | None) -> tuple[dict[str, Any], str]:
-    """The IFT stage's data: the conversations alone, or with a general source mixed in (data mixture
-    contract: role domain + role general, ratios adding up to 1) where this Forge has mixtures."""
+    """The IFT stage's data: the conversations alone, or with a general source mixed in (data.sources:
+    role domain + role general, ratios adding up to 1)."""
     single = {"source": str(conversations), **detected}
     if general is None:
         return single, ""
     mixture = mixture_sources(conversations, detected, general, GENERAL_SHARE)
-    if not mixtures_supported():
-        return single, (
-            f" The general source {general.name} waits for data mixtures (data.sources); until then it is the "
-            "general slice eval measures forgetting on."
-        )
     return {"sources": mixture}, (
         f" {1 - GENERAL_SHARE:.0%} domain conversations, {GENERAL_SHARE:.0%} general data ({general.name}): "
         "Ibrahim et al. 2024 kept the general loss with 25% replay under a strong shift."

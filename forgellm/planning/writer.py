@@ -113,7 +113,10 @@ def _data_section(existing: DataSection, profile: DataProfile, checked: CheckedP
     )
     if profile.rejected:
         why += f" {profile.rejected} sampled rows do not fit the recipe and will be rejected."
-    return DataSection(source=_relative(profile.path, root), format=profile.format, recipe=recipe, rationale=why)  # type: ignore[arg-type]
+    return DataSection(
+        source=_relative(profile.path, root), format=profile.format, recipe=recipe, rationale=why,  # type: ignore[arg-type]
+        sources=existing.sources, mixture_seed=existing.mixture_seed,  # a mixture the user wrote stays
+    )  # fmt: skip
 
 
 def _preprocessing_section(config: ForgeConfig, profile: DataProfile | None) -> PreprocessingSection:

@@ -28,6 +28,7 @@ DATA_DIR = "data"
 PREPARED_DIR = "prepared"
 UNUSABLE_DIR = "rejects"
 SCRIPTED_DIR = "scripted"  # conversations an advisor's script made from the input (forge prepare --script)
+GENERAL_DIR = "general"  # general data mixed in against forgetting (forge plan --apply-replay)
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 REPORTS_DIR = "reports"
@@ -248,6 +249,10 @@ class ProjectLayout:
     def scripted_data(self, stem: str) -> Path:
         """data/scripted/<stem>.jsonl: what a `--script` made of the input file <stem>.*, prepared next."""
         return self.data_dir / SCRIPTED_DIR / f"{stem}.jsonl"
+
+    def general_data(self, name: str) -> Path:
+        """data/general/<name>: a general data set copied into the project for a replay mix."""
+        return self.data_dir / GENERAL_DIR / name
 
     def partial_prepared(self, work_id: str) -> PreparedLayout:
         return PreparedLayout(self.prepared_dir / f"{PARTIAL_PREFIX}{work_id}")

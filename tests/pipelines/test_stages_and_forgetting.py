@@ -63,10 +63,9 @@ def test_the_ift_stage_has_post_cpt_defaults_and_the_mixture_of_the_contract(tmp
         ("conversations", "domain", 0.75), ("general", "general", 0.25)]  # fmt: skip
     assert sum(s["ratio"] for s in sources) == 1 and sources[0]["format"] == "transcript"
     assert sources[1]["path"] == str(ALPACA)
-    if stages.mixtures_supported():  # once data mixtures are in forge.yaml, the stage carries the mixture
-        assert [s.name for s in ift.data.sources] == ["conversations", "general"]
-    else:  # until then the conversations alone, and the rationale says where the general source went
-        assert ift.data.source == str(tmp_path / "chats") and "waits for data mixtures" in ift.training.rationale
+    assert [(s.name, s.role, s.ratio) for s in ift.data.sources] == [
+        ("conversations", "domain", 0.75), ("general", "general", 0.25)]  # fmt: skip
+    assert "25% general data" in (ift.training.rationale or "")
 
 
 def _prepared_with_roles(folder: Path) -> Path:
