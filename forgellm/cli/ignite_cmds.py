@@ -70,6 +70,8 @@ def ignite(
             code=ErrorCode.ADVISOR_UNKNOWN,
         )
     root = find_project(project) or project
+    if data.is_dir() and not as_json:
+        _offer_pipeline(data, goal)
     data = _expanded(data, goal, expand, advisor, root, quiet=as_json)
     options = IgniteOptions(
         data,
@@ -102,6 +104,27 @@ def ignite(
         console.print(f"Stopped after the plan. To go on: {how}.")
         return
     _final_summary(result)
+
+
+def _offer_pipeline(folder: Path, goal: str) -> None:
+    """A folder of documents trains by continued pre-training alone; say how to add conversations after it."""
+    from rich.markup import escape
+
+    from forgellm.errors import ForgeError
+    from forgellm.pipelines.docs import inventory
+
+    try:
+        documents = inventory(folder).documents
+    except ForgeError:  # not documents: ignite's own reading says what it is
+        return
+    if documents:
+        err_console.print(
+            f"[dim]{escape(str(folder))} is a folder of {len(documents)} documents: ignite trains on them by "
+            "continued pre-training. To teach the model conversations on top of that (CPT -> IFT), run "
+            f'[bold]forge ignite {escape(str(folder))} --conversations FILE "{escape(goal)}"[/] '
+            "(or `forge pipeline cpt-ift`).[/]",
+            soft_wrap=True,
+        )
 
 
 def _expanded(data: Path, goal: str, target: int | None, advisor: str | None, root: Path, quiet: bool) -> Path:

@@ -103,6 +103,9 @@ def data_panel(data: dict[str, Any], plan_valid: bool = True) -> Panel:
             _state(entry["state"]), f"  {counts or 'no counts'} · prepared {ago(entry['prepared_at'])}"
         )
         grid.add_row(Text(entry["name"]), line)
+        if entry.get("sources"):  # a mixture: the training examples each source gave
+            used = ", ".join(f"{name} {count:,}" for name, count in entry["sources"].items())
+            grid.add_row("", Text(f"↳ mixture (examples used, all splits): {used}", style="dim"))
         for reason in entry["reasons"]:
             grid.add_row("", Text(f"↳ {reason}", style="yellow"))
     if len(data["prepared"]) > 3:

@@ -177,8 +177,8 @@ def judge_forgetting(
     }
     result.message = (
         f"Forgetting: general loss {path} ({rise:+.1%}, over the +{FORGETTING_THRESHOLD:.0%} threshold). "
-        f"Mix {share:.0%} general data into the instruction tuning (data.sources: a source with role general "
-        f"and ratio {share:g})."
+        f"Mix {share:.0%} general data into the instruction tuning: `forge plan --apply-replay` writes it into "
+        f"forge.yaml (data.sources: a source with role general and ratio {share:g})."
     )
     return result
 

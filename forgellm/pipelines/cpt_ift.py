@@ -247,6 +247,11 @@ def _prepare(stage: str, source: Callable[[PipelineOptions], Path]) -> Callable[
         # A stage with data.sources (IFT mixed with general data) prepares its mixture: no single input.
         data = None if config.data.sources else source(options)
         result = prepare_dataset(layout, config, data, hooks=PrepareHooks(step=hooks.progress))
+        if data is None:
+            from forgellm.config.io import save_config
+            from forgellm.pipelines.stages import with_stage_sources
+
+            save_config(with_stage_sources(_written(layout), stage, result.config.data.sources), layout.config_file)
         state.setdefault("prepared", {})[stage] = str(result.output_dir)
         counts = ", ".join(f"{name} {n:,}" for name, n in result.stats.examples().items())
         extra = f" ({state['docs_inventory']['line']})" if stage == CPT else ""

@@ -111,3 +111,14 @@ def with_ift_base(config: ForgeConfig, folder: Path) -> ForgeConfig:
         if stage["name"] == IFT:
             stage["model"] = {**stage.get("model", {}), "ref": str(folder)}
     return ForgeConfig.model_validate(data)
+
+
+def with_stage_sources(config: ForgeConfig, stage_name: str, sources: list[Any]) -> ForgeConfig:
+    """The stage's data.sources replaced by `sources` as prepare settled them (detected formats and recipes
+    written in): prepare records detections in forge.yaml's own data.sources, and a stage's mixture lives in
+    its entry, where the next prepare (and train's check of the prepared data) reads it."""
+    data = config.model_dump(mode="json")
+    for stage in data["stages"]:
+        if stage["name"] == stage_name:
+            stage["data"]["sources"] = [s.model_dump(mode="json", exclude_defaults=True) for s in sources]
+    return ForgeConfig.model_validate(data)

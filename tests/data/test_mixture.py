@@ -168,6 +168,13 @@ def test_counts_and_a_csv_source(make_project, shared_data, tmp_path):
 
     shown = prepared_status(project, load_config(project).config, project)["prepared"][0]["sources"]
     assert shown == {name: source["used"] for name, source in stats.sources.items()}
+    from typer.testing import CliRunner
+
+    from forgellm.cli.main import app
+
+    status = CliRunner().invoke(app, ["status", str(project)], env={"COLUMNS": "200"})
+    used = ", ".join(f"{name} {source['used']:,}" for name, source in stats.sources.items())
+    assert f"mixture (examples used, all splits): {used}" in status.output, status.output
 
 
 def test_mixture_seed_changes_the_general_rows_only(make_project, shared_data):

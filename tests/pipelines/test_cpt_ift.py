@@ -84,7 +84,14 @@ def test_cpt_then_ift_resumes_at_either_stage_and_reports_both(tmp_path, small_s
     forgetting = json.loads((project / "reports" / "eval.json").read_text())["summary"]["forgetting"]
     assert forgetting["models"] == ["base", "after CPT", "after IFT"]
     assert all(isinstance(forgetting["losses"][m], float) for m in forgetting["models"])
-    assert forgetting["slice"]["origin"] == "file" and "alpaca_en_demo" in forgetting["slice"]["description"]
+    # IFT trained on a mixture: the conversations and 25% alpaca, each with held-out rows of its own; the
+    # forgetting slice is the general source's prepared test rows.
+    ift_stats = json.loads((Path(state["prepared"]["ift"]) / "stats.json").read_text())
+    used = {name: entry["train"] for name, entry in ift_stats["sources"].items()}
+    assert set(used) == {"conversations", "general"}
+    assert abs(used["general"] - 0.25 * (used["general"] + used["conversations"])) <= 1  # largest remainder
+    assert ift_stats["sources"]["general"]["test"] > 0
+    assert forgetting["slice"]["origin"] == "prepared-general"
 
     status = runner.invoke(app, ["status", str(project), "--json"])
     assert status.exit_code == 0, status.output[-2000:]
