@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from forgellm.cli.app import app
-from forgellm.cli.output import console, err_console, print_json
+from forgellm.cli.output import console, err_console, print_json, signals_for_main_thread
 from forgellm.units import human_bytes
 
 docker_app = typer.Typer(
@@ -100,10 +100,13 @@ def build(
         + (f"; the same build is tagged {', '.join('forge:' + n for n in shared)}" if len(shared) > 1 else "")
     )
     view = _BuildView()
-    # Live renders `view` from its own thread; the build's callbacks only set plain attributes. (Progress's
-    # update takes a lock in this thread; a Ctrl-C landing while it is held can leave the display unable to
-    # stop, the likely cause of one interrupted build that hung in a CI run.)
-    with Live(view, console=console, refresh_per_second=4, transient=False):
+    # Live renders `view` from its own thread; the build's callbacks only set plain attributes. That thread is
+    # started with Ctrl-C blocked: a CI run's stack dump showed an interrupted build whose main thread still sat
+    # in the build stream's socket read a minute later, the signal having gone to the display's thread.
+    live = Live(view, console=console, refresh_per_second=4, transient=False)
+    with signals_for_main_thread():  # Ctrl-C must reach the thread reading the build's stream
+        live.start()
+    with live:
 
         def on_step(step: int, total: int, instruction: str) -> None:
             view.step, view.total, view.latest = step, total, instruction

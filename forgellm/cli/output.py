@@ -143,3 +143,24 @@ class StageBar:
         if self.task is not None:
             self.bar.remove_task(self.task)
             self.task = None
+
+
+@contextmanager
+def signals_for_main_thread() -> Iterator[None]:
+    """Threads started inside this block (a rich Live's refresh thread) never receive Ctrl-C or SIGTERM.
+
+    The kernel hands a process signal to any thread that does not block it. Python runs its handler in the
+    main thread only when that thread next runs Python code, so a Ctrl-C taken by a display thread leaves a
+    main thread blocked in a socket read (a Docker build streaming a long silent step) waiting until the next
+    byte arrives: a build "ignoring" Ctrl-C for minutes. New threads inherit the mask of their creator; the
+    main thread's own mask is restored at the end of the block."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no per-thread masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
