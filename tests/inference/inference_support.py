@@ -25,6 +25,18 @@ CHATML = (
 CONTEXT = 512
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny models gain nothing from threads; on a shared 2-core machine more only wait for each other.
+    Autouse wherever it is imported (the inference conftest, the API tests)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _tokenizer():
     return make_tokenizer(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", chat_template=CHATML)
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from inference.inference_support import add_export, add_run, write_project
+from inference.inference_support import _one_torch_thread, add_export, add_run, write_project  # noqa: F401
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.web.app import create_app
@@ -22,15 +22,6 @@ from web.support import serving
 
 END_OF_TURN = "<|im_end|>"
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
