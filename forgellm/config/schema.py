@@ -242,6 +242,24 @@ class TrainingSection(Section):
     report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
         default="none", description="Experiment tracking through the library's own integration."
     )
+    distributed: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = Field(
+        default="auto",
+        description="How training spreads over several GPUs: auto = none on one device; on several, ddp when "
+        "the model and optimizer fit one GPU, else fsdp (sharded). deepspeed = ZeRO-3 (needs `pip install deepspeed`).",
+    )
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs to use on each machine, one process each (null = all visible ones when distributed is "
+        "not none, else 1).",
+    )
+    nodes: int = Field(default=1, ge=1, description="Machines training together (multi-node: run forge train on each "
+                       "with --node-rank and --main-address).")  # fmt: skip
+    offload: bool = Field(
+        default=False,
+        description="fsdp / deepspeed: keep the sharded weights, gradients and optimizer state in CPU RAM (slower; "
+        "the rung after sharding when memory still runs out).",
+    )
     kernels: Literal["none", "liger", "unsloth"] = Field(
         default="none", description="Optional accelerated CUDA kernels, when installed (ignored on CPU)."
     )
