@@ -183,6 +183,7 @@ def test_ddp_when_a_replica_fits_and_its_reason_gives_the_figures() -> None:
 def test_thresholds_between_ddp_fsdp_offload_and_error() -> None:
     ddp, fsdp, off = per_gpu("ddp", "full", 8), per_gpu("fsdp", "full", 8), per_gpu("fsdp", "full", 8, True)
     assert off < fsdp < ddp
+
     # At 85% of the GPU (to the byte) each one still fits; one GiB less and the next rung is taken.
     def at(per: int) -> float:
         return (math.ceil(per / 0.85) + 1) / GIB
