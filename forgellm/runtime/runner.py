@@ -64,7 +64,7 @@ class LocalRunner:
     def start_worker(
         self, run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path, *, run_id: str, attempt: int
     ) -> WorkerProcess:
-        from forgellm.training.supervisor import start_worker
+        from forgellm.training.worker_process import start_worker
 
         return start_worker(run_dir, resume_from, log, cwd)
 
@@ -191,7 +191,7 @@ class DockerRunner:
         self, run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path, *, run_id: str, attempt: int
     ) -> WorkerProcess:
         from forgellm.project.run_record import RunSpec
-        from forgellm.training.supervisor import memory_limit
+        from forgellm.training.worker_process import memory_limit
 
         run = RunSpec.load(run_dir)
         command = ["python", "-m", "forgellm.training.worker", str(run_dir)]
@@ -250,7 +250,7 @@ class DockerRunner:
         """A whole stage in a container, its output on this terminal (a TTY when there is one, so its
         progress bars render); Ctrl-C: the first reaches the stage, a second kills the container.
         Returns its exit code."""
-        from forgellm.training.supervisor import Interrupts
+        from forgellm.training.worker_process import Interrupts
 
         tty = sys.stdout.isatty()
         spec = self.spec(name, command, cwd, project_dir=project_dir, read_only=list(read_only), tty=tty, env=env)

@@ -12,7 +12,6 @@ import math
 import random
 import resource
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from forgellm.config.io import load_config
-from forgellm.errors import ErrorCode, ForgeError, cause
+from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import RunLayout
 from forgellm.project.run_record import RunSpec
 from forgellm.training import checkpoint as ckpt
@@ -32,15 +31,15 @@ from forgellm.training.data import (
     fit_splits_to_length,
     load_training_data,
 )
+from forgellm.training.failures import crashed, fail, is_cpu_out_of_memory, out_of_memory
 from forgellm.training.launch import ParallelPlan
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import forward_module
 from forgellm.training.packing import Batch
 from forgellm.training.parallel import Group, split_for_rank
-from forgellm.training.protocol import ExitCode, error_event, event
+from forgellm.training.protocol import ExitCode, event
 
 Emit = Callable[[str], None]
-_CPU_OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 class NonFiniteError(RuntimeError):
@@ -74,47 +73,18 @@ def train(
         loop.group.close()  # only after a clean end: a failed collective cannot be torn down in order
         return code
     except ForgeError as exc:
-        return _fail(emit, loop, "config", exc, ExitCode.CONFIG, with_trace=False)
+        return fail(emit, loop, "config", exc, ExitCode.CONFIG, with_trace=False)
     except NonFiniteError as exc:
         error = ForgeError(str(exc), code=ErrorCode.TRAIN_NON_FINITE)
-        return _fail(emit, loop, "nan", error, ExitCode.NAN, with_trace=False)
+        return fail(emit, loop, "nan", error, ExitCode.NAN, with_trace=False)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        return _fail(emit, loop, "oom", _out_of_memory(exc, loop), ExitCode.OOM)
+        return fail(emit, loop, "oom", out_of_memory(exc, loop), ExitCode.OOM)
     except RuntimeError as exc:
-        # torch words a failed CPU allocation as a plain RuntimeError: the library's text is all there is.
-        if any(text in str(exc).lower() for text in _CPU_OOM_TEXT):
-            return _fail(emit, loop, "oom", _out_of_memory(exc, loop), ExitCode.OOM)
-        return _fail(emit, loop, "crash", _crashed(exc), ExitCode.FAILED)
+        if is_cpu_out_of_memory(exc):
+            return fail(emit, loop, "oom", out_of_memory(exc, loop), ExitCode.OOM)
+        return fail(emit, loop, "crash", crashed(exc), ExitCode.FAILED)
     except Exception as exc:
-        return _fail(emit, loop, "crash", _crashed(exc), ExitCode.FAILED)
-
-
-def _out_of_memory(exc: BaseException, loop: TrainingLoop | None) -> ForgeError:
-    # Which memory ran out: the accelerator's when the model lives there and torch says so, else RAM.
-    model = getattr(loop, "model", None)  # None when the failure came before the model was loaded
-    on_gpu = model is not None and model.device.type != "cpu"
-    device = "gpu" if on_gpu and isinstance(exc, torch.OutOfMemoryError) else "cpu"
-    return ForgeError(
-        f"Out of memory: {exc}", code=ErrorCode.TRAIN_OUT_OF_MEMORY, data={"device": device, "cause": cause(exc)}
-    )
-
-
-def _crashed(exc: BaseException) -> ForgeError:
-    return ForgeError(cause(exc), code=ErrorCode.TRAIN_CRASHED, data={"cause": cause(exc)})
-
-
-def _fail(
-    emit: Emit, loop: TrainingLoop | None, kind: str, error: ForgeError, code: ExitCode, with_trace=True
-) -> ExitCode:
-    """One `error` event: the error's code, message, fix and data as fields of their own (protocol.py)."""
-    step = loop.progress.step + 1 if loop is not None and loop.started else None
-    trace = traceback.format_exc(limit=-8) if with_trace else None
-    if with_trace:
-        import sys
-
-        print(traceback.format_exc(), file=sys.stderr)
-    emit(error_event(kind, error, step=step, traceback=trace))
-    return code
+        return fail(emit, loop, "crash", crashed(exc), ExitCode.FAILED)
 
 
 class TrainingLoop:

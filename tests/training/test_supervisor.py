@@ -220,7 +220,7 @@ def test_kill_9_of_forge_train_leaves_no_worker_and_resume_continues(tiny_train_
 
 
 def test_the_watchdog_limit_grows_with_the_slowest_step_and_kills_a_silent_worker(tmp_path, monkeypatch):
-    from forgellm.training.supervisor import Watchdog
+    from forgellm.training.worker_process import Watchdog
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
