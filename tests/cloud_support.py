@@ -68,10 +68,10 @@ def forge(home: Path, project: Path, *args: str, secrets: dict[str, str] | None 
     )
 
 
-def sky_python(home: Path, code: str) -> object:
+def sky_python(home: Path, code: str, secrets: dict[str, str] | None = None) -> object:
     """Run `code` (which prints one JSON value) in a Python with SkyPilot's state under `home`."""
     done = subprocess.run(
-        [sys.executable, "-c", code], env=_env(home, None), capture_output=True, text=True, timeout=120, cwd=home
+        [sys.executable, "-c", code], env=_env(home, secrets), capture_output=True, text=True, timeout=120, cwd=home
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

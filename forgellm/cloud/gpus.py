@@ -8,6 +8,7 @@ memory estimate is compared with what the framework can allocate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +97,32 @@ class Sizing:
         return {**self.__dict__, "accelerators": self.accelerators}
 
 
-def size_accelerators(dims: Any, training: Any, *, seq_len: int, request: GpuRequest | None, nodes: int) -> Sizing:
+def _candidates(request: GpuRequest | None, offered: Mapping[str, tuple[int, ...]] | None) -> list[tuple[str, int]]:
+    """(type, count) to try in order: what --gpu fixes, else the defaults; counts the provider's catalog offers
+    on one machine when it is known (AWS has H100 only by 8)."""
+    fixed = request.count if request else None
+    gpus = (request.name,) if request else DEFAULT_GPUS
+    if offered is not None and not request:
+        gpus = tuple(g for g in gpus if g in offered) or gpus
+    tried = []
+    for gpu in gpus:
+        if fixed:
+            counts: tuple[int, ...] = (fixed,)
+        elif offered is not None and gpu in offered:
+            counts = tuple(c for c in COUNTS if c in offered[gpu]) or COUNTS
+        else:
+            counts = COUNTS
+        tried += [(gpu, count) for count in counts]
+    return tried
+
+
+def size_accelerators(
+    dims: Any, training: Any, *, seq_len: int, request: GpuRequest | None, nodes: int,
+    offered: Mapping[str, tuple[int, ...]] | None = None,
+) -> Sizing:  # fmt: skip
     """The GPU type and count for a training: `--gpu TYPE:N` when it fits; `--gpu TYPE` or nothing: the smallest
-    count in COUNTS whose strategy (hardware.parallel_memory.choose_strategy) fits that GPU's memory."""
+    count (among those `offered`, the provider's catalog, when known) whose strategy
+    (hardware.parallel_memory.choose_strategy) fits that GPU's memory."""
     from forgellm.hardware.parallel_memory import choose_strategy
 
     precision = "bf16" if training.precision == "auto" else training.precision  # every GPU above has bf16
@@ -107,13 +131,12 @@ def size_accelerators(dims: Any, training: Any, *, seq_len: int, request: GpuReq
         lora_r=training.lora.r, gradient_checkpointing=training.gradient_checkpointing,
         lora_targets=training.lora.target_modules if isinstance(training.lora.target_modules, str) else "all-linear",
     )  # fmt: skip
-    gpus = (request.name,) if request else DEFAULT_GPUS
-    counts = (request.count,) if request and request.count else COUNTS
+    candidates = _candidates(request, offered)
     # More GPUs before CPU offload: a cloud GPU costs less than the hours offload adds (unless forge.yaml asks).
     passes = (True,) if training.offload else (False, True)
     last_error: ForgeError | None = None
     for allow_offload in passes:
-        for gpu, count in [(gpu, count) for gpu in gpus for count in counts]:
+        for gpu, count in candidates:
             try:
                 choice = choose_strategy(
                     dims, requested=training.distributed, gpus=count, nodes=nodes, gpu_bytes=gpu_memory_bytes(gpu),
@@ -130,12 +153,13 @@ def size_accelerators(dims: Any, training: Any, *, seq_len: int, request: GpuReq
                     gpu_bytes=gpu_memory_bytes(gpu), reason=choice.reason,
                     chosen_by="--gpu" if request and request.count else "estimate",
                 )  # fmt: skip
-    where = " or ".join(f"{counts[-1]} x {gpu}" for gpu in gpus)
+    largest = {gpu: count for gpu, count in candidates}  # the last count tried of each type
+    where = " or ".join(f"{count} x {gpu}" for gpu, count in largest.items())
     bigger = "a larger count or GPU (--gpu H100:8), " if request else ""
     raise ForgeError(
         f"This training does not fit {where} on {nodes} machine(s), even sharded.",
         fix=f"Use {bigger}a smaller model, method lora or qlora, a shorter model.max_length, "
         "or more machines (--nodes).",
         code=ErrorCode.MEMORY_INSUFFICIENT,
-        data={"gpus": list(gpus), "nodes": nodes, "cause": last_error.message if last_error else None},
+        data={"gpus": list(largest), "nodes": nodes, "cause": last_error.message if last_error else None},
     )

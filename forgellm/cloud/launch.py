@@ -44,7 +44,7 @@ def plan_launch(
     request = parse_gpu(gpu) if gpu else None
     task = build_task(
         layout, config, provider=provider, gpu=request, name=name, nodes=nodes, image=image,
-        secret_names=tuple(cloud_secrets()),
+        secret_names=tuple(cloud_secrets()), offered=sky_api.offered_counts(provider),
     )  # fmt: skip
     validation = sky_api.validate(task)
     checked = sky_api.check_gpu_offered(provider, task.sizing.gpu, task.sizing.count)

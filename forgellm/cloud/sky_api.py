@@ -98,6 +98,14 @@ def _catalog(provider: str, gpu: str | None = None, count: int | None = None) ->
         raise
 
 
+def offered_counts(provider: str | None) -> dict[str, tuple[int, ...]] | None:
+    """GPU name -> the counts one machine of the provider has, from its catalog; None when unknown."""
+    offers = _catalog(provider) if provider else None
+    if offers is None:
+        return None
+    return {gpu: tuple(sorted({int(o.accelerator_count) for o in items})) for gpu, items in offers.items()}
+
+
 def check_gpu_offered(provider: str | None, gpu: str, count: int) -> bool:
     """Raise when the provider's catalog has no such GPU (or not that many on one machine); False when
     there is no catalog to ask (offline), True when it was checked."""
@@ -200,12 +208,19 @@ def _failure(exc: BaseException, cluster: str) -> ForgeError:
     )  # fmt: skip
 
 
-def launch(task: CloudTask, secrets: dict[str, str]) -> int | None:
-    """sky.launch of the written task with the secrets as in-memory envs (never in the file); returns the
-    job id. The run is detached: `forge cloud logs` follows it."""
-    sky = _sky()
-    parsed = sky.Task.from_yaml_config(copy.deepcopy(task.config))
+def sky_task(task: CloudTask, secrets: dict[str, str]) -> Any:
+    """The sky.Task to launch: the written task's mapping, plus the secrets as envs held in memory only (what
+    `sky launch --env NAME` does); SkyPilot exports them on each node for setup and run."""
+    parsed = _sky().Task.from_yaml_config(copy.deepcopy(task.config))
     parsed.update_envs(secrets)
+    return parsed
+
+
+def launch(task: CloudTask, secrets: dict[str, str]) -> int | None:
+    """sky.launch of the task with its secrets; returns the job id. The run is detached: `forge cloud logs`
+    follows it."""
+    sky = _sky()
+    parsed = sky_task(task, secrets)
     try:
         job_id, _handle = sky.launch(parsed, cluster_name=task.name, detach_run=True, stream_logs=True)
     except Exception as exc:

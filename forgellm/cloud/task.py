@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def build_task(
     nodes: int | None = None,
     image: str | None = None,
     secret_names: tuple[str, ...] = (),
+    offered: Mapping[str, tuple[int, ...]] | None = None,
 ) -> CloudTask:
     """The task as a mapping SkyPilot parses, sized from the project's model and training settings."""
     from forgellm import __version__
@@ -142,7 +144,7 @@ def build_task(
     nodes = nodes or config.training.nodes
     target = resolve_target(config.model.ref)
     seq_len = min(config.model.max_length, target.context_length)
-    sizing = size_accelerators(target.dims, config.training, seq_len=seq_len, request=gpu, nodes=nodes)
+    sizing = size_accelerators(target.dims, config.training, seq_len=seq_len, request=gpu, nodes=nodes, offered=offered)
     params = count_params(target.dims)[0]
     targets = config.training.lora.target_modules
     trainable = lora_trainable_params(

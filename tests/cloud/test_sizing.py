@@ -88,3 +88,14 @@ def test_multi_node_run_maps_skypilots_node_environment():
     many = run_command(8, 2)
     assert '--nodes 2 --node-rank "$SKYPILOT_NODE_RANK"' in many
     assert '--main-address "$(echo "$SKYPILOT_NODE_IPS" | head -n1)"' in many
+
+
+def test_counts_follow_what_the_providers_catalog_offers():
+    dims = get_spec("qwen2.5-7b").dims
+    # An AWS-like catalog: H100 only as 8 on one machine; the count is taken from it, not refused at launch.
+    sizing = size_accelerators(dims, _training("full"), seq_len=1024, request=None, nodes=1, offered={"H100": (8,)})
+    assert sizing.accelerators == "H100:8" and sizing.strategy in ("ddp", "fsdp", "deepspeed")
+    # A provider without H100 but with H200: the default falls to the type it has.
+    small = get_spec("qwen2.5-0.5b").dims
+    sizing = size_accelerators(small, _training("lora"), seq_len=1024, request=None, nodes=1, offered={"H200": (1, 8)})
+    assert sizing.accelerators == "H200:1"

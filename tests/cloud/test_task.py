@@ -139,3 +139,25 @@ def test_bad_launch_options_are_usage_errors(tmp_path, sky_home, args, message):
     assert not (tmp_path / "proj" / ".forge" / "cloud").exists() or not any(
         (tmp_path / "proj" / ".forge" / "cloud").glob("*.yaml")
     )
+
+
+def test_secrets_reach_skypilots_task_in_memory_only(tmp_path, sky_home):
+    """What `forge cloud launch` hands sky.launch: the written task plus the secrets as envs; the file on
+    disk is the same before and after."""
+    project = make_project(tmp_path / "proj")
+    code = (
+        "import json\n"
+        "from forgellm.cloud import sky_api\n"
+        "from forgellm.cloud.keys import cloud_secrets\n"
+        "from forgellm.cloud.launch import plan_launch\n"
+        "from forgellm.project import load_project\n"
+        f"layout, config = load_project({str(project)!r})\n"
+        "plan = plan_launch(layout, config, provider='runpod', gpu='H100:1')\n"
+        "before = plan.task.path.read_text()\n"
+        "task = sky_api.sky_task(plan.task, cloud_secrets())\n"
+        "print(json.dumps([task.envs, before == plan.task.path.read_text(), before]))\n"
+    )
+    env_secrets = {"HF_TOKEN": "hf_SECRET_in_memory", "WANDB_API_KEY": "wandb_SECRET_in_memory"}
+    envs, unchanged, written = sky_python(sky_home, code, env_secrets)
+    assert envs == env_secrets and unchanged
+    assert "SECRET" not in written
