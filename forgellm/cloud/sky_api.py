@@ -89,6 +89,12 @@ def _catalog(provider: str, gpu: str | None = None, count: int | None = None) ->
     if provider == "kubernetes":
         return None
     sky = _sky()
+    from sky.clouds.service_catalog import common
+
+    from forgellm.config.settings import offline_mode
+
+    if offline_mode() and not Path(common.get_catalog_path(f"{provider}/vms.csv")).is_file():
+        return None  # FORGE_OFFLINE / HF_HUB_OFFLINE: no download attempt, only a catalog already here
     try:
         with _quiet_sky():
             return dict(sky.list_accelerators(gpus_only=True, clouds=provider, quantity_filter=count, name_filter=gpu))
