@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     WEIGHTS_MISSING = "weights-missing"  # no saved weights (no checkpoint, no safetensors, base gone)
     WEIGHTS_DAMAGED = "weights-damaged"  # weight files exist but are unreadable or empty (data: cause)
     CONTEXT_EXCEEDED = "context-exceeded"  # a prompt longer than the model's context
+    DISTRIBUTED_UNREACHABLE = "distributed-unreachable"  # a machine of a multi-node run cannot reach the main one
     DEPENDENCY_MISSING = "dependency-missing"  # an optional Python package is not installed (data: package)
     # --- machine
     HARDWARE_UNSUPPORTED = "hardware-unsupported"  # a setting this machine cannot run (fp16 on CPU, qlora)

@@ -3,6 +3,9 @@
 A candidate is a plain dict (it goes to the advisor inside a PlanRequest): key, family, params,
 context length, what it is good for, licence, whether it is available offline, the architecture dims
 (for memory estimates) and a fit verdict per method at the planned sequence length, micro-batch 1.
+On several GPUs a method that does not fit one GPU but fits spread over them (DDP or FSDP, without CPU
+offload) "fits", with its memory per GPU and its strategy (``strategy``): sharding before a lighter
+method or a smaller model.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgellm.errors import ErrorCode, ForgeError, cause
 from forgellm.hardware.memory import GIB, METHODS, count_params, fit_for
 from forgellm.hardware.probe import HardwareInfo
 from forgellm.models.catalog import ModelSpec, catalog
 from forgellm.models.dims import IncompleteConfig, ModelDims, context_length_or_default, dims_from_config, text_config
+
+if TYPE_CHECKING:
+    from forgellm.planning.distributed import GpuSetting
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,24 @@ def target_of_spec(spec: ModelSpec, ref: str | None = None) -> ModelTarget:
     )  # fmt: skip
 
 
-def candidate_entry(target: ModelTarget, hardware: HardwareInfo, seq_len: int, offline_ok: bool) -> dict[str, Any]:
-    """The dict an advisor sees for one model, with a fit verdict per method."""
-    fits = {m: fit_for(target.dims, hardware, m, seq_len=min(seq_len, target.context_length)) for m in METHODS}
+def candidate_entry(
+    target: ModelTarget, hardware: HardwareInfo, seq_len: int, offline_ok: bool, gpus: GpuSetting | None = None
+) -> dict[str, Any]:
+    """The dict an advisor sees for one model, with a fit verdict per method (per GPU on several GPUs)."""
+    seq_len = min(seq_len, target.context_length)
+    fits = {m: fit_for(target.dims, hardware, m, seq_len=seq_len) for m in METHODS}
+    verdicts = {m: f.verdict for m, f in fits.items()}
+    memory = {m: round(f.estimate.total_bytes / GIB, 2) for m, f in fits.items()}
+    strategies = {}
+    for method in METHODS if gpus is not None else ():
+        if verdicts[method] in ("fits", "needs GPU"):
+            continue
+        shape = {"method": method, "max_length": seq_len, "micro_batch_size": 1, "lora_r": 16,
+                 "lora_targets": "all-linear", "gradient_checkpointing": True}  # fmt: skip
+        choice = gpus.choose(target.dims, shape, hardware.preferred_precision)  # type: ignore[union-attr]
+        if choice is not None and choice.fits and not choice.offload:
+            verdicts[method], memory[method] = "fits", round(choice.per_gpu_bytes / GIB, 2)
+            strategies[method] = choice.strategy
     spec = target.spec
     return {
         "key": target.key,
@@ -59,28 +80,31 @@ def candidate_entry(target: ModelTarget, hardware: HardwareInfo, seq_len: int, o
         "licence": spec.licence if spec else "unknown",
         "gated": spec.gated if spec else False,
         "available_offline": offline_ok,
-        "fit": {m: f.verdict for m, f in fits.items()},
-        "memory_gib": {m: round(f.estimate.total_bytes / GIB, 2) for m, f in fits.items()},
+        "fit": verdicts,
+        "memory_gib": memory,
         "dims": asdict(target.dims),
+        **({"strategy": strategies} if strategies else {}),
     }
 
 
-def catalog_candidates(hardware: HardwareInfo, seq_len: int, *, offline: bool) -> list[dict[str, Any]]:
+def catalog_candidates(
+    hardware: HardwareInfo, seq_len: int, *, offline: bool, gpus: GpuSetting | None = None
+) -> list[dict[str, Any]]:
     """Catalog models that train here with some method and margin (and, offline, that need no download)."""
     found = []
     for spec in catalog():
         offline_ok = available_offline(spec)
         if offline and not offline_ok:
             continue
-        entry = candidate_entry(target_of_spec(spec), hardware, seq_len, offline_ok)
+        entry = candidate_entry(target_of_spec(spec), hardware, seq_len, offline_ok, gpus)
         if "fits" in entry["fit"].values():
             found.append(entry)
     return found
 
 
-def largest_fitting(hardware: HardwareInfo, seq_len: int) -> dict[str, Any] | None:
+def largest_fitting(hardware: HardwareInfo, seq_len: int, gpus: GpuSetting | None = None) -> dict[str, Any] | None:
     """The biggest catalog model that fits with some method, for 'does not fit' messages."""
-    fitting = catalog_candidates(hardware, seq_len, offline=False)
+    fitting = catalog_candidates(hardware, seq_len, offline=False, gpus=gpus)
     return max(fitting, key=lambda c: c["params"], default=None)
 
 

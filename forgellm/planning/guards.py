@@ -3,8 +3,10 @@
 In order: every number within the answer schema's bounds; the model one of the candidates; QLoRA
 only with CUDA; the precision hardware.precision decided; max_length within the model's context; memory within
 the budget with margin (else, in turn: smaller micro-batch with more accumulation, gradient
-checkpointing, shorter max_length, a lighter method); a learning rate in range for the method and the
-model's size. Each correction keeps the proposed value and the reason, for the section's rationale.
+checkpointing, shorter max_length, a lighter method; on several GPUs memory is per GPU for the strategy
+planning/distributed.py chooses, CPU offload taken before the moves that cost quality); a learning rate
+in range for the method and the model's size. Each correction keeps the proposed value and the reason,
+for the section's rationale.
 The user's flags (``fixed``) are never changed: when they cannot work, a ForgeError says so.
 Warnings, not corrections: a model without a chat template, an architecture GGUF export cannot write.
 """
@@ -26,6 +28,7 @@ from forgellm.hardware.memory import GIB, MEMORY_LADDER, MemoryEstimate, estimat
 from forgellm.models.architectures import gguf_exportable
 from forgellm.models.lengths import shorter_max_length
 from forgellm.planning.candidates import ModelTarget
+from forgellm.planning.distributed import Distribution, GpuSetting
 
 # Proposal field -> forge.yaml key, for corrections and overrides.
 YAML_KEYS = {
@@ -78,6 +81,7 @@ class GuardContext:
     p90_tokens: float | None = None
     stage: str = "sft"
     precision_reason: str | None = None  # why budget.precision (hardware.precision's decision)
+    gpus: GpuSetting | None = None  # several GPUs to spread training over; None = one device
 
 
 @dataclass
@@ -89,6 +93,7 @@ class CheckedPlan:
     corrections: list[Correction] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     template_fallback: str | None = None  # set model.chat_template.name to this
+    distribution: Distribution | None = None  # the strategy over several GPUs and its per-GPU memory
 
 
 def check_proposal(proposal: PlanProposal, ctx: GuardContext) -> CheckedPlan:
@@ -106,7 +111,8 @@ def check_proposal(proposal: PlanProposal, ctx: GuardContext) -> CheckedPlan:
     warnings, fallback = _template_warnings(target, ctx.stage)
     warnings += gguf_warnings(target)
     final = PlanProposal.model_validate(values)
-    return CheckedPlan(final, target, memory, ctx.budget, corrections, warnings, fallback)
+    distribution = _distribution(values, target, ctx)
+    return CheckedPlan(final, target, memory, ctx.budget, corrections, warnings, fallback, distribution)
 
 
 def _correct(values: dict[str, Any], name: str, value: Any, reason: str, corrections: list[Correction]) -> None:
@@ -170,13 +176,40 @@ def _check_length(values: dict[str, Any], target: ModelTarget, corrections: list
         _correct(values, "max_length", target.context_length, reason, corrections)
 
 
+def _precision_of(values: dict[str, Any], budget: MemoryBudget) -> str:
+    return budget.precision if values["precision"] == "auto" else values["precision"]
+
+
 def estimate_memory(values: dict[str, Any], target: ModelTarget, budget: MemoryBudget) -> MemoryEstimate:
-    precision = budget.precision if values["precision"] == "auto" else values["precision"]
+    precision = _precision_of(values, budget)
     return estimate_training_memory(
         target.dims, method=values["method"], seq_len=values["max_length"], micro_batch=values["micro_batch_size"],
         precision=precision, lora_r=values["lora_r"], lora_targets=values["lora_targets"],
         gradient_checkpointing=values["gradient_checkpointing"], device=budget.device,
     )  # fmt: skip
+
+
+# Moves that cost quality: before them, on several GPUs, the sharded states may go to CPU RAM (slower only).
+_LOSSY_MOVES = ("max_length", "method", "model")
+
+
+def fits(values: dict[str, Any], target: ModelTarget, ctx: GuardContext, *, offload_ok: bool = False) -> bool:
+    """Whether the proposal fits with margin: one device's estimate against the budget, or on several GPUs
+    the per-GPU memory of the chosen strategy (CPU offload only when ``offload_ok`` or the user set it)."""
+    if ctx.gpus is None:
+        return ctx.budget.fits(estimate_memory(values, target, ctx.budget).total_bytes)
+    choice = ctx.gpus.choose(target.dims, values, _precision_of(values, ctx.budget))
+    return choice is not None and choice.fits and (offload_ok or ctx.gpus.offload or not choice.offload)
+
+
+def _distribution(values: dict[str, Any], target: ModelTarget, ctx: GuardContext) -> Distribution | None:
+    if ctx.gpus is None:
+        return None
+    precision = _precision_of(values, ctx.budget)
+    choice = ctx.gpus.choose(target.dims, values, precision)
+    if choice is None:  # _fit_memory raised before this for a plan that fits nowhere
+        raise _does_not_fit(values, target, ctx, estimate_memory(values, target, ctx.budget))
+    return Distribution(choice, ctx.gpus.estimate(target.dims, values, precision, choice))
 
 
 def _fit_memory(
@@ -186,19 +219,25 @@ def _fit_memory(
     budget = ctx.budget
     estimate = estimate_memory(values, target, budget)
     # The shared ladder's moves; the model itself is the advisor's choice, so "model" ends in an error.
-    steps = [_LADDER_STEPS[move] for move in MEMORY_LADDER if move in _LADDER_STEPS]
-    for step in steps:
-        if budget.fits(estimate.total_bytes):
+    for move in MEMORY_LADDER:
+        if move not in _LADDER_STEPS:
+            continue
+        if fits(values, target, ctx, offload_ok=move in _LOSSY_MOVES):
             return estimate
-        step(values, ctx, estimate, corrections)
+        _LADDER_STEPS[move](values, ctx, estimate, corrections)
         estimate = estimate_memory(values, target, budget)
-    if budget.fits(estimate.total_bytes):
+    if fits(values, target, ctx, offload_ok=True):
         return estimate
     raise _does_not_fit(values, target, ctx, estimate)
 
 
-def _need(estimate: MemoryEstimate, budget: MemoryBudget) -> str:
-    return f"needs ~{estimate.total_bytes / GIB:.1f} GiB of {budget.bytes / GIB:.1f} GiB ({budget.source})"
+def _need(estimate: MemoryEstimate, ctx: GuardContext) -> str:
+    budget = ctx.budget
+    need = f"needs ~{estimate.total_bytes / GIB:.1f} GiB of {budget.bytes / GIB:.1f} GiB ({budget.source})"
+    if ctx.gpus is None:
+        return need
+    world = ctx.gpus.gpus * ctx.gpus.nodes
+    return f"{need} and does not fit {world} GPUs of {ctx.gpus.gpu_bytes / GIB:.1f} GiB even sharded"
 
 
 def _smaller_micro_batch(values: dict[str, Any], ctx: GuardContext, estimate: MemoryEstimate, corr: list) -> None:
@@ -209,11 +248,11 @@ def _smaller_micro_batch(values: dict[str, Any], ctx: GuardContext, estimate: Me
     target = ctx.target_of(values["model"])
     while micro > 1:
         micro = max(1, micro // 2)
-        if ctx.budget.fits(estimate_memory({**values, "micro_batch_size": micro}, target, ctx.budget).total_bytes):
+        if fits({**values, "micro_batch_size": micro}, target, ctx):
             break
     accumulation = min(1024, math.ceil(effective / micro))
     reason = (
-        f"micro-batch {values['micro_batch_size']} {_need(estimate, ctx.budget)}; "
+        f"micro-batch {values['micro_batch_size']} {_need(estimate, ctx)}; "
         f"accumulation {accumulation} keeps ~{effective} examples per step."
     )
     _correct(values, "micro_batch_size", micro, reason, corr)
@@ -223,7 +262,7 @@ def _smaller_micro_batch(values: dict[str, Any], ctx: GuardContext, estimate: Me
 
 def _checkpointing(values: dict[str, Any], ctx: GuardContext, estimate: MemoryEstimate, corr: list) -> None:
     if not values["gradient_checkpointing"]:
-        reason = f"without it the plan {_need(estimate, ctx.budget)}; recomputing activations saves most of that."
+        reason = f"without it the plan {_need(estimate, ctx)}; recomputing activations saves most of that."
         _correct(values, "gradient_checkpointing", True, reason, corr)
 
 
@@ -232,10 +271,10 @@ def _shorter_length(values: dict[str, Any], ctx: GuardContext, estimate: MemoryE
     target = ctx.target_of(values["model"])
     while (shorter := shorter_max_length(length, ctx.p90_tokens)) < length:
         length = shorter
-        if ctx.budget.fits(estimate_memory({**values, "max_length": length}, target, ctx.budget).total_bytes):
+        if fits({**values, "max_length": length}, target, ctx, offload_ok=True):
             break
     if length != values["max_length"]:
-        reason = f"max_length {values['max_length']} {_need(estimate, ctx.budget)}; longer examples are split or cut."
+        reason = f"max_length {values['max_length']} {_need(estimate, ctx)}; longer examples are split or cut."
         _correct(values, "max_length", length, reason, corr)
 
 
@@ -247,10 +286,10 @@ def _lighter_method(values: dict[str, Any], ctx: GuardContext, estimate: MemoryE
     method = proposed
     while lighter := lighter_method(method, ctx.budget.device):
         method = lighter
-        if ctx.budget.fits(estimate_memory({**values, "method": method}, target, ctx.budget).total_bytes):
+        if fits({**values, "method": method}, target, ctx, offload_ok=True):
             break
     if method != proposed:
-        _correct(values, "method", method, f"{proposed} {_need(estimate, ctx.budget)}.", corr)
+        _correct(values, "method", method, f"{proposed} {_need(estimate, ctx)}.", corr)
 
 
 _LADDER_STEPS = {
@@ -267,7 +306,7 @@ def _does_not_fit(
     yours = [f"--{'batch-size' if k == 'micro_batch_size' else k.replace('_', '-')}" for k in ctx.fixed]
     hint = f"Drop {' / '.join(yours)} so the plan can adapt, or choose" if yours else "Choose"
     return ForgeError(
-        f"Training {target.key} with {values['method']} {_need(estimate, ctx.budget)} even with micro-batch "
+        f"Training {target.key} with {values['method']} {_need(estimate, ctx)} even with micro-batch "
         f"{values['micro_batch_size']}, gradient checkpointing and max_length {values['max_length']}.",
         fix=f"{hint} a smaller model (see `forge models`), or free memory.",
         code=ErrorCode.MEMORY_INSUFFICIENT,

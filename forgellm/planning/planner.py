@@ -1,9 +1,10 @@
 """`forge plan`: goal + data sample + hardware + advisor -> a checked plan, written to forge.yaml.
 
 Steps: probe the hardware; profile a sample of the data (the advisor reads its layout); list the
-catalog models that fit; ask the advisor for a plan and the offline rules for theirs; apply the
-user's flags; check the answer (guards.py); estimate the time and, on a CPU-only machine, bound the
-steps by the time budget; write forge.yaml with a rationale per section.
+catalog models that fit (on several GPUs, spread over them: distributed.py); ask the advisor for a
+plan and the offline rules for theirs; apply the user's flags; check the answer (guards.py, which
+also fixes the multi-GPU strategy); estimate the time and, on a CPU-only machine, bound the steps by
+the time budget; write forge.yaml with a rationale per section.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from forgellm.planning.candidates import (
     resolve_target,
     target_of_spec,
 )
+from forgellm.planning.distributed import GpuSetting, gpu_setting
 from forgellm.planning.guards import CheckedPlan, GuardContext, check_proposal, yaml_key
 from forgellm.planning.profile import DataProfile, profile_data
 from forgellm.planning.report import Override, PlanResult
@@ -108,7 +110,8 @@ def make_plan(
     )  # fmt: skip
     step("Choosing the model and settings")
     seq_len = _planning_length(profile)
-    candidates = _candidates(hardware, seq_len, offline, user_target)
+    gpus = gpu_setting(hardware, existing.training)
+    candidates = _candidates(hardware, seq_len, offline, user_target, gpus)
     fixed = overrides.fixed(user_target.key if user_target else None)
     request = PlanRequest(
         goal=goal or _goal_from(profile), hardware=_stable_hardware(hardware), candidates=list(candidates.values()),
@@ -117,7 +120,7 @@ def make_plan(
     )  # fmt: skip
     rules = rules_plan.propose_plan(request)
     proposal, flags = _apply_fixed(_ask(advisor, request, rules), fixed)
-    context = _guard_context(candidates, rules, request, fixed, user_target, profile)
+    context = _guard_context(candidates, rules, request, fixed, user_target, profile, gpus)
     checked = check_proposal(proposal, context)
     precision = _precision(hardware, checked, dry_run, step)
     if precision.precision != checked.budget.precision:  # measured: memory and lr follow the decision
@@ -227,14 +230,14 @@ def _planning_length(profile: DataProfile | None) -> int:
 
 
 def _candidates(
-    hardware: HardwareInfo, seq_len: int, offline: bool, user_target: ModelTarget | None
+    hardware: HardwareInfo, seq_len: int, offline: bool, user_target: ModelTarget | None, gpus: GpuSetting | None
 ) -> dict[str, dict[str, Any]]:
     """Catalog models that fit, plus the user's model when it fits with some method."""
-    found = {c["key"]: c for c in catalog_candidates(hardware, seq_len, offline=offline)}
+    found = {c["key"]: c for c in catalog_candidates(hardware, seq_len, offline=offline, gpus=gpus)}
     if user_target is not None:
-        entry = candidate_entry(user_target, hardware, seq_len, offline_ok=True)
+        entry = candidate_entry(user_target, hardware, seq_len, offline_ok=True, gpus=gpus)
         if "fits" not in entry["fit"].values():
-            raise _user_model_too_big(user_target, entry, hardware, seq_len)
+            raise _user_model_too_big(user_target, entry, hardware, seq_len, gpus)
         found[user_target.key] = entry
     if not found:
         where = " among the models on this disk (offline)" if offline else ""
@@ -247,13 +250,16 @@ def _candidates(
     return found
 
 
-def _user_model_too_big(target: ModelTarget, entry: dict[str, Any], hardware: HardwareInfo, seq_len: int) -> ForgeError:
+def _user_model_too_big(
+    target: ModelTarget, entry: dict[str, Any], hardware: HardwareInfo, seq_len: int, gpus: GpuSetting | None
+) -> ForgeError:
     need = min(entry["memory_gib"][m] for m in entry["fit"] if entry["fit"][m] != "needs GPU")
     budget = (hardware.largest_gpu.vram_total_bytes if hardware.largest_gpu else hardware.ram_available_bytes) / GIB
-    best = largest_fitting(hardware, seq_len)
+    spread = f" (per GPU, spread over {gpus.gpus * gpus.nodes} GPUs)" if gpus else ""
+    best = largest_fitting(hardware, seq_len, gpus)
     suggestion = f" The largest catalog model that fits is {best['key']}: --model {best['key']}." if best else ""
     return ForgeError(
-        f"{target.key} cannot be trained on this machine with any method: it needs at least ~{need:.1f} GiB "
+        f"{target.key} cannot be trained on this machine with any method: it needs at least ~{need:.1f} GiB{spread} "
         f"and {budget:.1f} GiB is available ({hardware.accelerator}).",
         fix=f"Use a smaller model or a machine with more memory.{suggestion}",
         code=ErrorCode.MEMORY_INSUFFICIENT,
@@ -285,7 +291,7 @@ def _apply_fixed(proposal: PlanProposal, fixed: dict[str, Any]) -> tuple[PlanPro
 
 def _guard_context(
     candidates: dict[str, dict[str, Any]], rules: PlanProposal, request: PlanRequest, fixed: dict[str, Any],
-    user_target: ModelTarget | None, profile: DataProfile | None,
+    user_target: ModelTarget | None, profile: DataProfile | None, gpus: GpuSetting | None,
 ) -> GuardContext:  # fmt: skip
     def target_of(key: str) -> ModelTarget:
         if user_target is not None and key == user_target.key:
@@ -298,7 +304,7 @@ def _guard_context(
         candidates=candidates, rules=rules,
         budget=rules_plan.MemoryBudget.from_hardware(request.hardware, request.precision),
         fixed=fixed, target_of=target_of, p90_tokens=profile.tokens.get("p90") if profile else None,
-        stage=profile.stage if profile else "sft",
+        stage=profile.stage if profile else "sft", gpus=gpus,
     )  # fmt: skip
 
 
@@ -315,5 +321,5 @@ def _result(
         memory_budget_bytes=budget.bytes, memory_budget_source=budget.source, time=schedule.time,
         time_budget_minutes=schedule.budget_minutes, profile=profile, corrections=checked.corrections,
         overrides=flags, warnings=[*checked.warnings, *schedule.warnings, *(profile.warnings if profile else [])],
-        advisor_notes=notes, data_path=data,
+        advisor_notes=notes, data_path=data, distribution=checked.distribution,
     )  # fmt: skip

@@ -53,6 +53,7 @@ class PlanResult:
     advisor_notes: list[str] = field(default_factory=list)
     data_path: Path | None = None
     precision: Any = None  # forgellm.hardware.precision.PrecisionDecision
+    distribution: Any = None  # forgellm.planning.distributed.Distribution: several GPUs, else None
 
     @property
     def next_step(self) -> str:
@@ -82,6 +83,8 @@ class PlanResult:
                 "budget_bytes": self.memory_budget_bytes,
                 "budget_source": self.memory_budget_source,
             },
+            # strategy, gpus, nodes, offload, reason and the per-GPU breakdown (per_gpu) on several GPUs
+            "distributed": self.distribution.to_dict() if self.distribution is not None else None,
             "time": self.time.to_dict() if self.time else None,
             "time_budget_minutes": self.time_budget_minutes,
             "precision": self.precision.to_dict() if self.precision is not None else None,

@@ -80,7 +80,6 @@ def _hardware_section(hardware: HardwareInfo, checked: CheckedPlan) -> HardwareS
     gpu = hardware.largest_gpu
     arch = gpu.arch if gpu else ("mps" if hardware.mps else "none")
     ram = f"{hardware.ram_total_bytes / GIB:.1f} GiB RAM ({hardware.ram_available_bytes / GIB:.1f} GiB available)"
-    budget = checked.budget
     return HardwareSection(
         gpu_arch=arch,  # type: ignore[arg-type]
         gpu_name=gpu.name if gpu else None,
@@ -90,10 +89,20 @@ def _hardware_section(hardware: HardwareInfo, checked: CheckedPlan) -> HardwareS
         rationale=(
             f"{_hardware_source(hardware)}: {hardware.accelerator}, {hardware.cpu_physical_cores} CPU cores, {ram}; "
             f"bf16 "
-            f"{hardware.bf16.summary}. The plan needs ~{checked.memory.total_bytes / GIB:.1f} GiB of "
-            f"{budget.bytes / GIB:.1f} GiB ({budget.source}), kept under 85% for safety."
+            f"{hardware.bf16.summary}. {_memory_sentence(checked)}"
         ),
     )
+
+
+def _memory_sentence(checked: CheckedPlan) -> str:
+    budget, spread = checked.budget, checked.distribution
+    if spread is None:
+        return (f"The plan needs ~{checked.memory.total_bytes / GIB:.1f} GiB of {budget.bytes / GIB:.1f} GiB "
+                f"({budget.source}), kept under 85% for safety.")  # fmt: skip
+    choice = spread.choice
+    return (f"The plan needs ~{choice.per_gpu_bytes / GIB:.1f} GiB per GPU with {choice.strategy} on "
+            f"{choice.gpus * choice.nodes} GPUs (~{checked.memory.total_bytes / GIB:.1f} GiB on one), kept under "
+            "85% of each GPU for safety.")  # fmt: skip
 
 
 def _hardware_source(hardware: HardwareInfo) -> str:
@@ -173,8 +182,25 @@ def _training_section(
     why = [plan.why_method, f"Precision {precision.reason}", plan.why_hyperparameters, *schedule.notes,
            cadence.reason if cadence else ""]  # fmt: skip
     why += _corrections_text(checked, "training") + [f.sentence().capitalize() + "." for f in flags]
+    values.update(_distributed_values(existing, checked))
+    if checked.distribution is not None:
+        why.append(checked.distribution.rationale())
     values["rationale"] = " ".join(w.strip() for w in why if w and w.strip())
     return TrainingSection.model_validate(values)
+
+
+def _distributed_values(existing: TrainingSection, checked: CheckedPlan) -> dict[str, Any]:
+    """training.distributed / gpus / nodes / offload: the plan's choice on several GPUs; on one device the
+    user's values stay, and those an earlier plan chose go back to their defaults (auto)."""
+    from forgellm.planning.distributed import plan_made
+
+    spread = checked.distribution
+    if spread is not None:
+        choice = spread.choice
+        return {"distributed": choice.strategy, "gpus": choice.gpus, "nodes": choice.nodes, "offload": choice.offload}
+    if plan_made(existing):
+        return {"distributed": "auto", "gpus": None, "offload": False}
+    return {}
 
 
 def _export_rationale(checked: CheckedPlan) -> str:

@@ -53,6 +53,7 @@ LOGS = "logs"
 TRAINER_STATE = "trainer_state.pt"  # inside a checkpoint, written last: its presence marks a complete one
 FAULTS_FIRED = ".faults-fired"  # injected faults already fired in this run (see training.protocol)
 RUNTIME = "runtime.json"  # where the run's worker attempts ran (local or docker, and why), per session
+PARALLEL = "parallel.json"  # how the attempt spreads over processes (training/launch.py)
 HEARTBEAT = ".heartbeat"  # the worker touches it from its training loop; the supervisor's watchdog reads its time
 TENSORBOARD = "tensorboard"  # training.report_to: tensorboard
 MLRUNS = "mlruns"  # training.report_to: mlflow, one store beside the runs
@@ -173,6 +174,10 @@ class RunLayout:
     @property
     def runtime(self) -> Path:
         return self.folder / RUNTIME
+
+    @property
+    def parallel(self) -> Path:
+        return self.folder / PARALLEL
 
     @property
     def tensorboard(self) -> Path:

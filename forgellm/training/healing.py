@@ -152,8 +152,10 @@ def plan_recovery(
     previous: Failure | None,
     log_tail: str,
     run_id: str,
+    parallel: Any = None,
 ) -> Recovery:
-    """The next attempt's config and explanation; ForgeError when the run should stop instead."""
+    """The next attempt's config and explanation; ForgeError when the run should stop instead.
+    ``parallel``: the failed attempt's ParallelPlan (training/launch.py) when it ran on several processes."""
     from forgellm.advisor.diagnosis import diagnose_failure
     from forgellm.advisor.fixes import apply_fix
 
@@ -173,6 +175,9 @@ def plan_recovery(
         previous is not None and previous.kind == failure.kind and previous.checkpoint_step == failure.checkpoint_step
     )
     wants_change = failure.kind in ("oom", "nan") or repeated
+    if failure.kind == "oom" and (sharded := _shard_further(config, parallel)) is not None:
+        return Recovery(failure.kind, attempt, failure.step, sharded[1], sharded[0],
+                        _changes(config, sharded[0], ["training.distributed", "training.offload"]))  # fmt: skip
     if not wants_change:
         return Recovery(failure.kind, attempt, failure.step, _restart_explanation(failure), config)
     if fix is None or not fix.changes:
@@ -182,6 +187,27 @@ def plan_recovery(
     return Recovery(
         failure.kind, attempt, failure.step, fix.explanation, new_config, _changes(config, new_config, keys)
     )
+
+
+def _shard_further(config: ForgeConfig, parallel: Any) -> tuple[ForgeConfig, str] | None:
+    """Out of memory on several GPUs: shard before anything that costs quality. DDP keeps a full copy of
+    the model and optimizer on every GPU, FSDP divides them by the GPU count; offload then moves the
+    shards to CPU RAM (slow, but no setting of the training itself changes)."""
+    if parallel is None or getattr(parallel, "world_size", 1) < 2:
+        return None
+    training = config.training
+    if parallel.strategy == "ddp" and training.method != "qlora":
+        change = {"distributed": "fsdp"}
+        why = (f"Out of memory with a full copy of the model and optimizer on each of the {parallel.world_size} "
+               "GPUs (DDP): the next attempt shards them over the GPUs (FSDP).")  # fmt: skip
+    elif parallel.strategy in ("fsdp", "deepspeed") and not parallel.offload:
+        change = {"distributed": parallel.strategy, "offload": True}
+        why = (f"Out of memory with the model sharded over {parallel.world_size} GPUs: the next attempt keeps the "
+               "shards in CPU RAM (offload; slower).")  # fmt: skip
+    else:
+        return None
+    updated = training.model_copy(update=change)
+    return config.model_copy(update={"training": updated}), why
 
 
 _WHAT = {

@@ -32,9 +32,11 @@ from forgellm.training.data import (
     fit_splits_to_length,
     load_training_data,
 )
+from forgellm.training.launch import ParallelPlan
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
-from forgellm.training.objective import batch_loss, forward_module
+from forgellm.training.objective import forward_module
 from forgellm.training.packing import Batch
+from forgellm.training.parallel import Group, split_for_rank
 from forgellm.training.protocol import ExitCode, error_event, event
 
 Emit = Callable[[str], None]
@@ -68,7 +70,9 @@ def train(
     try:
         loop = TrainingLoop(Path(run_dir), emit, faults, should_stop)
         loop.setup(resume)
-        return loop.run()
+        code = loop.run()
+        loop.group.close()  # only after a clean end: a failed collective cannot be torn down in order
+        return code
     except ForgeError as exc:
         return _fail(emit, loop, "config", exc, ExitCode.CONFIG, with_trace=False)
     except NonFiniteError as exc:
@@ -127,12 +131,18 @@ class TrainingLoop:
         self.setup_seconds = 0.0
         self.heartbeat = RunLayout(run_dir).heartbeat
         self._last_beat = -math.inf
+        self.group = Group(ParallelPlan.load(run_dir))
+        self.accumulation = self.settings.gradient_accumulation  # per process; a resume may re-split it
 
     # ----- setup -----------------------------------------------------------------------------------
     def setup(self, resume: Path | None) -> None:
-        t = self.settings
+        t, group = self.settings, self.group
         _seed_everything(t.seed)
-        self.model: TrainableModel = load_trainable_model(Path(self.spec.model_dir), t, model_key=self.config.model.ref)
+        # A sharded model is loaded into RAM and each process moves only its shard to its GPU.
+        load_on = torch.device("cpu") if group.strategy == "fsdp" else None
+        self.model: TrainableModel = load_trainable_model(
+            Path(self.spec.model_dir), t, model_key=self.config.model.ref, device=group.device, load_on=load_on
+        )
         for message in self.model.warnings:
             self.warn("other", message)
         vocab = self.model.model.get_input_embeddings().num_embeddings
@@ -150,11 +160,17 @@ class TrainingLoop:
             micro_batch_size=t.micro_batch_size, packing=t.packing, pad_id=self.pad_id,
             mask_dtype=self.model.mask_dtype(),
         )
-        steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / t.gradient_accumulation))
-        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+        # Weights of a resumed run go into the whole model, before it is wrapped or sharded.
+        warn = lambda message: self.warn("other", message)  # noqa: E731
+        resumed_from = ckpt.load_checkpoint(resume, self._restore_weights, warn) if resume else None
+        self.loss_module = group.wrap(self.model.model)
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=0.0
+            [p for p in self.loss_module.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=0.0
         )
+        if resumed_from is not None:
+            self._fit_accumulation(self._resume_state)
+        steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / self.micro_batches_per_step))
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(
@@ -162,7 +178,8 @@ class TrainingLoop:
             num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
-        resumed_from = ckpt.load_checkpoint(resume, self._restore, lambda m: self.warn("other", m)) if resume else None
+        if resumed_from is not None:
+            self._restore_state(self._resume_state)
         self._install_fault_hooks()
         self.started = True
         self.setup_seconds = time.perf_counter() - self.created_at
@@ -181,13 +198,44 @@ class TrainingLoop:
             train_examples=len(self.train_split), val_examples=len(self.val_split),
             tokens_per_epoch=self.train_split.tokens, max_length=self.config.model.max_length,
             micro_batch_size=t.micro_batch_size,
-            gradient_accumulation=t.gradient_accumulation, learning_rate=t.learning_rate,
+            gradient_accumulation=self.accumulation, learning_rate=t.learning_rate,
             resumed_from=str(resumed_from) if resumed_from else None,
+            distributed=self.group.strategy, world_size=self.group.world,
         ))
 
-    def _restore(self, folder: Path, state: dict[str, Any]) -> None:
+    @property
+    def micro_batches_per_step(self) -> int:
+        """Micro-batches of one optimizer step over all processes."""
+        return self.accumulation * self.group.world
+
+    def _restore_weights(self, folder: Path, state: dict[str, Any]) -> None:
         load_weights(self.model, folder)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._resume_state = state
+
+    def _fit_accumulation(self, state: dict[str, Any]) -> None:
+        """A run resumed on another number of processes keeps its examples per step: the accumulation
+        per process is re-split, or the resume is refused when the count does not divide."""
+        before, world = state.get("world_size", 1), self.group.world
+        per_step = state.get("micro_batches_per_step", self.settings.gradient_accumulation * before)
+        if before == world:
+            return
+        if per_step % world:
+            raise ForgeError(
+                f"This run's optimizer steps take {per_step} micro-batches, which {world} processes cannot "
+                f"share evenly (it was trained on {before}).",
+                fix="Resume with a number of GPUs that divides it: "
+                + ", ".join(f"--gpus {n}" for n in range(1, per_step + 1) if per_step % n == 0) + ".",
+                code=ErrorCode.USAGE_INVALID,
+            )
+        self.accumulation = per_step // world
+        self.warn("other", f"Resumed on {world} process(es) after {before}: each now accumulates "
+                  f"{self.accumulation} micro-batch(es) per step, so a step still takes {per_step}.")
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer_format") == "by_name":
+            self.group.load_optimizer_state(self.loss_module, self.optimizer, state["optimizer"])
+        else:  # a checkpoint of a Forge before parallel training: indexed by parameter order
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -218,7 +266,7 @@ class TrainingLoop:
             before = self.progress.position
             iteration_started = time.perf_counter()
             self.optimizer_step(stream)
-            if self.should_stop():
+            if self.group.any(self.should_stop()):  # a signal reaches the processes at different steps
                 self.save("signal")
                 self.end("interrupted")
                 return ExitCode.INTERRUPTED
@@ -247,19 +295,26 @@ class TrainingLoop:
         if self.faults is not None:
             self.faults.fire("step", step)
         started = time.perf_counter()
-        micro = [next(stream) for _ in range(self.settings.gradient_accumulation)]
-        targets = max(1, sum(b.target_tokens for b, _ in micro))
-        self.model.model.train()
+        group = self.group
+        micro = [next(stream) for _ in range(self.micro_batches_per_step)]
+        targets = max(1, sum(b.target_tokens for b, _ in micro))  # of the whole step, on every process
+        self.loss_module.train()
+        mine = split_for_rank(micro, group.rank, group.world)
         loss_sum = 0.0
-        for batch, _ in micro:
+        for index, (batch, _) in enumerate(mine):
             self.beat()
-            loss = self._forward(batch.to(self.model.device), targets)
-            if self.faults is not None:
-                loss = self.faults.loss(step, loss)
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"The loss of step {step} is {loss.item()}; the step was not applied.")
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            with group.accumulating(self.loss_module, last=index == len(mine) - 1):
+                loss = self._forward(batch.to(self.model.device), targets)
+                if self.faults is not None:
+                    loss = self.faults.loss(step, loss)
+                if group.any(not torch.isfinite(loss)):  # every process skips the step together
+                    value = loss.item() if not torch.isfinite(loss) else "not finite in another process"
+                    raise NonFiniteError(f"The loss of step {step} is {value}; the step was not applied.")
+                # DDP and FSDP average gradients over the processes; the step needs their sum.
+                scaled = loss * group.world
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             loss_sum += loss.item()
+        loss_sum = group.sum(loss_sum)[0]
         grad_norm = self._apply_gradients(step)
         self.progress.step, self.progress.position = step, micro[-1][1]
         seconds = time.perf_counter() - started
@@ -269,13 +324,14 @@ class TrainingLoop:
 
     def _forward(self, batch: Batch, targets: int) -> torch.Tensor:
         with self.model.autocast():
-            return batch_loss(self.model.model, batch, targets)
+            return self.loss_module(batch, targets)
 
     def _apply_gradients(self, step: int) -> float:
-        parameters = [p for p in self.model.model.parameters() if p.requires_grad]
+        parameters = [p for p in self.loss_module.parameters() if p.requires_grad]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm))
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
+        grad_norm = self.group.grad_norm(norm)  # the same on every process: they agree on a NaN
         if not math.isfinite(grad_norm) and self.scaler is None:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"The gradient norm of step {step} is {grad_norm}; the step was not applied.")
@@ -309,7 +365,8 @@ class TrainingLoop:
 
     def _over_time_budget(self) -> bool:
         budget = self.settings.time_budget_minutes
-        if budget is None or self.progress.seconds + self.setup_seconds < budget * 60:
+        # The processes' clocks differ a little: one of them over the budget stops them all.
+        if budget is None or not self.group.any(self.progress.seconds + self.setup_seconds >= budget * 60):
             return False
         self.warn("time_budget", f"The time budget of {budget:g} minutes is used up; stopping after an evaluation "
                   "and a checkpoint.")
@@ -350,21 +407,30 @@ class TrainingLoop:
     def validation_loss(self) -> float | None:
         if len(self.val_split) == 0:
             return None
-        self.model.model.eval()
-        total, count = 0.0, 0
+        group = self.group
+        self.loss_module.eval()
+        total, count, computed, seen, first = 0.0, 0, 0, 0, None
         with torch.no_grad():
-            for batch in evaluation_batches(
+            for index, batch in enumerate(evaluation_batches(
                 self.val_split, max_length=self.config.model.max_length,
                 micro_batch_size=self.settings.micro_batch_size, packing=self.settings.packing,
                 pad_id=self.pad_id, mask_dtype=self.model.mask_dtype(),
-            ):
+            )):  # fmt: skip
+                seen, first = index + 1, batch if first is None else first
+                if index % group.world != group.rank:  # split_for_rank's rule, on a stream
+                    continue
                 self.beat()
                 if self.faults is not None:
                     self.faults.fire("eval", self.progress.step)
+                computed += 1
                 if batch.target_tokens:
                     loss = self._forward(batch.to(self.model.device), batch.target_tokens)
                     total, count = total + loss.item() * batch.target_tokens, count + batch.target_tokens
-        self.model.model.train()
+            # A sharded model gathers its weights in every forward, so each process runs as many.
+            for _ in range(-(-seen // group.world) - computed if group.distributed and first else 0):
+                self._forward(first.to(self.model.device), max(1, first.target_tokens))
+        self.loss_module.train()
+        total, count = group.sum(total, count)
         return total / count if count else None
 
     def _recent_train_loss(self) -> float | None:
@@ -393,33 +459,44 @@ class TrainingLoop:
     def _save_best(self) -> None:
         import json
 
+        weights = self.group.model_state(self.loss_module)  # every process takes part; rank 0 writes
+
         def write(folder: Path) -> None:
-            save_weights(self.model, folder)
+            save_weights(self.model, folder, state=weights)
             info = {"step": self.progress.step, "val_loss": self.progress.best_val_loss, "method": self.model.method}
             (folder / "best.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
-        path = ckpt.save_best(self.run_dir, write)
-        self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason="best"))
+        if self.group.is_main:
+            path = ckpt.save_best(self.run_dir, write)
+            self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason="best"))
+        self.group.barrier()
 
     def save(self, reason: str) -> int:
+        self.beat()
+        weights = self.group.model_state(self.loss_module)
         state = {
             "progress": self.progress.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.group.optimizer_state(self.loss_module, self.optimizer),
+            "optimizer_format": "by_name",  # parameter names: loadable under any number of processes
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": ckpt.capture_rng(),
+            "world_size": self.group.world,
+            "micro_batches_per_step": self.micro_batches_per_step,
         }
+
         def write_weights(folder: Path) -> None:
-            save_weights(self.model, folder)
+            save_weights(self.model, folder, state=weights)
             if self.faults is not None:  # half a checkpoint on disk: the weights, not yet the trainer state
                 self.faults.fire("checkpoint", self.progress.step)
 
+        if self.group.is_main:  # one checkpoint set, however many processes
+            path = ckpt.save_checkpoint(
+                self.run_dir, self.progress.step, write_weights, state, self.settings.keep_checkpoints
+            )
+            self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason=reason))
+        self.group.barrier()
         self.beat()
-        path = ckpt.save_checkpoint(
-            self.run_dir, self.progress.step, write_weights, state, self.settings.keep_checkpoints
-        )
-        self.beat()
-        self.emit(event("checkpoint", step=self.progress.step, path=str(path), reason=reason))
         return self.progress.step
 
     def end(self, reason: str) -> None:

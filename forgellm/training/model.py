@@ -83,9 +83,10 @@ def _torch_dtype(precision: str):
 
 
 def load_trainable_model(
-    model_dir: Path, training: TrainingSection, *, device=None, model_key: str | None = None
+    model_dir: Path, training: TrainingSection, *, device=None, model_key: str | None = None, load_on=None
 ) -> TrainableModel:
-    """Load the model from a Hugging Face folder and prepare it for ``training.method``."""
+    """Load the model from a Hugging Face folder and prepare it for ``training.method``. ``device``: where
+    it computes; ``load_on``: where its weights are put now, when not there (FSDP shards them later)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -104,7 +105,7 @@ def load_trainable_model(
     kwargs: dict[str, Any] = {"dtype": storage}
     if training.method == "qlora":
         kwargs["quantization_config"] = _four_bit_config(precision)
-        kwargs["device_map"] = {"": device.index or 0}
+        kwargs["device_map"] = {"": device.index or 0}  # each process its own GPU's copy
     tokenizer = load_tokenizer(model_dir)  # the process's one copy (plan's calibration shares it)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
@@ -115,7 +116,7 @@ def load_trainable_model(
             code=ErrorCode.MODEL_LOAD_FAILED, data={"cause": cause(exc)},
         ) from None
     if training.method != "qlora":
-        model.to(device)
+        model.to(load_on or device)
     model.config.use_cache = False  # the cache is for generation; in training it only costs memory
     warnings = _apply_kernels(model, training.kernels, device)
     model = _wrap_for_method(model, training, precision)
@@ -197,9 +198,11 @@ def _apply_kernels(model, kernels: str, device) -> list[str]:
     return []
 
 
-def save_weights(trainable: TrainableModel, folder: Path) -> None:
-    """Adapter (peft) or full weights plus the tokenizer, in Hugging Face layout."""
-    trainable.model.save_pretrained(str(folder), safe_serialization=True)
+def save_weights(trainable: TrainableModel, folder: Path, state: dict[str, Any] | None = None) -> None:
+    """Adapter (peft) or full weights plus the tokenizer, in Hugging Face layout. ``state``: the full
+    weights gathered from a sharded model (parallel.py), keyed as the model's own state_dict."""
+    extra = {"state_dict": state} if state is not None else {}
+    trainable.model.save_pretrained(str(folder), safe_serialization=True, **extra)
     trainable.tokenizer.save_pretrained(str(folder))
 
 

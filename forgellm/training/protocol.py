@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # (kinds oom | nan | crash | kill | hang; points step | forward | backward | optimizer | eval | checkpoint,
 # see worker.py; "oom@3" is the forward pass, "crash@4" the start of the step).
 FAULT_ENV = "FORGE_FAULT"
+# In a group of processes, the rank whose FORGE_FAULT fires (default 0).
+FAULT_RANK_ENV = "FORGE_FAULT_RANK"
 # Drills of real memory pressure: the supervisor starts the worker with RLIMIT_DATA at this many bytes,
 # so an allocation past it really fails (torch: "DefaultCPUAllocator: can't allocate memory").
 MEMORY_LIMIT_ENV = "FORGE_WORKER_MEMORY_LIMIT"

@@ -25,6 +25,14 @@ from forgellm.project.layout import ProjectLayout, RunLayout
 from forgellm.project.lock import ProjectLock
 from forgellm.project.run_record import RunSummary, latest_checkpoint, list_checkpoints
 from forgellm.training.healing import Failure, classify, plan_recovery
+from forgellm.training.launch import (
+    LaunchOptions,
+    ParallelPlan,
+    main_endpoint,
+    plan_parallel,
+    wait_for_main,
+    worker_command,
+)
 from forgellm.training.protocol import (
     MEMORY_LIMIT_ENV,
     WATCHDOG_ENV,
@@ -121,9 +129,10 @@ class Interrupts:
         if process is None or process.poll() is not None:
             return
         if self.count == 1:
-            process.send_signal(signal.SIGINT)
+            for target in _training_processes(process):
+                _send(target, signal.SIGINT)
         else:
-            process.kill()
+            process.kill()  # a group's ranks die with their launcher (worker.die_with_launcher)
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():  # signals can only be caught there
@@ -134,6 +143,26 @@ class Interrupts:
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _training_processes(process: subprocess.Popen) -> list[int]:
+    """The processes that train: the worker, or the ranks accelerate's launcher started (the ranks
+    save a checkpoint together; the launcher itself would forward the signal with a 30 s limit)."""
+    import psutil
+
+    try:
+        ranks = [child.pid for child in psutil.Process(process.pid).children() if "forgellm.training.worker" in
+                 " ".join(child.cmdline())]  # fmt: skip
+    except psutil.Error:
+        ranks = []
+    return ranks or [process.pid]
+
+
+def _send(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _die_with_parent(parent: int) -> Callable[[], None] | None:
@@ -213,10 +242,20 @@ def _allocator_for(limit: int | None) -> dict[str, str]:
     return {"ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
-def start_worker(run_dir: Path, resume_from: Path | None, log: IO[bytes], cwd: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "forgellm.training.worker", str(run_dir)]
-    if resume_from is not None:
-        command += ["--resume", str(resume_from)]
+def start_worker(
+    run_dir: Path,
+    resume_from: Path | None,
+    log: IO[bytes],
+    cwd: Path,
+    plan: ParallelPlan | None = None,
+    options: LaunchOptions | None = None,
+) -> subprocess.Popen:
+    """The worker process, or accelerate's launcher with one worker per GPU (launch.py)."""
+    plan, options = plan or ParallelPlan(), options or LaunchOptions()
+    command = worker_command(run_dir, resume_from, plan, options)
+    if plan.world_size > 1:
+        log.write(f"supervisor: {plan.strategy} on {plan.world_size} processes: {' '.join(command)}\n".encode())
+        log.flush()
     limit = memory_limit()
     if limit is not None:
         log.write(f"supervisor: the worker runs with RLIMIT_DATA = {limit} bytes ({MEMORY_LIMIT_ENV})\n".encode())
@@ -299,17 +338,20 @@ def run_attempt(
     on_event: EventHandler,
     interrupts: Interrupts,
     runner: Runner | None = None,
+    plan: ParallelPlan | None = None,
+    options: LaunchOptions | None = None,
 ) -> AttemptResult:
-    """One worker process (or container: ``runner``) from start to exit; every event recorded and shown
-    as it arrives."""
+    """One worker process (or container: ``runner``; or a group of processes: ``plan``) from start to
+    exit; every event recorded and shown as it arrives."""
     log_path = run.layout.worker_log(attempt)
     result = AttemptResult(attempt, exit_code=0, log_path=log_path)
+    plan = plan or ParallelPlan()
     with open(log_path, "ab") as log:
         project_dir = Path(run.spec.project_dir)
         process = (
             runner.start_worker(run.run_dir, resume_from, log, project_dir, run_id=run.run_id, attempt=attempt)
             if runner is not None
-            else start_worker(run.run_dir, resume_from, log, project_dir)
+            else start_worker(run.run_dir, resume_from, log, project_dir, plan, options)
         )
         interrupts.process = process  # type: ignore[assignment]
         try:
@@ -325,6 +367,8 @@ def run_attempt(
                     _remember(result, event)
                     on_event(metrics.append(event, attempt))
                 result.exit_code = process.wait()
+            if plan.world_size > 1:
+                result.exit_code = group_exit_code(result.exit_code, result.error, result.end)
             if result.error is None and runner is not None:  # e.g. a container the OOM killer ended: no event
                 result.error = runner.exit_error(process)
             result.silent_seconds = watchdog.silent_seconds
@@ -338,10 +382,26 @@ def run_attempt(
     return result
 
 
+# What a rank's error event means when the launcher's own exit code (1 for any failed rank) cannot say.
+_GROUP_EXIT = {"oom": ExitCode.OOM, "nan": ExitCode.NAN, "config": ExitCode.CONFIG, "data": ExitCode.CONFIG}
+
+
+def group_exit_code(code: int, error: dict[str, Any] | None, end: dict[str, Any] | None) -> int:
+    """The exit code a single worker would have given, for a group that accelerate's launcher ran."""
+    if code == ExitCode.OK:
+        return code
+    if error is not None:
+        return _GROUP_EXIT.get(str(error.get("kind")), ExitCode.FAILED)
+    if end is not None and end.get("reason") == "interrupted":
+        return ExitCode.INTERRUPTED
+    return code
+
+
 def _remember(result: AttemptResult, event: dict[str, Any]) -> None:
     kind = event["event"]
     if kind == "error":
-        result.error = event
+        if result.error is None or result.error.get("kind") == "crash":  # the first cause, not its echoes
+            result.error = event
     elif kind == "end":
         result.end = event
     if isinstance(event.get("step"), int):
@@ -367,7 +427,13 @@ def _checkpoint_step(run: Run) -> int | None:
 
 
 def _attempts(
-    run: Run, resumed: bool, metrics: MetricsLog, on_event: EventHandler, interrupts: Interrupts, runner: Runner | None
+    run: Run,
+    resumed: bool,
+    metrics: MetricsLog,
+    on_event: EventHandler,
+    interrupts: Interrupts,
+    runner: Runner | None,
+    options: LaunchOptions,
 ) -> _Outcome:
     """Run attempts until one finishes, the user interrupts, or healing gives up."""
     outcome = _Outcome("interrupted", "interrupted")
@@ -375,8 +441,12 @@ def _attempts(
     previous: Failure | None = None
     attempt = _next_attempt(run.run_dir)
     while not interrupts.count:
-        on_event({"event": "attempt", "attempt": attempt, "resume_from": str(resume_from) if resume_from else None})
-        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts, runner)
+        plan = _attempt_plan(run, runner, options)  # healing may have changed the strategy
+        on_event({
+            "event": "attempt", "attempt": attempt, "resume_from": str(resume_from) if resume_from else None,
+            "parallel": plan.to_dict(),
+        })  # fmt: skip
+        result = run_attempt(run, attempt, resume_from, metrics, on_event, interrupts, runner, plan, options)
         if interrupts.count or result.exit_code == ExitCode.INTERRUPTED:
             if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
@@ -400,6 +470,7 @@ def _attempts(
                 previous=previous,
                 log_tail=result.log_tail(),
                 run_id=run.run_id,
+                parallel=plan,
             )
         except ForgeError as exc:
             exc.details.append(f"the worker's log: {result.log_path}")
@@ -414,6 +485,30 @@ def _attempts(
         on_event(metrics.append(record, attempt))
         previous, attempt = failure, attempt + 1
     return outcome
+
+
+def _attempt_plan(run: Run, runner: Runner | None, options: LaunchOptions) -> ParallelPlan:
+    """parallel.json for the next attempt; a machine of rank > 0 first waits for the main one."""
+    plan = plan_parallel(run.config, model_dir=Path(run.spec.model_dir))
+    if plan.world_size > 1 and runner is not None:
+        raise ForgeError(
+            f"Training on {plan.world_size} processes runs on this machine's Python, not in a container yet.",
+            fix="Add `--runtime local` (or set training.distributed: none to train in the container on one GPU).",
+            code=ErrorCode.CONFIG_INVALID,
+        )
+    plan.save(run.run_dir)
+    if plan.nodes > 1 and options.node_rank > 0:
+        wait_for_main(*main_endpoint(plan, options))
+    return plan
+
+
+def apply_parallel_overrides(config: ForgeConfig, overrides: dict[str, Any] | None) -> ForgeConfig:
+    """forge.yaml's training.distributed / gpus / nodes with the command line's values over them."""
+    values = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if not values:
+        return config
+    training = config.training.model_validate({**config.training.model_dump(), **values})
+    return config.model_copy(update={"training": training})
 
 
 def _tracker(run: Run, project_dir: Path) -> Any:
@@ -457,18 +552,26 @@ def run_training(
     on_event: EventHandler | None = None,
     runner: Runner | None = None,
     runtime: dict[str, Any] | None = None,
+    parallel: dict[str, Any] | None = None,
+    launch: LaunchOptions | None = None,
 ) -> RunResult:
     """Train `config` (the project's forge.yaml, loaded by the caller) in a new run on `prepared` (None: the
     prepared data matching it), or resume one (`resume`: a run id, or True for the newest unfinished run;
     it trains with its own snapshot). Returns when the run completed or was interrupted; ForgeError when
     it failed. ``runner``: where each worker attempt runs (default: a local subprocess); ``runtime``: what
-    the run records about that choice (runtime.json: name, reason, image)."""
+    the run records about that choice (runtime.json: name, reason, image). ``parallel``: the command
+    line's training.distributed / gpus / nodes (over forge.yaml's, or the resumed run's snapshot);
+    ``launch``: this machine's place in a multi-node run."""
     from forgellm.training.summary import write_summary
 
     project_dir = layout.root.expanduser().resolve()
     layout = ProjectLayout(project_dir)
     on_event = on_event or (lambda _event: None)
     memory_limit(), watchdog_seconds()  # a drill's wrong setting is refused before a run exists
+    launch = launch or LaunchOptions()
+    config = apply_parallel_overrides(config, parallel)
+    if not resume:
+        plan_parallel(config)  # `--gpus 4` on a machine with one is refused before a run exists
     with ProjectLock(project_dir, "train") as lock:
         lock.acquire()
         run = (
@@ -476,6 +579,8 @@ def run_training(
             if resume
             else create_run(layout, config, prepared=prepared, max_steps=max_steps)
         )
+        if resume and parallel:
+            run.save_config(apply_parallel_overrides(run.config, parallel))
         lock.record(run.run_id)
         record_runtime(run.layout, runtime or {"name": runner.name if runner else "local", "reason": "library default"})
         on_event({"event": "run", "run_id": run.run_id, "run_dir": str(run.run_dir), "resumed": bool(resume)})
@@ -483,7 +588,7 @@ def run_training(
         tracker = _tracker(run, project_dir)
         try:
             with Interrupts() as interrupts:
-                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts, runner)
+                outcome = _attempts(run, bool(resume), metrics, _tracked(on_event, tracker), interrupts, runner, launch)
         finally:
             metrics.close()
             if tracker is not None:

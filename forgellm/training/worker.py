@@ -5,7 +5,11 @@ is pointed at stderr, so whatever a library prints (Python or C) lands in the lo
 SIGINT/SIGTERM finish the current step, save a checkpoint and exit with 130.
 
 ``FORGE_FAULT`` injects real failures for tests and drills (see protocol.py); each fires once per
-run folder, recorded in ``.faults-fired`` before it fires, so the restarted attempt goes on.
+run folder, recorded in ``.faults-fired`` before it fires, so the restarted attempt goes on. In a
+group of processes (parallel.py) they fire in the process ``FORGE_FAULT_RANK`` names (default 0).
+
+Of a group, rank 0 prints the events; the others print only their `error` events (with their rank),
+so the supervisor learns why a rank failed (an out-of-memory on rank 3 is healed as one).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from forgellm.errors import ErrorCode, ForgeError
 from forgellm.project.layout import RunLayout
-from forgellm.training.protocol import FAULT_ENV, ExitCode, error_event
+from forgellm.training.protocol import FAULT_ENV, FAULT_RANK_ENV, ExitCode, error_event
 
 # What a fault does: raise a real torch.OutOfMemoryError, make the loss or the gradients NaN, end the
 # process (exit 1 or SIGKILL), or stop responding (sleep forever, as a deadlocked worker would).
@@ -56,8 +60,10 @@ class Fault(NamedTuple):
 class InjectedFaults:
     """Faults from ``FORGE_FAULT`` (e.g. "oom:backward@3,kill@5"), each fired once per run dir."""
 
-    def __init__(self, spec: str, run_dir: Path) -> None:
+    def __init__(self, spec: str, run_dir: Path, *, rank: int = 0, fault_rank: int = 0) -> None:
         self.record = RunLayout(run_dir).faults_fired
+        if rank != fault_rank:  # the faults belong to another process of the group
+            spec = ""
         fired = self.record.read_text(encoding="utf-8").split() if self.record.exists() else []
         done = {fault for line in fired if (fault := _parse_fault(line, strict=False)) is not None}
         self.planned = parse_faults(spec) - done
@@ -151,15 +157,48 @@ def event_stream():
     return emit
 
 
+def errors_only(emit, rank: int):
+    """The events of a rank other than 0: its `error` events, marked with the rank; nothing else."""
+    import json
+
+    def emit_errors(line: str) -> None:
+        data = json.loads(line)
+        if data.get("event") == "error":
+            emit(json.dumps({**data, "rank": rank}, ensure_ascii=False, default=str))
+
+    return emit_errors
+
+
+def die_with_launcher() -> None:
+    """A process started by the launcher (torchrun gives each its own session) dies with it: the
+    supervisor's kill of the launcher, or its own death, must not leave ranks training on."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forgellm.training.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint folder to continue from")
     args = parser.parse_args(argv)
+    from forgellm.training.parallel import rank_of
+
+    if "LOCAL_RANK" in os.environ:
+        die_with_launcher()
+    rank = rank_of()
     emit = event_stream()
+    if rank != 0:
+        emit = errors_only(emit, rank)
     stop = StopOnSignal()
     try:
-        faults = InjectedFaults(os.environ.get(FAULT_ENV, ""), args.run_dir)
+        fault_rank = int(os.environ.get(FAULT_RANK_ENV, "0") or 0)
+        faults = InjectedFaults(os.environ.get(FAULT_ENV, ""), args.run_dir, rank=rank, fault_rank=fault_rank)
     except ValueError as exc:
         emit(error_event("config", ForgeError(str(exc), code=ErrorCode.USAGE_INVALID)))
         return ExitCode.CONFIG

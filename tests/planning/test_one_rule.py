@@ -72,7 +72,7 @@ def test_short_data_gets_the_same_max_length_from_study_rules_and_planner(cpu_ma
 def test_memory_cuts_from_guards_and_diagnosis_stop_at_the_same_floor(cpu_machine):
     target = target_of_spec(get_spec("smollm2-135m"))
     never_fits = rules_plan.MemoryBudget(bytes=1, device="cpu", source="test", precision="fp32")
-    ctx = SimpleNamespace(p90_tokens=None, target_of=lambda _key: target, budget=never_fits)
+    ctx = SimpleNamespace(p90_tokens=None, target_of=lambda _key: target, budget=never_fits, gpus=None)
     values = {"model": target.key, "method": "lora", "precision": "fp32", "max_length": 4096, "micro_batch_size": 1,
               "lora_r": 4, "lora_targets": "all-linear", "gradient_checkpointing": True}  # fmt: skip
     corrections: list = []

@@ -82,7 +82,7 @@ def _shorten_run(run_dir, max_length: int) -> None:
 
 @pytest.mark.parametrize("packing", [True, False])
 def test_every_batch_the_loop_sees_fits_the_runs_max_length(tiny_train_project, monkeypatch, packing):
-    import forgellm.training.loop as loop
+    import forgellm.training.parallel as loop  # LossModule computes every training and validation loss
 
     root, prepared = tiny_train_project(max_steps=4, eval_every_steps=2, save_every_steps=4, packing=packing)
     assert prepared_max_length(prepared) == 256  # read from the preparation's record, not forge.yaml
