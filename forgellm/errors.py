@@ -121,6 +121,12 @@ class ErrorCode(StrEnum):
     # synthetic data
     SYNTHETIC_UNSUPPORTED = "synthetic-unsupported"  # a file `forge expand` cannot grow (documents, nested fields)
     SYNTHETIC_NONE_KEPT = "synthetic-none-kept"  # every written example was dropped; nothing was written (data: report)
+    # cloud GPUs through SkyPilot (`forge cloud`)
+    CLOUD_NO_ACCESS = "cloud-no-access"  # no credentials for the provider, or none enabled (data: provider, reason)
+    CLOUD_GPU_UNAVAILABLE = "cloud-gpu-unavailable"  # the provider offers no such GPU (data: provider, gpu, offered)
+    CLOUD_LAUNCH_FAILED = "cloud-launch-failed"  # SkyPilot could not provision or start the task (data: cause)
+    CLOUD_NO_CLUSTER = "cloud-no-cluster"  # no cloud machine launched from this project, or it is gone (data: cluster)
+    CLOUD_SYNC_FAILED = "cloud-sync-failed"  # the run folder could not be copied back from the machine (data: cause)
 
 
 class ForgeError(Exception):

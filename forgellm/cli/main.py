@@ -10,6 +10,7 @@ __all__ = ["app", "run"]
 def _register() -> None:
     # Each module adds its commands to `app`; importing them is cheap (no torch, no transformers).
     from forgellm.cli import (  # noqa: F401
+        cloud_cmds,
         config_cmds,
         data_cmds,
         docker_cmds,
