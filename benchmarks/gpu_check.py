@@ -11,8 +11,11 @@ process through `forgellm.training.loop.train` (what `forge train`'s worker runs
 real (non-padding) tokens/s after the warm-up steps, ``torch.cuda.max_memory_allocated`` (peak), and the
 QLoRA / LoRA peak ratio (../shared/BENCHMARKS.md: <= 0.45x). Without a CUDA GPU it stops with exit code 2
 (``--cpu-smoke`` trains 4 fp32 LoRA steps of the bundled SmolLM2-135M on the CPU to check the plumbing; its
-figures mean nothing). Results: benchmarks/results/gpu_check.json. benchmarks/gpu_check.sh wraps this with
-the wheel install and `forge docker probe`.
+figures mean nothing). Then the scale-out smoke: `forge train --distributed ddp --gpus 1` and `--distributed
+fsdp --gpus 1` with CPU offload, through the real command (accelerate/torchrun launcher, process group,
+wrapping, rank-0 checkpoint), and `forge export` (merged weights + f16 GGUF) of the DDP run: each reports its
+status, seconds and tokens/s. Results: benchmarks/results/gpu_check.json. benchmarks/gpu_check.sh wraps this
+with the wheel install and `forge docker probe`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import json
 import os
 import platform
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,14 +63,17 @@ def write_csv(path: Path, rows: int) -> None:
             writer.writerow([question.strip(), f"I can help with your {topic}. {steps}"])
 
 
-def build_project(work: Path, model_dir: Path, data: Path, method: str, steps: int, precision: str) -> Path:
+def build_project(
+    work: Path, model_dir: Path, data: Path, method: str, steps: int, precision: str, name: str | None = None,
+    **training,
+) -> Path:
     """A project for one method with the data prepared -> its run folder."""
     from forgellm.config.io import save_config
     from forgellm.config.schema import ForgeConfig
     from forgellm.data.prepare.run import prepare_dataset
     from forgellm.project import load_project
 
-    project = work / f"project-{method}"
+    project = work / f"project-{name or method}"
     project.mkdir()
     config = ForgeConfig.model_validate(
         {
@@ -86,6 +95,7 @@ def build_project(work: Path, model_dir: Path, data: Path, method: str, steps: i
                 "seed": 42,
                 "max_grad_norm": 1.0,
                 "packing": True,
+                **training,
             },
         }
     )
@@ -138,6 +148,45 @@ def run(args: argparse.Namespace) -> dict:
             run_dir = build_project(work, model_dir, work / "qa.csv", method, args.steps, precision)
             print(f"{method}: {args.steps} steps of {MICRO_BATCH} x {MAX_LENGTH} tokens, {precision}", flush=True)
             results[method] = base.run_worker("forge", ["--run-dir", str(run_dir)], script=__file__)
+        results.update(scale_out_smoke(work, model_dir, precision, args.scale_steps, cpu=args.cpu_smoke))
+    return results
+
+
+def _forge(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", "from forgellm.cli.main import run; run()", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr, time.perf_counter() - started
+
+
+def scale_out_smoke(work: Path, model_dir: Path, precision: str, steps: int, *, cpu: bool) -> dict:
+    """DDP and FSDP (+ CPU offload) on one process through `forge train`, then `forge export` of the DDP run."""
+    results: dict[str, dict] = {}
+    env = {"FORGE_DISTRIBUTED_CPU": "1"} if cpu else {}
+    for strategy, offload in (("ddp", False), ("fsdp", True)):
+        key = f"{strategy}{'+offload' if offload else ''} (1 process)"
+        run_dir = build_project(work, model_dir, work / "qa.csv", "lora", steps, precision, name=strategy,
+                                offload=offload)  # fmt: skip
+        project = run_dir.parent.parent
+        shutil.rmtree(run_dir)  # `forge train` makes its own run
+        print(f"{key}: forge train --distributed {strategy} --gpus 1, {steps} steps", flush=True)
+        code, out, err, seconds = _forge(["train", "-C", str(project), "--distributed", strategy, "--gpus", "1",
+                                          "--json"], env)  # fmt: skip
+        result: dict = {"exit_code": code, "seconds": round(seconds, 1)}
+        if code == 0:
+            summary = json.loads(out)
+            result.update({k: summary.get(k) for k in ("status", "steps", "tokens_per_s", "peak_memory_bytes")})
+        else:
+            result["error"] = err[-2000:]
+        results[key] = result
+    project = work / "project-ddp"
+    if results["ddp (1 process)"]["exit_code"] == 0:
+        print("export: forge export (merged + f16 GGUF) of the DDP run", flush=True)
+        code, out, err, seconds = _forge(["export", "-C", str(project), "--quant", "f16", "--json"])
+        results["export"] = {"exit_code": code, "seconds": round(seconds, 1), "error": err[-2000:] if code else None,
+                             "files": sorted(p.name for p in (project / "exports").rglob("*.gguf"))}  # fmt: skip
     return results
 
 
@@ -177,6 +226,11 @@ def table(report: dict) -> list[str]:
         if "skipped" in result:
             lines.append(f"{method:<7} skipped: {result['skipped']}")
             continue
+        if "exit_code" in result:  # the scale-out and export smoke: a command's outcome
+            outcome = "ok" if result["exit_code"] == 0 else f"FAILED (exit {result['exit_code']})"
+            speed = f", {result['tokens_per_s']:,.0f} tok/s" if result.get("tokens_per_s") else ""
+            lines.append(f"{method}: {outcome} in {result['seconds']} s{speed} {result.get('files') or ''}".rstrip())
+            continue
         peak = result.get("peak_gpu_bytes")
         lines.append(
             f"{method:<7} {result['tokens_per_s']:>11,.0f} {(peak or 0) / 2**30:>13.2f} "
@@ -200,6 +254,7 @@ def main() -> None:
     )
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["lora", "qlora"], help="lora,qlora")
     parser.add_argument("--rows", type=int, default=1200, help="generated question/answer rows")
+    parser.add_argument("--scale-steps", type=int, default=6, help="steps of each scale-out smoke run")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gpu_check.json")
     parser.add_argument("--cpu-smoke", action="store_true", help="check the script on a CPU (figures mean nothing)")
     parser.add_argument("--worker", choices=["forge"])

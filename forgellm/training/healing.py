@@ -193,17 +193,17 @@ def _shard_further(config: ForgeConfig, parallel: Any) -> tuple[ForgeConfig, str
     """Out of memory on several GPUs: shard before anything that costs quality. DDP keeps a full copy of
     the model and optimizer on every GPU, FSDP divides them by the GPU count; offload then moves the
     shards to CPU RAM (slow, but no setting of the training itself changes)."""
-    if parallel is None or getattr(parallel, "world_size", 1) < 2:
+    if parallel is None or parallel.strategy == "none":
         return None
     training = config.training
-    if parallel.strategy == "ddp" and training.method != "qlora":
+    if parallel.strategy == "ddp" and parallel.world_size > 1 and training.method != "qlora":
         change = {"distributed": "fsdp"}
         why = (f"Out of memory with a full copy of the model and optimizer on each of the {parallel.world_size} "
                "GPUs (DDP): the next attempt shards them over the GPUs (FSDP).")  # fmt: skip
     elif parallel.strategy in ("fsdp", "deepspeed") and not parallel.offload:
         change = {"distributed": parallel.strategy, "offload": True}
-        why = (f"Out of memory with the model sharded over {parallel.world_size} GPUs: the next attempt keeps the "
-               "shards in CPU RAM (offload; slower).")  # fmt: skip
+        why = (f"Out of memory with the model sharded over {parallel.world_size} GPU(s): the next attempt keeps "
+               "the shards in CPU RAM (offload; slower).")  # fmt: skip
     else:
         return None
     updated = training.model_copy(update=change)

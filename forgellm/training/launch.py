@@ -108,8 +108,9 @@ def plan_parallel(
             fix="Set training.distributed to ddp or fsdp (or auto), or training.nodes to 1.",
             code=ErrorCode.CONFIG_INVALID,
         )
-    if gpus * t.nodes == 1 or t.distributed == "none":
+    if t.distributed == "none" or (gpus * t.nodes == 1 and t.distributed == "auto"):
         return ParallelPlan("none", 1, 1, device=device, reason="one process on one device")
+    # An explicit strategy on one GPU still runs wrapped: FSDP's offload fits a model one GPU cannot hold.
     if model_dir is None and t.distributed == "auto" and not rehearsal:
         return ParallelPlan("auto", gpus, t.nodes, t.offload, device, "sized when the run starts")
     strategy, offload, reason = _strategy(config, hardware, gpus, model_dir, rehearsal)
@@ -207,9 +208,14 @@ def free_port() -> int:
 def worker_command(run_dir: Path, resume: Path | None, plan: ParallelPlan, options: LaunchOptions) -> list[str]:
     """The worker's command line: the module itself, or accelerate's launcher around it."""
     module = ["-m", "forgellm.training.worker", str(run_dir)] + (["--resume", str(resume)] if resume else [])
-    if plan.world_size == 1:
+    if plan.strategy == "none":
         return [sys.executable, *module]
     address, port = main_endpoint(plan, options)
+    if plan.world_size == 1:  # accelerate refuses --multi_gpu with one process; torchrun is what it would run
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--nnodes", "1",
+            "--master_addr", address, "--master_port", str(port), "--max_restarts", "0", *module,
+        ]  # fmt: skip
     launcher = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--num_processes", str(plan.world_size), "--num_machines", str(plan.nodes),

@@ -59,7 +59,7 @@ class Group:
 
     def __init__(self, plan: ParallelPlan) -> None:
         self.plan = plan
-        self.strategy = plan.strategy if plan.world_size > 1 else "none"
+        self.strategy = plan.strategy
         self.rank = rank_of()
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,7 +74,7 @@ class Group:
         self.device = torch.device("cuda", self.local_rank) if on_gpu else torch.device("cpu")
         if on_gpu:
             torch.cuda.set_device(self.device)
-        if self.world > 1 and not torch.distributed.is_initialized():
+        if self.strategy != "none" and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
 
     @property
@@ -107,7 +107,7 @@ class Group:
 
         mesh = init_device_mesh(self.device.type, (self.world,))
         options: dict[str, Any] = {"mesh": mesh}
-        if self.plan.offload:
+        if self.plan.offload and self.device.type == "cuda":  # on a CPU the shards are in RAM already
             options["offload_policy"] = CPUOffloadPolicy()
         layer_names = set(getattr(_transformers_model(model), "_no_split_modules", None) or ())
         layers = [m for m in model.modules() if type(m).__name__ in layer_names]
@@ -197,7 +197,7 @@ class Group:
         set_optimizer_state_dict(module, optimizer, state, options=options)
 
     def close(self) -> None:
-        if self.distributed and torch.distributed.is_initialized():
+        if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 

@@ -142,7 +142,7 @@ def run_attempt(
                     _remember(result, event)
                     on_event(metrics.append(event, attempt))
                 result.exit_code = process.wait()
-            if plan.world_size > 1:
+            if plan.strategy != "none":
                 result.exit_code = group_exit_code(result.exit_code, result.error, result.end)
             if result.error is None and runner is not None:  # e.g. a container the OOM killer ended: no event
                 result.error = runner.exit_error(process)
@@ -267,7 +267,7 @@ def _attempts(
 def _attempt_plan(run: Run, runner: Runner | None, options: LaunchOptions) -> ParallelPlan:
     """parallel.json for the next attempt; a machine of rank > 0 first waits for the main one."""
     plan = plan_parallel(run.config, model_dir=Path(run.spec.model_dir))
-    if plan.world_size > 1 and _in_container(runner):
+    if plan.strategy != "none" and _in_container(runner):
         raise ForgeError(
             f"Training on {plan.world_size} processes runs on this machine's Python, not in a container yet.",
             fix="Add `--runtime local` (or set training.distributed: none to train in the container on one GPU).",

@@ -163,7 +163,7 @@ def start_worker(
     """The worker process, or accelerate's launcher with one worker per GPU (launch.py)."""
     plan, options = plan or ParallelPlan(), options or LaunchOptions()
     command = worker_command(run_dir, resume_from, plan, options)
-    if plan.world_size > 1:
+    if plan.strategy != "none":
         log.write(f"supervisor: {plan.strategy} on {plan.world_size} processes: {' '.join(command)}\n".encode())
         log.flush()
     limit = memory_limit()
