@@ -72,7 +72,15 @@ class DeepSpeedGroup(Group):
         # Without a GPU accelerate finds no device backend, lets DeepSpeed start gloo, then counts every
         # process as rank 0 of 1 (each would read rank 0's data and think it writes the checkpoints):
         # it must be told the backend. On GPUs its own choice (nccl) is right.
-        PartialState(backend=None if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        state = PartialState(backend=None if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        if (state.process_index, state.num_processes) != (self.rank, self.world):
+            raise ForgeError(
+                f"accelerate sees this process as {state.process_index} of {state.num_processes}, the launcher "
+                f"started it as {self.rank} of {self.world} (backend {state.backend}).",
+                fix="Use `--distributed fsdp`, or the accelerate and DeepSpeed versions in Forge's constraints.txt.",
+                code=ErrorCode.DEPENDENCY_MISSING,
+                data={"package": "accelerate / deepspeed"},
+            )
 
     def prepare(
         self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, *, accumulation: int, training: Any,
