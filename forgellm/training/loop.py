@@ -139,9 +139,9 @@ class TrainingLoop:
         )
         if resumed_from is not None:
             self._fit_accumulation(self._resume_state)
-        self.loss_module, self.optimizer = group.prepare(
+        self.loss_module, self.optimizer = group.prepare(  # DeepSpeed's engine takes both (deepspeed_group.py)
             self.loss_module, self.optimizer, accumulation=self.accumulation, training=t, precision=self.model.precision
-        )
+        )  # fmt: skip
         steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / self.micro_batches_per_step))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
         from transformers import get_scheduler
@@ -229,8 +229,8 @@ class TrainingLoop:
         forward_module(self.model.model).register_forward_pre_hook(forward)
         first = next(p for p in self.model.model.parameters() if p.requires_grad)
         first.register_hook(lambda grad: faults.gradient(self.progress.step + 1, grad))
-        optimizer = self.group.hookable_optimizer(self.optimizer)
-        optimizer.register_step_pre_hook(lambda *args: faults.fire("optimizer", self.progress.step + 1))
+        self.group.hookable_optimizer(self.optimizer).register_step_pre_hook(
+            lambda *args: faults.fire("optimizer", self.progress.step + 1))
 
     # ----- the loop --------------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -277,8 +277,7 @@ class TrainingLoop:
         loss_sum = 0.0
         for index, (batch, _) in enumerate(mine):
             self.beat()
-            last = index == len(mine) - 1
-            with group.accumulating(self.loss_module, last=last):
+            with group.accumulating(self.loss_module, last=(last := index == len(mine) - 1)):
                 loss = self._forward(batch.to(self.model.device), targets)
                 if self.faults is not None:
                     loss = self.faults.loss(step, loss)
@@ -302,8 +301,7 @@ class TrainingLoop:
     def _apply_gradients(self, step: int) -> float:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        # The same on every process: they agree on a NaN. (DeepSpeed clipped and stepped inside backward;
-        # its optimizer.step and zero_grad below do nothing.)
+        # The same on every process: they agree on a NaN. (DeepSpeed stepped in backward; step/zero_grad: no-ops)
         grad_norm = self.group.clip_gradients(self.loss_module, self.settings.max_grad_norm)
         if not math.isfinite(grad_norm) and self.scaler is None:
             self.optimizer.zero_grad(set_to_none=True)

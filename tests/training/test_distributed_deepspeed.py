@@ -106,3 +106,16 @@ def test_one_process_resumes_a_zero3_run(tiny_train_project, rehearsal, referenc
     start = _records(run_dir, "start")[-1]
     assert (start["step"], start["world_size"], start["gradient_accumulation"]) == (2, 1, 4)
     assert _steps(run_dir, "loss")[-2:] == pytest.approx(_steps(reference.run_dir, "loss")[-2:], rel=TOLERANCE)
+
+
+def test_the_launcher_starts_deepspeed_with_a_launcher_per_machine(tmp_path):
+    """accelerate's DeepSpeed launch, torchrun on each machine (no pdsh over ssh); its settings are the
+    worker's (deepspeed_group.py), so none of them is a launcher flag that could disagree."""
+    from forgellm.training.launch import LaunchOptions, ParallelPlan, worker_command
+
+    plan = ParallelPlan("deepspeed", gpus=4, nodes=2, offload=True)
+    command = worker_command(tmp_path, None, plan, LaunchOptions(node_rank=1, main_address="10.0.0.1"))
+    joined = " ".join(command)
+    assert "--use_deepspeed --zero3_init_flag false --deepspeed_multinode_launcher standard" in joined
+    assert "--multi_gpu" not in command and "--num_processes 8 --num_machines 2 --machine_rank 1" in joined
+    assert command[-3:] == ["-m", "forgellm.training.worker", str(tmp_path)]
