@@ -49,6 +49,8 @@ class IgniteOptions:
     yes: bool = False
     time_budget: float | None = None  # minutes of training
     runtime: str | None = None  # --runtime (None: forge.yaml's runtime:); not part of the key: same work anywhere
+    parallel: dict[str, Any] | None = None  # --distributed/--gpus/--nodes; like runtime, not part of the key
+    launch: Any = None  # training.launch.LaunchOptions: this machine's place in a multi-node run
 
     def key(self) -> str:
         """What decides the work: the data file's identity, the goal and every flag that changes the plan."""
@@ -334,7 +336,7 @@ def _stage_train(carried: Carried, options: IgniteOptions, hooks: IgniteHooks, s
     try:
         result = run_training(
             carried.layout, carried.config, prepared=carried.prepared, resume=resume, on_event=remember,
-            **training_runner(carried, options, hooks),
+            parallel=options.parallel, launch=options.launch, **training_runner(carried, options, hooks),
         )  # a resumed run trains with its own snapshot, not with forge.yaml
     except ForgeError as exc:
         if resume and exc.code == ErrorCode.NOTHING_TO_RESUME:  # it finished just before the kill

@@ -11,6 +11,15 @@ import typer
 from forgellm.cli.app import app
 from forgellm.cli.output import console, count_rate, err_console, print_json, rate_progress
 from forgellm.cli.runtime_opt import runtime_option
+from forgellm.cli.scale_opt import (
+    ScaleFlags,
+    distributed_option,
+    gpus_option,
+    main_address_option,
+    main_port_option,
+    node_rank_option,
+    nodes_option,
+)
 
 _TITLES = {
     "init": "1/7 Project",
@@ -49,6 +58,12 @@ def ignite(
     expand: int | None = typer.Option(
         None, "--expand", min=2, help="First grow the data to N rows with the LLM advisor (see `forge expand`)."
     ),
+    distributed: str | None = distributed_option(),
+    gpus: int | None = gpus_option(),
+    nodes: int | None = nodes_option(),
+    node_rank: int = node_rank_option(),
+    main_address: str | None = main_address_option(),
+    main_port: int | None = main_port_option(),
 ) -> None:
     """Everything in one command: study, plan, prepare, train, evaluate and export. Re-run to resume."""
     if conversations is not None:  # documents + conversations: the two-stage pipeline
@@ -69,6 +84,8 @@ def ignite(
             fix="Use --advisor rules, gemini or openai.",
             code=ErrorCode.ADVISOR_UNKNOWN,
         )
+    scale = ScaleFlags(distributed, gpus, nodes, node_rank, main_address, main_port)
+    scale.overrides()  # a wrong --distributed is refused before any stage runs
     root = find_project(project) or project
     if data.is_dir() and not as_json:
         _offer_pipeline(data, goal)
@@ -86,6 +103,8 @@ def ignite(
         yes,
         time_budget=time_budget,
         runtime=runtime,
+        parallel=scale.overrides(),
+        launch=scale.launch(),
     )
     display = _IgniteDisplay(quiet=as_json)
     try:

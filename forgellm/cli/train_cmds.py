@@ -10,6 +10,15 @@ import typer
 from forgellm.cli.app import app
 from forgellm.cli.output import console, err_console, print_json
 from forgellm.cli.runtime_opt import choose, runtime_option
+from forgellm.cli.scale_opt import (
+    ScaleFlags,
+    distributed_option,
+    gpus_option,
+    main_address_option,
+    main_port_option,
+    node_rank_option,
+    nodes_option,
+)
 from forgellm.units import human_bytes
 
 if TYPE_CHECKING:
@@ -27,8 +36,15 @@ def train(
     project: Path = typer.Option(Path("."), "--project", "-C", help="The project folder (holds forge.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON (no live display)."),
     runtime: str | None = runtime_option(),  # type: ignore[assignment]
+    distributed: str | None = distributed_option(),
+    gpus: int | None = gpus_option(),
+    nodes: int | None = nodes_option(),
+    node_rank: int = node_rank_option(),
+    main_address: str | None = main_address_option(),
+    main_port: int | None = main_port_option(),
 ) -> None:
-    """Train on the prepared data; recovers from out-of-memory, NaN loss and crashes on its own."""
+    """Train on the prepared data; recovers from out-of-memory, NaN loss and crashes on its own.
+    On several GPUs (`--gpus N`) or machines (`--nodes`), one process per GPU through accelerate."""
     from forgellm.errors import ErrorCode, ForgeError
     from forgellm.project import load_project
     from forgellm.training.supervisor import run_training
@@ -42,7 +58,10 @@ def train(
     layout, config = load_project(project)
     which: str | bool | None = (run or True) if resume else None
     choice = choose(runtime, config.runtime, "Training", gpu_work=True, quiet=as_json)
-    where = {"runner": choice.runner(), "runtime": choice.record()}
+    scale = ScaleFlags(distributed, gpus, nodes, node_rank, main_address, main_port)
+    where = {
+        "runner": choice.runner(), "runtime": choice.record(), "parallel": scale.overrides(), "launch": scale.launch(),
+    }  # fmt: skip
     if as_json:
         result = run_training(layout, config, resume=which, max_steps=max_steps, **where)
         print_json(result.to_dict())
@@ -110,6 +129,8 @@ class _LiveDisplay:
             grid.add_row("[dim]Preparing the run …[/]")
             return grid
         setup = ", ".join(str(s[k]) for k in ("device", "method", "precision") if s.get(k))
+        if (s.get("world_size") or 1) > 1:
+            setup += f", {s.get('distributed')} × {s['world_size']}"
         grid.add_row(
             f"[bold]{s['run_id']}[/]  attempt {s.get('attempt', 1)}" + (f"  [dim]({setup})[/]" if setup else "")
         )
@@ -147,8 +168,8 @@ def _event_line(event: dict[str, Any]) -> str | None:
     if kind == "run":
         verb = "Resuming" if event.get("resumed") else "Started"
         return f"{verb} run [bold]{event['run_id']}[/] in {event['run_dir']}"
-    if kind == "attempt" and event.get("resume_from"):
-        return f"[dim]Worker (attempt {event['attempt']}) continues from {Path(event['resume_from']).name}[/]"
+    if kind == "attempt":
+        return _attempt_line(event)
     if kind == "eval":
         best = " [green](best so far)[/]" if event.get("improved") else ""
         return f"  step {event.get('step')}: validation loss {_num(event.get('val_loss'))}{best}"
@@ -165,6 +186,17 @@ def _event_line(event: dict[str, Any]) -> str | None:
     if kind == "error":
         return f"[red]{event.get('kind')}[/] {event.get('message')}"
     return None
+
+
+def _attempt_line(event: dict[str, Any]) -> str | None:
+    parallel = event.get("parallel") or {}
+    lines = []
+    if (parallel.get("world_size") or 1) > 1:
+        strategy, world, why = parallel["strategy"], parallel["world_size"], parallel["reason"]
+        lines.append(f"[dim]{strategy} on {world} processes ({parallel['gpus']} per machine): {why}[/]")
+    if event.get("resume_from"):
+        lines.append(f"[dim]Worker (attempt {event['attempt']}) continues from {Path(event['resume_from']).name}[/]")
+    return "\n".join(lines) or None
 
 
 def _render_summary(summary: RunSummary) -> None:

@@ -185,6 +185,7 @@ def _training_section(
     values.update(_distributed_values(existing, checked))
     if checked.distribution is not None:
         why.append(checked.distribution.rationale())
+        why.append(_split_accumulation(values, checked.distribution.choice))
     values["rationale"] = " ".join(w.strip() for w in why if w and w.strip())
     return TrainingSection.model_validate(values)
 
@@ -201,6 +202,20 @@ def _distributed_values(existing: TrainingSection, checked: CheckedPlan) -> dict
     if plan_made(existing):
         return {"distributed": "auto", "gpus": None, "offload": False}
     return {}
+
+
+def _split_accumulation(values: dict[str, Any], choice: Any) -> str:
+    """Each process accumulates its share of the step (training/parallel.py: a step takes micro-batch ×
+    accumulation × processes examples), so the planned examples per step and the schedule stay."""
+    world = choice.gpus * choice.nodes
+    planned = values["gradient_accumulation"]
+    share = max(1, planned // world)
+    values["gradient_accumulation"] = share
+    per_step = values["micro_batch_size"] * share * world
+    if share * world != planned and values.get("max_steps"):  # another batch size: as many examples in all
+        values["max_steps"] = max(1, round(values["max_steps"] * planned / (share * world)))
+    return (f"Each of the {world} processes accumulates {share} micro-batch(es), so an optimizer step takes "
+            f"{per_step} examples.")  # fmt: skip
 
 
 def _export_rationale(checked: CheckedPlan) -> str:

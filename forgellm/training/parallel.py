@@ -171,6 +171,14 @@ class Group:
         """Whether any process says yes (a stop request, a non-finite loss): all then act together."""
         return bool(self.sum(1.0 if flag else 0.0)[0]) if self.distributed else flag
 
+    def agree(self, value: float) -> bool:
+        """Whether every process holds the same ``value``."""
+        if not self.distributed:
+            return True
+        both = torch.tensor([value, -value], dtype=torch.float64, device=self._collective_device)
+        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+        return float(both[0]) == -float(both[1])
+
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()

@@ -125,7 +125,7 @@ def run_attempt(
         project_dir = Path(run.spec.project_dir)
         process = (
             runner.start_worker(run.run_dir, resume_from, log, project_dir, run_id=run.run_id, attempt=attempt)
-            if runner is not None
+            if _in_container(runner)
             else start_worker(run.run_dir, resume_from, log, project_dir, plan, options)
         )
         interrupts.process = process  # type: ignore[assignment]
@@ -226,10 +226,12 @@ def _attempts(
             if result.end is not None and result.exit_code == ExitCode.OK:  # it finished before it heard us
                 outcome.status, outcome.reason = "completed", result.end.get("reason")
             return outcome
+        # A machine of rank > 0 hears no events (rank 0's machine has them): its processes' exit 0 is the end.
+        ended = result.end is not None or (options.node_rank > 0 and result.exit_code == ExitCode.OK)
         failure = classify(
             result.exit_code,
             result.error,
-            result.end is not None,
+            ended,
             _checkpoint_step(run),
             silent_seconds=result.silent_seconds,
         )
@@ -265,16 +267,26 @@ def _attempts(
 def _attempt_plan(run: Run, runner: Runner | None, options: LaunchOptions) -> ParallelPlan:
     """parallel.json for the next attempt; a machine of rank > 0 first waits for the main one."""
     plan = plan_parallel(run.config, model_dir=Path(run.spec.model_dir))
-    if plan.world_size > 1 and runner is not None:
+    if plan.world_size > 1 and _in_container(runner):
         raise ForgeError(
             f"Training on {plan.world_size} processes runs on this machine's Python, not in a container yet.",
             fix="Add `--runtime local` (or set training.distributed: none to train in the container on one GPU).",
             code=ErrorCode.CONFIG_INVALID,
         )
     plan.save(run.run_dir)
-    if plan.nodes > 1 and options.node_rank > 0:
-        wait_for_main(*main_endpoint(plan, options))
+    _check_launch(plan, options)  # a restarted group meets again: the main machine may still be restarting
     return plan
+
+
+def _in_container(runner: Runner | None) -> bool:
+    return runner is not None and runner.name != "local"
+
+
+def _check_launch(plan: ParallelPlan, options: LaunchOptions) -> None:
+    if plan.nodes > 1:
+        endpoint = main_endpoint(plan, options)
+        if options.node_rank > 0:
+            wait_for_main(*endpoint)
 
 
 def apply_parallel_overrides(config: ForgeConfig, overrides: dict[str, Any] | None) -> ForgeConfig:
@@ -345,8 +357,8 @@ def run_training(
     memory_limit(), watchdog_seconds()  # a drill's wrong setting is refused before a run exists
     launch = launch or LaunchOptions()
     config = apply_parallel_overrides(config, parallel)
-    if not resume:
-        plan_parallel(config)  # `--gpus 4` on a machine with one is refused before a run exists
+    if not resume:  # `--gpus 4` on a machine with one, or an unreachable main machine: before a run exists
+        _check_launch(plan_parallel(config), launch)
     with ProjectLock(project_dir, "train") as lock:
         lock.acquire()
         run = (

@@ -69,6 +69,12 @@ def test_a_small_lora_on_4_gpus_uses_ddp(tmp_path, online):
     assert (training.distributed, training.gpus, training.offload) == ("ddp", 4, False)
     assert "DDP needs ~" in training.rationale and "full copy" in training.rationale
     assert result.to_dict()["distributed"]["strategy"] == "ddp"
+    # The examples per optimizer step are the one-GPU plan's: each process accumulates its share.
+    one = plan(tmp_path / "one", machine(1, 80), model="qwen2.5-0.5b", method="lora").config.training
+    assert training.micro_batch_size * training.gradient_accumulation * 4 == max(
+        one.micro_batch_size * one.gradient_accumulation, training.micro_batch_size * 4
+    )
+    assert f"Each of the 4 processes accumulates {training.gradient_accumulation} micro-batch(es)" in training.rationale
 
 
 def test_one_gpu_plans_as_before(tmp_path, online):
