@@ -187,7 +187,7 @@ def _check_engine(strategy: str, method: str, device: str, offload: bool) -> Non
         if importlib.util.find_spec("deepspeed") is None:
             raise ForgeError(
                 "training.distributed is deepspeed, but DeepSpeed is not installed.",
-                fix="`pip install deepspeed`, or use `--distributed fsdp` (sharding built into torch).",
+                fix="`pip install 'forgellm[deepspeed]'`, or use `--distributed fsdp` (sharding built into torch).",
                 code=ErrorCode.DEPENDENCY_MISSING,
                 data={"package": "deepspeed"},
             )
@@ -211,7 +211,8 @@ def worker_command(run_dir: Path, resume: Path | None, plan: ParallelPlan, optio
     if plan.strategy == "none":
         return [sys.executable, *module]
     address, port = main_endpoint(plan, options)
-    if plan.world_size == 1:  # accelerate refuses --multi_gpu with one process; torchrun is what it would run
+    if plan.world_size == 1 and plan.strategy != "deepspeed":  # accelerate refuses --multi_gpu with one
+        # process; torchrun is what it would run. (DeepSpeed on one GPU: ZeRO-Offload, through accelerate.)
         return [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--nnodes", "1",
             "--master_addr", address, "--master_port", str(port), "--max_restarts", "0", *module,
@@ -222,9 +223,14 @@ def worker_command(run_dir: Path, resume: Path | None, plan: ParallelPlan, optio
         "--machine_rank", str(options.node_rank), "--main_process_ip", address, "--main_process_port", str(port),
         # Forge sets precision (autocast) and compiles nothing; the supervisor does the restarts.
         "--mixed_precision", "no", "--dynamo_backend", "no", "--max_restarts", "0", "--monitor_interval", "1",
-        "--multi_gpu",
     ]  # fmt: skip
-    return launcher + module
+    if plan.strategy == "deepspeed":
+        # DeepSpeed's environment for the processes; its settings (ZeRO-3, offload, clipping, accumulation)
+        # are made in the worker (deepspeed_group.py), which knows a resume's re-split accumulation. Each
+        # machine runs its own launcher (torchrun), as for DDP/FSDP, not DeepSpeed's pdsh over ssh.
+        return launcher + ["--use_deepspeed", "--zero3_init_flag", "false",
+                           "--deepspeed_multinode_launcher", "standard"] + module  # fmt: skip
+    return launcher + ["--multi_gpu"] + module
 
 
 def main_endpoint(plan: ParallelPlan, options: LaunchOptions) -> tuple[str, int]:

@@ -36,7 +36,7 @@ from forgellm.training.launch import ParallelPlan
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import forward_module
 from forgellm.training.packing import Batch
-from forgellm.training.parallel import Group, split_for_rank
+from forgellm.training.parallel import make_group, split_for_rank
 from forgellm.training.protocol import ExitCode, event
 
 Emit = Callable[[str], None]
@@ -101,7 +101,7 @@ class TrainingLoop:
         self.setup_seconds = 0.0
         self.heartbeat = RunLayout(run_dir).heartbeat
         self._last_beat = -math.inf
-        self.group = Group(ParallelPlan.load(run_dir))
+        self.group = make_group(ParallelPlan.load(run_dir))
         self.accumulation = self.settings.gradient_accumulation  # per process; a resume may re-split it
 
     # ----- setup -----------------------------------------------------------------------------------
@@ -139,6 +139,9 @@ class TrainingLoop:
         )
         if resumed_from is not None:
             self._fit_accumulation(self._resume_state)
+        self.loss_module, self.optimizer = group.prepare(  # DeepSpeed's engine takes both (deepspeed_group.py)
+            self.loss_module, self.optimizer, accumulation=self.accumulation, training=t, precision=self.model.precision
+        )  # fmt: skip
         steps_per_epoch = max(1, math.ceil(self.batches.batches_per_epoch() / self.micro_batches_per_step))
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
         from transformers import get_scheduler
@@ -234,7 +237,8 @@ class TrainingLoop:
         forward_module(self.model.model).register_forward_pre_hook(forward)
         first = next(p for p in self.model.model.parameters() if p.requires_grad)
         first.register_hook(lambda grad: faults.gradient(self.progress.step + 1, grad))
-        self.optimizer.register_step_pre_hook(lambda *args: faults.fire("optimizer", self.progress.step + 1))
+        self.group.hookable_optimizer(self.optimizer).register_step_pre_hook(
+            lambda *args: faults.fire("optimizer", self.progress.step + 1))
 
     # ----- the loop --------------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -281,16 +285,14 @@ class TrainingLoop:
         loss_sum = 0.0
         for index, (batch, _) in enumerate(mine):
             self.beat()
-            with group.accumulating(self.loss_module, last=index == len(mine) - 1):
+            with group.accumulating(self.loss_module, last=(last := index == len(mine) - 1)):
                 loss = self._forward(batch.to(self.model.device), targets)
                 if self.faults is not None:
                     loss = self.faults.loss(step, loss)
                 if group.any(not torch.isfinite(loss)):  # every process skips the step together
                     value = loss.item() if not torch.isfinite(loss) else "not finite in another process"
                     raise NonFiniteError(f"The loss of step {step} is {value}; the step was not applied.")
-                # DDP and FSDP average gradients over the processes; the step needs their sum.
-                scaled = loss * group.world
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                group.backward(loss, self.scaler, last)
             loss_sum += loss.item()
         loss_sum = group.sum(loss_sum)[0]
         grad_norm = self._apply_gradients(step)
@@ -305,11 +307,10 @@ class TrainingLoop:
             return self.loss_module(batch, targets)
 
     def _apply_gradients(self, step: int) -> float:
-        parameters = [p for p in self.loss_module.parameters() if p.requires_grad]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
-        grad_norm = self.group.grad_norm(norm)  # the same on every process: they agree on a NaN
+        # The same on every process: they agree on a NaN. (DeepSpeed stepped in backward; step/zero_grad: no-ops)
+        grad_norm = self.group.clip_gradients(self.loss_module, self.settings.max_grad_norm)
         if not math.isfinite(grad_norm) and self.scaler is None:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"The gradient norm of step {step} is {grad_norm}; the step was not applied.")

@@ -1,4 +1,5 @@
-"""One training process among several: data parallel (DDP) or sharded (FSDP2), on torch's own engines.
+"""One training process among several: data parallel (DDP) or sharded (FSDP2), on torch's own engines
+(DeepSpeed ZeRO-3 behind the same interface: deepspeed_group.py).
 
 ``forge train`` starts one process per GPU through ``accelerate launch`` (launch.py), which runs
 torchrun: every process finds its RANK, WORLD_SIZE and LOCAL_RANK in its environment and the
@@ -75,7 +76,10 @@ class Group:
         if on_gpu:
             torch.cuda.set_device(self.device)
         if self.strategy != "none" and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
+            self._connect(on_gpu)
+
+    def _connect(self, on_gpu: bool) -> None:
+        torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
 
     @property
     def is_main(self) -> bool:
@@ -123,6 +127,14 @@ class Group:
         fully_shard(module, **options)
         return module
 
+    def prepare(
+        self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, *, accumulation: int, training: Any,
+        precision: str,
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """The module and optimizer the loop trains with, once the optimizer exists (an engine that owns
+        both, DeepSpeed's, takes them here); torch's engines wrapped the module already."""
+        return module, optimizer
+
     def accumulating(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
         """Gradients of micro-batches before the step's last stay local; the last one synchronises."""
         if self.strategy == "ddp" and not last:
@@ -130,6 +142,22 @@ class Group:
         if self.strategy == "fsdp":
             module.set_requires_gradient_sync(last)  # type: ignore[operator]
         return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, scaler: Any, last: bool) -> None:
+        """Backward of one micro-batch's loss (already divided by the step's target tokens)."""
+        scaled = loss * self.world  # DDP and FSDP average gradients over the processes; the step needs their sum
+        (scaler.scale(scaled) if scaler else scaled).backward()
+
+    def clip_gradients(self, module: torch.nn.Module, max_norm: float) -> float:
+        """Clip the step's gradients; their total norm before clipping, the same on every process (under
+        FSDP clip_grad_norm_'s total is a DTensor whose full value is the group's norm)."""
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def hookable_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """The torch optimizer whose step() really runs (where an injected fault fires)."""
+        return optimizer
 
     # ----- collectives ---------------------------------------------------------------------------
     def sum(self, *values: float) -> list[float]:
@@ -158,11 +186,6 @@ class Group:
     @property
     def _collective_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
-
-    def grad_norm(self, norm: torch.Tensor) -> float:
-        """clip_grad_norm_'s total: under FSDP a DTensor whose full value is the group's norm."""
-        full = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        return float(full)
 
     # ----- state ---------------------------------------------------------------------------------
     def model_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -199,6 +222,15 @@ class Group:
     def close(self) -> None:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def make_group(plan: ParallelPlan) -> Group:
+    """This process's group: DeepSpeed's engine (deepspeed_group.py, imported only when used) or torch's."""
+    if plan.strategy == "deepspeed":
+        from forgellm.training.deepspeed_group import DeepSpeedGroup
+
+        return DeepSpeedGroup(plan)
+    return Group(plan)
 
 
 def _transformers_model(model: torch.nn.Module) -> torch.nn.Module:
