@@ -34,6 +34,11 @@ def quiet_at_cli_boundary() -> bool:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+    # DeepSpeed (when installed) is imported by accelerate inside every save_pretrained and logs to stdout
+    # that it found no GPU; its logger is made at import with its own level, but a filter set now stays.
+    import logging
+
+    logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
     return True
 
 

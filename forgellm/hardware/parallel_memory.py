@@ -276,6 +276,8 @@ def _explicit_reason(found: ShardedEstimate, gpu_bytes: int, fits: bool, method:
     why = f"You set training.distributed: {found.strategy}; {name} {figures}{_host(found)}"
     if method == "qlora" and found.strategy == "fsdp":
         why += "; FSDP2 does not shard QLoRA's 4-bit base weights (each GPU keeps them whole)"
+    if method == "qlora" and found.strategy in SHARDED:  # training/launch.py's _check_engine
+        why += "; Forge trains QLoRA with DDP only, so `forge train` refuses this (use ddp, or LoRA)"
     if fits:
         return why + "."
     if found.per_gpu_bytes > TIGHT_ABOVE * gpu_bytes:

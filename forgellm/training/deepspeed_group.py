@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from forgellm.errors import ErrorCode, ForgeError
+from forgellm.training.launch import ParallelPlan
 from forgellm.training.parallel import COLLECTIVE_TIMEOUT, Group
 
 ADAM_STATE = ("exp_avg", "exp_avg_sq")
@@ -174,3 +175,10 @@ class DeepSpeedGroup(Group):
                 safe_set_full_optimizer_state(param, saved[name][key].to(torch.float32), key)
         for group in inner.param_groups:
             group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
+
+
+def make_group(plan: ParallelPlan) -> Group:
+    """This process's group: DeepSpeed's engine (here; DeepSpeed itself is imported only when used) or torch's."""
+    if plan.strategy == "deepspeed":
+        return DeepSpeedGroup(plan)
+    return Group(plan)

@@ -31,12 +31,13 @@ from forgellm.training.data import (
     fit_splits_to_length,
     load_training_data,
 )
+from forgellm.training.deepspeed_group import make_group
 from forgellm.training.failures import crashed, fail, is_cpu_out_of_memory, out_of_memory
 from forgellm.training.launch import ParallelPlan
 from forgellm.training.model import TrainableModel, load_trainable_model, load_weights, save_weights
 from forgellm.training.objective import forward_module
 from forgellm.training.packing import Batch
-from forgellm.training.parallel import make_group, split_for_rank
+from forgellm.training.parallel import split_for_rank
 from forgellm.training.protocol import ExitCode, event
 
 Emit = Callable[[str], None]

@@ -224,15 +224,6 @@ class Group:
             torch.distributed.destroy_process_group()
 
 
-def make_group(plan: ParallelPlan) -> Group:
-    """This process's group: DeepSpeed's engine (deepspeed_group.py, imported only when used) or torch's."""
-    if plan.strategy == "deepspeed":
-        from forgellm.training.deepspeed_group import DeepSpeedGroup
-
-        return DeepSpeedGroup(plan)
-    return Group(plan)
-
-
 def _transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a peft wrapper, or the model."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -114,12 +114,17 @@ def test_an_out_of_memory_on_rank_1_is_healed_by_sharding(tiny_train_project, re
     assert (result.run_dir / "checkpoints" / "step-4" / TRAINER_STATE).is_file()
 
 
-def test_fsdp_on_one_process_trains_like_one_plain_process(tiny_train_project, rehearsal, single_run):
-    """One GPU and an explicit fsdp: still launched and wrapped, since FSDP's CPU offload is how a model
-    larger than one GPU trains there (the offload itself needs a GPU: benchmarks/gpu_check.py runs it)."""
+@pytest.mark.parametrize(("strategy", "launcher"), [("fsdp", "torch.distributed.run"),
+                                                    ("deepspeed", "accelerate.commands.launch")])  # fmt: skip
+def test_an_explicit_strategy_on_one_process_trains_like_one_plain_process(
+    tiny_train_project, rehearsal, single_run, strategy, launcher
+):
+    """One GPU and an explicit fsdp or deepspeed: still launched and wrapped, since offloading the shards to
+    CPU RAM is how a model larger than one GPU trains there (FSDP's offload itself needs a GPU:
+    benchmarks/gpu_check.py runs it)."""
     root, _ = tiny_train_project(**SINGLE)
-    result = run_training(*staged(root), parallel={"distributed": "fsdp", "gpus": 1})
+    result = run_training(*staged(root), parallel={"distributed": strategy, "gpus": 1})
     start = _records(result.run_dir, "start")[0]
-    assert (start["distributed"], start["world_size"]) == ("fsdp", 1)
-    assert "torch.distributed.run" in (result.run_dir / "logs" / "worker-1.log").read_text()
+    assert (start["distributed"], start["world_size"]) == (strategy, 1)
+    assert launcher in (result.run_dir / "logs" / "worker-1.log").read_text()
     assert _losses(result.run_dir) == pytest.approx(_losses(single_run.run_dir), rel=LOSS_TOLERANCE)
