@@ -39,8 +39,11 @@ class Interrupts:
         if process is None or process.poll() is not None:
             return
         if self.count == 1:
-            for target in _training_processes(process):
-                _send(target, signal.SIGINT)
+            ranks = _ranks_of(process)
+            for rank in ranks:
+                _send(rank, signal.SIGINT)
+            if not ranks:  # one worker, or a container (which forwards the signal itself)
+                process.send_signal(signal.SIGINT)
         else:
             process.kill()  # a group's ranks die with their launcher (worker.die_with_launcher)
 
@@ -55,17 +58,19 @@ class Interrupts:
             signal.signal(signum, handler)
 
 
-def _training_processes(process: subprocess.Popen) -> list[int]:
-    """The processes that train: the worker, or the ranks accelerate's launcher started (the ranks
-    save a checkpoint together; the launcher itself would forward the signal with a 30 s limit)."""
+def _ranks_of(process: Any) -> list[int]:
+    """The ranks accelerate's launcher started, when ``process`` is one (they save a checkpoint together;
+    the launcher itself would forward the signal with a 30 s limit); none for a single worker or a container."""
     import psutil
 
+    pid = getattr(process, "pid", None)  # a container's process has none on this machine
+    if pid is None:
+        return []
     try:
-        ranks = [child.pid for child in psutil.Process(process.pid).children() if "forgellm.training.worker" in
-                 " ".join(child.cmdline())]  # fmt: skip
+        children = psutil.Process(pid).children()
+        return [c.pid for c in children if "forgellm.training.worker" in " ".join(c.cmdline())]
     except psutil.Error:
-        ranks = []
-    return ranks or [process.pid]
+        return []
 
 
 def _send(pid: int, signum: int) -> None:
