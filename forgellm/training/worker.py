@@ -172,14 +172,11 @@ def errors_only(emit, rank: int):
 def die_with_launcher() -> None:
     """A process started by the launcher (torchrun gives each its own session) dies with it: the
     supervisor's kill of the launcher, or its own death, must not leave ranks training on."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+    from forgellm.training.worker_process import die_with_parent
 
-    parent = os.getppid()
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
+    set_death_signal = die_with_parent(os.getppid())
+    if set_death_signal is not None:
+        set_death_signal()
 
 
 def main(argv: list[str] | None = None) -> int:

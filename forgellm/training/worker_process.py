@@ -80,7 +80,7 @@ def _send(pid: int, signum: int) -> None:
         pass
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
+def die_with_parent(parent: int) -> Callable[[], None] | None:
     """Linux: the kernel kills the worker if `forge train` itself dies (kill -9), so no orphan keeps
     training and writing checkpoints while a resumed run starts another worker."""
     if not sys.platform.startswith("linux"):
@@ -132,7 +132,7 @@ def _child_setup(parent: int, limit: int | None) -> Callable[[], None] | None:
     """What the worker's process does before it runs Python: die with its parent, and take the memory
     limit (RLIMIT_DATA counts the heap and every private writable mapping, which is where torch's
     tensors live; RLIMIT_AS would also count the large address ranges libraries reserve but never use)."""
-    die = _die_with_parent(parent)
+    die = die_with_parent(parent)
     if die is None and limit is None:
         return None
 
