@@ -154,14 +154,7 @@ class TrainingLoop:
         self.scaler = torch.amp.GradScaler("cuda") if self.model.precision == "fp16" else None
         if resumed_from is not None:
             self._restore_state(self._resume_state)
-        if not group.agree(self.progress.step):
-            raise ForgeError(
-                "The processes of this run start from different checkpoints: on several machines each one "
-                "resumes from the checkpoints in its own copy of the project, and they differ.",
-                fix="Put the project folder on storage every machine shares (NFS, a cluster file system), or copy "
-                "the main machine's runs/ folder to the others, then resume.",
-                code=ErrorCode.CONFIG_INVALID,
-            )
+        group.require_same_start(self.progress.step)
         self._install_fault_hooks()
         self.started = True
         self.setup_seconds = time.perf_counter() - self.created_at

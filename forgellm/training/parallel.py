@@ -171,13 +171,20 @@ class Group:
         """Whether any process says yes (a stop request, a non-finite loss): all then act together."""
         return bool(self.sum(1.0 if flag else 0.0)[0]) if self.distributed else flag
 
-    def agree(self, value: float) -> bool:
-        """Whether every process holds the same ``value``."""
+    def require_same_start(self, step: int) -> None:
+        """Every process resumes at the same step, or none starts: on several machines each one reads the
+        checkpoints of its own project copy, which may differ."""
         if not self.distributed:
-            return True
-        both = torch.tensor([value, -value], dtype=torch.float64, device=self._collective_device)
-        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
-        return float(both[0]) == -float(both[1])
+            return
+        both = torch.tensor([step, -step], dtype=torch.float64, device=self._collective_device)
+        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)  # max and -min
+        if float(both[0]) != -float(both[1]):
+            raise ForgeError(
+                "The processes of this run start from different checkpoints: on several machines each one "
+                "resumes from the checkpoints in its own copy of the project, and they differ.",
+                fix="Copy the main machine's runs/<id>/ folder to the other machines, then resume.",
+                code=ErrorCode.CONFIG_INVALID,
+            )
 
     def barrier(self) -> None:
         if self.distributed:

@@ -37,3 +37,9 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def rehearsal(monkeypatch):
+    """A multi-GPU run rehearsed on this GPU-less machine: one CPU process per "GPU" over gloo."""
+    monkeypatch.setenv("FORGE_DISTRIBUTED_CPU", "1")

@@ -39,11 +39,6 @@ def _val_losses(run_dir: Path) -> list[float]:
 
 
 @pytest.fixture
-def rehearsal(monkeypatch):
-    monkeypatch.setenv("FORGE_DISTRIBUTED_CPU", "1")
-
-
-@pytest.fixture
 def single_run(tiny_train_project):
     """The reference: one process, 4 micro-batches per step (shared by the strategies' tests)."""
     root, _ = tiny_train_project(**SINGLE)

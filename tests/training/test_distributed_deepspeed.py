@@ -34,13 +34,6 @@ def _steps(run_dir, field: str) -> list[float]:
 
 
 @pytest.fixture
-def rehearsal(monkeypatch):
-    monkeypatch.setenv("FORGE_DISTRIBUTED_CPU", "1")
-
-
-
-
-@pytest.fixture
 def reference(tiny_train_project):
     root, _ = tiny_train_project(**SINGLE)
     return run_training(*staged(root))
