@@ -40,6 +40,12 @@ def test_start_streams_the_run_and_stop_saves_a_checkpoint(tiny_train_project, m
             after = {"Last-Event-ID": str(events[-1][0])}
             tail = ds.sse_events(f"{url}/runs/{run_id}/events", headers=after, timeout=120)
             assert tail[-1][1] == "end"
+            # The run's end event is written by its worker; `forge train` prints the resume hint after it
+            # and then exits, so the log is complete only once the process is gone.
+            deadline = time.monotonic() + 60
+            while pid_alive(pid):
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
         finally:
             if pid_alive(pid):  # a failed assertion must not leave the training running
                 os.killpg(pid, signal.SIGKILL)
