@@ -11,6 +11,7 @@ test about the host itself carries the `host_cpu` marker.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ _REAL_DOCKER_HOST = os.environ.get("DOCKER_HOST")
 _CPUINFO = None if _TEST_CPU == "host" else Path(__file__).parent / "cpus" / f"{_TEST_CPU}.cpuinfo"
 if _CPUINFO is not None and not _CPUINFO.is_file():
     raise pytest.UsageError(f"FORGE_TEST_CPU={_TEST_CPU}: use emulated-bf16, native-bf16 or host")
+# A shell starts a background job (`make test &`, nohup) with Ctrl-C ignored, and every process it starts
+# inherits that: the tests that press Ctrl-C on a `forge` command would then wait for a process that cannot
+# hear it. Python's own handler here resets to the default in each child, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
