@@ -128,23 +128,30 @@ def _eval_examples(time: TimeEstimate, val_rows: int, budget: float) -> int | No
 
 
 def check_lr_moves(checked: CheckedPlan, schedule: Schedule) -> CheckedPlan:
-    """A learning rate too small to move the model in the planned steps is raised, with the reason."""
-    plan, time = checked.proposal, schedule.time
+    """A learning rate too small for the planned steps is raised, with the reason: one that cannot move the
+    model at all, or a small model's LoRA rate in a run too short for it (rules_plan.learning_rate_total_for)."""
+    plan, time, budget = checked.proposal, schedule.time, checked.budget
     steps = schedule.max_steps or (time.total_steps if time else None)
-    if not steps or rules_plan.learning_rate_moves(plan.learning_rate, steps):
+    params = checked.target.params
+    target = rules_plan.learning_rate_total_for(params, plan.method, budget.precision, budget.device)
+    if not steps or plan.learning_rate * steps >= target:
         return checked
-    budget = checked.budget
-    low, high = rules_plan.learning_rate_range(checked.target.params, plan.method, budget.precision, budget.device)
-    good, _ = rules_plan.learning_rate_for(checked.target.params, plan.method, budget.precision, budget.device)
-    lr = min(high, max(good, rules_plan.MIN_LR_TOTAL / steps))
+    _, high = rules_plan.learning_rate_range(params, plan.method, budget.precision, budget.device)
+    good, _ = rules_plan.learning_rate_for(params, plan.method, budget.precision, budget.device)
+    lr = min(high, max(good, target / steps))
     if lr <= plan.learning_rate:
         return checked
-    reason = (
-        f"{steps} steps at {plan.learning_rate:g} move the model by at most ~{plan.learning_rate * steps:.1g} "
-        f"(the sum of the step sizes), too little to change it (at least {rules_plan.MIN_LR_TOTAL:g} is needed)."
-    )
+    total = f"move the model by at most ~{plan.learning_rate * steps:.1g} (the sum of the step sizes)"
+    if not rules_plan.learning_rate_moves(plan.learning_rate, steps):
+        reason = f"{steps} steps at {plan.learning_rate:g} {total}, too little to change it (at least " \
+                 f"{rules_plan.MIN_LR_TOTAL:g} is needed)."  # fmt: skip
+    else:
+        reason = f"{steps} steps at {plan.learning_rate:g} {total}: a short run for a model this small, " \
+                 f"which learns more when the sum reaches {target:g} ({rules_plan.SHORT_RUN_EVIDENCE})."  # fmt: skip
     if not rules_plan.learning_rate_moves(lr, steps):
         reason += f" Even {lr:g} is little for {steps} steps: give training more time."
+    elif lr * steps < target:
+        reason += f" {high:g} is the highest safe rate, so more time would still help."
     correction = Correction("learning_rate", plan.learning_rate, lr, reason)
     proposal = plan.model_copy(update={"learning_rate": lr})
     return replace(checked, proposal=proposal, corrections=[*checked.corrections, correction])

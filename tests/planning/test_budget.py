@@ -82,16 +82,37 @@ def test_a_learning_rate_that_cannot_move_the_model_is_raised(scripted, tmp_path
     result = _plan(tmp_path, cpu_machine, shared_data / "bitext_customer_support.csv", dry_run=True,
                    advisor=scripted(crawl), max_steps=10)  # fmt: skip
     fixed = next(c for c in result.corrections if c.key == "training.learning_rate")
-    assert fixed.proposed == pytest.approx(6e-5) and fixed.value == pytest.approx(rules_plan.SMALL_LORA_LR)
-    assert "too little to change it" in fixed.reason
+    top = rules_plan.learning_rate_range(135_000_000, "lora")[1]  # 10 steps would want 2.5e-3: above the top
+    assert fixed.proposed == pytest.approx(6e-5) and fixed.value == pytest.approx(top)
+    assert "too little to change it" in fixed.reason and "highest safe rate" in fixed.reason
     assert rules_plan.learning_rate_moves(result.config.training.learning_rate, 10)
 
 
-def test_a_rate_that_moves_the_model_is_kept(scripted, tmp_path, cpu_machine, shared_data):
+def test_a_short_run_of_a_small_model_gets_the_rate_its_steps_need(tmp_path, cpu_machine, shared_data):
+    """The demo's case on a slow CPU: 25 steps at the rules' 4e-4 learned half of what 25 steps at 1e-3 did."""
+    result = _plan(tmp_path, cpu_machine, shared_data / "bitext_customer_support.csv", dry_run=True, max_steps=25)
+    fixed = next(c for c in result.corrections if c.key == "training.learning_rate")
+    assert fixed.proposed == pytest.approx(rules_plan.SMALL_LORA_LR)
+    assert fixed.value == pytest.approx(rules_plan.SHORT_RUN_LR_TOTAL / 25) == 1e-3
+    assert "a short run" in fixed.reason and rules_plan.SHORT_RUN_EVIDENCE in fixed.reason
+    assert result.config.training.learning_rate == pytest.approx(1e-3)
+
+
+def test_a_rate_that_reaches_the_runs_total_is_kept(scripted, tmp_path, cpu_machine, shared_data):
     def usual(request):
         return rules_plan.propose_plan(request).model_copy(update={"learning_rate": 3e-4})
 
     result = _plan(tmp_path, cpu_machine, shared_data / "bitext_customer_support.csv", dry_run=True,
-                   advisor=scripted(usual), max_steps=40)  # fmt: skip
+                   advisor=scripted(usual), max_steps=100)  # fmt: skip
     assert not [c for c in result.corrections if c.key == "training.learning_rate"]
     assert result.config.training.learning_rate == pytest.approx(3e-4)
+
+
+def test_only_the_measured_regime_asks_for_a_short_runs_total():
+    small, big = 135_000_000, 1_500_000_000
+    assert rules_plan.learning_rate_total_for(small, "lora", "fp32", "cpu") == rules_plan.SHORT_RUN_LR_TOTAL
+    assert rules_plan.learning_rate_total_for(small, "lora", "bf16", "cpu") == rules_plan.SHORT_RUN_LR_TOTAL
+    # Where it was not measured, only a rate that cannot move the model at all is raised.
+    assert rules_plan.learning_rate_total_for(small, "lora", "bf16", "cuda") == rules_plan.MIN_LR_TOTAL
+    assert rules_plan.learning_rate_total_for(small, "full", "fp32", "cpu") == rules_plan.MIN_LR_TOTAL
+    assert rules_plan.learning_rate_total_for(big, "lora", "bf16", "cuda") == rules_plan.MIN_LR_TOTAL
