@@ -51,7 +51,8 @@ MIN_LR_TOTAL = 2e-3
 # SmolLM2-135M LoRA r4 (CPU, fp32 and bf16 autocast, the demo's support data, held-out test split): 4e-4 x 65
 # steps (total 2.6e-2) -> test loss -32.6%, stop rate 78% -> 100%; 4e-4 x 25 steps (1e-2) -> -15.4%, stop
 # rate 72% -> 72%; 1e-3 x 25 steps (2.5e-2) -> -28.0%, stop rate 72% -> 97%, general-text loss +2.2%. So a
-# short run of a small model's LoRA gets the rate that makes its sum SHORT_RUN_LR_TOTAL (learning_rate_total_for).
+# short run of a small model's LoRA that sees each example at most once gets the rate that makes its sum
+# SHORT_RUN_LR_TOTAL (learning_rate_total_for).
 SHORT_RUN_LR_TOTAL = 2.5e-2
 SHORT_RUN_EVIDENCE = "25 steps of SmolLM2-135M LoRA lowered the held-out loss by 28% at 1e-3 and by 15% at 4e-4"
 FULL_FT_MAX_PARAMS = 1_000_000_000
@@ -326,10 +327,14 @@ def learning_rate_range(
     return 2e-5, 5e-4
 
 
-def learning_rate_total_for(params: int, method: str, precision: str = "fp32", device: str = "cpu") -> float:
-    """The sum of the step sizes a run should reach: SHORT_RUN_LR_TOTAL where that was measured, elsewhere
-    only MIN_LR_TOTAL (a rate that cannot move the model at all)."""
-    if _small_lora_at_full_rate(params, method, precision, device):
+def learning_rate_total_for(
+    params: int, method: str, precision: str = "fp32", device: str = "cpu", *, epochs: float = 1.0
+) -> float:
+    """The sum of the step sizes a run of ``epochs`` passes over its data should reach: SHORT_RUN_LR_TOTAL
+    where that was measured (a small model's LoRA cut short by a budget, each example seen at most once; over
+    repeated examples a higher rate was not measured and risks memorising them), elsewhere only MIN_LR_TOTAL
+    (a rate that cannot move the model at all)."""
+    if epochs <= 1.0 and _small_lora_at_full_rate(params, method, precision, device):
         return SHORT_RUN_LR_TOTAL
     return MIN_LR_TOTAL
 

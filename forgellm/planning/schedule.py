@@ -133,7 +133,8 @@ def check_lr_moves(checked: CheckedPlan, schedule: Schedule) -> CheckedPlan:
     plan, time, budget = checked.proposal, schedule.time, checked.budget
     steps = schedule.max_steps or (time.total_steps if time else None)
     params = checked.target.params
-    target = rules_plan.learning_rate_total_for(params, plan.method, budget.precision, budget.device)
+    epochs = steps / time.steps_per_epoch if steps and time and time.steps_per_epoch else math.inf
+    target = rules_plan.learning_rate_total_for(params, plan.method, budget.precision, budget.device, epochs=epochs)
     if not steps or plan.learning_rate * steps >= target:
         return checked
     _, high = rules_plan.learning_rate_range(params, plan.method, budget.precision, budget.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from stage_support import planned
+from tiny_project_support import write_support_csv
 
 from forgellm.advisor import rules_plan
 from forgellm.advisor.rules import RulesAdvisor
@@ -98,6 +99,16 @@ def test_a_short_run_of_a_small_model_gets_the_rate_its_steps_need(tmp_path, cpu
     assert result.config.training.learning_rate == pytest.approx(1e-3)
 
 
+def test_a_short_run_that_repeats_its_data_keeps_the_rate(tmp_path, cpu_machine):
+    """25 steps over 120 rows pass over the data more than once: a raised rate would memorise the examples,
+    and the short-run total was measured only on runs that see each example once."""
+    data = write_support_csv(tmp_path / "small.csv", rows=120)
+    result = _plan(tmp_path, cpu_machine, data, dry_run=True, max_steps=25)
+    assert result.time.steps_per_epoch < 25
+    assert not [c for c in result.corrections if c.key == "training.learning_rate"]
+    assert result.config.training.learning_rate == pytest.approx(rules_plan.SMALL_LORA_LR)
+
+
 def test_a_rate_that_reaches_the_runs_total_is_kept(scripted, tmp_path, cpu_machine, shared_data):
     def usual(request):
         return rules_plan.propose_plan(request).model_copy(update={"learning_rate": 3e-4})
@@ -116,3 +127,4 @@ def test_only_the_measured_regime_asks_for_a_short_runs_total():
     assert rules_plan.learning_rate_total_for(small, "lora", "bf16", "cuda") == rules_plan.MIN_LR_TOTAL
     assert rules_plan.learning_rate_total_for(small, "full", "fp32", "cpu") == rules_plan.MIN_LR_TOTAL
     assert rules_plan.learning_rate_total_for(big, "lora", "bf16", "cuda") == rules_plan.MIN_LR_TOTAL
+    assert rules_plan.learning_rate_total_for(small, "lora", "fp32", "cpu", epochs=1.5) == rules_plan.MIN_LR_TOTAL
